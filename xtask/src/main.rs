@@ -1,5 +1,69 @@
-//! Project chores, run as `cargo xtask <command>`.
+//! Project chores for tidesync, run as `cargo xtask <command>` from anywhere in the workspace.
+//!
+//! - `cargo xtask ci [--fast]` is the one door to "is this change good": fmt, clippy, tests
+//!   (nextest when installed), doc tests, rustdoc and benchmark builds, stopping at the first
+//!   failure. See [`ci`] for the steps.
+//! - `cargo xtask bench` is a placeholder until the benchmark suite lands.
+//!
+//! The repository rules (every crate root opens with `//!`, no `#[should_panic]`, sync-core
+//! pulls in no I/O crates, ...) are not a command: they live in `xtask/tests/tidy.rs` as an
+//! ordinary test, so plain `cargo test` and `cargo xtask ci` both enforce them.
+//!
+//! This crate is not a library and not published; arguments are parsed by hand to keep its
+//! dependencies to `anyhow` and `serde_json`.
 
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("no command yet")
+mod ci;
+mod postgres;
+
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  ci [--fast]   fmt check, clippy -D warnings, tests (nextest if installed), doc tests,
+                rustdoc -D warnings, bench --no-run; stops at the first failing step.
+                --fast skips fmt, clippy and rustdoc for local iteration.
+                Under CI=true: passes --locked and requires PostgreSQL at
+                TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test).
+  bench         run the benchmark suite (not there yet)
+  help          print this message";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|arg| arg.to_string_lossy().into_owned())
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["ci"] => finish(ci::run(ci::Options { fast: false })),
+        ["ci", "--fast"] => finish(ci::run(ci::Options { fast: true })),
+        ["bench", ..] => {
+            eprintln!(
+                "error: `cargo xtask bench` has nothing to run yet: the benchmark suite arrives \
+                 with the bench issue (benchmark targets are still compiled by `cargo xtask ci`)"
+            );
+            ExitCode::from(2)
+        }
+        _ => usage(&args),
+    }
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn usage(args: &[&str]) -> ExitCode {
+    match args {
+        [] | ["help" | "-h" | "--help"] => {}
+        _ => eprintln!("error: unknown arguments: {}\n", args.join(" ")),
+    }
+    eprintln!("{USAGE}");
+    ExitCode::from(2)
 }

@@ -1,0 +1,541 @@
+//! Tidy: repository rules checked as ordinary tests, so `cargo test`, nextest and
+//! `cargo xtask ci` all enforce them (rust-analyzer's pattern).
+//!
+//! Each rule is a function from the workspace root to a list of violations that name the
+//! offending file; the `*_rule_can_fail` tests run every rule against a tiny fake tree to
+//! prove it is not vacuous.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+
+/// The package that must stay free of storage, network and runtime I/O crates.
+const CORE: &str = "tidesync-core";
+
+/// Crates `tidesync-core` must not reach through normal dependencies (style guideline 2:
+/// sync-core knows nothing of SQLite, redb, HTTP, axum, PostgreSQL, and does no I/O).
+const FORBIDDEN_IN_CORE: &[&str] = &[
+    "rusqlite",
+    "libsqlite3-sys",
+    "redb",
+    "reqwest",
+    "hyper",
+    "axum",
+    "tokio-postgres",
+    "postgres",
+    "deadpool-postgres",
+    "sqlx",
+    "tower-http",
+    "wiremock",
+    "mio",
+    "tidesync-server",
+];
+
+/// Our own crates that depend on core, never the other way round.
+const FORBIDDEN_PREFIXES_IN_CORE: &[&str] = &["tidesync-store-", "tidesync-transport-"];
+
+// ---- the rules, run against this workspace ----
+
+#[test]
+fn crate_roots_open_with_module_docs() -> Result<()> {
+    assert_clean(
+        "crate roots must open with a `//!` comment",
+        &module_doc_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn no_should_panic() -> Result<()> {
+    assert_clean(
+        "no #[should_panic]",
+        &should_panic_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn no_todo_in_library_code() -> Result<()> {
+    assert_clean(
+        "no todo!/unimplemented! in crates/*/src",
+        &todo_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn manifests_use_workspace_lints() -> Result<()> {
+    assert_clean(
+        "every manifest needs `[lints] workspace = true`",
+        &lints_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn core_has_no_io_dependencies() -> Result<()> {
+    assert_clean(
+        "tidesync-core dependency rule",
+        &core_dependency_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+fn assert_clean(rule: &str, violations: &[String]) {
+    assert!(
+        violations.is_empty(),
+        "tidy: {rule}:\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    Ok(Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask's manifest directory has no parent")?
+        .to_path_buf())
+}
+
+// ---- the rules, as functions of a root path ----
+
+/// Every `crates/*/src/lib.rs`, `examples/*/src/main.rs` and `xtask/src/main.rs` opens with
+/// a `//!` line (style guideline 4).
+fn module_doc_violations(root: &Path) -> Result<Vec<String>> {
+    let mut files = Vec::new();
+    for (parent, file) in [("crates", "src/lib.rs"), ("examples", "src/main.rs")] {
+        for package in subdirectories(&root.join(parent))? {
+            files.push(package.join(file));
+        }
+    }
+    files.push(root.join("xtask/src/main.rs"));
+
+    let mut violations = Vec::new();
+    for file in files.into_iter().filter(|file| file.is_file()) {
+        let text = read(&file)?;
+        let first = text.lines().map(str::trim).find(|line| !line.is_empty());
+        if !first.is_some_and(|line| line.starts_with("//!")) {
+            violations.push(format!(
+                "{}: must open with a `//!` comment saying what the crate is and is not (first line: {:?})",
+                relative(root, &file),
+                first.unwrap_or("<empty file>"),
+            ));
+        }
+    }
+    Ok(violations)
+}
+
+/// No `#[should_panic]` anywhere under `crates/`: match the `Err` variant instead (style
+/// guideline 8).
+fn should_panic_violations(root: &Path) -> Result<Vec<String>> {
+    let mut violations = Vec::new();
+    for file in files_with_extension(&root.join("crates"), "rs")? {
+        for (index, line) in read(&file)?.lines().enumerate() {
+            let line = line.trim_start();
+            if line.starts_with("#[") && line.contains("should_panic") {
+                violations.push(format!(
+                    "{}:{}: `#[should_panic]`; return a Result or match the `Err` variant instead",
+                    relative(root, &file),
+                    index + 1,
+                ));
+            }
+        }
+    }
+    Ok(violations)
+}
+
+/// No `todo!(` or `unimplemented!(` in `crates/*/src`.
+fn todo_violations(root: &Path) -> Result<Vec<String>> {
+    let mut violations = Vec::new();
+    for package in subdirectories(&root.join("crates"))? {
+        for file in files_with_extension(&package.join("src"), "rs")? {
+            for (index, line) in read(&file)?.lines().enumerate() {
+                for name in ["todo!(", "unimplemented!("] {
+                    if contains_macro_call(line, name) {
+                        violations.push(format!(
+                            "{}:{}: `{name}..)` in library code; return an error instead",
+                            relative(root, &file),
+                            index + 1,
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    Ok(violations)
+}
+
+/// Every `Cargo.toml` under `crates/` and `examples/` inherits the workspace lints.
+fn lints_violations(root: &Path) -> Result<Vec<String>> {
+    let mut violations = Vec::new();
+    for parent in ["crates", "examples"] {
+        for manifest in files_with_extension(&root.join(parent), "toml")? {
+            if manifest
+                .file_name()
+                .is_some_and(|name| name == "Cargo.toml")
+                && !inherits_workspace_lints(&read(&manifest)?)
+            {
+                violations.push(format!(
+                    "{}: add `[lints]` with `workspace = true`",
+                    relative(root, &manifest)
+                ));
+            }
+        }
+    }
+    Ok(violations)
+}
+
+/// `tidesync-core`'s normal dependency tree (all features, all platforms) contains no
+/// storage, network or I/O-driver crate and none of our outer crates (style guideline 2).
+///
+/// This reads `cargo tree -p tidesync-core -e normal` rather than walking `resolve` in
+/// `cargo metadata`: metadata unifies features across the whole workspace, so as soon as the
+/// server turns on tokio's `net` feature, `tokio -> mio` would show up under core too even
+/// though building core alone never compiles mio. `cargo tree -p` resolves features for core
+/// only, which is the invariant we mean. `cargo metadata --no-deps` still finds the package.
+fn core_dependency_violations(root: &Path) -> Result<Vec<String>> {
+    let metadata: serde_json::Value = serde_json::from_str(&cargo(
+        root,
+        &["metadata", "--locked", "--no-deps", "--format-version", "1"],
+    )?)
+    .context("cargo metadata printed invalid JSON")?;
+    let manifest = metadata["packages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|package| package["name"] == CORE)
+        .and_then(|package| package["manifest_path"].as_str());
+    let Some(manifest) = manifest else {
+        eprintln!(
+            "note: tidy: {CORE} is not in the workspace yet; the dependency rule passes vacuously"
+        );
+        return Ok(Vec::new());
+    };
+    let tree = cargo(
+        root,
+        &[
+            "tree",
+            "--locked",
+            "-p",
+            CORE,
+            "-e",
+            "normal",
+            "--all-features",
+            "--target",
+            "all",
+            "--prefix",
+            "depth",
+        ],
+    )?;
+    Ok(forbidden_dependencies(&tree)
+        .into_iter()
+        .map(|(name, chain)| {
+            format!(
+                "{}: {CORE} must not depend on `{name}` (sync-core does no I/O and knows no backend); via {chain}",
+                relative(root, Path::new(manifest)),
+            )
+        })
+        .collect())
+}
+
+/// Forbidden packages in `cargo tree --prefix depth` output, each with the first chain of
+/// package names that reaches it.
+fn forbidden_dependencies(tree: &str) -> Vec<(String, String)> {
+    let mut chain: Vec<&str> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut found = Vec::new();
+    for line in tree.lines() {
+        let digits = line.chars().take_while(char::is_ascii_digit).count();
+        let Ok(depth) = line[..digits].parse::<usize>() else {
+            continue;
+        };
+        let Some(name) = line[digits..].split_whitespace().next() else {
+            continue;
+        };
+        chain.truncate(depth);
+        chain.push(name);
+        let forbidden = FORBIDDEN_IN_CORE.contains(&name)
+            || FORBIDDEN_PREFIXES_IN_CORE
+                .iter()
+                .any(|prefix| name.starts_with(prefix));
+        if depth > 0 && forbidden && seen.insert(name) {
+            found.push((name.to_owned(), chain.join(" -> ")));
+        }
+    }
+    found
+}
+
+// ---- helpers ----
+
+fn cargo(root: &Path, args: &[&str]) -> Result<String> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let output = Command::new(cargo)
+        .args(args)
+        .current_dir(root)
+        .output()
+        .with_context(|| format!("could not run cargo {}", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "cargo {} exited with {}:\n{}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    String::from_utf8(output.stdout).context("cargo printed non-UTF-8 output")
+}
+
+fn inherits_workspace_lints(manifest: &str) -> bool {
+    let mut section = String::new();
+    for line in manifest.lines() {
+        let line: String = line
+            .split('#')
+            .next()
+            .unwrap_or_default()
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .collect();
+        if let Some(header) = line
+            .strip_prefix('[')
+            .and_then(|rest| rest.strip_suffix(']'))
+        {
+            section = header.to_owned();
+        } else if (section == "lints" && line == "workspace=true")
+            || (section.is_empty() && line == "lints.workspace=true")
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// `line` calls the macro `name` (e.g. `todo!(`), not one whose name merely ends with it.
+fn contains_macro_call(line: &str, name: &str) -> bool {
+    line.match_indices(name).any(|(at, _)| {
+        !line[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|before| before.is_alphanumeric() || before == '_')
+    })
+}
+
+fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Ok(Vec::new());
+    }
+    let mut dirs = Vec::new();
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+        let path = entry?.path();
+        if path.is_dir() {
+            dirs.push(path);
+        }
+    }
+    dirs.sort();
+    Ok(dirs)
+}
+
+/// Files under `dir` ending in `.{extension}`, recursively, skipping `target` and hidden
+/// directories.
+fn files_with_extension(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        if !dir.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|name| name.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if path.is_dir() {
+                if name != "target" && !name.starts_with('.') {
+                    pending.push(path);
+                }
+            } else if path.extension().is_some_and(|ext| ext == extension) {
+                files.push(path);
+            }
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+fn read(file: &Path) -> Result<String> {
+    fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
+}
+
+fn relative(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+// ---- every rule can fail: run them against tiny fake trees ----
+
+/// A scratch directory under the system temp dir, removed on drop.
+struct FakeTree(PathBuf);
+
+impl FakeTree {
+    fn new(name: &str) -> Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!(
+            "tidesync-tidy-{name}-{}-{nanos}",
+            std::process::id()
+        ));
+        fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+
+    fn with(self, path: &str, text: &str) -> Result<Self> {
+        let file = self.0.join(path);
+        fs::create_dir_all(file.parent().context("no parent")?)?;
+        fs::write(file, text)?;
+        Ok(self)
+    }
+}
+
+impl Drop for FakeTree {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn module_doc_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("docs")?
+        .with("crates/good/src/lib.rs", "\n//! Good.\n")?
+        .with(
+            "crates/bad/src/lib.rs",
+            "#![forbid(unsafe_code)]\n//! Late.\n",
+        )?
+        .with("examples/app/src/main.rs", "fn main() {}\n")?
+        .with("xtask/src/main.rs", "")?;
+    let violations = module_doc_violations(&tree.0)?;
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(
+        violations[0].starts_with("crates/bad/src/lib.rs: "),
+        "{violations:#?}"
+    );
+    assert!(
+        violations[1].starts_with("examples/app/src/main.rs: "),
+        "{violations:#?}"
+    );
+    assert!(
+        violations[2].starts_with("xtask/src/main.rs: "),
+        "{violations:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn should_panic_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("should-panic")?
+        .with("crates/a/src/lib.rs", "//! A.\n")?
+        .with(
+            "crates/a/tests/it.rs",
+            "#[test]\n    #[should_panic(expected = \"boom\")]\nfn f() {}\n",
+        )?;
+    assert_eq!(should_panic_violations(&tree.0)?.len(), 1);
+    assert!(should_panic_violations(&tree.0)?[0].starts_with("crates/a/tests/it.rs:2: "));
+    Ok(())
+}
+
+#[test]
+fn todo_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("todo")?
+        .with(
+            "crates/a/src/lib.rs",
+            "//! A.\nfn f() { todo!() }\nfn g() { my_todo!() }\n",
+        )?
+        .with(
+            "crates/a/src/deep/mod.rs",
+            "fn h() { unimplemented!(\"later\") }\n",
+        )?
+        .with("crates/a/tests/it.rs", "fn t() { todo!() }\n")?;
+    let violations = todo_violations(&tree.0)?;
+    assert_eq!(violations.len(), 2, "{violations:#?}");
+    assert!(
+        violations[0].starts_with("crates/a/src/deep/mod.rs:1: "),
+        "{violations:#?}"
+    );
+    assert!(
+        violations[1].starts_with("crates/a/src/lib.rs:2: "),
+        "{violations:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn lints_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("lints")?
+        .with(
+            "crates/good/Cargo.toml",
+            "[package]\nname = \"good\"\n\n[lints]\nworkspace = true # shared\n",
+        )?
+        .with(
+            "crates/dotted/Cargo.toml",
+            "lints.workspace = true\n[package]\nname = \"dotted\"\n",
+        )?
+        .with("crates/none/Cargo.toml", "[package]\nname = \"none\"\n")?
+        .with(
+            "examples/own/Cargo.toml",
+            "[package]\nname = \"own\"\n[lints.rust]\nworkspace = true\n",
+        )?;
+    let violations = lints_violations(&tree.0)?;
+    assert_eq!(violations.len(), 2, "{violations:#?}");
+    assert!(
+        violations[0].starts_with("crates/none/Cargo.toml: "),
+        "{violations:#?}"
+    );
+    assert!(
+        violations[1].starts_with("examples/own/Cargo.toml: "),
+        "{violations:#?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn dependency_rule_can_fail() {
+    let tree = "\
+0tidesync-core v0.1.0 (/w/crates/sync-core)
+1serde v1.0.0
+1tokio v1.0.0
+2mio v1.0.0
+1tidesync-store-sqlite v0.1.0 (/w/crates/store-sqlite)
+2rusqlite v0.43.0
+3libsqlite3-sys v0.35.0
+1tokio v1.0.0 (*)
+";
+    let found = forbidden_dependencies(tree);
+    let expected = [
+        ("mio", "tidesync-core -> tokio -> mio"),
+        (
+            "tidesync-store-sqlite",
+            "tidesync-core -> tidesync-store-sqlite",
+        ),
+        (
+            "rusqlite",
+            "tidesync-core -> tidesync-store-sqlite -> rusqlite",
+        ),
+        (
+            "libsqlite3-sys",
+            "tidesync-core -> tidesync-store-sqlite -> rusqlite -> libsqlite3-sys",
+        ),
+    ];
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(name, chain)| ((*name).to_owned(), (*chain).to_owned()))
+        .collect();
+    assert_eq!(found, expected);
+    assert!(
+        forbidden_dependencies("0tidesync-core v0.1.0 (/w)\n1serde v1.0.0\n1uuid v1.0.0\n")
+            .is_empty()
+    );
+}
