@@ -157,14 +157,15 @@ impl Ci {
     }
 
     /// Runs `body` as the step `name`: header, timing, log entry, and an error naming the step.
-    fn step(&mut self, name: &str, body: impl FnOnce(&Self) -> Result<()>) -> Result<()> {
+    /// `body` returns the outcome to report (`"ok"`, or `"warning"` for a tolerated problem).
+    fn step(&mut self, name: &str, body: impl FnOnce(&Self) -> Result<&'static str>) -> Result<()> {
         let started = Instant::now();
         let result = body(self);
         let elapsed = started.elapsed();
         match result {
-            Ok(()) => {
-                eprintln!("==> {name}: ok in {}", seconds(elapsed));
-                self.log.push((name.to_owned(), elapsed, "ok"));
+            Ok(outcome) => {
+                eprintln!("==> {name}: {outcome} in {}", seconds(elapsed));
+                self.log.push((name.to_owned(), elapsed, outcome));
                 Ok(())
             }
             Err(error) => {
@@ -185,7 +186,7 @@ impl Ci {
             if !status.success() {
                 bail!("`{shown}` exited with {status}");
             }
-            Ok(())
+            Ok("ok")
         })
     }
 
@@ -204,7 +205,7 @@ impl Ci {
 
     /// Probes PostgreSQL before the tests; under `CI=true` also tries to start the local
     /// cluster and fails the run if it stays unreachable.
-    fn check_postgres(&self) -> Result<()> {
+    fn check_postgres(&self) -> Result<&'static str> {
         let (host, port) = postgres::host_port(&self.postgres_url)
             .with_context(|| format!("cannot read host and port from {}", postgres::URL_VAR))?;
         let address = format!("{host}:{port}");
@@ -216,11 +217,12 @@ impl Ci {
                      fail or skip (with CI=true this fails the run)",
                     postgres::URL_VAR
                 );
+                return Ok("warning");
             }
-            return Ok(());
+            return Ok("ok");
         }
         if postgres::wait_reachable(&host, port, postgres::WAIT) {
-            return Ok(());
+            return Ok("ok");
         }
         eprintln!(
             "    not reachable; starting it with: sh -c '{}'",
@@ -238,7 +240,7 @@ impl Ci {
             Err(error) => eprintln!("    could not run sh: {error}"),
         }
         if postgres::wait_reachable(&host, port, postgres::WAIT) {
-            return Ok(());
+            return Ok("ok");
         }
         bail!(
             "PostgreSQL is not reachable at {address} (from {}, default {}) and starting the \
