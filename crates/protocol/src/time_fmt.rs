@@ -1,0 +1,218 @@
+//! Timestamps on the wire: the server writes UTC with exactly three fractional digits and a
+//! `Z`; readers accept any RFC 3339 form, with any fraction length and an optional offset.
+
+use std::fmt::Write as _;
+
+use time::{Date, Month, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+
+/// Why a timestamp could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TimestampError {
+    /// The text is not an RFC 3339 / ISO-8601 date-time.
+    #[error("invalid timestamp '{text}': {reason}")]
+    Invalid {
+        /// The text that was given.
+        text: String,
+        /// What was wrong with it.
+        reason: &'static str,
+    },
+}
+
+/// Formats `t` the way the servers emit `createdAt` / `updatedAt`: converted to UTC, exactly
+/// three fractional digits, `Z` suffix (`2026-11-27T08:29:29.167Z`).
+///
+/// A value that cannot be expressed in UTC (only possible at the very ends of the supported
+/// range) keeps its own offset.
+pub fn format_timestamp(t: OffsetDateTime) -> String {
+    format_with(t, Fraction::Millis)
+}
+
+/// Formats `t` in UTC with as many fractional digits as needed (none, up to nine).
+pub(crate) fn format_timestamp_exact(t: OffsetDateTime) -> String {
+    format_with(t, Fraction::Minimal)
+}
+
+/// Parses an RFC 3339 / ISO-8601 date-time: `YYYY-MM-DD[(T|t| )hh:mm[:ss[.fraction]][Z|±hh[:]mm]]`.
+///
+/// The fraction may have any number of digits (beyond nanoseconds they are dropped), a missing
+/// offset means UTC and a date alone means midnight UTC. The result is normalised to UTC.
+///
+/// # Errors
+///
+/// [`TimestampError::Invalid`] when the text does not have that shape or names a date or time
+/// that does not exist (`2026-02-30`, `25:00`).
+pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
+    parse_parts(text.as_bytes()).map_err(|reason| TimestampError::Invalid {
+        text: text.to_owned(),
+        reason,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Fraction {
+    Millis,
+    Minimal,
+}
+
+fn format_with(t: OffsetDateTime, fraction: Fraction) -> String {
+    let t = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
+    let mut out = String::with_capacity(30);
+    let _ = write!(
+        out,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second()
+    );
+    let nanos = t.nanosecond();
+    match fraction {
+        Fraction::Millis => {
+            let _ = write!(out, ".{:03}", nanos / 1_000_000);
+        }
+        Fraction::Minimal if nanos != 0 => {
+            let digits = format!("{nanos:09}");
+            out.push('.');
+            out.push_str(digits.trim_end_matches('0'));
+        }
+        Fraction::Minimal => {}
+    }
+    let offset = t.offset();
+    if offset.is_utc() {
+        out.push('Z');
+    } else {
+        let (hours, minutes, _) = offset.as_hms();
+        let sign = if offset.is_negative() { '-' } else { '+' };
+        let _ = write!(
+            out,
+            "{sign}{:02}:{:02}",
+            hours.unsigned_abs(),
+            minutes.unsigned_abs()
+        );
+    }
+    out
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn eat(&mut self, wanted: u8) -> bool {
+        if self.peek() == Some(wanted) {
+            self.pos += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, wanted: u8, reason: &'static str) -> Result<(), &'static str> {
+        if self.eat(wanted) {
+            Ok(())
+        } else {
+            Err(reason)
+        }
+    }
+
+    /// Exactly `n` ASCII digits as a number.
+    fn digits(&mut self, n: usize, reason: &'static str) -> Result<u32, &'static str> {
+        let mut value = 0u32;
+        for _ in 0..n {
+            match self.peek() {
+                Some(b @ b'0'..=b'9') => {
+                    value = value * 10 + u32::from(b - b'0');
+                    self.pos += 1;
+                }
+                _ => return Err(reason),
+            }
+        }
+        Ok(value)
+    }
+}
+
+fn parse_parts(bytes: &[u8]) -> Result<OffsetDateTime, &'static str> {
+    let mut c = Cursor { bytes, pos: 0 };
+    let year = c.digits(4, "expected a four-digit year")?;
+    c.expect(b'-', "expected '-' after the year")?;
+    let month = c.digits(2, "expected a two-digit month")?;
+    c.expect(b'-', "expected '-' after the month")?;
+    let day = c.digits(2, "expected a two-digit day")?;
+    let month = u8::try_from(month)
+        .ok()
+        .and_then(|m| Month::try_from(m).ok())
+        .ok_or("month out of range")?;
+    let year = i32::try_from(year).map_err(|_| "year out of range")?;
+    let day = u8::try_from(day).map_err(|_| "day out of range")?;
+    let date = Date::from_calendar_date(year, month, day).map_err(|_| "no such date")?;
+    if c.peek().is_none() {
+        return Ok(PrimitiveDateTime::new(date, Time::MIDNIGHT).assume_utc());
+    }
+    if !(c.eat(b'T') || c.eat(b't') || c.eat(b' ')) {
+        return Err("expected 'T' between date and time");
+    }
+    let hour = c.digits(2, "expected a two-digit hour")?;
+    c.expect(b':', "expected ':' after the hour")?;
+    let minute = c.digits(2, "expected two-digit minutes")?;
+    let mut second = 0;
+    let mut nanos = 0u32;
+    if c.eat(b':') {
+        second = c.digits(2, "expected two-digit seconds")?;
+        if c.eat(b'.') || c.eat(b',') {
+            let mut n_digits = 0;
+            while let Some(b @ b'0'..=b'9') = c.peek() {
+                if n_digits < 9 {
+                    nanos = nanos * 10 + u32::from(b - b'0');
+                }
+                n_digits += 1;
+                c.pos += 1;
+            }
+            if n_digits == 0 {
+                return Err("expected digits after the decimal point");
+            }
+            for _ in n_digits..9 {
+                nanos *= 10;
+            }
+        }
+    }
+    let offset = match c.peek() {
+        None => UtcOffset::UTC,
+        Some(b'Z' | b'z') => {
+            c.pos += 1;
+            UtcOffset::UTC
+        }
+        Some(sign @ (b'+' | b'-')) => {
+            c.pos += 1;
+            let hours = c.digits(2, "expected two-digit offset hours")?;
+            c.eat(b':');
+            let minutes = c.digits(2, "expected two-digit offset minutes")?;
+            let (hours, minutes) = (
+                i8::try_from(hours).map_err(|_| "offset out of range")?,
+                i8::try_from(minutes).map_err(|_| "offset out of range")?,
+            );
+            let (hours, minutes) = if sign == b'-' {
+                (-hours, -minutes)
+            } else {
+                (hours, minutes)
+            };
+            UtcOffset::from_hms(hours, minutes, 0).map_err(|_| "offset out of range")?
+        }
+        Some(_) => return Err("unexpected character after the time"),
+    };
+    if c.peek().is_some() {
+        return Err("unexpected text after the offset");
+    }
+    let to_u8 = |v: u32| u8::try_from(v).map_err(|_| "time out of range");
+    let time = Time::from_hms_nano(to_u8(hour)?, to_u8(minute)?, to_u8(second)?, nanos)
+        .map_err(|_| "no such time of day")?;
+    let value = PrimitiveDateTime::new(date, time).assume_offset(offset);
+    Ok(value.checked_to_offset(UtcOffset::UTC).unwrap_or(value))
+}
