@@ -1,5 +1,7 @@
 //! Evaluator tests: every operator and function, null and unicode cases, as data tables.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use serde_json::{Value, json};
 use tidesync_protocol::odata::eval::{EvalError, evaluate, matches, members};
 use tidesync_protocol::odata::{Expr, Literal, col, lit, parse_filter};
@@ -89,7 +91,10 @@ fn values() {
         ("floor(-1.5)", json!(-2.0)),
         ("ceiling(1.2)", json!(2.0)),
         ("floor(missing)", json!(null)),
-        ("datetime'2026-11-27T08:29:29.1Z'", json!("2026-11-27T08:29:29.1Z")),
+        (
+            "datetime'2026-11-27T08:29:29.1Z'",
+            json!("2026-11-27T08:29:29.1Z"),
+        ),
         ("nothing eq null", json!(true)),
         ("complete and missing", json!(false)),
         ("not missing", json!(null)),
@@ -136,10 +141,19 @@ fn predicates() {
         ("text gt 5", false),
         ("text ne 5", true),
         ("createdAt ge datetime'2026-11-27T08:29:29.167Z'", true),
-        ("createdAt gt datetimeoffset'2026-11-27T08:29:29.167Z'", false),
-        ("createdAt eq datetimeoffset'2026-11-27T09:29:29.167+01:00'", true),
+        (
+            "createdAt gt datetimeoffset'2026-11-27T08:29:29.167Z'",
+            false,
+        ),
+        (
+            "createdAt eq datetimeoffset'2026-11-27T09:29:29.167+01:00'",
+            true,
+        ),
         ("createdAt lt 2026-11-27T08:29:29.1671Z", true),
-        ("createdAt gt cast(2000-01-01T00:00:00Z,Edm.DateTimeOffset)", true),
+        (
+            "createdAt gt cast(2000-01-01T00:00:00Z,Edm.DateTimeOffset)",
+            true,
+        ),
         ("bad eq datetime'2026-11-27T08:29:29.167Z'", false),
         ("bad ne datetime'2026-11-27T08:29:29.167Z'", true),
         ("bad lt datetime'2026-11-27T08:29:29.167Z'", false),
@@ -191,10 +205,22 @@ fn errors() {
         ("n div 0", Err(EvalError::DivisionByZero)),
         ("n mod 0", Err(EvalError::DivisionByZero)),
         ("x div 0.0", Err(EvalError::DivisionByZero)),
-        ("length(n)", type_error("length expects strings, not a number")),
-        ("startswith(text, 1)", type_error("startswith expects strings, not a number")),
-        ("year(n)", type_error("year expects a date-time, not a number")),
-        ("round(text)", type_error("round expects a number, not a string")),
+        (
+            "length(n)",
+            type_error("length expects strings, not a number"),
+        ),
+        (
+            "startswith(text, 1)",
+            type_error("startswith expects strings, not a number"),
+        ),
+        (
+            "year(n)",
+            type_error("year expects a date-time, not a number"),
+        ),
+        (
+            "round(text)",
+            type_error("round expects a number, not a string"),
+        ),
         (
             "substring(text, 'a')",
             type_error("substring expects an integer position, not a string"),
@@ -220,8 +246,8 @@ fn deep_built_expressions_do_not_overflow_the_stack() {
 
 #[test]
 fn members_are_distinct_and_ordered() {
-    let expr = parse_filter("a eq 1 and (startswith(b, 'x') or a in (1)) and not c and -d gt 0")
-        .unwrap();
+    let expr =
+        parse_filter("a eq 1 and (startswith(b, 'x') or a in (1)) and not c and -d gt 0").unwrap();
     assert_eq!(members(&expr), vec!["a", "b", "c", "d"]);
     assert_eq!(members(&lit(1)), Vec::<&str>::new());
 }
@@ -237,7 +263,11 @@ fn compare_values_is_a_total_order() {
         (json!(1), json!(1.5), Less),
         (json!(-1.5), json!(-1), Less),
         (json!(u64::MAX), json!(i64::MAX), Greater),
-        (json!(9_007_199_254_740_993_i64), json!(9_007_199_254_740_992.0), Greater),
+        (
+            json!(9_007_199_254_740_993_i64),
+            json!(9_007_199_254_740_992.0),
+            Greater,
+        ),
         (json!(1e300), json!(u64::MAX), Greater),
         (json!(100), json!("1"), Less),
         (json!("B"), json!("a"), Less),

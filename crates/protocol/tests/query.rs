@@ -1,5 +1,7 @@
 //! Query builder, query-string and `run_query` tests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use serde_json::json;
 use tidesync_protocol::odata::eval::{QueryOutput, run_query};
 use tidesync_protocol::odata::{ParseLimits, col};
@@ -10,7 +12,10 @@ fn pairs(query: &Query, dialect: Dialect) -> Vec<(String, String)> {
 }
 
 fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn decode(query_string: &str) -> Vec<(String, String)> {
@@ -19,7 +24,12 @@ fn decode(query_string: &str) -> Vec<(String, String)> {
         .filter(|p| !p.is_empty())
         .map(|pair| {
             let (k, v) = pair.split_once('=').unwrap();
-            let d = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8().unwrap().into_owned();
+            let d = |s: &str| {
+                percent_encoding::percent_decode_str(s)
+                    .decode_utf8()
+                    .unwrap()
+                    .into_owned()
+            };
             (d(k), d(v))
         })
         .collect()
@@ -52,7 +62,10 @@ fn builder_and_pairs() {
             ("$inlinecount", "allpages"),
         ])
     );
-    assert_eq!(pairs(&query, Dialect::V3).last().unwrap(), &("$count".into(), "true".into()));
+    assert_eq!(
+        pairs(&query, Dialect::V3).last().unwrap(),
+        &("$count".into(), "true".into())
+    );
     assert_eq!(
         query.to_query_string(Dialect::V3),
         "$filter=(complete%20eq%20false)%20and%20startswith(text,%20'a%2Bb')\
@@ -74,7 +87,11 @@ fn query_string_round_trips() {
             .skip(0)
             .top(50),
         Query::new()
-            .filter(col("text").eq("it's & 100% + ☃ #?=").or(col("n").is_in([1, -2])))
+            .filter(
+                col("text")
+                    .eq("it's & 100% + ☃ #?=")
+                    .or(col("n").is_in([1, -2])),
+            )
             .select(["id"])
             .with_count(),
     ];
@@ -115,7 +132,10 @@ fn reading_pairs() {
             .select(["id", "text"])
             .with_count()
     );
-    assert_eq!(from_pairs(&[("$count", "TRUE")]).unwrap(), Query::new().with_count());
+    assert_eq!(
+        from_pairs(&[("$count", "TRUE")]).unwrap(),
+        Query::new().with_count()
+    );
     assert_eq!(from_pairs(&[("$count", "false")]).unwrap(), Query::new());
     assert_eq!(from_pairs(&[("$select", "*")]).unwrap(), Query::new());
     assert_eq!(from_pairs(&[("$filter", "  ")]).unwrap(), Query::new());
@@ -129,12 +149,30 @@ fn bad_pairs_name_the_parameter() {
         message: message.into(),
     };
     let cases: Vec<(&[(&str, &str)], QueryError)> = vec![
-        (&[("$top", "-1")], invalid("$top", "expected a non-negative integer")),
-        (&[("$skip", "ten")], invalid("$skip", "expected a non-negative integer")),
-        (&[("$top", "99999999999999999999999")], invalid("$top", "number too large")),
-        (&[("$count", "yes")], invalid("$count", "expected 'true' or 'false'")),
-        (&[("$inlinecount", "some")], invalid("$inlinecount", "expected 'allpages' or 'none'")),
-        (&[("$top", "1"), ("$top", "2")], invalid("$top", "given more than once")),
+        (
+            &[("$top", "-1")],
+            invalid("$top", "expected a non-negative integer"),
+        ),
+        (
+            &[("$skip", "ten")],
+            invalid("$skip", "expected a non-negative integer"),
+        ),
+        (
+            &[("$top", "99999999999999999999999")],
+            invalid("$top", "number too large"),
+        ),
+        (
+            &[("$count", "yes")],
+            invalid("$count", "expected 'true' or 'false'"),
+        ),
+        (
+            &[("$inlinecount", "some")],
+            invalid("$inlinecount", "expected 'allpages' or 'none'"),
+        ),
+        (
+            &[("$top", "1"), ("$top", "2")],
+            invalid("$top", "given more than once"),
+        ),
         (
             &[("$filter", "text eq")],
             QueryError::Syntax {
@@ -152,7 +190,9 @@ fn bad_pairs_name_the_parameter() {
         assert_eq!(error.parameter(), expected.parameter());
     }
     assert_eq!(
-        from_pairs(&[("$filter", "frobnicate(text)")]).unwrap_err().to_string(),
+        from_pairs(&[("$filter", "frobnicate(text)")])
+            .unwrap_err()
+            .to_string(),
         "invalid $filter: unknown function 'frobnicate' at 0"
     );
     assert_eq!(
@@ -179,14 +219,21 @@ fn bulk() -> Vec<Item> {
 }
 
 fn ids(output: &QueryOutput) -> Vec<&str> {
-    output.items.iter().map(|i| i["id"].as_str().unwrap()).collect()
+    output
+        .items
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect()
 }
 
 #[test]
 fn run_query_pipeline() {
     let cases: Vec<(Query, Vec<&str>, Option<u64>)> = vec![
         (
-            Query::new().filter(col("complete").eq(true)).order_by("id").top(3),
+            Query::new()
+                .filter(col("complete").eq(true))
+                .order_by("id")
+                .top(3),
             vec!["bulk-02", "bulk-04", "bulk-06"],
             None,
         ),
@@ -228,9 +275,15 @@ fn run_query_pipeline() {
 
 #[test]
 fn run_query_projects_and_reports_errors() {
-    let output = run_query(bulk(), &Query::new().order_by("id").top(1).select(["text", "nope"]))
-        .unwrap();
-    assert_eq!(output.items, vec![serde_json::from_value::<Item>(json!({"text": "bulk 01"})).unwrap()]);
+    let output = run_query(
+        bulk(),
+        &Query::new().order_by("id").top(1).select(["text", "nope"]),
+    )
+    .unwrap();
+    assert_eq!(
+        output.items,
+        vec![serde_json::from_value::<Item>(json!({"text": "bulk 01"})).unwrap()]
+    );
     let failing = Query::new().filter(col("text").add(1).eq(2));
     assert!(run_query(bulk(), &failing).is_err());
 }
