@@ -84,6 +84,7 @@ fn values() {
         ("year(offset)", json!(2025)),
         ("year(bad)", json!(null)),
         ("year(datetime'1999-12-31T23:59:59Z')", json!(1999)),
+        ("hour(datetimeoffset'2026-01-01T01:00:00+02:00')", json!(23)),
         ("round(1.5)", json!(2.0)),
         ("round(-1.5)", json!(-2.0)),
         ("round(2.4)", json!(2.0)),

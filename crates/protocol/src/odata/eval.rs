@@ -8,7 +8,8 @@
 //! * `and`/`or`/`not` use three-valued logic with null (and any non-boolean) as unknown; a
 //!   filter that ends up unknown does not match;
 //! * a date-time literal compared with a string parses the string as RFC 3339 (an unparseable
-//!   string is simply not equal); `year(x)` etc. parse strings too, giving null when they fail;
+//!   string is simply not equal); `year(x)` etc. parse strings too (null when they fail) and
+//!   read the parts in UTC;
 //! * string functions count characters (Unicode scalar values), `indexof` is 0-based and -1
 //!   when absent, `substring` clamps out-of-range positions, `round` is half away from zero;
 //! * integer arithmetic is checked, mixing integers and reals gives a real, and `div`/`mod` by

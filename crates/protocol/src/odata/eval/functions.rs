@@ -138,8 +138,8 @@ fn substring<'a>(s: &V<'_>, start: &V<'_>, len: Option<V<'_>>) -> Result<V<'a>, 
     Ok(owned(text))
 }
 
-/// A date-time argument: a date-time value, or a string parsed as one (null when it does not
-/// parse).
+/// A part of a date-time argument, read in UTC: a date-time value, or a string parsed as one
+/// (null when it does not parse).
 fn date_part<'a>(
     name: &str,
     v: &V<'_>,
@@ -154,7 +154,8 @@ fn date_part<'a>(
         },
         other => return Err(type_error(name, "a date-time", other)),
     };
-    Ok(V::Int(part(t)))
+    let utc = t.checked_to_offset(time::UtcOffset::UTC).unwrap_or(t);
+    Ok(V::Int(part(utc)))
 }
 
 fn rounding<'a>(name: &str, v: V<'a>, f: fn(f64) -> f64) -> Result<V<'a>, EvalError> {
