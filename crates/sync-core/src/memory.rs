@@ -1,0 +1,373 @@
+//! [`MemoryStore`]: a [`LocalStore`] in memory, for tests and examples. Nothing
+//! survives the process; clones share one store.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tidesync_protocol::Item;
+use tidesync_protocol::odata::{Query, eval};
+
+use crate::error::StoreError;
+use crate::model::{Operation, OperationError, TableDef, item_id, normalize_value};
+use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
+
+#[derive(Debug, Clone)]
+struct Table {
+    def: TableDef,
+    rows: BTreeMap<String, Item>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    tables: HashMap<String, Table>,
+    /// Ops by sequence.
+    ops: BTreeMap<u64, Operation>,
+    /// Op id → sequence.
+    op_ids: HashMap<String, u64>,
+    errors: HashMap<String, OperationError>,
+    config: HashMap<String, String>,
+}
+
+/// What a write replaced, to put back if a later write of the batch fails.
+enum Undo {
+    Row(String, String, Option<Item>),
+    Op(String, Option<Operation>),
+    Error(String, Option<OperationError>),
+    Config(String, Option<String>),
+}
+
+/// An in-memory [`LocalStore`]: the reference behaviour every store must match,
+/// checked by the same conformance suite. Clones share the same data.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    state: Arc<Mutex<State>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl State {
+    fn table(&self, name: &str) -> Result<&Table, StoreError> {
+        self.tables
+            .get(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))
+    }
+
+    fn put_op(&mut self, op: Operation, undo: &mut Vec<Undo>) {
+        let previous = self.remove_op(&op.id);
+        undo.push(Undo::Op(op.id.clone(), previous));
+        self.op_ids.insert(op.id.clone(), op.sequence);
+        self.ops.insert(op.sequence, op);
+    }
+
+    fn remove_op(&mut self, id: &str) -> Option<Operation> {
+        let sequence = self.op_ids.remove(id)?;
+        self.ops.remove(&sequence)
+    }
+
+    fn apply(&mut self, write: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
+        match write {
+            Write::PutItem { table, item } => {
+                let t = self.table(table)?;
+                let id = item_id(item)
+                    .ok_or_else(|| StoreError::MissingId {
+                        table: table.clone(),
+                    })?
+                    .to_owned();
+                let mut row = Item::new();
+                for (name, value) in item {
+                    let ty = t
+                        .def
+                        .column_type(name)
+                        .ok_or_else(|| StoreError::UnknownColumn {
+                            table: table.clone(),
+                            column: name.clone(),
+                        })?;
+                    row.insert(name.clone(), normalize_value(table, name, ty, value)?);
+                }
+                let t = self
+                    .tables
+                    .get_mut(table)
+                    .ok_or_else(|| StoreError::UnknownTable(table.clone()))?;
+                let previous = t.rows.insert(id.clone(), row);
+                undo.push(Undo::Row(table.clone(), id, previous));
+            }
+            Write::DeleteItem { table, id } => {
+                let t = self
+                    .tables
+                    .get_mut(table)
+                    .ok_or_else(|| StoreError::UnknownTable(table.clone()))?;
+                let previous = t.rows.remove(id);
+                undo.push(Undo::Row(table.clone(), id.clone(), previous));
+            }
+            Write::DeleteItems { table, query } => {
+                let t = self.table(table)?;
+                let ids = select_ids(table, t, query)?;
+                let t = self
+                    .tables
+                    .get_mut(table)
+                    .ok_or_else(|| StoreError::UnknownTable(table.clone()))?;
+                for id in ids {
+                    let previous = t.rows.remove(&id);
+                    undo.push(Undo::Row(table.clone(), id, previous));
+                }
+            }
+            Write::PutOperation(op) => self.put_op(op.clone(), undo),
+            Write::DeleteOperation { id } => {
+                let previous = self.remove_op(id);
+                undo.push(Undo::Op(id.clone(), previous));
+            }
+            Write::DeleteTableOperations { table } => {
+                let ids: Vec<String> = self
+                    .ops
+                    .values()
+                    .filter(|op| &op.table == table)
+                    .map(|op| op.id.clone())
+                    .collect();
+                for id in ids {
+                    let previous = self.remove_op(&id);
+                    undo.push(Undo::Op(id.clone(), previous));
+                }
+                let error_ids: Vec<String> = self
+                    .errors
+                    .values()
+                    .filter(|e| &e.table == table)
+                    .map(|e| e.operation_id.clone())
+                    .collect();
+                for id in error_ids {
+                    let previous = self.errors.remove(&id);
+                    undo.push(Undo::Error(id, previous));
+                }
+            }
+            Write::PutError(error) => {
+                let previous = self
+                    .errors
+                    .insert(error.operation_id.clone(), error.clone());
+                undo.push(Undo::Error(error.operation_id.clone(), previous));
+            }
+            Write::DeleteError { operation_id } => {
+                let previous = self.errors.remove(operation_id);
+                undo.push(Undo::Error(operation_id.clone(), previous));
+            }
+            Write::SetConfig { key, value } => {
+                let previous = match value {
+                    Some(v) => self.config.insert(key.clone(), v.clone()),
+                    None => self.config.remove(key),
+                };
+                undo.push(Undo::Config(key.clone(), previous));
+            }
+        }
+        Ok(())
+    }
+
+    fn undo(&mut self, undo: Vec<Undo>) {
+        for step in undo.into_iter().rev() {
+            match step {
+                Undo::Row(table, id, previous) => {
+                    if let Some(t) = self.tables.get_mut(&table) {
+                        match previous {
+                            Some(row) => t.rows.insert(id, row),
+                            None => t.rows.remove(&id),
+                        };
+                    }
+                }
+                Undo::Op(id, previous) => {
+                    self.remove_op(&id);
+                    if let Some(op) = previous {
+                        self.op_ids.insert(op.id.clone(), op.sequence);
+                        self.ops.insert(op.sequence, op);
+                    }
+                }
+                Undo::Error(id, previous) => {
+                    match previous {
+                        Some(e) => self.errors.insert(id, e),
+                        None => self.errors.remove(&id),
+                    };
+                }
+                Undo::Config(key, previous) => {
+                    match previous {
+                        Some(v) => self.config.insert(key, v),
+                        None => self.config.remove(&key),
+                    };
+                }
+            }
+        }
+    }
+}
+
+fn invalid_query(table: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::InvalidQuery {
+        table: table.to_owned(),
+        message: e.to_string(),
+    }
+}
+
+/// Checks that a query names only columns of the table.
+fn check_members(table: &str, t: &Table, query: &Query) -> Result<(), StoreError> {
+    let mut names: Vec<&str> = query.filter.as_ref().map(eval::members).unwrap_or_default();
+    names.extend(query.order_by.iter().map(|o| o.member.as_str()));
+    if let Some(select) = &query.select {
+        names.extend(select.iter().map(String::as_str));
+    }
+    match names.into_iter().find(|n| t.def.column_type(n).is_none()) {
+        Some(n) => Err(invalid_query(table, format!("no column {n}"))),
+        None => Ok(()),
+    }
+}
+
+fn run(table: &str, t: &Table, query: &Query) -> Result<QueryResult, StoreError> {
+    check_members(table, t, query)?;
+    let out =
+        eval::run_query(t.rows.values().cloned(), query).map_err(|e| invalid_query(table, e))?;
+    Ok(QueryResult {
+        items: out.items,
+        count: out.count,
+    })
+}
+
+fn select_ids(table: &str, t: &Table, query: &Query) -> Result<Vec<String>, StoreError> {
+    let query = Query {
+        select: None,
+        count: false,
+        ..query.clone()
+    };
+    Ok(run(table, t, &query)?
+        .items
+        .iter()
+        .filter_map(|i| item_id(i).map(str::to_owned))
+        .collect())
+}
+
+impl LocalStore for MemoryStore {
+    fn define_table(&self, def: &TableDef) -> Result<(), StoreError> {
+        def.validate()?;
+        let mut state = self.lock();
+        match state.tables.get_mut(def.name()) {
+            None => {
+                state.tables.insert(
+                    def.name().to_owned(),
+                    Table {
+                        def: def.clone(),
+                        rows: BTreeMap::new(),
+                    },
+                );
+            }
+            Some(existing) => {
+                for c in def.columns() {
+                    match existing.def.column_type(&c.name) {
+                        Some(ty) if ty != c.ty => {
+                            return Err(StoreError::InvalidDefinition(format!(
+                                "column {} of table {} is {ty:?}, not {:?}",
+                                c.name,
+                                def.name(),
+                                c.ty
+                            )));
+                        }
+                        Some(_) => {}
+                        None => existing.def = existing.def.clone().column(c.name.clone(), c.ty),
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn table(&self, name: &str) -> Result<Option<TableDef>, StoreError> {
+        Ok(self.lock().tables.get(name).map(|t| t.def.clone()))
+    }
+
+    fn get(&self, table: &str, id: &str) -> Result<Option<Item>, StoreError> {
+        Ok(self.lock().table(table)?.rows.get(id).cloned())
+    }
+
+    fn query(&self, table: &str, query: &Query) -> Result<QueryResult, StoreError> {
+        let state = self.lock();
+        run(table, state.table(table)?, query)
+    }
+
+    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {
+        Ok(self
+            .lock()
+            .ops
+            .range(after_sequence.saturating_add(1)..)
+            .take(limit)
+            .map(|(_, op)| op.clone())
+            .collect())
+    }
+
+    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError> {
+        Ok(self
+            .lock()
+            .ops
+            .values()
+            .filter(|op| op.table == table && op.item_id == item_id)
+            .cloned()
+            .collect())
+    }
+
+    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
+        let state = self.lock();
+        Ok(state
+            .op_ids
+            .get(id)
+            .and_then(|seq| state.ops.get(seq))
+            .cloned())
+    }
+
+    fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError> {
+        let state = self.lock();
+        Ok(match table {
+            None => state.ops.len(),
+            Some(t) => state.ops.values().filter(|op| op.table == t).count(),
+        } as u64)
+    }
+
+    fn max_sequence(&self) -> Result<u64, StoreError> {
+        Ok(self.lock().ops.keys().next_back().copied().unwrap_or(0))
+    }
+
+    fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
+        let state = self.lock();
+        let mut errors: Vec<(u64, OperationError)> = state
+            .errors
+            .values()
+            .map(|e| {
+                let seq = state
+                    .op_ids
+                    .get(&e.operation_id)
+                    .copied()
+                    .unwrap_or(u64::MAX);
+                (seq, e.clone())
+            })
+            .collect();
+        errors.sort_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| a.1.operation_id.cmp(&b.1.operation_id))
+        });
+        Ok(errors.into_iter().map(|(_, e)| e).collect())
+    }
+
+    fn config(&self, key: &str) -> Result<Option<String>, StoreError> {
+        Ok(self.lock().config.get(key).cloned())
+    }
+
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let mut undo = Vec::with_capacity(batch.len());
+        for write in &batch.writes {
+            if let Err(e) = state.apply(write, &mut undo) {
+                state.undo(undo);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+}

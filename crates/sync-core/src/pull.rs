@@ -1,0 +1,458 @@
+//! Pull and purge: incremental download with a tie-proof `(updatedAt, id)`
+//! cursor, the implicit push before a pull, and local purge.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::odata::{BinaryOp, Expr, Literal, OrderBy, Query};
+use tidesync_protocol::system::{DELETED, ID, UPDATED_AT};
+use tidesync_protocol::time_fmt::parse_timestamp;
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::context::Inner;
+use crate::error::{Error, Result};
+use crate::push::{PushOptions, PushResult};
+use crate::queue::conform_item;
+use crate::store::{Write, WriteBatch};
+use crate::transport::ReadRequest;
+
+/// Progress of a running pull, reported after each applied page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Rows received so far (upserted, deleted or skipped).
+    pub received: u64,
+    /// Requests made so far.
+    pub requests: u64,
+    /// The total on the server, when the server said.
+    pub total: Option<u64>,
+}
+
+/// A callback told of pull progress.
+pub type ProgressFn = Arc<dyn Fn(PullProgress) + Send + Sync>;
+
+/// Options of one pull.
+#[derive(Clone)]
+pub struct PullOptions {
+    /// When the table has pending ops, push every table first (`true`, the
+    /// default) or only the pulled table (`false`).
+    pub push_other_tables: bool,
+    /// Rows per request; the engine's default when `None`.
+    pub page_size: Option<u64>,
+    /// Cancels the pull between pages and while a request is outstanding.
+    pub cancel: Option<CancellationToken>,
+    /// Told of progress after every page.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            push_other_tables: true,
+            page_size: None,
+            cancel: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("push_other_tables", &self.push_other_tables)
+            .field("page_size", &self.page_size)
+            .field("cancel", &self.cancel)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// The outcome of a pull.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullResult {
+    /// Rows written locally (inserted or updated).
+    pub upserted: u64,
+    /// Rows removed locally because the server marked them deleted.
+    pub deleted: u64,
+    /// Rows left alone because they have a pending local change.
+    pub skipped: u64,
+    /// Requests made to the server.
+    pub requests: u64,
+    /// The implicit push made first, if one was needed.
+    pub push: Option<PushResult>,
+}
+
+impl PullResult {
+    /// Every row the server sent.
+    pub fn received(&self) -> u64 {
+        self.upserted + self.deleted + self.skipped
+    }
+}
+
+/// The incremental cursor of one query: the `(updatedAt, id)` of the last row
+/// applied. Rows are read in `(updatedAt, id)` order strictly after it, so rows
+/// sharing one timestamp are neither skipped nor read twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The last row's `updatedAt`, RFC 3339.
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+    /// The last row's id.
+    pub id: String,
+}
+
+/// The `__config` key of a query's cursor.
+pub fn cursor_key(table: &str, query_id: &str) -> String {
+    format!("deltaToken|{table}|{query_id}")
+}
+
+fn check_query_id(query_id: &str) -> Result<()> {
+    if query_id.contains('|') || query_id.chars().count() > 255 {
+        return Err(Error::InvalidArgument(format!(
+            "query id {query_id:?} must be at most 255 characters without '|'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a pull's arguments before anything runs (spec §4.1).
+fn check_pull_args(query_id: Option<&str>, query: &Query) -> Result<()> {
+    if let Some(id) = query_id {
+        check_query_id(id)?;
+    }
+    if query.select.is_some() {
+        return Err(Error::InvalidArgument(
+            "a pull query cannot have $select: local rows need every column".to_owned(),
+        ));
+    }
+    if query_id.is_some()
+        && (!query.order_by.is_empty() || query.skip.is_some() || query.top.is_some())
+    {
+        return Err(Error::InvalidArgument(
+            "an incremental pull orders and pages by itself: no $orderby, $skip or $top".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// `(updatedAt gt T) or ((updatedAt eq T) and (id gt 'X'))`, the filter that reads
+/// strictly after a cursor.
+fn after_cursor(cursor: &Cursor) -> Result<Expr> {
+    let at = parse_timestamp(&cursor.updated_at)
+        .map_err(|e| Error::Internal(format!("stored cursor is damaged: {e}")))?;
+    let updated = || Box::new(Expr::Member(UPDATED_AT.to_owned()));
+    let stamp = || Box::new(Expr::Literal(Literal::DateTime(at)));
+    let binary = |op, left, right| Expr::Binary { op, left, right };
+    Ok(binary(
+        BinaryOp::Or,
+        Box::new(binary(BinaryOp::Gt, updated(), stamp())),
+        Box::new(binary(
+            BinaryOp::And,
+            Box::new(binary(BinaryOp::Eq, updated(), stamp())),
+            Box::new(binary(
+                BinaryOp::Gt,
+                Box::new(Expr::Member(ID.to_owned())),
+                Box::new(Expr::Literal(Literal::String(cursor.id.clone()))),
+            )),
+        )),
+    ))
+}
+
+fn and(a: Option<Expr>, b: Expr) -> Expr {
+    match a {
+        Some(a) => Expr::Binary {
+            op: BinaryOp::And,
+            left: Box::new(a),
+            right: Box::new(b),
+        },
+        None => b,
+    }
+}
+
+/// The `(updatedAt, id)` of a row, if it has a parseable `updatedAt`.
+fn row_position(item: &Item) -> Option<(OffsetDateTime, &str, &str)> {
+    let text = item.get(UPDATED_AT)?.as_str()?;
+    let at = parse_timestamp(text).ok()?;
+    let id = item.get(ID)?.as_str()?;
+    Some((at, text, id))
+}
+
+impl Inner {
+    /// Pushes until the table has no pending ops (at most a few rounds).
+    pub(crate) async fn implicit_push(
+        self: &Arc<Self>,
+        table: &str,
+        options: &PullOptions,
+    ) -> Result<Option<PushResult>> {
+        let mut last = None;
+        for _ in 0..3 {
+            if self.store.count_operations(Some(table))? == 0 {
+                return Ok(last);
+            }
+            let mut push = PushOptions::new();
+            if !options.push_other_tables {
+                push = push.tables([table]);
+            }
+            if let Some(cancel) = &options.cancel {
+                push = push.cancel(cancel.clone());
+            }
+            tracing::debug!(table, "implicit push before pull");
+            let result = self.push(push).await?;
+            if !result.is_success() {
+                return Err(Error::PushFailed(Box::new(result)));
+            }
+            last = Some(result);
+        }
+        if self.store.count_operations(Some(table))? == 0 {
+            Ok(last)
+        } else {
+            Err(Error::PushFailed(Box::new(last.unwrap_or_default())))
+        }
+    }
+
+    pub(crate) async fn pull(
+        self: &Arc<Self>,
+        table: &str,
+        query_id: Option<&str>,
+        query: Query,
+        options: PullOptions,
+    ) -> Result<PullResult> {
+        check_pull_args(query_id, &query)?;
+        self.tables.get(&*self.store, table)?;
+        let push = self.implicit_push(table, &options).await?;
+        let _sync = self.sync.lock().await;
+        let span = tracing::info_span!("pull", table, query_id);
+        let _enter = span.enter();
+        let mut result = PullResult {
+            push,
+            ..PullResult::default()
+        };
+        let cancel = options.cancel.clone().unwrap_or_default();
+        let page_size = options.page_size.unwrap_or(self.options.page_size).max(1);
+        let key = query_id.map(|id| cursor_key(table, id));
+        let mut cursor: Option<Cursor> = match &key {
+            Some(key) => match self.store.config(key)? {
+                Some(text) => Some(serde_json::from_str(&text).map_err(|e| {
+                    Error::Internal(format!("stored cursor {key} is damaged: {e}"))
+                })?),
+                None => None,
+            },
+            None => None,
+        };
+        let mut skip = query.skip.unwrap_or(0);
+        let mut remaining = query.top;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let mut page_query = Query {
+                filter: query.filter.clone(),
+                ..Query::default()
+            };
+            if key.is_some() {
+                if let Some(c) = &cursor {
+                    page_query.filter = Some(and(page_query.filter.take(), after_cursor(c)?));
+                }
+                page_query.order_by = vec![
+                    OrderBy {
+                        member: UPDATED_AT.to_owned(),
+                        descending: false,
+                    },
+                    OrderBy {
+                        member: ID.to_owned(),
+                        descending: false,
+                    },
+                ];
+                page_query.top = Some(page_size);
+            } else {
+                page_query.order_by = query.order_by.clone();
+                page_query.skip = Some(skip);
+                page_query.top = Some(remaining.map_or(page_size, |r| r.min(page_size)));
+            }
+            let request = ReadRequest {
+                table: table.to_owned(),
+                query: page_query,
+                include_deleted: key.is_some(),
+            };
+            let page = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                page = self.transport.read(&request) => page?,
+            };
+            result.requests += 1;
+            let received = page.items.len() as u64;
+            if received == 0 {
+                break;
+            }
+            let before = cursor.clone();
+            let applied = self
+                .clone()
+                .apply_page(table, key.clone(), cursor.clone(), page.items)
+                .await?;
+            result.upserted += applied.upserted;
+            result.deleted += applied.deleted;
+            result.skipped += applied.skipped;
+            cursor = applied.cursor;
+            if let Some(progress) = &options.progress {
+                progress(PullProgress {
+                    received: result.received(),
+                    requests: result.requests,
+                    total: page.count,
+                });
+            }
+            if key.is_some() {
+                if cursor == before {
+                    tracing::warn!("rows without updatedAt: the cursor cannot advance, stopping");
+                    break;
+                }
+            } else {
+                skip += received;
+                if let Some(r) = remaining.as_mut() {
+                    *r = r.saturating_sub(received);
+                    if *r == 0 {
+                        break;
+                    }
+                }
+            }
+            if page.has_more == Some(false) {
+                break;
+            }
+        }
+        tracing::info!(
+            upserted = result.upserted,
+            deleted = result.deleted,
+            skipped = result.skipped,
+            requests = result.requests,
+            "pull finished"
+        );
+        Ok(result)
+    }
+
+    /// Applies one page in one store batch, on a blocking thread when it is large.
+    async fn apply_page(
+        self: Arc<Self>,
+        table: &str,
+        key: Option<String>,
+        cursor: Option<Cursor>,
+        items: Vec<Item>,
+    ) -> Result<Applied> {
+        if items.len() <= 64 {
+            return self.apply_page_now(table, key, cursor, items);
+        }
+        let table = table.to_owned();
+        tokio::task::spawn_blocking(move || self.apply_page_now(&table, key, cursor, items))
+            .await
+            .map_err(|e| Error::Internal(format!("page apply failed: {e}")))?
+    }
+
+    fn apply_page_now(
+        &self,
+        table: &str,
+        key: Option<String>,
+        mut cursor: Option<Cursor>,
+        items: Vec<Item>,
+    ) -> Result<Applied> {
+        let def = self.tables.get(&*self.store, table)?;
+        let _state = self.lock_queue();
+        let check_pending = self.store.count_operations(Some(table))? > 0;
+        let mut applied = Applied::default();
+        let mut batch = WriteBatch::new();
+        let mut newest: Option<(OffsetDateTime, String, String)> = None;
+        for item in items {
+            let Some(id) = item.get(ID).and_then(Value::as_str) else {
+                continue;
+            };
+            if let Some((at, text, id)) = row_position(&item) {
+                if newest.as_ref().is_none_or(|(n_at, _, n_id)| {
+                    (at, id).cmp(&(*n_at, n_id.as_str())) == Ordering::Greater
+                }) {
+                    newest = Some((at, text.to_owned(), id.to_owned()));
+                }
+            }
+            if check_pending && !self.store.operations_for(table, id)?.is_empty() {
+                applied.skipped += 1;
+                continue;
+            }
+            if item.get(DELETED).and_then(Value::as_bool) == Some(true) {
+                applied.deleted += 1;
+                batch.push(Write::DeleteItem {
+                    table: table.to_owned(),
+                    id: id.to_owned(),
+                });
+            } else {
+                applied.upserted += 1;
+                batch.push(Write::PutItem {
+                    table: table.to_owned(),
+                    item: conform_item(&def, &item, true)?,
+                });
+            }
+        }
+        if let (Some(key), Some((_, text, id))) = (key, newest) {
+            let next = Cursor {
+                updated_at: text,
+                id,
+            };
+            batch.push(Write::SetConfig {
+                key,
+                value: Some(serde_json::to_string(&next)?),
+            });
+            cursor = Some(next);
+        }
+        self.store.write(&batch)?;
+        applied.cursor = cursor;
+        Ok(applied)
+    }
+
+    pub(crate) async fn purge(
+        &self,
+        table: &str,
+        query_id: Option<&str>,
+        query: Option<Query>,
+        force: bool,
+    ) -> Result<()> {
+        if let Some(id) = query_id {
+            check_query_id(id)?;
+        }
+        self.tables.get(&*self.store, table)?;
+        let _sync = self.sync.lock().await;
+        let _state = self.lock_queue();
+        let pending = self.store.count_operations(Some(table))?;
+        let filtered = query.as_ref().is_some_and(|q| q.filter.is_some());
+        if pending > 0 && (filtered || !force) {
+            return Err(Error::PendingOperations {
+                table: table.to_owned(),
+                pending,
+            });
+        }
+        let mut batch = WriteBatch::new();
+        if pending > 0 {
+            batch.push(Write::DeleteTableOperations {
+                table: table.to_owned(),
+            });
+        }
+        batch.push(Write::DeleteItems {
+            table: table.to_owned(),
+            query: query.unwrap_or_default(),
+        });
+        if let Some(id) = query_id {
+            batch.push(Write::SetConfig {
+                key: cursor_key(table, id),
+                value: None,
+            });
+        }
+        self.store.write(&batch)?;
+        tracing::info!(table, query_id, pending_dropped = pending, "purged");
+        Ok(())
+    }
+}
+
+#[derive(Debug, Default)]
+struct Applied {
+    upserted: u64,
+    deleted: u64,
+    skipped: u64,
+    cursor: Option<Cursor>,
+}

@@ -1,0 +1,543 @@
+//! Push: sends queued ops to the server in ascending sequence, applies the
+//! server's answers locally, and turns failures into a [`PushResult`].
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::system::{CREATED_AT, ID, UPDATED_AT, VERSION, is_system_property};
+use tokio_util::sync::CancellationToken;
+
+use crate::conflict::{Conflict, Resolution};
+use crate::context::Inner;
+use crate::error::{StoreError, TransportError};
+use crate::model::{OpKind, OpState, Operation, OperationError};
+use crate::queue::{conform_item, merge_into};
+use crate::store::{Write, WriteBatch};
+
+/// How a push ended (the reference client's `MobileServicePushStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PushStatus {
+    /// The queue was walked to the end; per-item errors may remain.
+    #[default]
+    Complete,
+    /// A request got no answer; the op stays queued and nothing later was sent.
+    CancelledByNetworkError,
+    /// The server answered 401; the op stays queued and nothing later was sent.
+    CancelledByAuthenticationError,
+    /// The local store failed during the push.
+    CancelledBySyncStoreError,
+    /// The caller's cancellation token fired.
+    CancelledByToken,
+    /// A conflict handler asked to abort the push.
+    CancelledByOperation,
+    /// The push machinery itself failed unexpectedly (a panic in a store or transport).
+    InternalError,
+}
+
+impl PushStatus {
+    /// The reference client's numeric code.
+    pub fn code(self) -> u32 {
+        match self {
+            PushStatus::Complete => 0,
+            PushStatus::CancelledByNetworkError => 1,
+            PushStatus::CancelledByAuthenticationError => 2,
+            PushStatus::CancelledBySyncStoreError => 3,
+            PushStatus::CancelledByToken => 4,
+            PushStatus::CancelledByOperation => 5,
+            PushStatus::InternalError => 2_147_483_647,
+        }
+    }
+}
+
+impl std::fmt::Display for PushStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The outcome of a push.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushResult {
+    /// How it ended.
+    pub status: PushStatus,
+    /// The ops that failed during this push and were not resolved by the conflict
+    /// handler. Their records stay in the store until resolved or retried.
+    pub errors: Vec<OperationError>,
+    /// A failure that is not about one item (a store error, a panic).
+    pub other_error: Option<String>,
+    /// How many ops the server acknowledged (or that were resolved) in this push.
+    pub pushed: u64,
+}
+
+impl PushResult {
+    /// True when the push completed with no errors of any kind.
+    pub fn is_success(&self) -> bool {
+        self.status == PushStatus::Complete && self.errors.is_empty() && self.other_error.is_none()
+    }
+}
+
+/// Options of one push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Only ops of these tables; all tables when `None`.
+    pub tables: Option<Vec<String>>,
+    /// Cancels the push between ops and while a request is outstanding.
+    pub cancel: Option<CancellationToken>,
+}
+
+impl PushOptions {
+    /// Every table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only these tables.
+    #[must_use]
+    pub fn tables<I, S>(mut self, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tables = Some(tables.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With a cancellation token.
+    #[must_use]
+    pub fn cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+}
+
+/// What one op's push led to.
+enum Step {
+    /// Done with this op (success or resolved); go on.
+    Next,
+    /// The op failed and stays queued; later ops of the same item wait.
+    Failed,
+    /// Stop the push.
+    Stop(PushStatus),
+}
+
+/// A request to send for an op.
+struct Outgoing {
+    kind: OpKind,
+    item: Item,
+    if_match: Option<String>,
+}
+
+impl Inner {
+    /// Runs a push; the caller holds the sync lock.
+    pub(crate) async fn push_locked(self: &Arc<Self>, options: PushOptions) -> PushResult {
+        let cancel = options.cancel.unwrap_or_default();
+        let scope: Option<HashSet<String>> = options.tables.map(|t| t.into_iter().collect());
+        let mut result = PushResult::default();
+        let mut blocked: HashSet<(String, String)> = HashSet::new();
+        let mut after = 0;
+        let span = tracing::info_span!("push", tables = ?scope);
+        let _enter = span.enter();
+        loop {
+            if cancel.is_cancelled() {
+                result.status = PushStatus::CancelledByToken;
+                break;
+            }
+            let op = match self.next_op(after, scope.as_ref(), &blocked) {
+                Ok(Some(op)) => op,
+                Ok(None) => break,
+                Err(e) => {
+                    result.status = PushStatus::CancelledBySyncStoreError;
+                    result.other_error = Some(e.to_string());
+                    break;
+                }
+            };
+            after = op.sequence;
+            let key = (op.table.clone(), op.item_id.clone());
+            let step = match self.push_one(op, &cancel, &mut result).await {
+                Ok(step) => step,
+                Err(e) => {
+                    result.other_error = Some(e.to_string());
+                    Step::Stop(PushStatus::CancelledBySyncStoreError)
+                }
+            };
+            match step {
+                Step::Next => {}
+                Step::Failed => {
+                    blocked.insert(key);
+                }
+                Step::Stop(status) => {
+                    result.status = status;
+                    break;
+                }
+            }
+        }
+        tracing::info!(status = %result.status, pushed = result.pushed, errors = result.errors.len(), "push finished");
+        result
+    }
+
+    /// The next op after `after` in scope whose item is not blocked by an earlier failure.
+    fn next_op(
+        &self,
+        mut after: u64,
+        scope: Option<&HashSet<String>>,
+        blocked: &HashSet<(String, String)>,
+    ) -> Result<Option<Operation>, StoreError> {
+        loop {
+            let ops = self.store.operations(after, 64)?;
+            let Some(last) = ops.last() else {
+                return Ok(None);
+            };
+            after = last.sequence;
+            if let Some(op) = ops.into_iter().find(|op| {
+                scope.is_none_or(|s| s.contains(&op.table))
+                    && !blocked.contains(&(op.table.clone(), op.item_id.clone()))
+            }) {
+                return Ok(Some(op));
+            }
+        }
+    }
+
+    async fn push_one(
+        self: &Arc<Self>,
+        listed: Operation,
+        cancel: &CancellationToken,
+        result: &mut PushResult,
+    ) -> Result<Step, StoreError> {
+        // Read what to send and mark the op attempted, in one step under the queue lock.
+        let (mut op, mut send) = {
+            let mut state = self.lock_queue();
+            let Some(mut op) = self.store.operation(&listed.id)? else {
+                return Ok(Step::Next); // resolved or collapsed away meanwhile
+            };
+            let item = match op.kind {
+                OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
+                OpKind::Insert | OpKind::Update => self.store.get(&op.table, &op.item_id)?,
+            };
+            let Some(mut item) = item else {
+                drop(state);
+                let error = OperationError {
+                    operation_id: op.id.clone(),
+                    operation_version: op.version,
+                    kind: op.kind,
+                    table: op.table.clone(),
+                    item_id: op.item_id.clone(),
+                    status: None,
+                    item: Some(id_only(&op.item_id)),
+                    server_item: None,
+                    raw_result: None,
+                    message: "the local item is missing".to_owned(),
+                };
+                self.fail_op(&op, Some(error.clone()))?;
+                result.errors.push(error);
+                return Ok(Step::Failed);
+            };
+            op.state = OpState::Attempted;
+            self.store.write(&single(Write::PutOperation(op.clone())))?;
+            state.in_flight.insert(op.id.clone());
+            item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
+            let if_match = item
+                .remove(VERSION)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .filter(|v| !v.is_empty());
+            (
+                op.clone(),
+                Outgoing {
+                    kind: op.kind,
+                    item,
+                    if_match,
+                },
+            )
+        };
+
+        let mut rounds = 0;
+        loop {
+            let call = self.send(&op.table, &op.item_id, &send);
+            let outcome = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
+                outcome = call => outcome,
+            };
+            let error = match outcome {
+                Ok(server_item) => {
+                    self.complete_op(&op, server_item)?;
+                    result.pushed += 1;
+                    return Ok(Step::Next);
+                }
+                Err(TransportError::NotFound { .. }) if send.kind == OpKind::Delete => {
+                    self.complete_op(&op, None)?;
+                    result.pushed += 1;
+                    return Ok(Step::Next);
+                }
+                Err(e @ TransportError::Network(_)) => {
+                    tracing::info!(error = %e, "push stopped: network");
+                    self.fail_op(&op, None)?;
+                    return Ok(Step::Stop(PushStatus::CancelledByNetworkError));
+                }
+                Err(e @ TransportError::Auth { .. }) => {
+                    tracing::info!(error = %e, "push stopped: authentication");
+                    self.fail_op(&op, None)?;
+                    return Ok(Step::Stop(PushStatus::CancelledByAuthenticationError));
+                }
+                Err(e) => e,
+            };
+            let server_item = match &error {
+                TransportError::Conflict { server_item, .. } => server_item.clone(),
+                _ => None,
+            };
+            if matches!(error, TransportError::Conflict { .. })
+                && rounds < self.options.max_conflict_rounds
+            {
+                rounds += 1;
+                let conflict = Conflict {
+                    operation: op.clone(),
+                    status: error.status().unwrap_or(409),
+                    local_item: Some(sent_copy(&send)),
+                    server_item: server_item.clone(),
+                    base_item: op.base.clone(),
+                };
+                let resolution = self.handler.resolve(&conflict).await;
+                tracing::debug!(table = %op.table, id = %op.item_id, ?resolution, "conflict resolution");
+                match (resolution, server_item) {
+                    (Resolution::AbortPush, _) => {
+                        self.fail_op(&op, None)?;
+                        return Ok(Step::Stop(PushStatus::CancelledByOperation));
+                    }
+                    (Resolution::TakeServer, Some(server)) => {
+                        self.take_server(&op, &server)?;
+                        result.pushed += 1;
+                        return Ok(Step::Next);
+                    }
+                    (Resolution::KeepClient, Some(server)) => {
+                        let local = sent_copy(&send);
+                        (op, send) = self.retry_with(&op, local, &server)?;
+                        continue;
+                    }
+                    (Resolution::Merge(merged), Some(server)) => {
+                        (op, send) = self.retry_with(&op, merged, &server)?;
+                        continue;
+                    }
+                    // Fail, or a resolution that needs the server's copy when there is none.
+                    _ => {}
+                }
+            }
+            let record = OperationError {
+                operation_id: op.id.clone(),
+                operation_version: op.version,
+                kind: op.kind,
+                table: op.table.clone(),
+                item_id: op.item_id.clone(),
+                status: error.status(),
+                item: Some(sent_copy(&send)),
+                server_item: match &error {
+                    TransportError::Conflict { server_item, .. } => server_item.clone(),
+                    _ => None,
+                },
+                raw_result: error.raw().map(str::to_owned),
+                message: error.to_string(),
+            };
+            self.fail_op(&op, Some(record.clone()))?;
+            result.errors.push(record);
+            return Ok(Step::Failed);
+        }
+    }
+
+    async fn send(
+        &self,
+        table: &str,
+        id: &str,
+        send: &Outgoing,
+    ) -> Result<Option<Item>, TransportError> {
+        match send.kind {
+            OpKind::Insert => self.transport.insert(table, &send.item).await.map(Some),
+            OpKind::Update => self
+                .transport
+                .replace(table, &send.item, send.if_match.as_deref())
+                .await
+                .map(Some),
+            OpKind::Delete => self
+                .transport
+                .delete(table, id, send.if_match.as_deref())
+                .await
+                .map(|()| None),
+        }
+    }
+
+    /// The server acknowledged `op`: drop it and store the server's copy, without
+    /// overwriting a local edit queued behind it meanwhile.
+    fn complete_op(&self, op: &Operation, server_item: Option<Item>) -> Result<(), StoreError> {
+        let mut state = self.lock_queue();
+        state.in_flight.remove(&op.id);
+        let ops = self.store.operations_for(&op.table, &op.item_id)?;
+        let mut batch = WriteBatch::new();
+        if ops.iter().any(|o| o.id == op.id) {
+            batch.push(Write::DeleteOperation { id: op.id.clone() });
+        }
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let follow_up = ops
+            .into_iter()
+            .find(|o| o.id != op.id && o.sequence > op.sequence);
+        if let Some(server) = server_item.filter(|s| s.get(ID).is_some()) {
+            let def = self
+                .tables
+                .get(&*self.store, &op.table)
+                .map_err(into_store_error)?;
+            let server = conform_item(&def, &server, true).map_err(into_store_error)?;
+            match follow_up {
+                None => {
+                    let row = self.store.get(&op.table, &op.item_id)?.unwrap_or_default();
+                    batch.push(Write::PutItem {
+                        table: op.table.clone(),
+                        item: merge_into(row, server),
+                    });
+                }
+                Some(mut next) => {
+                    // Keep the newer local edit; take only the server's bookkeeping.
+                    if next.kind == OpKind::Delete {
+                        let snapshot = next.item.get_or_insert_with(|| id_only(&op.item_id));
+                        if let Some(v) = server.get(VERSION) {
+                            snapshot.insert(VERSION.to_owned(), v.clone());
+                        }
+                    } else if let Some(mut row) = self.store.get(&op.table, &op.item_id)? {
+                        for key in [VERSION, UPDATED_AT, CREATED_AT] {
+                            if let Some(v) = server.get(key) {
+                                row.insert(key.to_owned(), v.clone());
+                            }
+                        }
+                        batch.push(Write::PutItem {
+                            table: op.table.clone(),
+                            item: row,
+                        });
+                    }
+                    next.base = Some(server);
+                    batch.push(Write::PutOperation(next));
+                }
+            }
+        }
+        self.store.write(&batch)
+    }
+
+    /// Marks an op failed (if it is still queued) and records its error.
+    fn fail_op(&self, op: &Operation, error: Option<OperationError>) -> Result<(), StoreError> {
+        let mut state = self.lock_queue();
+        state.in_flight.remove(&op.id);
+        let mut batch = WriteBatch::new();
+        if let Some(mut current) = self.store.operation(&op.id)? {
+            current.state = OpState::Failed;
+            batch.push(Write::PutOperation(current));
+            if let Some(error) = error {
+                batch.push(Write::PutError(error));
+            }
+        }
+        self.store.write(&batch)
+    }
+
+    /// Server wins: drop the op and keep the server's copy locally.
+    fn take_server(&self, op: &Operation, server: &Item) -> Result<(), StoreError> {
+        let mut state = self.lock_queue();
+        state.in_flight.remove(&op.id);
+        let mut batch = WriteBatch::new();
+        batch.push(Write::DeleteOperation { id: op.id.clone() });
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let deleted = server.get("deleted").and_then(Value::as_bool) == Some(true);
+        if deleted {
+            batch.push(Write::DeleteItem {
+                table: op.table.clone(),
+                id: op.item_id.clone(),
+            });
+        } else {
+            let def = self
+                .tables
+                .get(&*self.store, &op.table)
+                .map_err(into_store_error)?;
+            let row = conform_item(&def, server, true).map_err(into_store_error)?;
+            batch.push(Write::PutItem {
+                table: op.table.clone(),
+                item: row,
+            });
+        }
+        self.store.write(&batch)
+    }
+
+    /// Client wins or merge: store `item` locally with the server's version and
+    /// resend it as an update (or the delete again) conditioned on that version.
+    fn retry_with(
+        &self,
+        op: &Operation,
+        item: Item,
+        server: &Item,
+    ) -> Result<(Operation, Outgoing), StoreError> {
+        let _state = self.lock_queue();
+        let server_version = server
+            .get(VERSION)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut op = self.store.operation(&op.id)?.unwrap_or_else(|| op.clone());
+        let mut batch = WriteBatch::new();
+        let mut item = item;
+        item.retain(|k, _| k == ID || !is_system_property(k));
+        item.insert(ID.to_owned(), Value::String(op.item_id.clone()));
+        if op.kind == OpKind::Delete {
+            let snapshot = op.item.get_or_insert_with(|| id_only(&op.item_id));
+            if let Some(v) = &server_version {
+                snapshot.insert(VERSION.to_owned(), Value::String(v.clone()));
+            }
+        } else {
+            let def = self
+                .tables
+                .get(&*self.store, &op.table)
+                .map_err(into_store_error)?;
+            let mut local = conform_item(&def, &item, true).map_err(into_store_error)?;
+            if let Some(v) = &server_version {
+                local.insert(VERSION.to_owned(), Value::String(v.clone()));
+            }
+            let row = self.store.get(&op.table, &op.item_id)?.unwrap_or_default();
+            batch.push(Write::PutItem {
+                table: op.table.clone(),
+                item: merge_into(row, local),
+            });
+            // The server has the item now: an insert becomes an update.
+            op.kind = OpKind::Update;
+        }
+        op.base = Some(server.clone());
+        batch.push(Write::PutOperation(op.clone()));
+        self.store.write(&batch)?;
+        let send = Outgoing {
+            kind: op.kind,
+            item,
+            if_match: server_version,
+        };
+        Ok((op, send))
+    }
+}
+
+fn id_only(id: &str) -> Item {
+    Item::from_iter([(ID.to_owned(), Value::String(id.to_owned()))])
+}
+
+fn single(write: Write) -> WriteBatch {
+    WriteBatch {
+        writes: vec![write],
+    }
+}
+
+/// The client's copy as sent, with the version it was conditioned on.
+fn sent_copy(send: &Outgoing) -> Item {
+    let mut item = send.item.clone();
+    if let Some(v) = &send.if_match {
+        item.insert(VERSION.to_owned(), Value::String(v.clone()));
+    }
+    item
+}
+
+fn into_store_error(e: crate::error::Error) -> StoreError {
+    match e {
+        crate::error::Error::Store(s) => s,
+        other => StoreError::Backend(Box::new(other)),
+    }
+}

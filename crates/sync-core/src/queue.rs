@@ -1,0 +1,460 @@
+//! The operation queue's rules: how a local write meets the op already queued
+//! for the same item (the collapse matrix), and the transaction that applies a
+//! group of local writes, their queue entries and error clean-up in one batch.
+
+use std::collections::{HashMap, HashSet};
+
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::system::{ID, VERSION, is_system_property};
+
+use crate::context::TableCache;
+use crate::error::{Error, QueueRefusal, Result, StoreError};
+use crate::model::{OpKind, OpState, Operation, TableDef, normalize_value};
+use crate::store::{LocalStore, Write, WriteBatch};
+
+/// What a new local write does to the queue, given the newest op of its item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Collapse {
+    /// Queue the new op at the end.
+    Enqueue,
+    /// Fold the new op into the existing one (its version goes up; sequence kept).
+    Merge,
+    /// The existing insert and the new delete cancel out: both vanish.
+    Annihilate,
+    /// Drop the existing update and queue the delete at the end, op version 2.
+    ReplaceWithDelete,
+}
+
+/// The collapse matrix (reference client, spec §2.3), plus tidesync's rule for
+/// ops being pushed right now: a write behind an in-flight op is queued after it.
+pub(crate) fn collapse(
+    existing: Option<(OpKind, OpState)>,
+    in_flight: bool,
+    new: OpKind,
+) -> std::result::Result<Collapse, QueueRefusal> {
+    use OpKind::{Delete, Insert, Update};
+    let Some((kind, state)) = existing else {
+        return Ok(Collapse::Enqueue);
+    };
+    if in_flight {
+        return match (kind, new) {
+            (Delete, _) => Err(QueueRefusal::DeleteQueued),
+            (_, Insert) => Err(QueueRefusal::InsertAfterQueued(kind)),
+            _ => Ok(Collapse::Enqueue),
+        };
+    }
+    match (kind, new) {
+        (Delete, _) => Err(QueueRefusal::DeleteQueued),
+        (_, Insert) => Err(QueueRefusal::InsertAfterQueued(kind)),
+        (Insert | Update, Update) => Ok(Collapse::Merge),
+        (Insert, Delete) if state == OpState::Pending => Ok(Collapse::Annihilate),
+        (Insert, Delete) => Err(QueueRefusal::InsertMayBeOnServer),
+        (Update, Delete) => Ok(Collapse::ReplaceWithDelete),
+    }
+}
+
+/// The engine's in-memory queue bookkeeping, guarded by one mutex that every
+/// local write and every queue change of a push takes (never across an await).
+#[derive(Debug, Default)]
+pub(crate) struct QueueState {
+    /// The sequence the next new op gets.
+    pub next_sequence: u64,
+    /// Ops whose request is on the wire right now.
+    pub in_flight: HashSet<String>,
+}
+
+/// Keeps only the columns a table has, checking and normalising their values.
+/// App data refuses unknown properties; server data ignores them.
+pub(crate) fn conform_item(def: &TableDef, item: &Item, from_server: bool) -> Result<Item> {
+    let mut out = Item::new();
+    for (name, value) in item {
+        match def.column_type(name) {
+            Some(ty) => {
+                out.insert(name.clone(), normalize_value(def.name(), name, ty, value)?);
+            }
+            None if from_server || is_system_property(name) => {}
+            None => {
+                return Err(StoreError::UnknownColumn {
+                    table: def.name().to_owned(),
+                    column: name.clone(),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Removes `createdAt`, `updatedAt` and `deleted` (any case), keeping `version`.
+pub(crate) fn strip_all_but_version(item: &mut Item) {
+    item.retain(|k, _| k == VERSION || !is_system_property(k));
+}
+
+/// Overlays `changes` on `row` (the reference store's column merge).
+pub(crate) fn merge_into(mut row: Item, changes: Item) -> Item {
+    for (k, v) in changes {
+        row.insert(k, v);
+    }
+    row
+}
+
+/// A group of local writes applied as one atomic store batch. Reads see the
+/// writes made earlier in the same transaction.
+#[derive(Debug)]
+pub struct Transaction<'a> {
+    store: &'a dyn LocalStore,
+    tables: &'a TableCache,
+    in_flight: &'a HashSet<String>,
+    next_sequence: u64,
+    items: HashMap<(String, String), Option<Item>>,
+    ops: HashMap<(String, String), Vec<Operation>>,
+    batch: WriteBatch,
+}
+
+impl<'a> Transaction<'a> {
+    pub(crate) fn new(
+        store: &'a dyn LocalStore,
+        tables: &'a TableCache,
+        state: &'a QueueState,
+    ) -> Self {
+        Self {
+            store,
+            tables,
+            in_flight: &state.in_flight,
+            next_sequence: state.next_sequence,
+            items: HashMap::new(),
+            ops: HashMap::new(),
+            batch: WriteBatch::new(),
+        }
+    }
+
+    /// Inserts an item and queues its insert. An item without an id (or with a
+    /// null or empty one) gets a new id: 32 lowercase hex digits.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when the id is already in the local table,
+    /// [`Error::QueueRefused`] per the collapse matrix, [`Error::InvalidArgument`]
+    /// for a bad id, [`StoreError`] for an unknown table, column or a type mismatch.
+    pub fn insert(&mut self, table: &str, item: Item) -> Result<Item> {
+        self.write(OpKind::Insert, table, item)
+    }
+
+    /// Updates an item (creating the local row if it is missing, as the reference
+    /// does) and queues its update. Properties not given keep their stored values.
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert), but never `AlreadyExists`.
+    pub fn update(&mut self, table: &str, item: Item) -> Result<Item> {
+        self.write(OpKind::Update, table, item)
+    }
+
+    /// Deletes an item locally and queues its delete. The given object is the
+    /// delete's snapshot: its `version`, if any, becomes the delete's `If-Match`.
+    ///
+    /// # Errors
+    /// As [`insert`](Self::insert).
+    pub fn delete(&mut self, table: &str, item: Item) -> Result<()> {
+        self.write(OpKind::Delete, table, item).map(|_| ())
+    }
+
+    /// Deletes an item by id, with the stored row as the snapshot.
+    ///
+    /// # Errors
+    /// As [`delete`](Self::delete).
+    pub fn delete_id(&mut self, table: &str, id: &str) -> Result<()> {
+        let snapshot = match self.get(table, id)? {
+            Some(row) => row,
+            None => Item::from_iter([(ID.to_owned(), Value::String(id.to_owned()))]),
+        };
+        self.delete(table, snapshot)
+    }
+
+    /// Reads a row as this transaction sees it.
+    ///
+    /// # Errors
+    /// [`StoreError`] from the store.
+    pub fn get(&mut self, table: &str, id: &str) -> Result<Option<Item>> {
+        let key = (table.to_owned(), id.to_owned());
+        if let Some(row) = self.items.get(&key) {
+            return Ok(row.clone());
+        }
+        Ok(self.store.get(table, id)?)
+    }
+
+    fn ops_for(&mut self, table: &str, id: &str) -> Result<Vec<Operation>> {
+        let key = (table.to_owned(), id.to_owned());
+        if let Some(ops) = self.ops.get(&key) {
+            return Ok(ops.clone());
+        }
+        Ok(self.store.operations_for(table, id)?)
+    }
+
+    fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
+        let def = self.tables.get(self.store, table)?;
+        let mut item = item;
+        let id = take_id(kind, &mut item)?;
+        strip_all_but_version(&mut item);
+        let mut item = conform_item(&def, &item, false)?;
+        item.insert(ID.to_owned(), Value::String(id.clone()));
+
+        let row = self.get(table, &id)?;
+        let mut ops = self.ops_for(table, &id)?;
+        let newest = ops.last().cloned();
+        let in_flight = newest
+            .as_ref()
+            .is_some_and(|op| self.in_flight.contains(&op.id));
+        let decision = collapse(
+            newest.as_ref().map(|op| (op.kind, op.state)),
+            in_flight,
+            kind,
+        )
+        .map_err(|reason| Error::QueueRefused {
+            table: table.to_owned(),
+            id: id.clone(),
+            attempted: kind,
+            reason,
+        })?;
+        if kind == OpKind::Insert && row.is_some() {
+            return Err(Error::AlreadyExists {
+                table: table.to_owned(),
+                id,
+            });
+        }
+
+        // The local row.
+        let result = match kind {
+            OpKind::Insert => {
+                self.put_item(table, &id, item.clone());
+                item.clone()
+            }
+            OpKind::Update => {
+                let merged = merge_into(row.clone().unwrap_or_default(), item.clone());
+                self.put_item(table, &id, merged.clone());
+                merged
+            }
+            OpKind::Delete => {
+                self.items.insert((table.to_owned(), id.clone()), None);
+                self.batch.push(Write::DeleteItem {
+                    table: table.to_owned(),
+                    id: id.clone(),
+                });
+                item.clone()
+            }
+        };
+
+        // The queue.
+        let base = row.filter(|r| r.get(VERSION).is_some_and(|v| !v.is_null()));
+        let snapshot = (kind == OpKind::Delete).then(|| item.clone());
+        match (decision, newest) {
+            (Collapse::Enqueue, _) | (_, None) => {
+                let op = self.new_op(kind, table, &id, snapshot, base, 1);
+                ops.push(op);
+            }
+            (Collapse::Merge, Some(mut existing)) => {
+                self.drop_error(&existing.id);
+                existing.version += 1;
+                self.batch.push(Write::PutOperation(existing.clone()));
+                if let Some(last) = ops.last_mut() {
+                    *last = existing;
+                }
+            }
+            (Collapse::Annihilate, Some(existing)) => {
+                self.drop_op(&existing.id);
+                ops.pop();
+            }
+            (Collapse::ReplaceWithDelete, Some(existing)) => {
+                self.drop_op(&existing.id);
+                ops.pop();
+                let op = self.new_op(kind, table, &id, snapshot, existing.base.clone(), 2);
+                ops.push(op);
+            }
+        }
+        self.ops.insert((table.to_owned(), id), ops);
+        Ok(result)
+    }
+
+    fn put_item(&mut self, table: &str, id: &str, item: Item) {
+        self.items
+            .insert((table.to_owned(), id.to_owned()), Some(item.clone()));
+        self.batch.push(Write::PutItem {
+            table: table.to_owned(),
+            item,
+        });
+    }
+
+    fn new_op(
+        &mut self,
+        kind: OpKind,
+        table: &str,
+        id: &str,
+        snapshot: Option<Item>,
+        base: Option<Item>,
+        version: u32,
+    ) -> Operation {
+        let op = Operation {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind,
+            state: OpState::Pending,
+            table: table.to_owned(),
+            item_id: id.to_owned(),
+            item: snapshot,
+            base,
+            sequence: self.next_sequence,
+            version,
+        };
+        self.next_sequence += 1;
+        self.batch.push(Write::PutOperation(op.clone()));
+        op
+    }
+
+    fn drop_op(&mut self, op_id: &str) {
+        self.batch.push(Write::DeleteOperation {
+            id: op_id.to_owned(),
+        });
+        self.drop_error(op_id);
+    }
+
+    fn drop_error(&mut self, op_id: &str) {
+        self.batch.push(Write::DeleteError {
+            operation_id: op_id.to_owned(),
+        });
+    }
+
+    /// Writes everything; returns the next free sequence number.
+    pub(crate) fn commit(self) -> Result<u64> {
+        if !self.batch.is_empty() {
+            self.store.write(&self.batch)?;
+        }
+        Ok(self.next_sequence)
+    }
+}
+
+/// Takes the item's id out of it, generating one for an insert without.
+fn take_id(kind: OpKind, item: &mut Item) -> Result<String> {
+    let id = match item.remove(ID) {
+        Some(Value::String(s)) if !s.is_empty() => s,
+        None | Some(Value::Null) if kind == OpKind::Insert => {
+            tidesync_protocol::ids::new_client_id()
+        }
+        Some(Value::String(_)) if kind == OpKind::Insert => tidesync_protocol::ids::new_client_id(),
+        Some(Value::String(_)) | None | Some(Value::Null) => {
+            return Err(Error::InvalidArgument(format!(
+                "an {kind:?} needs the item's id"
+            )));
+        }
+        Some(other) => {
+            return Err(Error::InvalidArgument(format!(
+                "the id must be a string, found {other}"
+            )));
+        }
+    };
+    tidesync_protocol::ids::validate_id(&id)
+        .map_err(|e| Error::InvalidArgument(format!("invalid id {id:?}: {e}")))?;
+    // A property spelled `Id` or `ID` is ambiguous with the key: refuse it.
+    if let Some(k) = item.keys().find(|k| k.eq_ignore_ascii_case(ID)) {
+        return Err(Error::InvalidArgument(format!(
+            "property {k:?} clashes with the id; use exactly \"id\""
+        )));
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use OpKind::{Delete, Insert, Update};
+    use OpState::{Attempted, Failed, Pending};
+
+    /// One row of the matrix: existing op, in flight?, new op, expected outcome.
+    fn check_collapse(
+        existing: Option<(OpKind, OpState)>,
+        in_flight: bool,
+        new: OpKind,
+        expect: std::result::Result<Collapse, QueueRefusal>,
+    ) {
+        assert_eq!(
+            collapse(existing, in_flight, new),
+            expect,
+            "existing {existing:?} (in flight: {in_flight}) + new {new:?}"
+        );
+    }
+
+    #[test]
+    fn collapse_matrix_matches_the_reference() {
+        use Collapse::*;
+        let rows = [
+            (None, Insert, Ok(Enqueue)),
+            (None, Update, Ok(Enqueue)),
+            (None, Delete, Ok(Enqueue)),
+            (
+                Some((Insert, Pending)),
+                Insert,
+                Err(QueueRefusal::InsertAfterQueued(Insert)),
+            ),
+            (Some((Insert, Pending)), Update, Ok(Merge)),
+            (Some((Insert, Pending)), Delete, Ok(Annihilate)),
+            (
+                Some((Insert, Attempted)),
+                Insert,
+                Err(QueueRefusal::InsertAfterQueued(Insert)),
+            ),
+            (Some((Insert, Attempted)), Update, Ok(Merge)),
+            (
+                Some((Insert, Attempted)),
+                Delete,
+                Err(QueueRefusal::InsertMayBeOnServer),
+            ),
+            (Some((Insert, Failed)), Update, Ok(Merge)),
+            (
+                Some((Insert, Failed)),
+                Delete,
+                Err(QueueRefusal::InsertMayBeOnServer),
+            ),
+            (
+                Some((Update, Pending)),
+                Insert,
+                Err(QueueRefusal::InsertAfterQueued(Update)),
+            ),
+            (Some((Update, Pending)), Update, Ok(Merge)),
+            (Some((Update, Failed)), Update, Ok(Merge)),
+            (Some((Update, Pending)), Delete, Ok(ReplaceWithDelete)),
+            (Some((Update, Failed)), Delete, Ok(ReplaceWithDelete)),
+            (
+                Some((Delete, Pending)),
+                Insert,
+                Err(QueueRefusal::DeleteQueued),
+            ),
+            (
+                Some((Delete, Pending)),
+                Update,
+                Err(QueueRefusal::DeleteQueued),
+            ),
+            (
+                Some((Delete, Failed)),
+                Delete,
+                Err(QueueRefusal::DeleteQueued),
+            ),
+        ];
+        for (existing, new, expect) in rows {
+            check_collapse(existing, false, new, expect);
+        }
+    }
+
+    #[test]
+    fn writes_behind_an_in_flight_op_queue_after_it() {
+        use Collapse::*;
+        let rows = [
+            (Insert, Update, Ok(Enqueue)),
+            (Insert, Delete, Ok(Enqueue)),
+            (Update, Update, Ok(Enqueue)),
+            (Update, Delete, Ok(Enqueue)),
+            (Insert, Insert, Err(QueueRefusal::InsertAfterQueued(Insert))),
+            (Delete, Update, Err(QueueRefusal::DeleteQueued)),
+            (Delete, Insert, Err(QueueRefusal::DeleteQueued)),
+        ];
+        for (existing, new, expect) in rows {
+            check_collapse(Some((existing, Attempted)), true, new, expect);
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The network seam: [`Transport`], the remote table API push and pull use.
+
+use async_trait::async_trait;
+use tidesync_protocol::Item;
+use tidesync_protocol::odata::Query;
+
+use crate::error::TransportError;
+use crate::model::OpKind;
+
+/// A read of one page of a remote table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadRequest {
+    /// The table.
+    pub table: String,
+    /// Filter, order, skip and top for this page (the engine adds the cursor).
+    pub query: Query,
+    /// Ask for soft-deleted rows too (incremental pulls do, to learn of deletes).
+    pub include_deleted: bool,
+}
+
+/// One page of a remote table.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Page {
+    /// The rows, in the requested order.
+    pub items: Vec<Item>,
+    /// `Some(false)` when the server said this is the last page (a v3 `nextLink`
+    /// of null); `Some(true)` when it said more follow; `None` when it did not say.
+    pub has_more: Option<bool>,
+    /// The total count, when asked for and given.
+    pub count: Option<u64>,
+}
+
+/// One op of a batch push (the tidesync batch extension).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchOperation {
+    /// The op id; the server remembers it so that a retried batch is applied once.
+    pub operation_id: String,
+    /// What to do.
+    pub kind: OpKind,
+    /// The table.
+    pub table: String,
+    /// The item id.
+    pub item_id: String,
+    /// The item to send (inserts and updates), system properties stripped.
+    pub item: Option<Item>,
+    /// The expected server version (`If-Match`), if any.
+    pub if_match: Option<String>,
+}
+
+/// The outcome of one op of a batch push.
+#[derive(Debug)]
+pub enum BatchOutcome {
+    /// Applied; the server's copy of the item (none for deletes).
+    Ok(Option<Item>),
+    /// Refused; classified like a single call's error.
+    Err(TransportError),
+}
+
+/// The remote table API.
+///
+/// Async and object-safe (through `async-trait`) so that a
+/// [`SyncContext`](crate::SyncContext) holds an `Arc<dyn Transport>` and needs
+/// no type parameters. Implementations classify failures into
+/// [`TransportError`] variants; push and pull decide what each means.
+#[async_trait]
+pub trait Transport: Send + Sync + std::fmt::Debug {
+    /// Reads one page.
+    ///
+    /// # Errors
+    /// A classified [`TransportError`].
+    async fn read(&self, request: &ReadRequest) -> Result<Page, TransportError>;
+
+    /// Creates an item; returns the server's copy (with `version`, `updatedAt`, ...).
+    ///
+    /// # Errors
+    /// `Conflict` with the stored item when the id exists; others as classified.
+    async fn insert(&self, table: &str, item: &Item) -> Result<Item, TransportError>;
+
+    /// Replaces an item with `item` (v2 `PATCH` of the full row, v3 `PUT`),
+    /// conditional on `if_match` when given; returns the server's copy.
+    ///
+    /// # Errors
+    /// `Conflict` (412) with the server's item on a version mismatch, `NotFound`
+    /// when the item does not exist.
+    async fn replace(
+        &self,
+        table: &str,
+        item: &Item,
+        if_match: Option<&str>,
+    ) -> Result<Item, TransportError>;
+
+    /// Deletes an item, conditional on `if_match` when given. A missing item (404
+    /// or 410) counts as success.
+    ///
+    /// # Errors
+    /// `Conflict` (412) with the server's item on a version mismatch.
+    async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), TransportError>;
+
+    /// True when [`batch`](Transport::batch) is available (our server advertises it).
+    fn supports_batch(&self) -> bool {
+        false
+    }
+
+    /// Sends many ops in one request; one outcome per op, in order.
+    ///
+    /// # Errors
+    /// A failure of the request as a whole (network, auth); per-op failures are outcomes.
+    async fn batch(
+        &self,
+        operations: &[BatchOperation],
+    ) -> Result<Vec<BatchOutcome>, TransportError> {
+        let _ = operations;
+        Err(TransportError::Unsupported("batch push"))
+    }
+}
