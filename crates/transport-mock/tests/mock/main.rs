@@ -1,0 +1,11 @@
+//! Tests of the mock server: its protocol semantics, clock, paging, faults, batch and gates.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod batch;
+mod faults;
+mod gates;
+mod queries;
+mod semantics;
