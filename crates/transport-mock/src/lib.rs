@@ -2,7 +2,7 @@
 //! scriptable, deterministic faults: the transport the engine's tests (and property tests)
 //! run against.
 //!
-//! A [`MockServer`] holds tables of JSON items and answers the [`Transport`] calls with the
+//! A [`MockServer`] holds tables of JSON items and answers the [`Transport`](tidesync_core::Transport) calls with the
 //! semantics of the server protocol: server-assigned `createdAt` / `updatedAt` / `version`,
 //! soft delete with include-deleted reads, 409 on a duplicate insert and 412 on a stale
 //! `If-Match` (both with the stored item), OData filter / order / skip / top with an `id`
