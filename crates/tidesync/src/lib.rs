@@ -1,0 +1,184 @@
+//! tidesync: offline-first data sync for Rust apps.
+//!
+//! Every read and write goes to a local database; changes queue up durably and
+//! are pushed to a sync server when the network is back, and the server's
+//! changes are pulled down incrementally. The wire protocol is the Azure Mobile
+//! Apps / Datasync `/tables` protocol, so official servers work as well as
+//! `tidesync-server`.
+//!
+//! This is the facade crate apps depend on: it re-exports the engine
+//! ([`tidesync_core`]) and, behind cargo features, the stores and transports,
+//! and offers [`Client::builder`] to wire them up. It holds no sync logic of its
+//! own.
+//!
+//! | feature  | default | what it adds |
+//! |----------|---------|--------------|
+//! | `sqlite` | no (yes once the store lands) | `SqliteStore`, the default local store |
+//! | `redb`   | no      | reserved for `RedbStore` (arrives with the stores issue) |
+//! | `http`   | no      | reserved for `HttpTransport` (arrives with the http issue) |
+//! | `mock`   | no      | [`MockServer`](tidesync_transport_mock::MockServer), an in-process server with scriptable faults, for tests |
+//!
+//! The tutorial flow, on the in-memory store and the mock server:
+//!
+//! ```
+//! use serde::{Deserialize, Serialize};
+//! use tidesync::{Client, ColumnType, MemoryStore, PushStatus, Query, TableDef, col};
+//! use tidesync_transport_mock::MockServer;
+//!
+//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! struct TodoItem {
+//!     #[serde(default, skip_serializing_if = "Option::is_none")]
+//!     id: Option<String>,
+//!     text: String,
+//!     complete: bool,
+//! }
+//!
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let server = MockServer::new();
+//! server.add_table("TodoItem");
+//!
+//! let client = Client::builder()
+//!     .store(MemoryStore::new())
+//!     .table(TableDef::new("TodoItem")
+//!         .column("text", ColumnType::String)
+//!         .column("complete", ColumnType::Bool))
+//!     .transport(server.transport())
+//!     .build()?;
+//! let todo = client.table::<TodoItem>("TodoItem");
+//!
+//! // Local writes always succeed, online or not.
+//! let milk = todo.insert(&TodoItem { id: None, text: "buy milk".into(), complete: false }).await?;
+//! server.set_offline(true);
+//! assert_eq!(client.push().await?.status, PushStatus::CancelledByNetworkError);
+//! assert_eq!(client.pending_operations()?, 1);
+//!
+//! // Back online: the queued insert goes out, and a pull brings the server's rows.
+//! server.set_offline(false);
+//! assert!(client.push().await?.is_success());
+//! todo.update(&TodoItem { complete: true, ..milk }).await?;
+//! todo.pull("allTodoItems", Query::all()).await?;  // pushes the update first
+//! let done = todo.query(&Query::new().filter(col("complete").eq(true))).await?;
+//! assert_eq!(done.len(), 1);
+//! assert_eq!(client.pending_operations()?, 0);
+//! # Ok::<(), tidesync::Error>(())
+//! # }).unwrap();
+//! ```
+
+use std::ops::Deref;
+use std::sync::Arc;
+
+pub use tidesync_core::*;
+pub use tidesync_protocol::odata::{col, lit};
+
+#[cfg(feature = "sqlite")]
+pub use tidesync_store_sqlite as store_sqlite;
+#[cfg(feature = "sqlite")]
+pub use tidesync_store_sqlite::SqliteStore;
+#[cfg(feature = "mock")]
+pub use tidesync_transport_mock::{MockServer, MockTransport};
+
+/// A sync client: the engine wired to a store, a transport and a conflict
+/// handler. Dereferences to [`SyncContext`], which has the whole API (tables,
+/// push, pull, purge, transactions, error resolution). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Client {
+    context: SyncContext,
+}
+
+impl Client {
+    /// Starts building a client.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// The engine.
+    pub fn context(&self) -> &SyncContext {
+        &self.context
+    }
+}
+
+impl Deref for Client {
+    type Target = SyncContext;
+
+    fn deref(&self) -> &SyncContext {
+        &self.context
+    }
+}
+
+/// Builds a [`Client`]: a store and a transport are required; the conflict
+/// handler defaults to [`FailOnConflict`].
+#[derive(Debug, Default)]
+pub struct ClientBuilder {
+    store: Option<Arc<dyn LocalStore>>,
+    transport: Option<Arc<dyn Transport>>,
+    handler: Option<Arc<dyn ConflictHandler>>,
+    tables: Vec<TableDef>,
+    page_size: Option<u64>,
+}
+
+impl ClientBuilder {
+    /// The local store (e.g. `SqliteStore::open("todo.db")?`).
+    #[must_use]
+    pub fn store(mut self, store: impl LocalStore + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// The transport (e.g. an HTTP transport, or a mock server's transport in tests).
+    #[must_use]
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// The conflict handler ([`FailOnConflict`] when not set).
+    #[must_use]
+    pub fn conflict_handler(mut self, handler: impl ConflictHandler + 'static) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// A table to define (or grow) in the store when the client is built.
+    #[must_use]
+    pub fn table(mut self, def: TableDef) -> Self {
+        self.tables.push(def);
+        self
+    }
+
+    /// Rows per pull request.
+    #[must_use]
+    pub fn page_size(mut self, rows: u64) -> Self {
+        self.page_size = Some(rows);
+        self
+    }
+
+    /// Defines the tables and opens the client.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] without a store or transport; an invalid table
+    /// definition; store failures.
+    pub fn build(self) -> Result<Client> {
+        let store = self
+            .store
+            .ok_or_else(|| Error::InvalidArgument("a client needs a store".to_owned()))?;
+        for def in &self.tables {
+            def.validate()?;
+            store.define_table(def)?;
+        }
+        let transport = self
+            .transport
+            .ok_or_else(|| Error::InvalidArgument("a client needs a transport".to_owned()))?;
+        let mut builder = SyncContext::builder()
+            .store_arc(store)
+            .transport_arc(transport);
+        if let Some(handler) = self.handler {
+            builder = builder.conflict_handler_arc(handler);
+        }
+        if let Some(rows) = self.page_size {
+            builder = builder.page_size(rows);
+        }
+        Ok(Client {
+            context: builder.build()?,
+        })
+    }
+}
