@@ -107,6 +107,9 @@ pub enum Clock {
 
 /// An in-process tidesync server: tables, a clock, a version counter, a call log and a
 /// fault script. Cheap to clone; clones are handles onto the same server.
+///
+/// Each call is stamped and applied under one lock, so writes become visible in stamp
+/// order and a reader never sees a later `updatedAt` before an earlier one.
 #[derive(Clone)]
 pub struct MockServer {
     shared: Arc<Shared>,
@@ -241,7 +244,9 @@ impl MockServer {
 
     /// Holds the next write call (insert, replace, delete or batch, from any transport)
     /// after it arrives and before it is applied, until the returned gate is released.
-    /// Several gates hold successive writes, one each.
+    /// Several gates hold successive writes, one each. A call that fails offline never
+    /// reaches the server and passes no gate; other faults are decided on arrival, so a
+    /// held call with a scripted fault waits at the gate, then fails.
     pub fn block_next_write(&self) -> Gate {
         let (gate, shared) = Gate::new();
         lock(&self.shared).gates.push_back(shared);

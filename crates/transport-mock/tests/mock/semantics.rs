@@ -3,7 +3,7 @@
 use serde_json::json;
 use tidesync_core::{Transport, TransportError};
 use tidesync_protocol::{Query, decode_version, encode_version};
-use tidesync_transport_mock::{MockServer, TableOptions};
+use tidesync_transport_mock::{Faults, MockServer, MockTransport, TableOptions};
 
 use crate::support::{TABLE, ids, insert, item, read_request, setup, text};
 
@@ -276,4 +276,24 @@ async fn every_write_gets_a_new_increasing_version() {
         .map(|v| decode_version(v.as_str().unwrap()).unwrap())
         .collect();
     assert_eq!(counters, [1, 2, 3, 4, 5, 6]);
+}
+
+#[test]
+fn handles_are_send_sync_clone_and_debug() {
+    fn check<T: Send + Sync + Clone + std::fmt::Debug + 'static>() {}
+    check::<MockServer>();
+    check::<MockTransport>();
+    check::<Faults>();
+}
+
+#[tokio::test]
+async fn adding_an_existing_table_keeps_its_rows() {
+    let (server, client) = setup();
+    insert(&client, "a", "x").await;
+    server.add_table_with(TABLE, TableOptions { soft_delete: false });
+    assert!(server.get(TABLE, "a").is_some());
+    client.delete(TABLE, "a", None).await.unwrap();
+    assert_eq!(server.get(TABLE, "a"), None, "the new options apply");
+    server.add_table(TABLE);
+    assert!(server.items(TABLE).is_empty());
 }
