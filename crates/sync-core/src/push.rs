@@ -286,6 +286,14 @@ impl Inner {
                 TransportError::Conflict { server_item, .. } => server_item.clone(),
                 _ => None,
             };
+            // A lost acknowledgement: the server already holds exactly what we
+            // sent (our earlier attempt was applied but its response was lost).
+            if let Some(server) = server_item.as_ref().filter(|s| echoes(&send, s)) {
+                tracing::debug!(table = %op.table, id = %op.item_id, "conflict is our own earlier write: done");
+                self.complete_op(&op, Some(server.clone()))?;
+                result.pushed += 1;
+                return Ok(Step::Next);
+            }
             if matches!(error, TransportError::Conflict { .. })
                 && rounds < self.options.max_conflict_rounds
             {
@@ -514,6 +522,18 @@ impl Inner {
         };
         Ok((op, send))
     }
+}
+
+/// True when the server's copy already equals what an insert or update sends:
+/// every property sent has the same value on the server (deletes never match,
+/// since a server copy that still exists means the delete did not happen).
+fn echoes(send: &Outgoing, server: &Item) -> bool {
+    send.kind != OpKind::Delete
+        && server.get("deleted").and_then(Value::as_bool) != Some(true)
+        && send
+            .item
+            .iter()
+            .all(|(k, v)| server.get(k).unwrap_or(&Value::Null) == v)
 }
 
 fn id_only(id: &str) -> Item {

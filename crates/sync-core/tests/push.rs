@@ -512,3 +512,51 @@ async fn latency_does_not_change_the_outcome() {
     f.todo().insert(&json!({"id": "a"})).await.unwrap();
     assert!(f.client.push().await.unwrap().is_success());
 }
+
+#[tokio::test]
+async fn a_lost_acknowledgement_is_retried_without_a_duplicate_or_a_conflict() {
+    let f = Fixture::new();
+    f.seed("u", "s").await;
+    f.seed("d", "s").await;
+    f.todo()
+        .insert(&json!({"id": "i", "text": "new"}))
+        .await
+        .unwrap();
+    f.todo()
+        .update(&json!({"id": "u", "text": "changed"}))
+        .await
+        .unwrap();
+    f.todo().delete_id("d").await.unwrap();
+    for _ in 0..3 {
+        // Each op reaches the server, but its answer is lost on the way back.
+        f.server.fail_next(1, Fault::CommitThenLoseResponse);
+        let result = f.client.push().await.unwrap();
+        assert_eq!(result.status, PushStatus::CancelledByNetworkError);
+    }
+    let result = f.client.push().await.unwrap();
+    assert!(result.is_success(), "no spurious conflict: {result:?}");
+    assert!(f.client.operation_errors().unwrap().is_empty());
+    assert_eq!(f.client.pending_operations().unwrap(), 0);
+    assert_eq!(text_of(&f.server.get(TODO, "i").unwrap()), "new");
+    assert_eq!(text_of(&f.server.get(TODO, "u").unwrap()), "changed");
+    assert_eq!(f.server.get(TODO, "d").unwrap()["deleted"], true);
+    assert_eq!(f.server.items(TODO).len(), 3, "nothing applied twice");
+    assert_eq!(
+        f.local(TODO, "u").unwrap()["version"],
+        f.server.get(TODO, "u").unwrap()["version"]
+    );
+}
+
+#[tokio::test]
+async fn a_real_conflict_is_not_mistaken_for_a_lost_acknowledgement() {
+    let f = Fixture::new();
+    f.server
+        .server_insert(TODO, obj(json!({"id": "i", "text": "someone else's"})));
+    f.todo()
+        .insert(&json!({"id": "i", "text": "mine"}))
+        .await
+        .unwrap();
+    let result = f.client.push().await.unwrap();
+    assert_eq!(result.errors.len(), 1);
+    assert_eq!(result.errors[0].status, Some(409));
+}
