@@ -273,7 +273,7 @@ pub fn invalid_names(factory: &dyn StoreFactory) {
         );
     }
     assert_eq!(store.table("other").unwrap(), None);
-    let longest = "_".repeat(1) + &"z".repeat(127);
+    let longest = format!("_{}", "z".repeat(127));
     store
         .define_table(&TableDef::new(&longest).column("_c9", ColumnType::Integer))
         .unwrap();

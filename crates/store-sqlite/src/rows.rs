@@ -1,0 +1,173 @@
+//! Rows ↔ JSON: binding item values by column type and reading rows back into
+//! [`Item`]s, plus the queue and error records.
+
+use rusqlite::Row;
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use serde_json::{Number, Value};
+use tidesync_core::{ColumnType, Item, OpKind, OpState, Operation, OperationError, StoreError};
+
+use crate::error::{Result, corrupt};
+
+/// The SQL value of a JSON value already checked by `normalize_value`.
+pub(crate) fn to_sql(ty: ColumnType, value: &Value) -> Result<SqlValue> {
+    Ok(match (ty, value) {
+        (_, Value::Null) => SqlValue::Null,
+        (ColumnType::Bool, Value::Bool(b)) => SqlValue::Integer(i64::from(*b)),
+        (ColumnType::Integer, Value::Number(n)) => match n.as_i64() {
+            Some(i) => SqlValue::Integer(i),
+            None => return Err(corrupt(format!("integer out of range: {n}"))),
+        },
+        (ColumnType::Real, Value::Number(n)) => match n.as_f64() {
+            Some(x) => SqlValue::Real(x),
+            None => return Err(corrupt(format!("not a real: {n}"))),
+        },
+        (ColumnType::String | ColumnType::DateTime, Value::String(s)) => SqlValue::Text(s.clone()),
+        (ColumnType::Json, other) => SqlValue::Text(other.to_string()),
+        (ty, other) => return Err(corrupt(format!("{other} is not a {ty:?} value"))),
+    })
+}
+
+/// The JSON value of a stored column, by its type.
+pub(crate) fn from_sql(ty: ColumnType, value: ValueRef<'_>) -> Result<Value> {
+    let text = |bytes: &[u8]| -> Result<String> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| corrupt(format!("text is not UTF-8: {e}")))
+    };
+    Ok(match (ty, value) {
+        (_, ValueRef::Null) => Value::Null,
+        (ColumnType::Bool, ValueRef::Integer(i)) => Value::Bool(i != 0),
+        (ColumnType::Integer, ValueRef::Integer(i)) => Value::from(i),
+        (ColumnType::Real, ValueRef::Real(x)) => real(x)?,
+        #[allow(clippy::cast_precision_loss)]
+        (ColumnType::Real, ValueRef::Integer(i)) => real(i as f64)?,
+        (ColumnType::String | ColumnType::DateTime, ValueRef::Text(t)) => Value::String(text(t)?),
+        (ColumnType::Json, ValueRef::Text(t)) => serde_json::from_slice(t)
+            .map_err(|e| corrupt(format!("stored JSON does not parse: {e}")))?,
+        (ty, other) => {
+            return Err(corrupt(format!(
+                "a {:?} value in a {ty:?} column",
+                other.data_type()
+            )));
+        }
+    })
+}
+
+fn real(x: f64) -> Result<Value> {
+    Number::from_f64(x)
+        .map(Value::Number)
+        .ok_or_else(|| corrupt(format!("non-finite real {x}")))
+}
+
+/// Reads a row selected as the given columns, in order, leaving out nulls.
+pub(crate) fn read_item(row: &Row<'_>, columns: &[(String, ColumnType)]) -> Result<Item> {
+    let mut item = Item::new();
+    for (i, (name, ty)) in columns.iter().enumerate() {
+        let value = from_sql(*ty, row.get_ref(i).map_err(crate::error::map_err)?)?;
+        if !value.is_null() {
+            item.insert(name.clone(), value);
+        }
+    }
+    Ok(item)
+}
+
+fn json_text(item: Option<&Item>) -> Result<Option<String>> {
+    item.map(|i| serde_json::to_string(i).map_err(StoreError::backend))
+        .transpose()
+}
+
+fn parse_item(text: Option<String>, what: &str) -> Result<Option<Item>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("{what}: {e}"))))
+        .transpose()
+}
+
+pub(crate) fn to_i64(n: u64, what: &str) -> Result<i64> {
+    i64::try_from(n).map_err(|_| {
+        StoreError::backend(std::io::Error::other(format!(
+            "{what} {n} is too large for the SQLite store"
+        )))
+    })
+}
+
+/// The columns of `__operations`, in the order [`read_operation`] expects.
+pub(crate) const OPERATION_COLUMNS: &str =
+    "id, kind, state, tableName, itemId, item, base, sequence, version";
+
+/// The parameters of an `__operations` row, in [`OPERATION_COLUMNS`] order.
+pub(crate) fn operation_params(op: &Operation) -> Result<[SqlValue; 9]> {
+    Ok([
+        SqlValue::Text(op.id.clone()),
+        SqlValue::Integer(op.kind.code()),
+        SqlValue::Integer(op.state.code()),
+        SqlValue::Text(op.table.clone()),
+        SqlValue::Text(op.item_id.clone()),
+        json_text(op.item.as_ref())?.map_or(SqlValue::Null, SqlValue::Text),
+        json_text(op.base.as_ref())?.map_or(SqlValue::Null, SqlValue::Text),
+        SqlValue::Integer(to_i64(op.sequence, "operation sequence")?),
+        SqlValue::Integer(i64::from(op.version)),
+    ])
+}
+
+/// Reads an `__operations` row selected as [`OPERATION_COLUMNS`].
+pub(crate) fn read_operation(row: &Row<'_>) -> Result<Operation> {
+    let get_err = crate::error::map_err;
+    let kind: i64 = row.get(1).map_err(get_err)?;
+    let state: i64 = row.get(2).map_err(get_err)?;
+    let sequence: i64 = row.get(7).map_err(get_err)?;
+    let version: i64 = row.get(8).map_err(get_err)?;
+    Ok(Operation {
+        id: row.get(0).map_err(get_err)?,
+        kind: OpKind::from_code(kind).ok_or_else(|| corrupt(format!("operation kind {kind}")))?,
+        state: OpState::from_code(state)
+            .ok_or_else(|| corrupt(format!("operation state {state}")))?,
+        table: row.get(3).map_err(get_err)?,
+        item_id: row.get(4).map_err(get_err)?,
+        item: parse_item(row.get(5).map_err(get_err)?, "operation item")?,
+        base: parse_item(row.get(6).map_err(get_err)?, "operation base")?,
+        sequence: u64::try_from(sequence).map_err(|_| corrupt(format!("sequence {sequence}")))?,
+        version: u32::try_from(version)
+            .map_err(|_| corrupt(format!("operation version {version}")))?,
+    })
+}
+
+/// The columns of `__errors`, in the order [`read_error`] expects.
+pub(crate) const ERROR_COLUMNS: &str = "id, operationVersion, operationKind, tableName, itemId, \
+     httpStatus, item, serverItem, rawResult, message";
+
+/// The parameters of an `__errors` row, in [`ERROR_COLUMNS`] order.
+pub(crate) fn error_params(e: &OperationError) -> Result<[SqlValue; 10]> {
+    Ok([
+        SqlValue::Text(e.operation_id.clone()),
+        SqlValue::Integer(i64::from(e.operation_version)),
+        SqlValue::Integer(e.kind.code()),
+        SqlValue::Text(e.table.clone()),
+        SqlValue::Text(e.item_id.clone()),
+        e.status
+            .map_or(SqlValue::Null, |s| SqlValue::Integer(i64::from(s))),
+        json_text(e.item.as_ref())?.map_or(SqlValue::Null, SqlValue::Text),
+        json_text(e.server_item.as_ref())?.map_or(SqlValue::Null, SqlValue::Text),
+        e.raw_result.clone().map_or(SqlValue::Null, SqlValue::Text),
+        SqlValue::Text(e.message.clone()),
+    ])
+}
+
+/// Reads an `__errors` row selected as [`ERROR_COLUMNS`] (with a table prefix).
+pub(crate) fn read_error(row: &Row<'_>) -> Result<OperationError> {
+    let get_err = crate::error::map_err;
+    let version: i64 = row.get(1).map_err(get_err)?;
+    let kind: i64 = row.get(2).map_err(get_err)?;
+    let status: Option<i64> = row.get(5).map_err(get_err)?;
+    Ok(OperationError {
+        operation_id: row.get(0).map_err(get_err)?,
+        operation_version: u32::try_from(version)
+            .map_err(|_| corrupt(format!("operation version {version}")))?,
+        kind: OpKind::from_code(kind).ok_or_else(|| corrupt(format!("operation kind {kind}")))?,
+        table: row.get(3).map_err(get_err)?,
+        item_id: row.get(4).map_err(get_err)?,
+        status: status
+            .map(|s| u16::try_from(s).map_err(|_| corrupt(format!("HTTP status {s}"))))
+            .transpose()?,
+        item: parse_item(row.get(6).map_err(get_err)?, "error item")?,
+        server_item: parse_item(row.get(7).map_err(get_err)?, "error server item")?,
+        raw_result: row.get(8).map_err(get_err)?,
+        message: row.get(9).map_err(get_err)?,
+    })
+}

@@ -1,0 +1,287 @@
+//! The file format: the format version and its migrations, the metadata tables,
+//! and the SQL tables behind table definitions.
+//!
+//! Format version 1 (`PRAGMA user_version = 1`, `PRAGMA application_id` =
+//! [`APPLICATION_ID`]):
+//! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
+//! * `__operations(id, kind, state, tableName, itemId, item, base, sequence, version)`;
+//! * `__errors(id, operationVersion, operationKind, tableName, itemId, httpStatus,
+//!   item, serverItem, rawResult, message)`, keyed by the op id;
+//! * `__config(id TEXT PRIMARY KEY, value TEXT)`;
+//! * one table per defined table, with an index on `(updatedAt, id)`.
+
+use std::collections::HashMap;
+
+use rusqlite::{Connection, OptionalExtension, Transaction};
+use tidesync_core::{ColumnDef, ColumnType, StoreError, TableDef};
+
+use crate::error::{Result, SqlResultExt, corrupt};
+
+/// `PRAGMA application_id` of a tidesync store ("tide" in ASCII).
+pub(crate) const APPLICATION_ID: i32 = 0x7469_6465;
+
+/// One step of the format: migrates a file from version `i` to `i + 1`
+/// (the function at index `i`), inside the opening transaction.
+type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+
+/// The migrations, oldest first. The current format version is their number.
+const MIGRATIONS: &[Migration] = &[v0_to_v1];
+
+/// The format version this build writes.
+pub(crate) fn current_version() -> u32 {
+    u32::try_from(MIGRATIONS.len()).unwrap_or(u32::MAX)
+}
+
+/// The metadata tables every store has, reserved as table names.
+const RESERVED: [&str; 4] = ["__tables", "__operations", "__errors", "__config"];
+
+fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE __tables (
+             name TEXT PRIMARY KEY NOT NULL,
+             definition TEXT NOT NULL
+         );
+         CREATE TABLE __operations (
+             id TEXT PRIMARY KEY NOT NULL,
+             kind INTEGER NOT NULL,
+             state INTEGER NOT NULL,
+             tableName TEXT NOT NULL,
+             itemId TEXT NOT NULL,
+             item TEXT,
+             base TEXT,
+             sequence INTEGER NOT NULL,
+             version INTEGER NOT NULL
+         );
+         CREATE INDEX __operations_sequence ON __operations (sequence);
+         CREATE INDEX __operations_item ON __operations (tableName, itemId, sequence);
+         CREATE TABLE __errors (
+             id TEXT PRIMARY KEY NOT NULL,
+             operationVersion INTEGER NOT NULL,
+             operationKind INTEGER NOT NULL,
+             tableName TEXT NOT NULL,
+             itemId TEXT NOT NULL,
+             httpStatus INTEGER,
+             item TEXT,
+             serverItem TEXT,
+             rawResult TEXT,
+             message TEXT NOT NULL
+         );
+         CREATE TABLE __config (
+             id TEXT PRIMARY KEY NOT NULL,
+             value TEXT NOT NULL
+         );",
+    )
+}
+
+/// Brings the file to the current format inside one `BEGIN IMMEDIATE`
+/// transaction, so two processes opening a new file at once cannot both create it.
+///
+/// # Errors
+/// `UnsupportedFormat` for a newer file, `Corrupt` for a SQLite file of another
+/// application, `Busy` when another writer holds the file past the busy timeout.
+pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
+    // A current file needs no write lock: opening it while another connection
+    // writes must not wait for that writer.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .store()?;
+    let app: i32 = conn
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .store()?;
+    if version == i64::from(current_version()) && app == APPLICATION_ID {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .store()?;
+    let found: i64 = tx
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .store()?;
+    let app: i32 = tx
+        .query_row("PRAGMA application_id", [], |r| r.get(0))
+        .store()?;
+    let found = u32::try_from(found).map_err(|_| corrupt(format!("format version {found}")))?;
+    let supported = current_version();
+    if found > supported {
+        return Err(StoreError::UnsupportedFormat { found, supported });
+    }
+    if found == supported {
+        return Ok(());
+    }
+    if found == 0 {
+        let objects: i64 = tx
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .store()?;
+        if objects > 0 && app != APPLICATION_ID {
+            return Err(corrupt("a SQLite database that is not a tidesync store"));
+        }
+    } else if app != APPLICATION_ID {
+        return Err(corrupt("a SQLite database that is not a tidesync store"));
+    }
+    for (from, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tracing::info!(from, to = from + 1, "migrating the store format");
+        step(&tx).store()?;
+    }
+    tx.pragma_update(None, "user_version", supported).store()?;
+    tx.pragma_update(None, "application_id", APPLICATION_ID)
+        .store()?;
+    tx.commit().store()
+}
+
+/// Quotes an identifier that [`TableDef::validate`] accepted (letters, digits, `_`).
+pub(crate) fn quote(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The declared SQL type of a column kind. Reals are declared without a type
+/// (no affinity): with `REAL` affinity SQLite stores a real without fraction as
+/// an integer on disk, which turns -0.0 into 0. Every value bound to them is a
+/// real, so they still hold only reals (and nulls).
+fn sql_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String | ColumnType::DateTime | ColumnType::Json => " TEXT",
+        ColumnType::Bool | ColumnType::Integer => " INTEGER",
+        ColumnType::Real => "",
+    }
+}
+
+fn column_sql(c: &ColumnDef) -> String {
+    if c.name == tidesync_protocol::system::ID {
+        format!("{} TEXT PRIMARY KEY NOT NULL", quote(&c.name))
+    } else {
+        format!("{}{}", quote(&c.name), sql_type(c.ty))
+    }
+}
+
+/// Every stored definition, by name.
+pub(crate) fn load_definitions(conn: &Connection) -> Result<HashMap<String, TableDef>> {
+    let mut stmt = conn
+        .prepare_cached("SELECT name, definition FROM __tables")
+        .store()?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .store()?;
+    let mut defs = HashMap::new();
+    for row in rows {
+        let (name, text) = row.store()?;
+        let def: TableDef = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("definition of table {name}: {e}")))?;
+        defs.insert(name, def);
+    }
+    Ok(defs)
+}
+
+/// One stored definition.
+pub(crate) fn load_definition(conn: &Connection, name: &str) -> Result<Option<TableDef>> {
+    let text: Option<String> = conn
+        .prepare_cached("SELECT definition FROM __tables WHERE name = ?1")
+        .store()?
+        .query_row([name], |r| r.get(0))
+        .optional()
+        .store()?;
+    text.map(|text| {
+        serde_json::from_str(&text).map_err(|e| corrupt(format!("definition of table {name}: {e}")))
+    })
+    .transpose()
+}
+
+fn invalid(message: String) -> StoreError {
+    StoreError::InvalidDefinition(message)
+}
+
+/// Creates or grows the table for `def` inside `tx`, as `MemoryStore` does:
+/// new columns are added, existing ones must keep their type. Returns the
+/// stored definition afterwards. Refuses what SQLite cannot hold: names equal
+/// to another table's or column's but for letter case (SQLite identifiers are
+/// case-insensitive), the metadata table names and `sqlite_` names.
+pub(crate) fn define(tx: &Transaction<'_>, def: &TableDef) -> Result<TableDef> {
+    def.validate()?;
+    let name = def.name();
+    if RESERVED.iter().any(|r| r.eq_ignore_ascii_case(name))
+        || name.to_ascii_lowercase().starts_with("sqlite_")
+    {
+        return Err(invalid(format!(
+            "table name {name} is reserved by the SQLite store"
+        )));
+    }
+    check_case_collisions(def)?;
+    match load_definition(tx, name)? {
+        None => {
+            let others = load_definitions(tx)?;
+            if let Some(other) = others.keys().find(|o| o.eq_ignore_ascii_case(name)) {
+                return Err(invalid(format!(
+                    "table {name} differs from table {other} only in letter case"
+                )));
+            }
+            let columns: Vec<String> = def.all_columns().map(|c| column_sql(&c)).collect();
+            let table = quote(name);
+            tx.execute_batch(&format!(
+                "CREATE TABLE {table} ({});
+                 CREATE INDEX {} ON {table} (\"updatedAt\", \"id\");",
+                columns.join(", "),
+                quote(&format!("__idx_{name}_updatedAt_id")),
+            ))
+            .store()?;
+            save_definition(tx, def)?;
+            Ok(def.clone())
+        }
+        Some(existing) => {
+            let mut grown = existing.clone();
+            for c in def.columns() {
+                match existing.column_type(&c.name) {
+                    Some(ty) if ty != c.ty => {
+                        return Err(invalid(format!(
+                            "column {} of table {name} is {ty:?}, not {:?}",
+                            c.name, c.ty
+                        )));
+                    }
+                    Some(_) => {}
+                    None => grown = grown.column(c.name.clone(), c.ty),
+                }
+            }
+            if grown == existing {
+                return Ok(existing);
+            }
+            check_case_collisions(&grown)?;
+            for c in grown.columns() {
+                if existing.column_type(&c.name).is_none() {
+                    tx.execute_batch(&format!(
+                        "ALTER TABLE {} ADD COLUMN {}",
+                        quote(name),
+                        column_sql(c)
+                    ))
+                    .store()?;
+                }
+            }
+            save_definition(tx, &grown)?;
+            Ok(grown)
+        }
+    }
+}
+
+fn check_case_collisions(def: &TableDef) -> Result<()> {
+    let columns: Vec<ColumnDef> = def.all_columns().collect();
+    for (i, a) in columns.iter().enumerate() {
+        if let Some(b) = columns[i + 1..]
+            .iter()
+            .find(|b| b.name.eq_ignore_ascii_case(&a.name))
+        {
+            return Err(invalid(format!(
+                "columns {} and {} of table {} differ only in letter case",
+                a.name,
+                b.name,
+                def.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn save_definition(tx: &Transaction<'_>, def: &TableDef) -> Result<()> {
+    let text = serde_json::to_string(def).map_err(StoreError::backend)?;
+    tx.prepare_cached("INSERT OR REPLACE INTO __tables (name, definition) VALUES (?1, ?2)")
+        .store()?
+        .execute((def.name(), text))
+        .store()?;
+    Ok(())
+}

@@ -1,0 +1,481 @@
+//! [`SqliteStore`]: connections, options, and the [`LocalStore`] implementation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use tidesync_core::{
+    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, StoreError,
+    TableDef, Write, WriteBatch, normalize_value,
+};
+
+use crate::error::{Result, SqlResultExt};
+use crate::query::{columns_of, run, select_ids};
+use crate::rows::{
+    ERROR_COLUMNS, OPERATION_COLUMNS, error_params, read_error, read_operation, to_sql,
+};
+use crate::schema::{self, quote};
+
+/// SQLite's `synchronous` setting in WAL mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Synchronous {
+    /// A commit is durable once the WAL is synced at a checkpoint: a power loss
+    /// may lose the last commits but never corrupts the file. The default.
+    #[default]
+    Normal,
+    /// Every commit syncs the WAL before it returns: durable at each commit, slower.
+    Full,
+}
+
+/// How a [`SqliteStore`] opens its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// `PRAGMA synchronous`.
+    pub synchronous: Synchronous,
+    /// How long a write waits for another connection's lock before failing with
+    /// `StoreError::Busy`.
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::Normal,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Reader connections kept open for reuse; more are opened when all are busy.
+const MAX_IDLE_READERS: usize = 4;
+
+/// Prepared statements cached per connection.
+const STATEMENT_CACHE: usize = 128;
+
+/// A [`LocalStore`] in one SQLite file (see the crate documentation).
+///
+/// Writes run on one writer connection behind a mutex; reads on a pool of reader
+/// connections (WAL snapshots), so readers wait neither for each other nor for a
+/// write. An in-memory store ([`SqliteStore::open_in_memory`]) has only the one
+/// connection, shared by reads and writes.
+#[derive(Debug)]
+pub struct SqliteStore {
+    writer: Mutex<Connection>,
+    /// `None` for an in-memory store.
+    file: Option<PathBuf>,
+    options: SqliteOptions,
+    readers: Mutex<Vec<Connection>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the store file at `path` with the default options.
+    ///
+    /// # Errors
+    /// `Corrupt` when the file is not a SQLite database or not a tidesync store,
+    /// `UnsupportedFormat` when a newer build wrote it, `Busy` when another
+    /// process holds it past the busy timeout, `Backend` for I/O failures.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (or creates) the store file at `path`.
+    ///
+    /// # Errors
+    /// As [`SqliteStore::open`].
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteStore> {
+        let path = path.as_ref().to_owned();
+        let mut writer = Connection::open(&path).store()?;
+        configure(&writer, &options)?;
+        let mode: String = writer
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .store()?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(%mode, path = %path.display(), "SQLite did not switch to WAL mode");
+        }
+        let sync = match options.synchronous {
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+        };
+        writer.pragma_update(None, "synchronous", sync).store()?;
+        schema::migrate(&mut writer)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            file: Some(path),
+            options,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A store in memory: nothing survives the handle. Reads share the writer
+    /// connection.
+    ///
+    /// # Errors
+    /// `Backend` when SQLite cannot allocate the database.
+    pub fn open_in_memory() -> Result<SqliteStore> {
+        let options = SqliteOptions::default();
+        let mut writer = Connection::open_in_memory().store()?;
+        configure(&writer, &options)?;
+        schema::migrate(&mut writer)?;
+        Ok(SqliteStore {
+            writer: Mutex::new(writer),
+            file: None,
+            options,
+            readers: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The store's file, `None` in memory.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_deref()
+    }
+
+    /// Runs `f` inside one read transaction (a consistent snapshot) on a reader
+    /// connection, or on the writer for an in-memory store.
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let Some(path) = &self.file else {
+            let conn = lock(&self.writer);
+            return in_read_transaction(&conn, f);
+        };
+        let pooled = lock(&self.readers).pop();
+        let conn = match pooled {
+            Some(conn) => conn,
+            None => {
+                let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+                let conn = Connection::open_with_flags(path, flags).store()?;
+                configure(&conn, &self.options)?;
+                conn.pragma_update(None, "query_only", true).store()?;
+                conn
+            }
+        };
+        let result = in_read_transaction(&conn, f);
+        if conn.is_autocommit() {
+            let mut idle = lock(&self.readers);
+            if idle.len() < MAX_IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+        result
+    }
+
+    /// The definition of `table` as the connection sees it.
+    fn definition(conn: &Connection, table: &str) -> Result<TableDef> {
+        schema::load_definition(conn, table)?
+            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
+    }
+}
+
+fn configure(conn: &Connection, options: &SqliteOptions) -> Result<()> {
+    conn.busy_timeout(options.busy_timeout).store()?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+fn in_read_transaction<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T>,
+) -> Result<T> {
+    conn.execute_batch("BEGIN DEFERRED").store()?;
+    let result = f(conn);
+    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let value = result?;
+    end.store()?;
+    Ok(value)
+}
+
+impl LocalStore for SqliteStore {
+    fn define_table(&self, def: &TableDef) -> Result<()> {
+        def.validate()?;
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .store()?;
+        schema::define(&tx, def)?;
+        tx.commit().store()
+    }
+
+    fn table(&self, name: &str) -> Result<Option<TableDef>> {
+        self.read(|conn| schema::load_definition(conn, name))
+    }
+
+    fn get(&self, table: &str, id: &str) -> Result<Option<Item>> {
+        self.read(|conn| {
+            let def = Self::definition(conn, table)?;
+            let columns = columns_of(&def);
+            let list: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+            let sql = format!(
+                "SELECT {} FROM {} WHERE \"id\" = ?1",
+                list.join(", "),
+                quote(table)
+            );
+            let mut stmt = conn.prepare_cached(&sql).store()?;
+            let mut rows = stmt.query([id]).store()?;
+            match rows.next().store()? {
+                Some(row) => Ok(Some(crate::rows::read_item(row, &columns)?)),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn query(&self, table: &str, query: &Query) -> Result<QueryResult> {
+        self.read(|conn| run(conn, &Self::definition(conn, table)?, query))
+    }
+
+    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>> {
+        let Ok(after) = i64::try_from(after_sequence) else {
+            return Ok(Vec::new());
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {OPERATION_COLUMNS} FROM __operations WHERE sequence > ?1 \
+                 ORDER BY sequence LIMIT ?2"
+            );
+            collect_ops(conn, &sql, (after, limit))
+        })
+    }
+
+    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>> {
+        self.read(|conn| {
+            let sql = format!(
+                "SELECT {OPERATION_COLUMNS} FROM __operations WHERE tableName = ?1 AND itemId = ?2 \
+                 ORDER BY sequence"
+            );
+            collect_ops(conn, &sql, (table, item_id))
+        })
+    }
+
+    fn operation(&self, id: &str) -> Result<Option<Operation>> {
+        self.read(|conn| {
+            let sql = format!("SELECT {OPERATION_COLUMNS} FROM __operations WHERE id = ?1");
+            Ok(collect_ops(conn, &sql, [id])?.into_iter().next())
+        })
+    }
+
+    fn count_operations(&self, table: Option<&str>) -> Result<u64> {
+        self.read(|conn| {
+            let n: i64 = match table {
+                None => conn
+                    .prepare_cached("SELECT count(*) FROM __operations")
+                    .store()?
+                    .query_row([], |r| r.get(0)),
+                Some(t) => conn
+                    .prepare_cached("SELECT count(*) FROM __operations WHERE tableName = ?1")
+                    .store()?
+                    .query_row([t], |r| r.get(0)),
+            }
+            .store()?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+    }
+
+    fn max_sequence(&self) -> Result<u64> {
+        self.read(|conn| {
+            let n: Option<i64> = conn
+                .prepare_cached("SELECT max(sequence) FROM __operations")
+                .store()?
+                .query_row([], |r| r.get(0))
+                .store()?;
+            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+        })
+    }
+
+    fn errors(&self) -> Result<Vec<OperationError>> {
+        self.read(|conn| {
+            let columns: Vec<String> = ERROR_COLUMNS
+                .split(", ")
+                .map(|c| format!("e.{}", c.trim()))
+                .collect();
+            let sql = format!(
+                "SELECT {} FROM __errors e LEFT JOIN __operations o ON o.id = e.id \
+                 ORDER BY o.sequence IS NULL, o.sequence, e.id",
+                columns.join(", ")
+            );
+            let mut stmt = conn.prepare_cached(&sql).store()?;
+            let mut rows = stmt.query([]).store()?;
+            let mut errors = Vec::new();
+            while let Some(row) = rows.next().store()? {
+                errors.push(read_error(row)?);
+            }
+            Ok(errors)
+        })
+    }
+
+    fn config(&self, key: &str) -> Result<Option<String>> {
+        self.read(|conn| {
+            conn.prepare_cached("SELECT value FROM __config WHERE id = ?1")
+                .store()?
+                .query_row([key], |r| r.get(0))
+                .optional()
+                .store()
+        })
+    }
+
+    fn write(&self, batch: &WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut conn = lock(&self.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .store()?;
+        let mut tables = HashMap::new();
+        for write in &batch.writes {
+            apply(&tx, &mut tables, write)?;
+        }
+        tx.commit().store()
+        // Dropping an uncommitted transaction on an error above rolls it back.
+    }
+}
+
+fn collect_ops(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<Operation>> {
+    let mut stmt = conn.prepare_cached(sql).store()?;
+    let mut rows = stmt.query(params).store()?;
+    let mut ops = Vec::new();
+    while let Some(row) = rows.next().store()? {
+        ops.push(read_operation(row)?);
+    }
+    Ok(ops)
+}
+
+/// A table as a batch uses it: its definition, columns and statements.
+struct TableInfo {
+    def: TableDef,
+    columns: Vec<(String, ColumnType)>,
+    insert_sql: String,
+    delete_sql: String,
+}
+
+/// The table, loaded once per batch.
+fn table_info<'d>(
+    conn: &Connection,
+    tables: &'d mut HashMap<String, TableInfo>,
+    table: &str,
+) -> Result<&'d TableInfo> {
+    if !tables.contains_key(table) {
+        let def = SqliteStore::definition(conn, table)?;
+        let columns = columns_of(&def);
+        let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
+        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let info = TableInfo {
+            insert_sql: format!(
+                "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
+                quote(table),
+                names.join(", "),
+                marks.join(", ")
+            ),
+            delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
+            def,
+            columns,
+        };
+        tables.insert(table.to_owned(), info);
+    }
+    tables
+        .get(table)
+        .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
+}
+
+fn apply(conn: &Connection, tables: &mut HashMap<String, TableInfo>, write: &Write) -> Result<()> {
+    match write {
+        Write::PutItem { table, item } => put_item(conn, table_info(conn, tables, table)?, item),
+        Write::DeleteItem { table, id } => {
+            execute(conn, &table_info(conn, tables, table)?.delete_sql, [id])
+        }
+        Write::DeleteItems { table, query } => {
+            let info = table_info(conn, tables, table)?;
+            for id in select_ids(conn, &info.def, query)? {
+                execute(conn, &info.delete_sql, [id])?;
+            }
+            Ok(())
+        }
+        Write::PutOperation(op) => {
+            let sql = format!(
+                "INSERT OR REPLACE INTO __operations ({OPERATION_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+            );
+            let params = crate::rows::operation_params(op)?;
+            conn.prepare_cached(&sql).store()?.execute(params).store()?;
+            Ok(())
+        }
+        Write::DeleteOperation { id } => {
+            execute(conn, "DELETE FROM __operations WHERE id = ?1", [id])
+        }
+        Write::DeleteTableOperations { table } => {
+            execute(
+                conn,
+                "DELETE FROM __operations WHERE tableName = ?1",
+                [table],
+            )?;
+            execute(conn, "DELETE FROM __errors WHERE tableName = ?1", [table])
+        }
+        Write::PutError(error) => {
+            let sql = format!(
+                "INSERT OR REPLACE INTO __errors ({ERROR_COLUMNS}) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
+            );
+            conn.prepare_cached(&sql)
+                .store()?
+                .execute(error_params(error)?)
+                .store()?;
+            Ok(())
+        }
+        Write::DeleteError { operation_id } => {
+            execute(conn, "DELETE FROM __errors WHERE id = ?1", [operation_id])
+        }
+        Write::SetConfig { key, value } => match value {
+            Some(value) => execute(
+                conn,
+                "INSERT OR REPLACE INTO __config (id, value) VALUES (?1, ?2)",
+                [key, value],
+            ),
+            None => execute(conn, "DELETE FROM __config WHERE id = ?1", [key]),
+        },
+        other => Err(StoreError::backend(std::io::Error::other(format!(
+            "the SQLite store does not know the write {other:?}"
+        )))),
+    }
+}
+
+fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()> {
+    conn.prepare_cached(sql).store()?.execute(params).store()?;
+    Ok(())
+}
+
+/// Checks the item as `MemoryStore` does (a string id, then each property in
+/// order: a known column, a value of its type) and replaces the whole row.
+fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
+    let table = info.def.name();
+    if item.get("id").and_then(|v| v.as_str()).is_none() {
+        return Err(StoreError::MissingId {
+            table: table.to_owned(),
+        });
+    }
+    let mut params = vec![SqlValue::Null; info.columns.len()];
+    for (name, value) in item {
+        let index = info
+            .columns
+            .iter()
+            .position(|(column, _)| column == name)
+            .ok_or_else(|| StoreError::UnknownColumn {
+                table: table.to_owned(),
+                column: name.clone(),
+            })?;
+        let ty = info.columns[index].1;
+        params[index] = to_sql(ty, &normalize_value(table, name, ty, value)?)?;
+    }
+    conn.prepare_cached(&info.insert_sql)
+        .store()?
+        .execute(rusqlite::params_from_iter(params))
+        .store()?;
+    Ok(())
+}
