@@ -1,0 +1,230 @@
+//! The layout of a store file: the redb tables, the stored table definitions
+//! and the format version with its migration hook.
+//!
+//! | redb table            | key                          | value                         |
+//! |-----------------------|------------------------------|-------------------------------|
+//! | `tidesync/meta`       | `&str` (`format_version`)    | `u64`                         |
+//! | `tidesync/tables`     | table name                   | [`StoredTable`] as JSON       |
+//! | `tidesync/ops`        | sequence `u64`               | `Operation` as JSON           |
+//! | `tidesync/op_ids`     | op id                        | sequence                      |
+//! | `tidesync/op_items`   | `(table, item_id, sequence)` | `()`                          |
+//! | `tidesync/errors`     | op id                        | `OperationError` as JSON      |
+//! | `tidesync/config`     | key                          | value                         |
+//! | `rows/<table>`        | item id                      | the row ([`crate::codec`])    |
+//! | `updated/<table>`     | `(updatedAt, id)`            | `()`                          |
+//!
+//! Table names are identifiers (`TableDef::validate`), so `rows/<t>` and
+//! `updated/<t>` never collide with each other or with `tidesync/*`.
+
+use redb::{ReadableTable, TableDefinition, WriteTransaction};
+use serde::{Deserialize, Serialize};
+use tidesync_core::{ColumnType, StoreError, TableDef};
+use tidesync_protocol::system::{ID, UPDATED_AT};
+
+use crate::codec::Slot;
+use crate::error::{corrupt_json, from_redb};
+
+// Bump `FORMAT_VERSION` (lib.rs), and add an arm to `migrate`, when the layout
+// or the row encoding changes.
+use crate::FORMAT_VERSION;
+const FORMAT_KEY: &str = "format_version";
+
+const META_NAME: &str = "tidesync/meta";
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new(META_NAME);
+pub(crate) const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/tables");
+pub(crate) const OPS: TableDefinition<u64, &[u8]> = TableDefinition::new("tidesync/ops");
+pub(crate) const OP_IDS: TableDefinition<&str, u64> = TableDefinition::new("tidesync/op_ids");
+pub(crate) const OP_ITEMS: TableDefinition<(&str, &str, u64), ()> =
+    TableDefinition::new("tidesync/op_items");
+pub(crate) const ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/errors");
+pub(crate) const CONFIG: TableDefinition<&str, &str> = TableDefinition::new("tidesync/config");
+
+/// The key of the `(updatedAt, id)` index: a null `updatedAt` sorts first, as
+/// it does in the query evaluator's order.
+pub(crate) type IndexKey = (Option<&'static str>, &'static str);
+
+/// The redb table names of one app table.
+#[derive(Debug)]
+pub(crate) struct Names {
+    pub(crate) rows: String,
+    pub(crate) index: String,
+}
+
+impl Names {
+    pub(crate) fn of(table: &str) -> Self {
+        Self {
+            rows: format!("rows/{table}"),
+            index: format!("updated/{table}"),
+        }
+    }
+
+    pub(crate) fn rows(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
+        TableDefinition::new(&self.rows)
+    }
+
+    pub(crate) fn index(&self) -> TableDefinition<'_, IndexKey, ()> {
+        TableDefinition::new(&self.index)
+    }
+}
+
+/// A table as the store keeps it: the definition `LocalStore::table` returns,
+/// and the append-only slot list the row encoding numbers columns by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredTable {
+    pub(crate) def: TableDef,
+    pub(crate) slots: Vec<Slot>,
+}
+
+impl StoredTable {
+    fn new(def: &TableDef) -> Self {
+        Self {
+            def: def.clone(),
+            slots: def
+                .all_columns()
+                .filter(|c| c.name != ID)
+                .map(|c| Slot {
+                    name: c.name,
+                    ty: c.ty,
+                })
+                .collect(),
+        }
+    }
+
+    /// The slot number and type of a column (not `id`, which is the key).
+    pub(crate) fn slot(&self, name: &str) -> Option<(usize, ColumnType)> {
+        self.slots
+            .iter()
+            .position(|s| s.name == name)
+            .map(|i| (i, self.slots[i].ty))
+    }
+
+    /// The slot of `updatedAt`.
+    pub(crate) fn updated_slot(&self) -> Option<usize> {
+        self.slot(UPDATED_AT).map(|(i, _)| i)
+    }
+
+    /// Adds the columns `def` declares and this table lacks. Refuses, without
+    /// changing anything, a column declared with another type. Returns whether
+    /// anything was added.
+    fn grow(&mut self, def: &TableDef) -> Result<bool, StoreError> {
+        for c in def.columns() {
+            if let Some(ty) = self.def.column_type(&c.name) {
+                if ty != c.ty {
+                    return Err(StoreError::InvalidDefinition(format!(
+                        "column {} of table {} is {ty:?}, not {:?}",
+                        c.name,
+                        def.name(),
+                        c.ty
+                    )));
+                }
+            }
+        }
+        let mut grown = false;
+        for c in def.columns() {
+            if self.def.column_type(&c.name).is_none() {
+                self.def = self.def.clone().column(c.name.clone(), c.ty);
+                self.slots.push(Slot {
+                    name: c.name.clone(),
+                    ty: c.ty,
+                });
+                grown = true;
+            }
+        }
+        Ok(grown)
+    }
+}
+
+/// Reads a stored table definition.
+pub(crate) fn load_table(
+    tables: &impl ReadableTable<&'static str, &'static [u8]>,
+    name: &str,
+) -> Result<Option<StoredTable>, StoreError> {
+    match tables.get(name).map_err(from_redb)? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(|e| corrupt_json(&format!("definition of table {name}"), e)),
+    }
+}
+
+/// Creates a table or grows it, in one write transaction; `Ok(false)` when
+/// nothing changed (the caller then aborts instead of committing).
+pub(crate) fn define(txn: &WriteTransaction, def: &TableDef) -> Result<bool, StoreError> {
+    let mut tables = txn.open_table(TABLES).map_err(from_redb)?;
+    let (stored, changed) = match load_table(&tables, def.name())? {
+        None => (StoredTable::new(def), true),
+        Some(mut stored) => {
+            let grown = stored.grow(def)?;
+            (stored, grown)
+        }
+    };
+    if !changed {
+        return Ok(false);
+    }
+    let bytes = serde_json::to_vec(&stored).map_err(|e| corrupt_json("table definition", e))?;
+    tables
+        .insert(def.name(), bytes.as_slice())
+        .map_err(from_redb)?;
+    let names = Names::of(def.name());
+    txn.open_table(names.rows()).map_err(from_redb)?;
+    txn.open_table(names.index()).map_err(from_redb)?;
+    Ok(true)
+}
+
+/// Checks or writes the format version and creates the system tables. A file
+/// that already holds redb tables but no tidesync metadata is refused as
+/// `Corrupt` (it is some other redb database), a newer format as
+/// `UnsupportedFormat`; an older one is migrated in the same transaction.
+pub(crate) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let fresh = txn.list_tables().map_err(from_redb)?.next().is_none();
+    let has_meta = txn
+        .list_tables()
+        .map_err(from_redb)?
+        .any(|t| redb::TableHandle::name(&t) == META_NAME);
+    if !fresh && !has_meta {
+        return Err(StoreError::Corrupt(
+            "a redb database, but not a tidesync store".to_owned(),
+        ));
+    }
+    let found = {
+        let meta = txn.open_table(META).map_err(from_redb)?;
+        let found = meta.get(FORMAT_KEY).map_err(from_redb)?.map(|v| v.value());
+        found
+    };
+    match found {
+        None if fresh => {}
+        None => {
+            return Err(StoreError::Corrupt(
+                "the store metadata has no format version".to_owned(),
+            ));
+        }
+        Some(v) if v > FORMAT_VERSION => {
+            return Err(StoreError::UnsupportedFormat {
+                found: u32::try_from(v).unwrap_or(u32::MAX),
+                supported: FORMAT_VERSION as u32,
+            });
+        }
+        Some(v) if v < FORMAT_VERSION => migrate(txn, v)?,
+        Some(_) => return Ok(()),
+    }
+    txn.open_table(META)
+        .map_err(from_redb)?
+        .insert(FORMAT_KEY, FORMAT_VERSION)
+        .map_err(from_redb)?;
+    txn.open_table(TABLES).map_err(from_redb)?;
+    txn.open_table(OPS).map_err(from_redb)?;
+    txn.open_table(OP_IDS).map_err(from_redb)?;
+    txn.open_table(OP_ITEMS).map_err(from_redb)?;
+    txn.open_table(ERRORS).map_err(from_redb)?;
+    txn.open_table(CONFIG).map_err(from_redb)?;
+    Ok(())
+}
+
+/// Upgrades a file of an older format, inside the open's write transaction, so
+/// a crash mid-migration leaves the old format intact. Format 1 is the first;
+/// format 2 will add `1 => upgrade_1_to_2(txn)` and fall through to later steps.
+fn migrate(_txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    Err(StoreError::Corrupt(format!(
+        "unknown store format version {from}"
+    )))
+}

@@ -1,0 +1,303 @@
+//! Applying a [`WriteBatch`] inside one redb write transaction.
+//!
+//! Every table a batch touches is opened once and kept open for the batch; the
+//! caller commits when every write succeeded and aborts otherwise, so a failed
+//! batch leaves nothing behind.
+
+use std::collections::HashMap;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+use serde_json::Value;
+use tidesync_core::{
+    Item, Operation, OperationError, StoreError, Write, WriteBatch, normalize_value,
+};
+use tidesync_protocol::odata::Query;
+use tidesync_protocol::system::ID;
+
+use crate::codec::{corrupt_row, decode_slot, encode_row};
+use crate::error::{Message, corrupt_json, from_redb};
+use crate::query::selected_ids;
+use crate::schema::{
+    CONFIG, ERRORS, IndexKey, Names, OP_IDS, OP_ITEMS, OPS, StoredTable, TABLES, load_table,
+};
+
+/// One app table opened for the batch.
+struct Open<'t> {
+    stored: StoredTable,
+    updated_slot: Option<usize>,
+    rows: Table<'t, &'static str, &'static [u8]>,
+    index: Table<'t, IndexKey, ()>,
+}
+
+/// The tables of one batch.
+pub(crate) struct Batch<'t> {
+    txn: &'t WriteTransaction,
+    tables: Table<'t, &'static str, &'static [u8]>,
+    ops: Table<'t, u64, &'static [u8]>,
+    op_ids: Table<'t, &'static str, u64>,
+    op_items: Table<'t, (&'static str, &'static str, u64), ()>,
+    errors: Table<'t, &'static str, &'static [u8]>,
+    config: Table<'t, &'static str, &'static str>,
+    open: HashMap<String, Open<'t>>,
+    buffer: Vec<u8>,
+}
+
+impl<'t> Batch<'t> {
+    pub(crate) fn new(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+        Ok(Self {
+            txn,
+            tables: txn.open_table(TABLES).map_err(from_redb)?,
+            ops: txn.open_table(OPS).map_err(from_redb)?,
+            op_ids: txn.open_table(OP_IDS).map_err(from_redb)?,
+            op_items: txn.open_table(OP_ITEMS).map_err(from_redb)?,
+            errors: txn.open_table(ERRORS).map_err(from_redb)?,
+            config: txn.open_table(CONFIG).map_err(from_redb)?,
+            open: HashMap::new(),
+            buffer: Vec::with_capacity(256),
+        })
+    }
+
+    /// Applies every write of the batch, in order, stopping at the first error.
+    pub(crate) fn apply_all(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        batch.writes.iter().try_for_each(|w| self.apply(w))
+    }
+
+    fn apply(&mut self, write: &Write) -> Result<(), StoreError> {
+        match write {
+            Write::PutItem { table, item } => self.put_item(table, item),
+            Write::DeleteItem { table, id } => self.delete_item(table, id),
+            Write::DeleteItems { table, query } => self.delete_items(table, query),
+            Write::PutOperation(op) => self.put_op(op),
+            Write::DeleteOperation { id } => self.remove_op(id).map(drop),
+            Write::DeleteTableOperations { table } => self.delete_table_ops(table),
+            Write::PutError(error) => self.put_error(error),
+            Write::DeleteError { operation_id } => {
+                self.errors
+                    .remove(operation_id.as_str())
+                    .map_err(from_redb)?;
+                Ok(())
+            }
+            Write::SetConfig { key, value } => {
+                match value {
+                    Some(v) => self.config.insert(key.as_str(), v.as_str()).map(drop),
+                    None => self.config.remove(key.as_str()).map(drop),
+                }
+                .map_err(from_redb)?;
+                Ok(())
+            }
+            // `Write` is non-exhaustive: refuse what this build does not know
+            // rather than silently dropping part of a batch.
+            other => Err(StoreError::backend(Message(format!(
+                "unsupported write {other:?}"
+            )))),
+        }
+    }
+
+    /// The open tables of an app table, opened on first use.
+    fn table(&mut self, name: &str) -> Result<&mut Open<'t>, StoreError> {
+        if !self.open.contains_key(name) {
+            let stored = load_table(&self.tables, name)?
+                .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))?;
+            let names = Names::of(name);
+            let open = Open {
+                updated_slot: stored.updated_slot(),
+                stored,
+                rows: self.txn.open_table(names.rows()).map_err(from_redb)?,
+                index: self.txn.open_table(names.index()).map_err(from_redb)?,
+            };
+            self.open.insert(name.to_owned(), open);
+        }
+        self.open
+            .get_mut(name)
+            .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))
+    }
+
+    fn put_item(&mut self, table: &str, item: &Item) -> Result<(), StoreError> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let open = self.table(table)?;
+        let id = item
+            .get(ID)
+            .and_then(Value::as_str)
+            .ok_or_else(|| StoreError::MissingId {
+                table: table.to_owned(),
+            })?;
+        let mut values = Vec::with_capacity(item.len());
+        let mut updated_at = None;
+        for (name, value) in item {
+            if name == ID {
+                continue;
+            }
+            let (slot, ty) = open
+                .stored
+                .slot(name)
+                .ok_or_else(|| StoreError::UnknownColumn {
+                    table: table.to_owned(),
+                    column: name.clone(),
+                })?;
+            let value = normalize_value(table, name, ty, value)?;
+            if Some(slot) == open.updated_slot {
+                updated_at = value.as_str().map(str::to_owned);
+            }
+            values.push((slot, ty, value));
+        }
+        encode_row(values, &mut buffer)
+            .map_err(|why| StoreError::backend(Message(format!("encoding row {id:?}: {why}"))))?;
+        let old_updated = match open.rows.insert(id, buffer.as_slice()).map_err(from_redb)? {
+            None => None,
+            Some(old) => Some(updated_of(
+                table,
+                id,
+                &open.stored,
+                open.updated_slot,
+                old.value(),
+            )?),
+        };
+        if old_updated.as_ref() != Some(&updated_at) {
+            if let Some(old) = old_updated {
+                open.index.remove((old.as_deref(), id)).map_err(from_redb)?;
+            }
+            open.index
+                .insert((updated_at.as_deref(), id), ())
+                .map_err(from_redb)?;
+        }
+        self.buffer = buffer;
+        Ok(())
+    }
+
+    fn delete_item(&mut self, table: &str, id: &str) -> Result<(), StoreError> {
+        let open = self.table(table)?;
+        let old_updated = match open.rows.remove(id).map_err(from_redb)? {
+            None => return Ok(()),
+            Some(old) => updated_of(table, id, &open.stored, open.updated_slot, old.value())?,
+        };
+        open.index
+            .remove((old_updated.as_deref(), id))
+            .map_err(from_redb)?;
+        Ok(())
+    }
+
+    fn delete_items(&mut self, table: &str, query: &Query) -> Result<(), StoreError> {
+        let open = self.table(table)?;
+        let ids = selected_ids(table, &open.stored, &open.rows, &open.index, query)?;
+        for id in ids {
+            self.delete_item(table, &id)?;
+        }
+        Ok(())
+    }
+
+    fn put_op(&mut self, op: &Operation) -> Result<(), StoreError> {
+        self.remove_op(&op.id)?;
+        // Another op at this sequence is replaced too, so the three queue tables
+        // never disagree.
+        let other = match self.ops.get(op.sequence).map_err(from_redb)? {
+            Some(bytes) => Some(decode_op(bytes.value())?.id),
+            None => None,
+        };
+        if let Some(other) = other {
+            self.remove_op(&other)?;
+        }
+        let bytes = serde_json::to_vec(op).map_err(|e| corrupt_json("encoding an op", e))?;
+        self.ops
+            .insert(op.sequence, bytes.as_slice())
+            .map_err(from_redb)?;
+        self.op_ids
+            .insert(op.id.as_str(), op.sequence)
+            .map_err(from_redb)?;
+        self.op_items
+            .insert((op.table.as_str(), op.item_id.as_str(), op.sequence), ())
+            .map_err(from_redb)?;
+        Ok(())
+    }
+
+    /// Removes an op from the three queue tables; its error record stays.
+    fn remove_op(&mut self, id: &str) -> Result<Option<Operation>, StoreError> {
+        let Some(sequence) = self
+            .op_ids
+            .remove(id)
+            .map_err(from_redb)?
+            .map(|s| s.value())
+        else {
+            return Ok(None);
+        };
+        let op = match self.ops.remove(sequence).map_err(from_redb)? {
+            Some(bytes) => decode_op(bytes.value())?,
+            None => {
+                return Err(StoreError::Corrupt(format!(
+                    "op {id} points at a missing sequence {sequence}"
+                )));
+            }
+        };
+        self.op_items
+            .remove((op.table.as_str(), op.item_id.as_str(), sequence))
+            .map_err(from_redb)?;
+        Ok(Some(op))
+    }
+
+    fn delete_table_ops(&mut self, table: &str) -> Result<(), StoreError> {
+        let mut sequences = Vec::new();
+        for entry in self
+            .op_items
+            .range((table, "", 0u64)..)
+            .map_err(from_redb)?
+        {
+            let (key, _) = entry.map_err(from_redb)?;
+            let (t, _, sequence) = key.value();
+            if t != table {
+                break;
+            }
+            sequences.push(sequence);
+        }
+        for sequence in sequences {
+            let id = match self.ops.get(sequence).map_err(from_redb)? {
+                Some(bytes) => decode_op(bytes.value())?.id,
+                None => continue,
+            };
+            self.remove_op(&id)?;
+        }
+        let mut error_ids = Vec::new();
+        for entry in self.errors.iter().map_err(from_redb)? {
+            let (id, bytes) = entry.map_err(from_redb)?;
+            if decode_error(bytes.value())?.table == table {
+                error_ids.push(id.value().to_owned());
+            }
+        }
+        for id in error_ids {
+            self.errors.remove(id.as_str()).map_err(from_redb)?;
+        }
+        Ok(())
+    }
+
+    fn put_error(&mut self, error: &OperationError) -> Result<(), StoreError> {
+        let bytes =
+            serde_json::to_vec(error).map_err(|e| corrupt_json("encoding an error record", e))?;
+        self.errors
+            .insert(error.operation_id.as_str(), bytes.as_slice())
+            .map_err(from_redb)?;
+        Ok(())
+    }
+}
+
+/// The `updatedAt` text of a stored row (`None` when null).
+fn updated_of(
+    table: &str,
+    id: &str,
+    stored: &StoredTable,
+    slot: Option<usize>,
+    bytes: &[u8],
+) -> Result<Option<String>, StoreError> {
+    let Some(slot) = slot else { return Ok(None) };
+    let value =
+        decode_slot(bytes, &stored.slots, slot).map_err(|why| corrupt_row(table, id, why))?;
+    Ok(value.and_then(|v| match v {
+        Value::String(s) => Some(s),
+        _ => None,
+    }))
+}
+
+pub(crate) fn decode_op(bytes: &[u8]) -> Result<Operation, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt_json("stored op", e))
+}
+
+pub(crate) fn decode_error(bytes: &[u8]) -> Result<OperationError, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| corrupt_json("stored error record", e))
+}
