@@ -56,6 +56,7 @@ impl TableCache {
 pub(crate) struct Options {
     pub page_size: u64,
     pub max_conflict_rounds: u32,
+    pub batch_size: usize,
 }
 
 impl Default for Options {
@@ -63,6 +64,7 @@ impl Default for Options {
         Self {
             page_size: 100,
             max_conflict_rounds: 3,
+            batch_size: 500,
         }
     }
 }
@@ -185,6 +187,13 @@ impl SyncContextBuilder {
     #[must_use]
     pub fn max_conflict_rounds(mut self, rounds: u32) -> Self {
         self.options.max_conflict_rounds = rounds;
+        self
+    }
+
+    /// Ops per request when the transport offers batch push (default 500).
+    #[must_use]
+    pub fn batch_size(mut self, ops: usize) -> Self {
+        self.options.batch_size = ops.max(1);
         self
     }
 

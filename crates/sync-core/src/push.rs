@@ -15,6 +15,7 @@ use crate::error::{StoreError, TransportError};
 use crate::model::{OpKind, OpState, Operation, OperationError};
 use crate::queue::{conform_item, merge_into};
 use crate::store::{Write, WriteBatch};
+use crate::transport::{BatchOperation, BatchOutcome};
 
 /// How a push ended (the reference client's `MobileServicePushStatus`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -122,11 +123,27 @@ enum Step {
     Stop(PushStatus),
 }
 
+/// Where a push is in the queue.
+struct Walk {
+    /// The sequence of the last op taken.
+    after: u64,
+    /// Only these tables, when set.
+    scope: Option<HashSet<String>>,
+    /// Items whose op failed in this push: their later ops wait for the next push.
+    blocked: HashSet<(String, String)>,
+}
+
 /// A request to send for an op.
 struct Outgoing {
     kind: OpKind,
     item: Item,
     if_match: Option<String>,
+}
+
+/// An op marked attempted, with what to send for it.
+struct Prepared {
+    op: Operation,
+    send: Outgoing,
 }
 
 impl Inner {
@@ -135,130 +152,255 @@ impl Inner {
         let cancel = options.cancel.unwrap_or_default();
         let scope: Option<HashSet<String>> = options.tables.map(|t| t.into_iter().collect());
         let mut result = PushResult::default();
-        let mut blocked: HashSet<(String, String)> = HashSet::new();
-        let mut after = 0;
-        let span = tracing::info_span!("push", tables = ?scope);
+        let mut walk = Walk {
+            after: 0,
+            scope,
+            blocked: HashSet::new(),
+        };
+        let batch_size = if self.transport.supports_batch() {
+            self.options.batch_size.max(1)
+        } else {
+            1
+        };
+        let span = tracing::info_span!("push", tables = ?walk.scope, batch_size);
         let _enter = span.enter();
         loop {
             if cancel.is_cancelled() {
                 result.status = PushStatus::CancelledByToken;
                 break;
             }
-            let op = match self.next_op(after, scope.as_ref(), &blocked) {
-                Ok(Some(op)) => op,
+            let step = match self
+                .push_next(&mut walk, batch_size, &cancel, &mut result)
+                .await
+            {
+                Ok(Some(step)) => step,
                 Ok(None) => break,
-                Err(e) => {
-                    result.status = PushStatus::CancelledBySyncStoreError;
-                    result.other_error = Some(e.to_string());
-                    break;
-                }
-            };
-            after = op.sequence;
-            let key = (op.table.clone(), op.item_id.clone());
-            let step = match self.push_one(op, &cancel, &mut result).await {
-                Ok(step) => step,
                 Err(e) => {
                     result.other_error = Some(e.to_string());
                     Step::Stop(PushStatus::CancelledBySyncStoreError)
                 }
             };
-            match step {
-                Step::Next => {}
-                Step::Failed => {
-                    blocked.insert(key);
-                }
-                Step::Stop(status) => {
-                    result.status = status;
-                    break;
-                }
+            if let Step::Stop(status) = step {
+                result.status = status;
+                break;
             }
         }
         tracing::info!(status = %result.status, pushed = result.pushed, errors = result.errors.len(), "push finished");
         result
     }
 
-    /// The next op after `after` in scope whose item is not blocked by an earlier failure.
-    fn next_op(
-        &self,
-        mut after: u64,
-        scope: Option<&HashSet<String>>,
-        blocked: &HashSet<(String, String)>,
-    ) -> Result<Option<Operation>, StoreError> {
-        loop {
-            let ops = self.store.operations(after, 64)?;
-            let Some(last) = ops.last() else {
-                return Ok(None);
-            };
-            after = last.sequence;
-            if let Some(op) = ops.into_iter().find(|op| {
-                scope.is_none_or(|s| s.contains(&op.table))
-                    && !blocked.contains(&(op.table.clone(), op.item_id.clone()))
-            }) {
-                return Ok(Some(op));
-            }
-        }
-    }
-
-    async fn push_one(
+    /// Pushes the next op (or the next batch of ops); `None` when the queue is done.
+    async fn push_next(
         self: &Arc<Self>,
-        listed: Operation,
+        walk: &mut Walk,
+        batch_size: usize,
         cancel: &CancellationToken,
         result: &mut PushResult,
-    ) -> Result<Step, StoreError> {
-        // Read what to send and mark the op attempted, in one step under the queue lock.
-        let (mut op, mut send) = {
-            let mut state = self.lock_queue();
-            let Some(mut op) = self.store.operation(&listed.id)? else {
-                return Ok(Step::Next); // resolved or collapsed away meanwhile
+    ) -> Result<Option<Step>, StoreError> {
+        let ops = self.next_ops(walk, batch_size)?;
+        if ops.is_empty() {
+            return Ok(None);
+        }
+        let mut prepared = Vec::with_capacity(ops.len());
+        for op in ops {
+            if let Some(p) = self.prepare(op, walk, result)? {
+                prepared.push(p);
+            }
+        }
+        if prepared.is_empty() {
+            return Ok(Some(Step::Next));
+        }
+        if batch_size == 1 {
+            let Some(Prepared { op, send }) = prepared.pop() else {
+                return Ok(Some(Step::Next));
             };
-            let item = match op.kind {
-                OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
-                OpKind::Insert | OpKind::Update => self.store.get(&op.table, &op.item_id)?,
-            };
-            let Some(mut item) = item else {
-                drop(state);
-                let error = OperationError {
-                    operation_id: op.id.clone(),
-                    operation_version: op.version,
-                    kind: op.kind,
-                    table: op.table.clone(),
-                    item_id: op.item_id.clone(),
-                    status: None,
-                    item: Some(id_only(&op.item_id)),
-                    server_item: None,
-                    raw_result: None,
-                    message: "the local item is missing".to_owned(),
-                };
-                self.fail_op(&op, Some(error.clone()))?;
-                result.errors.push(error);
-                return Ok(Step::Failed);
-            };
-            op.state = OpState::Attempted;
-            self.store.write(&single(Write::PutOperation(op.clone())))?;
-            state.in_flight.insert(op.id.clone());
-            item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
-            let if_match = item
-                .remove(VERSION)
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .filter(|v| !v.is_empty());
-            (
-                op.clone(),
-                Outgoing {
-                    kind: op.kind,
-                    item,
-                    if_match,
-                },
-            )
-        };
-
-        let mut rounds = 0;
-        loop {
             let call = self.send(&op.table, &op.item_id, &send);
             let outcome = tokio::select! {
                 biased;
-                () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
+                () = cancel.cancelled() => return Ok(Some(Step::Stop(PushStatus::CancelledByToken))),
                 outcome = call => outcome,
             };
+            return self
+                .settle(op, send, outcome, cancel, walk, result)
+                .await
+                .map(Some);
+        }
+        let request: Vec<BatchOperation> = prepared
+            .iter()
+            .map(|p| BatchOperation {
+                operation_id: p.op.id.clone(),
+                kind: p.send.kind,
+                table: p.op.table.clone(),
+                item_id: p.op.item_id.clone(),
+                item: (p.send.kind != OpKind::Delete).then(|| p.send.item.clone()),
+                if_match: p.send.if_match.clone(),
+            })
+            .collect();
+        let outcomes = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Ok(Some(Step::Stop(PushStatus::CancelledByToken))),
+            outcomes = self.transport.batch(&request) => outcomes,
+        };
+        let outcomes = match outcomes {
+            Ok(outcomes) if outcomes.len() == prepared.len() => outcomes,
+            Ok(outcomes) => {
+                let message = format!(
+                    "batch answered {} outcomes for {} ops",
+                    outcomes.len(),
+                    prepared.len()
+                );
+                std::iter::repeat_with(|| {
+                    BatchOutcome::Err(TransportError::Protocol(message.clone()))
+                })
+                .take(prepared.len())
+                .collect()
+            }
+            Err(e @ (TransportError::Network(_) | TransportError::Auth { .. })) => {
+                let status = if matches!(e, TransportError::Network(_)) {
+                    PushStatus::CancelledByNetworkError
+                } else {
+                    PushStatus::CancelledByAuthenticationError
+                };
+                tracing::info!(error = %e, "push stopped");
+                for p in &prepared {
+                    self.fail_op(&p.op, None)?;
+                }
+                return Ok(Some(Step::Stop(status)));
+            }
+            Err(e) => {
+                let message = e.to_string();
+                std::iter::repeat_with(|| {
+                    BatchOutcome::Err(TransportError::Protocol(message.clone()))
+                })
+                .take(prepared.len())
+                .collect()
+            }
+        };
+        // Settle every op of the batch: the server applied the successful ones
+        // whatever happens to the others.
+        let mut stop = None;
+        for (p, outcome) in prepared.into_iter().zip(outcomes) {
+            let outcome = match outcome {
+                BatchOutcome::Ok(item) => Ok(item),
+                BatchOutcome::Err(e) => Err(e),
+            };
+            if stop.is_some() {
+                match outcome {
+                    Ok(item) => {
+                        self.complete_op(&p.op, item)?;
+                        result.pushed += 1;
+                    }
+                    Err(_) => self.fail_op(&p.op, None)?,
+                }
+                continue;
+            }
+            if let Step::Stop(status) = self
+                .settle(p.op, p.send, outcome, cancel, walk, result)
+                .await?
+            {
+                stop = Some(status);
+            }
+        }
+        Ok(Some(stop.map_or(Step::Next, Step::Stop)))
+    }
+
+    /// The next ops in scope, at most `limit`, skipping items blocked by an
+    /// earlier failure and stopping before a second op of an item already taken.
+    fn next_ops(&self, walk: &mut Walk, limit: usize) -> Result<Vec<Operation>, StoreError> {
+        let mut taken: Vec<Operation> = Vec::new();
+        let mut keys: HashSet<(String, String)> = HashSet::new();
+        let mut after = walk.after;
+        loop {
+            let ops = self.store.operations(after, limit.max(64))?;
+            let Some(last) = ops.last() else {
+                break;
+            };
+            after = last.sequence;
+            for op in ops {
+                let key = (op.table.clone(), op.item_id.clone());
+                if walk.scope.as_ref().is_some_and(|s| !s.contains(&op.table))
+                    || walk.blocked.contains(&key)
+                {
+                    continue;
+                }
+                if keys.contains(&key) || taken.len() == limit {
+                    walk.after = taken.last().map_or(walk.after, |o| o.sequence);
+                    return Ok(taken);
+                }
+                keys.insert(key);
+                taken.push(op);
+            }
+        }
+        walk.after = taken.last().map_or(walk.after, |o| o.sequence);
+        Ok(taken)
+    }
+
+    /// Reads what to send for an op and marks it attempted, in one step under the
+    /// queue lock. `None` when there is nothing to send (the op went away, or its
+    /// row is missing, which is recorded as an error).
+    fn prepare(
+        &self,
+        listed: Operation,
+        walk: &mut Walk,
+        result: &mut PushResult,
+    ) -> Result<Option<Prepared>, StoreError> {
+        let mut state = self.lock_queue();
+        let Some(mut op) = self.store.operation(&listed.id)? else {
+            return Ok(None); // resolved or collapsed away meanwhile
+        };
+        let item = match op.kind {
+            OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
+            OpKind::Insert | OpKind::Update => self.store.get(&op.table, &op.item_id)?,
+        };
+        let Some(mut item) = item else {
+            drop(state);
+            let error = OperationError {
+                operation_id: op.id.clone(),
+                operation_version: op.version,
+                kind: op.kind,
+                table: op.table.clone(),
+                item_id: op.item_id.clone(),
+                status: None,
+                item: Some(id_only(&op.item_id)),
+                server_item: None,
+                raw_result: None,
+                message: "the local item is missing".to_owned(),
+            };
+            self.fail_op(&op, Some(error.clone()))?;
+            result.errors.push(error);
+            walk.blocked.insert((op.table.clone(), op.item_id.clone()));
+            return Ok(None);
+        };
+        op.state = OpState::Attempted;
+        self.store.write(&single(Write::PutOperation(op.clone())))?;
+        state.in_flight.insert(op.id.clone());
+        item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
+        let if_match = item
+            .remove(VERSION)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|v| !v.is_empty());
+        let send = Outgoing {
+            kind: op.kind,
+            item,
+            if_match,
+        };
+        Ok(Some(Prepared { op, send }))
+    }
+
+    /// Deals with the answer to an op: completes it, stops the push, records an
+    /// error, or resolves a conflict (retrying with single calls).
+    async fn settle(
+        self: &Arc<Self>,
+        mut op: Operation,
+        mut send: Outgoing,
+        first: Result<Option<Item>, TransportError>,
+        cancel: &CancellationToken,
+        walk: &mut Walk,
+        result: &mut PushResult,
+    ) -> Result<Step, StoreError> {
+        let mut rounds = 0;
+        let mut outcome = first;
+        loop {
             let error = match outcome {
                 Ok(server_item) => {
                     self.complete_op(&op, server_item)?;
@@ -307,7 +449,7 @@ impl Inner {
                 };
                 let resolution = self.handler.resolve(&conflict).await;
                 tracing::debug!(table = %op.table, id = %op.item_id, ?resolution, "conflict resolution");
-                match (resolution, server_item) {
+                let retry = match (resolution, server_item) {
                     (Resolution::AbortPush, _) => {
                         self.fail_op(&op, None)?;
                         return Ok(Step::Stop(PushStatus::CancelledByOperation));
@@ -318,16 +460,23 @@ impl Inner {
                         return Ok(Step::Next);
                     }
                     (Resolution::KeepClient, Some(server)) => {
-                        let local = sent_copy(&send);
-                        (op, send) = self.retry_with(&op, local, &server)?;
-                        continue;
+                        Some(self.retry_with(&op, sent_copy(&send), &server)?)
                     }
                     (Resolution::Merge(merged), Some(server)) => {
-                        (op, send) = self.retry_with(&op, merged, &server)?;
-                        continue;
+                        Some(self.retry_with(&op, merged, &server)?)
                     }
                     // Fail, or a resolution that needs the server's copy when there is none.
-                    _ => {}
+                    _ => None,
+                };
+                if let Some((next_op, next_send)) = retry {
+                    (op, send) = (next_op, next_send);
+                    let call = self.send(&op.table, &op.item_id, &send);
+                    outcome = tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
+                        outcome = call => outcome,
+                    };
+                    continue;
                 }
             }
             let record = OperationError {
@@ -347,6 +496,7 @@ impl Inner {
             };
             self.fail_op(&op, Some(record.clone()))?;
             result.errors.push(record);
+            walk.blocked.insert((op.table.clone(), op.item_id.clone()));
             return Ok(Step::Failed);
         }
     }
