@@ -1,0 +1,279 @@
+//! Server configuration: what the `--config` TOML file holds and what the command line and
+//! the [`crate::ServerBuilder`] override.
+//!
+//! The file format (every key optional; `docs` of each field below):
+//!
+//! ```toml
+//! listen = "127.0.0.1:8080"          # loopback by default
+//! database = "sqlite://data.db"      # or sqlite:///abs/path.db or postgres://user@host:port/db
+//! body_limit_bytes = 10485760        # larger bodies answer 413
+//! cors_origins = ["http://localhost:3000"]   # "*" allows any origin; empty: no CORS headers
+//! tombstone_retention_secs = 2592000 # soft-deleted rows older than this are purged; unset: kept
+//! lenient_version = false            # true: a missing ZUMO-API-VERSION is treated as 3.0.0
+//!
+//! [paging]
+//! page_size = 50          # sets both defaults below (the command line's --page-size)
+//! v2_page_size = 50       # rows when $top is absent or 0 (v2)
+//! v2_max_top = 1000       # a larger $top is refused with 400 (v2)
+//! v3_page_size = 100      # the most rows per v3 page
+//! v3_max_top = 128000     # a larger $top is refused with 400 (v3)
+//!
+//! [auth]
+//! jwt_secret = "…"                     # HS256 secret
+//! jwt_public_key_file = "key.pem"      # or an RS256/ES256 public key (PEM)
+//! audience = "urn:microsoft:windows-azure:zumo"
+//! issuer = "urn:microsoft:windows-azure:zumo"
+//! api_key = "…"                        # when set, every table and extension request needs it
+//!                                      # in the `x-api-key` (or `zumo-api-key`) header
+//!
+//! [[tables]]
+//! name = "TodoItem"
+//! access = "anonymous"    # anonymous | authenticated | owner
+//! soft_delete = true
+//! ```
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// Who may use a table (spec 9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Access {
+    /// No token needed (a token, if sent, must still be valid).
+    #[default]
+    Anonymous,
+    /// A valid token is required; everyone sees every row.
+    Authenticated,
+    /// A valid token is required and each user sees and changes only their own rows
+    /// (the `userId` column, filled from the token's `sub`).
+    Owner,
+}
+
+impl Access {
+    /// The name used in the configuration and the capabilities document.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Access::Anonymous => "anonymous",
+            Access::Authenticated => "authenticated",
+            Access::Owner => "owner",
+        }
+    }
+}
+
+/// One served table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TableConfig {
+    /// The table name (letters, digits, `_`; matched case-insensitively in URLs).
+    pub name: String,
+    /// The access mode.
+    #[serde(default)]
+    pub access: Access,
+    /// Whether DELETE keeps a tombstone (default on: offline clients need them).
+    #[serde(default = "default_true")]
+    pub soft_delete: bool,
+}
+
+impl TableConfig {
+    /// An anonymous table with soft delete.
+    pub fn new(name: impl Into<String>) -> TableConfig {
+        TableConfig {
+            name: name.into(),
+            access: Access::Anonymous,
+            soft_delete: true,
+        }
+    }
+
+    /// Sets the access mode.
+    #[must_use]
+    pub fn access(mut self, access: Access) -> TableConfig {
+        self.access = access;
+        self
+    }
+
+    /// Sets soft delete.
+    #[must_use]
+    pub fn soft_delete(mut self, on: bool) -> TableConfig {
+        self.soft_delete = on;
+        self
+    }
+}
+
+/// Page sizes and `$top` limits (spec 7.4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paging {
+    /// Sets both page sizes when given.
+    pub page_size: Option<u64>,
+    /// v2 rows per page when `$top` is absent or 0.
+    pub v2_page_size: u64,
+    /// Largest v2 `$top`.
+    pub v2_max_top: u64,
+    /// v3 rows per page at most.
+    pub v3_page_size: u64,
+    /// Largest v3 `$top`.
+    pub v3_max_top: u64,
+}
+
+impl Default for Paging {
+    fn default() -> Self {
+        Paging {
+            page_size: None,
+            v2_page_size: 50,
+            v2_max_top: 1000,
+            v3_page_size: 100,
+            v3_max_top: 128_000,
+        }
+    }
+}
+
+impl Paging {
+    /// The v2 page size after the `page_size` override.
+    pub fn v2(&self) -> u64 {
+        self.page_size.unwrap_or(self.v2_page_size).max(1)
+    }
+
+    /// The v3 page size after the `page_size` override.
+    pub fn v3(&self) -> u64 {
+        self.page_size.unwrap_or(self.v3_page_size).max(1)
+    }
+}
+
+/// The audience and issuer App Service tokens carry.
+pub const ZUMO_AUDIENCE: &str = "urn:microsoft:windows-azure:zumo";
+
+/// Token and API key settings (spec 9).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The HS256 secret.
+    pub jwt_secret: Option<String>,
+    /// A PEM public key (RS256 or ES256), as text.
+    pub jwt_public_key: Option<String>,
+    /// A file holding the PEM public key (read at start).
+    pub jwt_public_key_file: Option<String>,
+    /// The required `aud`.
+    pub audience: String,
+    /// The required `iss`.
+    pub issuer: String,
+    /// The API key, when one is required.
+    pub api_key: Option<String>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            jwt_secret: None,
+            jwt_public_key: None,
+            jwt_public_key_file: None,
+            audience: ZUMO_AUDIENCE.to_owned(),
+            issuer: ZUMO_AUDIENCE.to_owned(),
+            api_key: None,
+        }
+    }
+}
+
+/// Everything the server needs to start.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The listen address.
+    pub listen: Option<String>,
+    /// The database URL.
+    pub database: Option<String>,
+    /// The served tables.
+    pub tables: Vec<TableConfig>,
+    /// Page sizes.
+    pub paging: Paging,
+    /// Tokens and API key.
+    pub auth: AuthConfig,
+    /// Origins allowed by CORS (`*` for any).
+    pub cors_origins: Vec<String>,
+    /// How long tombstones are kept, in seconds; `None` keeps them.
+    pub tombstone_retention_secs: Option<u64>,
+    /// The largest accepted request body.
+    pub body_limit_bytes: usize,
+    /// Treat a missing `ZUMO-API-VERSION` as v3 instead of refusing it.
+    pub lenient_version: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: None,
+            database: None,
+            tables: Vec::new(),
+            paging: Paging::default(),
+            auth: AuthConfig::default(),
+            cors_origins: Vec::new(),
+            tombstone_retention_secs: None,
+            body_limit_bytes: 10 * 1024 * 1024,
+            lenient_version: false,
+        }
+    }
+}
+
+/// Why a configuration file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl ServerConfig {
+    /// Reads a TOML configuration file.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError`] when the file cannot be read or does not match the schema.
+    pub fn from_file(path: &Path) -> Result<ServerConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        ServerConfig::from_toml(&text).map_err(|source| ConfigError::Parse {
+            path: path.display().to_string(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    ///
+    /// The TOML error when the text does not match the schema.
+    pub fn from_toml(text: &str) -> Result<ServerConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Adds a table unless one of that name (any case) is configured already.
+    pub fn add_table(&mut self, table: TableConfig) {
+        if !self
+            .tables
+            .iter()
+            .any(|t| t.name.eq_ignore_ascii_case(&table.name))
+        {
+            self.tables.push(table);
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}

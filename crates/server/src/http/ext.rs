@@ -1,0 +1,86 @@
+//! The tidesync extension routes under [`super::EXTENSION_PREFIX`]: outside `/tables`, so the
+//! `ZUMO-API-VERSION` rule does not apply. The capabilities document tells clients which
+//! protocols and extensions this server offers and its paging limits.
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde_json::json;
+use tidesync_protocol::format_timestamp;
+
+use super::response;
+use super::{EXTENSION_PREFIX, Shared};
+use crate::error::ServerError;
+use crate::store::ms_to_time;
+
+/// `GET /tidesync/v1/capabilities`.
+pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap) -> Response {
+    if let Err(error) = state.auth.check_api_key(&headers) {
+        return error.into_response_for(None);
+    }
+    let tables: Vec<_> = state
+        .tables
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "access": t.access.as_str(),
+                "softDelete": t.soft_delete,
+            })
+        })
+        .collect();
+    response::json(
+        StatusCode::OK,
+        &json!({
+            "server": "tidesync-server",
+            "serverVersion": env!("CARGO_PKG_VERSION"),
+            "protocols": ["2.0.0", "3.0.0"],
+            "tablesPath": "/tables",
+            "extensionsPath": EXTENSION_PREFIX,
+            "extensions": {
+                "capabilities": format!("{EXTENSION_PREFIX}/capabilities"),
+                "tombstoneHorizon": format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
+            },
+            "cursor": {
+                "updatedAtPrecision": "millisecond",
+                "updatedAtUniquePerTable": true,
+                "tiebreaker": "id",
+            },
+            "paging": {
+                "v2": { "pageSize": state.paging.v2(), "maxTop": state.paging.v2_max_top },
+                "v3": { "pageSize": state.paging.v3(), "maxTop": state.paging.v3_max_top },
+            },
+            "tombstoneRetentionSeconds": state.tombstone_retention_secs,
+            "auth": {
+                "tokens": state.auth.verifies_tokens(),
+                "apiKey": state.auth.requires_api_key(),
+            },
+            "tables": tables,
+        }),
+    )
+}
+
+/// `GET /tidesync/v1/tables/{table}/horizon`: the tombstone horizon. A client whose cursor
+/// (`updatedAt`) is older than `purgedBefore` may have missed deletions and must resync the
+/// table from scratch.
+pub(crate) async fn horizon(
+    State(state): State<Shared>,
+    Path(table): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let result = async {
+        state.auth.check_api_key(&headers)?;
+        let table = state.table(&table)?;
+        let horizon = state.store.purge_horizon(&table.name).await?;
+        Ok::<_, ServerError>(response::json(
+            StatusCode::OK,
+            &json!({
+                "table": table.name,
+                "purgedBefore": horizon.map(|ms| format_timestamp(ms_to_time(ms))),
+                "retentionSeconds": state.tombstone_retention_secs,
+            }),
+        ))
+    }
+    .await;
+    result.unwrap_or_else(|error| error.into_response_for(None))
+}

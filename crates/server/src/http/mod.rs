@@ -1,0 +1,167 @@
+//! The axum router: table routes, health, the tidesync extension routes and the middleware
+//! (request ids, tracing, body limit, CORS, cache headers).
+
+mod context;
+mod ext;
+mod items;
+mod query;
+pub mod response;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware;
+use axum::response::Response;
+use axum::routing::{get, post};
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::auth::Authenticator;
+use crate::config::{Paging, TableConfig};
+use crate::error::ServerError;
+use crate::store::Store;
+
+/// The prefix of the tidesync-only routes.
+pub const EXTENSION_PREFIX: &str = "/tidesync/v1";
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) tables: Vec<TableConfig>,
+    pub(crate) paging: Paging,
+    pub(crate) auth: Authenticator,
+    pub(crate) body_limit: usize,
+    pub(crate) lenient_version: bool,
+    pub(crate) tombstone_retention_secs: Option<u64>,
+    pub(crate) cors_origins: Vec<String>,
+}
+
+impl AppState {
+    /// The configured table for a URL name (case-insensitive).
+    pub(crate) fn table(&self, name: &str) -> Result<&TableConfig, ServerError> {
+        self.tables
+            .iter()
+            .find(|t| t.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| ServerError::UnknownTable {
+                table: name.to_owned(),
+            })
+    }
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// Builds the router over `state`.
+pub(crate) fn router(state: Shared) -> Router {
+    let tables = Router::new()
+        .route(
+            "/tables/{table}",
+            get(query::list)
+                .post(items::insert)
+                .fallback(method_not_allowed),
+        )
+        .route(
+            "/tables/{table}/{id}",
+            get(items::read)
+                .patch(items::patch)
+                .put(items::put)
+                .delete(items::delete)
+                .merge(post(items::undelete))
+                .fallback(method_not_allowed),
+        )
+        .layer(middleware::map_response(table_headers));
+    let extensions = Router::new()
+        .route(
+            &format!("{EXTENSION_PREFIX}/capabilities"),
+            get(ext::capabilities),
+        )
+        .route(
+            &format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
+            get(ext::horizon),
+        );
+    let mut app = Router::new()
+        .merge(tables)
+        .merge(extensions)
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(state.body_limit));
+    if let Some(cors) = cors_layer(&state.cors_origins) {
+        app = app.layer(cors);
+    }
+    let request_id = HeaderName::from_static("x-request-id");
+    app.layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(TraceLayer::new_for_http())
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow_origin = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow_origin)
+            .allow_methods([
+                Method::GET,
+                Method::POST,
+                Method::PATCH,
+                Method::PUT,
+                Method::DELETE,
+                Method::OPTIONS,
+            ])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                header::LINK,
+                header::ETAG,
+                header::LOCATION,
+                header::LAST_MODIFIED,
+                HeaderName::from_static("x-request-id"),
+            ])
+            .max_age(std::time::Duration::from_secs(300)),
+    )
+}
+
+/// Adds the cache headers of table responses (spec 2.3).
+async fn table_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::EXPIRES, HeaderValue::from_static("0"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    headers.insert(
+        HeaderName::from_static("x-zumo-server-version"),
+        HeaderValue::from_static(concat!("tidesync-", env!("CARGO_PKG_VERSION"))),
+    );
+    response
+}
+
+async fn method_not_allowed() -> Response {
+    ServerError::MethodNotAllowed.into_response_for(None)
+}
+
+async fn not_found() -> Response {
+    response::error_body(StatusCode::NOT_FOUND, "no such route")
+}
+
+async fn health() -> Response {
+    response::json(StatusCode::OK, &serde_json::json!({ "status": "ok" }))
+}
+
+async fn ready(axum::extract::State(state): axum::extract::State<Shared>) -> Response {
+    match state.store.ping().await {
+        Ok(()) => response::json(StatusCode::OK, &serde_json::json!({ "status": "ready" })),
+        Err(error) => response::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "unavailable", "error": error.to_string() }),
+        ),
+    }
+}

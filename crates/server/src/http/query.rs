@@ -1,0 +1,168 @@
+//! `GET /tables/{table}`: OData options in, a v2 array / `{results,count}` or a v3
+//! `{items,count,nextLink}` out, with the spec's paging (7.4).
+
+use std::fmt::Write as _;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::response::Response;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use serde_json::Value;
+use tidesync_protocol::odata::{ParseLimits, Query};
+use tidesync_protocol::wire::{ApiVersion, V2CountedPage, V3Page};
+use tidesync_protocol::{Item, format_timestamp};
+
+use super::Shared;
+use super::context::{Ctx, absolute_path, detect_version, finish};
+use super::response;
+use crate::error::ServerError;
+use crate::store::{ReadRequest, ms_to_time, sql};
+
+/// Characters escaped in the query strings we build.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b',')
+    .remove(b':');
+
+/// The header that tells tidesync clients the tombstone horizon of a table: a cursor older
+/// than this may have missed deletions and should resync the table.
+pub const PURGED_BEFORE_HEADER: &str = "x-tidesync-purged-before";
+
+/// `GET /tables/{table}`.
+pub(crate) async fn list(
+    State(state): State<Shared>,
+    Path(table): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    let version = detect_version(&state, &headers, &uri);
+    let result = async {
+        let ctx = Ctx::new(&state, &table, &headers, &uri)?;
+        let query = Query::from_query_pairs(
+            ctx.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            &ParseLimits::default(),
+        )
+        .map_err(|e| ServerError::bad_request(e.to_string()))?;
+        let (page, max_top) = match ctx.version {
+            ApiVersion::V2 => (state.paging.v2(), state.paging.v2_max_top),
+            ApiVersion::V3 => (state.paging.v3(), state.paging.v3_max_top),
+        };
+        if query.top.is_some_and(|top| top > max_top) {
+            return Err(ServerError::TopTooLarge { max: max_top });
+        }
+        let take = match (ctx.version, query.top) {
+            (ApiVersion::V2, None | Some(0)) => page,
+            (ApiVersion::V2, Some(top)) => top,
+            (ApiVersion::V3, top) => top.unwrap_or(page).min(page),
+        };
+        let schema = state.store.schema(&ctx.table.name).await?;
+        if let Some(select) = &query.select {
+            sql::check_select(&schema, select)?;
+        }
+        let skip = query.skip.unwrap_or(0);
+        let request = ReadRequest {
+            filter: query.filter.clone(),
+            order_by: query.order_by.clone(),
+            skip,
+            limit: take.saturating_add(1),
+            include_deleted: ctx.include_deleted(),
+            owner: ctx.owner(),
+            count: query.count,
+        };
+        let mut result = state.store.read(&ctx.table.name, &request).await?;
+        let more = u64::try_from(result.rows.len()).unwrap_or(u64::MAX) > take;
+        result
+            .rows
+            .truncate(usize::try_from(take).unwrap_or(usize::MAX));
+        let returned = u64::try_from(result.rows.len()).unwrap_or(u64::MAX);
+        let items: Vec<Item> = result
+            .rows
+            .iter()
+            .map(|row| project(row.to_item(ctx.table.soft_delete), query.select.as_deref()))
+            .collect();
+        let mut response = match ctx.version {
+            ApiVersion::V2 => {
+                let mut response = match result.count {
+                    Some(count) => response::json(
+                        StatusCode::OK,
+                        &V2CountedPage {
+                            results: items,
+                            count,
+                        },
+                    ),
+                    None => response::json(StatusCode::OK, &items),
+                };
+                if more {
+                    let next = next_query(&ctx.pairs, skip + returned, Some(take));
+                    let link = format!("<{}?{next}>; rel=next", absolute_path(&headers, &uri));
+                    if let Ok(value) = HeaderValue::from_str(&link) {
+                        response.headers_mut().insert(header::LINK, value);
+                    }
+                }
+                response
+            }
+            ApiVersion::V3 => {
+                let remaining = query.top.map(|top| top.saturating_sub(returned));
+                let next_link = (more && remaining != Some(0))
+                    .then(|| next_query(&ctx.pairs, skip + returned, remaining));
+                response::json(
+                    StatusCode::OK,
+                    &V3Page {
+                        items,
+                        count: result.count,
+                        next_link,
+                    },
+                )
+            }
+        };
+        if let Some(horizon) = state.store.purge_horizon(&ctx.table.name).await? {
+            if let Ok(value) = HeaderValue::from_str(&format_timestamp(ms_to_time(horizon))) {
+                response
+                    .headers_mut()
+                    .insert(HeaderName::from_static(PURGED_BEFORE_HEADER), value);
+            }
+        }
+        Ok(response)
+    }
+    .await;
+    finish(version, result)
+}
+
+/// Keeps only the selected properties (all without `$select`).
+fn project(mut item: Item, select: Option<&[String]>) -> Item {
+    let Some(select) = select else {
+        return item;
+    };
+    select
+        .iter()
+        .filter_map(|name| item.remove(name).map(|value: Value| (name.clone(), value)))
+        .collect()
+}
+
+/// The request's parameters without `$skip`/`$top`, then the new `$skip` and `$top`.
+fn next_query(pairs: &[(String, String)], skip: u64, top: Option<u64>) -> String {
+    let mut out = String::new();
+    let kept = pairs.iter().filter(|(name, _)| {
+        !name.eq_ignore_ascii_case("$skip") && !name.eq_ignore_ascii_case("$top")
+    });
+    for (name, value) in kept {
+        let _ = write!(
+            out,
+            "{}={}&",
+            utf8_percent_encode(name, QUERY_VALUE),
+            utf8_percent_encode(value, QUERY_VALUE)
+        );
+    }
+    let _ = write!(out, "$skip={skip}");
+    if let Some(top) = top {
+        let _ = write!(out, "&$top={top}");
+    }
+    out
+}

@@ -1,0 +1,47 @@
+//! The tidesync sync server: the `/tables` protocol of Azure Mobile Apps (v2,
+//! `ZUMO-API-VERSION: 2.0.0`) and Datasync (v3, `3.0.0`) on axum, over an embedded SQLite file.
+//!
+//! What it is: the table endpoints with the status codes, headers and bodies of the wire
+//! contract (`server-protocol.md`), OData queries translated from the shared AST of
+//! `tidesync-protocol` into parameterised SQL, a server-side [`Store`] trait, dynamic columns
+//! learned from inserted items, a per-table clock that gives every write its own millisecond
+//! and makes stamps visible in stamp order (so an incremental `updatedAt` reader never misses
+//! a row), JWT / API-key auth with anonymous, authenticated and owner tables, tombstone
+//! retention, CORS, `/health`, `/ready` and the extension routes under `/tidesync/v1`.
+//!
+//! What it is not: a client (it depends on no client crate), a general OData server, or a
+//! place for custom APIs, push or login flows.
+//!
+//! Start a server in-process on a free loopback port (this is what end-to-end tests and the
+//! demo use), talk to it, stop it:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let server = tidesync_server::Server::builder()
+//!     .sqlite(dir.path().join("data.db"))
+//!     .table("TodoItem")
+//!     .bind("127.0.0.1:0")
+//!     .start()
+//!     .await?;
+//! println!("serving on {}", server.url()); // http://127.0.0.1:PORT
+//! server.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To drive the router without a socket, call [`ServerBuilder::build`] and use
+//! [`App::router`] with `tower::ServiceExt::oneshot`.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod http;
+mod server;
+pub mod store;
+
+pub use config::{Access, ServerConfig, TableConfig};
+pub use error::ServerError;
+pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
+pub use store::{SqliteStore, Store};

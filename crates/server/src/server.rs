@@ -1,0 +1,388 @@
+//! Starting a server: [`Server::builder`] opens the store, prepares the tables and either
+//! hands back the router ([`App`], for in-process tests) or binds and serves
+//! ([`RunningServer`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::auth::Authenticator;
+use crate::config::{ServerConfig, TableConfig};
+use crate::error::ServerError;
+use crate::http::{self, AppState, Shared};
+use crate::store::{SqliteStore, Store, TableSpec, check_table_name, now_ms};
+
+/// Where the data lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    /// A SQLite file (created if missing).
+    Sqlite(PathBuf),
+    /// A PostgreSQL database; `schema` (created if missing) holds the tables when given.
+    Postgres {
+        /// The connection URL.
+        url: String,
+        /// The PostgreSQL schema for the tables (default `public`).
+        schema: Option<String>,
+    },
+}
+
+impl Database {
+    /// Reads `sqlite://relative.db`, `sqlite:///absolute.db` or `postgres://…`
+    /// (`postgresql://` too).
+    ///
+    /// # Errors
+    ///
+    /// A message for any other form.
+    pub fn parse(url: &str) -> Result<Database, String> {
+        if let Some(rest) = url.strip_prefix("sqlite://") {
+            if rest.is_empty() {
+                return Err("sqlite:// needs a file path".to_owned());
+            }
+            return Ok(Database::Sqlite(PathBuf::from(rest)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Database::Postgres {
+                url: url.to_owned(),
+                schema: None,
+            });
+        }
+        Err(format!(
+            "unsupported database URL '{url}': use sqlite://FILE, sqlite:///ABS/FILE or postgres://…"
+        ))
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The configuration is incomplete or contradictory.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The database could not be opened or prepared.
+    #[error("database: {0}")]
+    Database(#[source] ServerError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server stopped with an I/O error.
+    #[error("server: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The entry point: `Server::builder()`.
+#[derive(Debug, Clone, Copy)]
+pub struct Server;
+
+impl Server {
+    /// A builder with the default configuration and no tables.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+}
+
+/// Configures and starts a server. See the crate documentation for an example.
+#[derive(Debug, Default)]
+pub struct ServerBuilder {
+    config: ServerConfig,
+    database: Option<Database>,
+    store: Option<Arc<dyn Store>>,
+}
+
+impl ServerBuilder {
+    /// Starts from a whole configuration (e.g. read from a file); later calls override it.
+    #[must_use]
+    pub fn config(mut self, config: ServerConfig) -> ServerBuilder {
+        self.config = config;
+        self
+    }
+
+    /// Uses the SQLite file at `path`.
+    #[must_use]
+    pub fn sqlite(mut self, path: impl AsRef<Path>) -> ServerBuilder {
+        self.database = Some(Database::Sqlite(path.as_ref().to_path_buf()));
+        self
+    }
+
+    /// Uses the PostgreSQL database at `url`, tables in `schema` (created if missing).
+    #[must_use]
+    pub fn postgres(mut self, url: impl Into<String>, schema: Option<String>) -> ServerBuilder {
+        self.database = Some(Database::Postgres {
+            url: url.into(),
+            schema,
+        });
+        self
+    }
+
+    /// Uses `database`.
+    #[must_use]
+    pub fn database(mut self, database: Database) -> ServerBuilder {
+        self.database = Some(database);
+        self
+    }
+
+    /// Uses an already opened store (overrides [`ServerBuilder::database`]).
+    #[must_use]
+    pub fn store(mut self, store: Arc<dyn Store>) -> ServerBuilder {
+        self.store = Some(store);
+        self
+    }
+
+    /// Serves an anonymous table with soft delete.
+    #[must_use]
+    pub fn table(self, name: impl Into<String>) -> ServerBuilder {
+        self.table_config(TableConfig::new(name))
+    }
+
+    /// Serves a table configured in full.
+    #[must_use]
+    pub fn table_config(mut self, table: TableConfig) -> ServerBuilder {
+        self.config.add_table(table);
+        self
+    }
+
+    /// The address to listen on, e.g. `127.0.0.1:0` for any free loopback port.
+    #[must_use]
+    pub fn bind(mut self, addr: impl Into<String>) -> ServerBuilder {
+        self.config.listen = Some(addr.into());
+        self
+    }
+
+    /// Requires this API key on table and extension requests.
+    #[must_use]
+    pub fn api_key(mut self, key: impl Into<String>) -> ServerBuilder {
+        self.config.auth.api_key = Some(key.into());
+        self
+    }
+
+    /// Verifies HS256 tokens with this secret.
+    #[must_use]
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> ServerBuilder {
+        self.config.auth.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Sets both protocol versions' page size.
+    #[must_use]
+    pub fn page_size(mut self, rows: u64) -> ServerBuilder {
+        self.config.paging.page_size = Some(rows);
+        self
+    }
+
+    /// Keeps tombstones this long, then purges them.
+    #[must_use]
+    pub fn tombstone_retention(mut self, retention: Duration) -> ServerBuilder {
+        self.config.tombstone_retention_secs = Some(retention.as_secs());
+        self
+    }
+
+    /// Opens the store and prepares every table, returning the router without serving it.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Config`] without tables or a database, [`StartError::Database`] when
+    /// the store cannot be opened or prepared.
+    pub async fn build(self) -> Result<App, StartError> {
+        let config = self.config;
+        if config.tables.is_empty() {
+            return Err(StartError::Config("no tables configured".to_owned()));
+        }
+        for table in &config.tables {
+            check_table_name(&table.name).map_err(StartError::Config)?;
+        }
+        let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
+        if !auth.verifies_tokens() {
+            if let Some(table) = config
+                .tables
+                .iter()
+                .find(|t| t.access != crate::config::Access::Anonymous)
+            {
+                return Err(StartError::Config(format!(
+                    "table '{}' needs signed-in users but no JWT secret or public key is configured",
+                    table.name
+                )));
+            }
+        }
+        let database = match (&self.database, &config.database) {
+            (Some(database), _) => Some(database.clone()),
+            (None, Some(url)) => Some(Database::parse(url).map_err(StartError::Config)?),
+            (None, None) => None,
+        };
+        let store: Arc<dyn Store> = match (self.store, database) {
+            (Some(store), _) => store,
+            (None, Some(Database::Sqlite(path))) => Arc::new(
+                SqliteStore::open(&path)
+                    .await
+                    .map_err(StartError::Database)?,
+            ),
+            (None, Some(Database::Postgres { url, schema })) => {
+                open_postgres(&url, schema.as_deref()).await?
+            }
+            (None, None) => return Err(StartError::Config("no database configured".to_owned())),
+        };
+        for table in &config.tables {
+            let spec = TableSpec {
+                name: table.name.clone(),
+                soft_delete: table.soft_delete,
+                owned: table.access == crate::config::Access::Owner,
+            };
+            store
+                .prepare_table(&spec)
+                .await
+                .map_err(StartError::Database)?;
+        }
+        let state = Arc::new(AppState {
+            store,
+            tables: config.tables.clone(),
+            paging: config.paging,
+            auth,
+            body_limit: config.body_limit_bytes,
+            lenient_version: config.lenient_version,
+            tombstone_retention_secs: config.tombstone_retention_secs,
+            cors_origins: config.cors_origins.clone(),
+        });
+        Ok(App {
+            state,
+            listen: config.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
+        })
+    }
+
+    /// [`ServerBuilder::build`], then binds and serves in a background task. The port
+    /// accepts connections only once the database is ready.
+    ///
+    /// # Errors
+    ///
+    /// As [`ServerBuilder::build`], and [`StartError::Bind`] when the address is taken.
+    pub async fn start(self) -> Result<RunningServer, StartError> {
+        self.build().await?.serve().await
+    }
+}
+
+async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
+    let _ = (url, schema);
+    Err(StartError::Config(
+        "PostgreSQL is not supported by this build yet".to_owned(),
+    ))
+}
+
+/// A built server that is not serving yet: its router can be driven in-process.
+#[derive(Debug, Clone)]
+pub struct App {
+    state: Shared,
+    listen: String,
+}
+
+impl App {
+    /// The router (for `tower::ServiceExt::oneshot` in tests, or to nest in another app).
+    pub fn router(&self) -> Router {
+        http::router(Arc::clone(&self.state))
+    }
+
+    /// The store behind the server.
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.state.store)
+    }
+
+    /// Binds the configured address and serves in a background task.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Bind`] when the address cannot be bound.
+    pub async fn serve(self) -> Result<RunningServer, StartError> {
+        let listener = tokio::net::TcpListener::bind(&self.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: self.listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind {
+            addr: self.listen.clone(),
+            source,
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let router = self.router();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, router)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        let purger = self
+            .state
+            .tombstone_retention_secs
+            .map(|secs| tokio::spawn(purge_loop(Arc::clone(&self.state), secs)));
+        Ok(RunningServer {
+            addr,
+            stop: Some(stop),
+            server,
+            purger,
+        })
+    }
+}
+
+/// A server serving in the background.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    purger: Option<JoinHandle<()>>,
+}
+
+impl RunningServer {
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://ADDR`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish and waits.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::Serve`] when the server had failed.
+    pub async fn shutdown(mut self) -> Result<(), StartError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(purger) = self.purger.take() {
+            purger.abort();
+        }
+        match (&mut self.server).await {
+            Ok(result) => result.map_err(StartError::Serve),
+            Err(join) => Err(StartError::Serve(std::io::Error::other(join.to_string()))),
+        }
+    }
+}
+
+/// Purges tombstones older than the retention, every minute (or sooner for short retentions).
+async fn purge_loop(state: Shared, retention_secs: u64) {
+    let period = Duration::from_secs(retention_secs.clamp(1, 60));
+    loop {
+        let retention_ms = i64::try_from(retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+        let before = now_ms().saturating_sub(retention_ms);
+        for table in state.tables.iter().filter(|t| t.soft_delete) {
+            match state.store.purge_deleted(&table.name, before).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(table = %table.name, removed = n, "purged tombstones"),
+                Err(error) => tracing::warn!(table = %table.name, %error, "tombstone purge failed"),
+            }
+        }
+        tokio::time::sleep(period).await;
+    }
+}

@@ -1,0 +1,246 @@
+//! The server-side storage seam: the [`Store`] trait, the row and schema types every backend
+//! shares, and the backends ([`SqliteStore`]).
+//!
+//! A store knows tables, rows and columns; it does not know HTTP or protocol versions. The
+//! protocol decisions of a write (conflict, precondition, merge) are made by a [`Decide`]
+//! callback that the store runs inside its write transaction, after reading the current row
+//! and before stamping the new one, so check and write are atomic in every backend.
+
+mod schema;
+pub(crate) mod sql;
+mod sqlite;
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tidesync_protocol::odata::{Expr, OrderBy};
+use tidesync_protocol::{Item, encode_version, format_etag, system};
+use time::OffsetDateTime;
+
+pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
+pub use sqlite::SqliteStore;
+
+use crate::error::ServerError;
+
+/// The name of the column that owner-mode tables fill from the token's `sub` claim.
+pub const OWNER_COLUMN: &str = "userId";
+
+/// One stored row: the system columns and the user columns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// The item id.
+    pub id: String,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Last write time, milliseconds since the Unix epoch (unique and increasing per table).
+    pub updated_at_ms: i64,
+    /// The per-table write counter at the last write.
+    pub version: u64,
+    /// The soft-delete flag.
+    pub deleted: bool,
+    /// The user columns (including `userId` on owner tables); SQL NULL is JSON null.
+    pub values: Item,
+}
+
+impl Row {
+    /// The `version` text: base64 of the counter's 8 big-endian bytes.
+    pub fn version_text(&self) -> String {
+        encode_version(self.version)
+    }
+
+    /// The quoted `ETag` header value.
+    pub fn etag(&self) -> String {
+        format_etag(&self.version_text())
+    }
+
+    /// `updatedAt` as a timestamp.
+    pub fn updated_at(&self) -> OffsetDateTime {
+        ms_to_time(self.updated_at_ms)
+    }
+
+    /// The row as a wire item: user columns, then `id`, `createdAt`, `updatedAt`, `version`
+    /// and, when the table has soft delete, `deleted`.
+    pub fn to_item(&self, soft_delete: bool) -> Item {
+        let mut item = self.values.clone();
+        item.insert(system::ID.to_owned(), Value::String(self.id.clone()));
+        item.insert(
+            system::CREATED_AT.to_owned(),
+            Value::String(tidesync_protocol::format_timestamp(ms_to_time(
+                self.created_at_ms,
+            ))),
+        );
+        item.insert(
+            system::UPDATED_AT.to_owned(),
+            Value::String(tidesync_protocol::format_timestamp(self.updated_at())),
+        );
+        item.insert(
+            system::VERSION.to_owned(),
+            Value::String(self.version_text()),
+        );
+        if soft_delete {
+            item.insert(system::DELETED.to_owned(), Value::Bool(self.deleted));
+        }
+        item
+    }
+}
+
+/// What a write should do, decided from the current row.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Mutation {
+    /// Store these user columns (a full replacement; absent columns become NULL) with this
+    /// soft-delete flag, stamping a new `updatedAt` and `version`.
+    Put {
+        /// The user columns.
+        values: Item,
+        /// The soft-delete flag to store.
+        deleted: bool,
+    },
+    /// Remove the row for good (hard delete).
+    Remove,
+}
+
+/// The protocol decision of a write: given the current row (if any), what to do, or the
+/// error to answer with. Runs inside the store's write transaction; must not block.
+pub type Decide = Box<dyn FnOnce(Option<&Row>) -> Result<Mutation, ServerError> + Send>;
+
+/// The result of a write.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Written {
+    /// The row as stored.
+    Stored(Row),
+    /// The row was removed; this is how it was before.
+    Removed(Row),
+}
+
+/// A table read: the parsed OData options plus what the server adds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadRequest {
+    /// `$filter`.
+    pub filter: Option<Expr>,
+    /// `$orderby` as given; the store appends `id` as the final tiebreaker.
+    pub order_by: Vec<OrderBy>,
+    /// `$skip`.
+    pub skip: u64,
+    /// How many rows to return at most.
+    pub limit: u64,
+    /// Whether soft-deleted rows are included.
+    pub include_deleted: bool,
+    /// Restrict to the rows of this owner (owner-mode tables).
+    pub owner: Option<String>,
+    /// Whether to count all matching rows (ignoring skip and limit).
+    pub count: bool,
+}
+
+/// The answer to a [`ReadRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReadResult {
+    /// The rows in order.
+    pub rows: Vec<Row>,
+    /// The filtered total, when asked for.
+    pub count: Option<u64>,
+}
+
+/// Server-side storage of tables. Object-safe; both backends are used as `Arc<dyn Store>`.
+///
+/// **Invariant:** within a table, `updatedAt` values are unique and increasing in commit order:
+/// a reader that has seen a row stamped `t` will see every row later stamped `> t`, and no row
+/// stamped `<= t` appears after it (the incremental pull never misses a row).
+#[async_trait]
+pub trait Store: Send + Sync + Debug {
+    /// Creates the table (and the store's bookkeeping) if missing, and loads its columns.
+    ///
+    /// # Errors
+    ///
+    /// A store error when the database refuses.
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError>;
+
+    /// The table's current schema.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::UnknownTable`] for a table never prepared.
+    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError>;
+
+    /// Makes sure every property of `values` has a column, adding missing ones typed by their
+    /// value, and checks the types of the others.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::BadRequest`] for a property name that cannot be a column,
+    /// [`ServerError::Type`] when a value does not fit its column.
+    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError>;
+
+    /// Reads one row, deleted or not.
+    ///
+    /// # Errors
+    ///
+    /// A store error when the database fails.
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError>;
+
+    /// Reads the row `id`, runs `decide` on it and applies the mutation, atomically.
+    ///
+    /// # Errors
+    ///
+    /// Whatever `decide` returns, [`ServerError::Type`] when a value does not fit its column,
+    /// or a store error.
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError>;
+
+    /// Runs a query.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::UnknownColumn`] / [`ServerError::Type`] for a filter or order that does
+    /// not fit the table, or a store error.
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError>;
+
+    /// Removes soft-deleted rows last written before `before_ms` and records that horizon.
+    /// Returns how many rows were removed.
+    ///
+    /// # Errors
+    ///
+    /// A store error.
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError>;
+
+    /// The latest purge horizon of the table (milliseconds), if any purge removed rows.
+    ///
+    /// # Errors
+    ///
+    /// A store error.
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError>;
+
+    /// Checks that the database answers.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Unavailable`] when it does not.
+    async fn ping(&self) -> Result<(), ServerError>;
+}
+
+/// Milliseconds since the epoch as a UTC timestamp (clamped to the representable range).
+pub fn ms_to_time(ms: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
+
+/// A timestamp as milliseconds since the epoch (sub-millisecond digits are dropped).
+pub fn time_to_ms(t: OffsetDateTime) -> i64 {
+    let ms = t.unix_timestamp_nanos().div_euclid(1_000_000);
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The wall clock in milliseconds.
+pub fn now_ms() -> i64 {
+    time_to_ms(OffsetDateTime::now_utc())
+}
+
+/// A JSON number stored as a double, read back as an integer when it is one.
+pub(crate) fn number_value(number: f64) -> Value {
+    if number.fract() == 0.0 && number.abs() < 9.0e15 {
+        #[allow(clippy::cast_possible_truncation)]
+        let integer = number as i64;
+        Value::from(integer)
+    } else {
+        serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
+    }
+}

@@ -1,0 +1,568 @@
+//! The SQLite store: one file in WAL mode, one writer connection behind a mutex (so stamping
+//! and committing happen under one lock, in stamp order) and a small pool of reader
+//! connections. Every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
+use serde_json::Value;
+use tidesync_protocol::Item;
+
+use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
+use super::sql::{self, Flavor, Param, quote};
+use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written, now_ms};
+use crate::error::ServerError;
+
+const BOOKKEEPING: &str = "_tidesync_tables";
+const MAX_IDLE_READERS: usize = 8;
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    schemas: SchemaCache,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path` in WAL mode.
+    ///
+    /// # Errors
+    ///
+    /// A store error when the file cannot be opened or configured.
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, ServerError> {
+        let path = path.as_ref().to_path_buf();
+        let opened = path.clone();
+        let writer = blocking(move || {
+            let conn = open_connection(&opened)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "NORMAL")?;
+            conn.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {BOOKKEEPING} (
+                    name TEXT PRIMARY KEY NOT NULL,
+                    clock_ms INTEGER NOT NULL,
+                    version INTEGER NOT NULL,
+                    purged_before_ms INTEGER
+                )"
+            ))?;
+            Ok(conn)
+        })
+        .await?;
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                schemas: SchemaCache::default(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    async fn with_writer<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, ServerError> + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| ServerError::Internal("sqlite writer lock poisoned".to_owned()))?;
+            work(&mut conn, &inner)
+        })
+        .await
+    }
+
+    async fn with_reader<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, ServerError> + Send + 'static,
+    ) -> Result<T, ServerError> {
+        let inner = Arc::clone(&self.inner);
+        run_blocking(move || {
+            let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
+            let mut conn = match pooled {
+                Some(conn) => conn,
+                None => open_connection(&inner.path).map_err(ServerError::store)?,
+            };
+            let result = work(&mut conn, &inner);
+            if let Ok(mut idle) = inner.readers.lock() {
+                if idle.len() < MAX_IDLE_READERS {
+                    idle.push(conn);
+                }
+            }
+            result
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+        let spec = spec.clone();
+        self.with_writer(move |conn, inner| {
+            let table = quote(&spec.name);
+            let tx = conn.transaction().map_err(ServerError::store)?;
+            tx.execute_batch(&format!(
+                "CREATE TABLE IF NOT EXISTS {table} (
+                    \"id\" TEXT PRIMARY KEY NOT NULL,
+                    \"createdAt\" INTEGER NOT NULL,
+                    \"updatedAt\" INTEGER NOT NULL,
+                    \"version\" INTEGER NOT NULL,
+                    \"deleted\" INTEGER NOT NULL DEFAULT 0
+                );
+                CREATE INDEX IF NOT EXISTS {} ON {table} (\"updatedAt\", \"id\");",
+                quote(&format!("{}_updatedAt_id", spec.name))
+            ))
+            .map_err(ServerError::store)?;
+            tx.execute(
+                &format!(
+                    "INSERT OR IGNORE INTO {BOOKKEEPING} (name, clock_ms, version) VALUES (?1, 0, 0)"
+                ),
+                [&spec.name],
+            )
+            .map_err(ServerError::store)?;
+            let mut schema = load_schema(&tx, spec.clone())?;
+            if spec.owned && schema.column(OWNER_COLUMN).is_none() {
+                add_column(&tx, &spec.name, OWNER_COLUMN, ColumnType::String)?;
+                schema = load_schema(&tx, spec)?;
+            }
+            tx.commit().map_err(ServerError::store)?;
+            inner.schemas.put(schema)
+        })
+        .await
+    }
+
+    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+        self.inner.schemas.get(table)
+    }
+
+    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
+        let schema = self.inner.schemas.get(table)?;
+        if schema.missing_columns(values)?.is_empty() {
+            return Ok(());
+        }
+        let values = values.clone();
+        let table = table.to_owned();
+        self.with_writer(move |conn, inner| {
+            let schema = inner.schemas.get(&table)?;
+            let missing = schema.missing_columns(&values)?;
+            let tx = conn.transaction().map_err(ServerError::store)?;
+            for (name, ty) in &missing {
+                add_column(&tx, &table, name, *ty)?;
+            }
+            let schema = load_schema(&tx, schema.spec)?;
+            tx.commit().map_err(ServerError::store)?;
+            inner.schemas.put(schema)
+        })
+        .await
+    }
+
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+        let schema = self.inner.schemas.get(table)?;
+        let id = id.to_owned();
+        self.with_reader(move |conn, _| select_row(conn, &schema, &id))
+            .await
+    }
+
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+        let table = table.to_owned();
+        let id = id.to_owned();
+        self.with_writer(move |conn, inner| {
+            let schema = inner.schemas.get(&table)?;
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(ServerError::store)?;
+            let existing = select_row(&tx, &schema, &id)?;
+            let written = match decide(existing.as_ref())? {
+                Mutation::Remove => {
+                    let Some(row) = existing else {
+                        return Err(ServerError::NotFound);
+                    };
+                    tx.execute(
+                        &format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&table)),
+                        [&id],
+                    )
+                    .map_err(ServerError::store)?;
+                    Written::Removed(row)
+                }
+                Mutation::Put { values, deleted } => {
+                    if let Some((name, _)) = schema.missing_columns(&values)?.first() {
+                        return Err(ServerError::Internal(format!(
+                            "column '{name}' was not learned before the write"
+                        )));
+                    }
+                    let (updated_at_ms, version) = stamp(&tx, &table)?;
+                    let row = Row {
+                        id: id.clone(),
+                        created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
+                        updated_at_ms,
+                        version,
+                        deleted,
+                        values: schema
+                            .columns
+                            .iter()
+                            .map(|(name, _)| {
+                                (
+                                    name.clone(),
+                                    values.get(name).cloned().unwrap_or(Value::Null),
+                                )
+                            })
+                            .collect(),
+                    };
+                    store_row(&tx, &schema, &row, existing.is_some())?;
+                    Written::Stored(row)
+                }
+            };
+            tx.commit().map_err(ServerError::store)?;
+            Ok(written)
+        })
+        .await
+    }
+
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+        let schema = self.inner.schemas.get(table)?;
+        let translated = sql::translate(Flavor::Sqlite, &schema, request)?;
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
+        let want_count = request.count;
+        self.with_reader(move |conn, _| {
+            let tx = conn.transaction().map_err(ServerError::store)?;
+            let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
+            let query = format!(
+                "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
+                column_list(&schema),
+                quote(&schema.spec.name),
+                translated.where_sql,
+                translated.order_sql
+            );
+            let mut statement = tx.prepare(&query).map_err(query_error)?;
+            let rows = statement
+                .query_map(params_from_iter(params.iter()), |r| {
+                    Ok(decode_row(r, &schema))
+                })
+                .map_err(query_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error)?
+                .into_iter()
+                .collect::<Result<Vec<Row>, ServerError>>()?;
+            drop(statement);
+            let count = if want_count {
+                let count_sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {}",
+                    quote(&schema.spec.name),
+                    translated.where_sql
+                );
+                let n: i64 = tx
+                    .query_row(&count_sql, params_from_iter(params.iter()), |r| r.get(0))
+                    .map_err(query_error)?;
+                Some(u64::try_from(n).unwrap_or(0))
+            } else {
+                None
+            };
+            tx.commit().map_err(ServerError::store)?;
+            Ok(ReadResult { rows, count })
+        })
+        .await
+    }
+
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+        let table = table.to_owned();
+        self.with_writer(move |conn, _| {
+            let tx = conn.transaction().map_err(ServerError::store)?;
+            let removed = tx
+                .execute(
+                    &format!(
+                        "DELETE FROM {} WHERE \"deleted\" = 1 AND \"updatedAt\" < ?1",
+                        quote(&table)
+                    ),
+                    [before_ms],
+                )
+                .map_err(ServerError::store)?;
+            if removed > 0 {
+                tx.execute(
+                    &format!(
+                        "UPDATE {BOOKKEEPING} SET purged_before_ms = max(coalesce(purged_before_ms, ?2), ?2) WHERE name = ?1"
+                    ),
+                    rusqlite::params![table, before_ms],
+                )
+                .map_err(ServerError::store)?;
+            }
+            tx.commit().map_err(ServerError::store)?;
+            Ok(u64::try_from(removed).unwrap_or(0))
+        })
+        .await
+    }
+
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+        let table = table.to_owned();
+        self.with_reader(move |conn, _| {
+            conn.query_row(
+                &format!("SELECT purged_before_ms FROM {BOOKKEEPING} WHERE name = ?1"),
+                [&table],
+                |r| r.get::<_, Option<i64>>(0),
+            )
+            .optional()
+            .map(Option::flatten)
+            .map_err(ServerError::store)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), ServerError> {
+        self.with_reader(|conn, _| {
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map(|_| ())
+                .map_err(|e| ServerError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
+) -> Result<T, ServerError> {
+    run_blocking(move || work().map_err(ServerError::store)).await
+}
+
+async fn run_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
+) -> Result<T, ServerError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| ServerError::Internal(format!("sqlite task failed: {e}")))?
+}
+
+/// A database error while running a translated query: SQLite may still refuse an expression
+/// the type checker let through (e.g. an integer overflow); that is the query's fault.
+fn query_error(error: rusqlite::Error) -> ServerError {
+    match error {
+        rusqlite::Error::SqliteFailure(_, Some(message)) => {
+            ServerError::bad_request(format!("the query cannot be evaluated: {message}"))
+        }
+        other => ServerError::store(other),
+    }
+}
+
+fn declared_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "TEXT",
+        ColumnType::Number => "REAL",
+        ColumnType::Boolean => "BOOLEAN",
+        ColumnType::Json => "JSONTEXT",
+    }
+}
+
+fn add_column(
+    conn: &Connection,
+    table: &str,
+    name: &str,
+    ty: ColumnType,
+) -> Result<(), ServerError> {
+    conn.execute_batch(&format!(
+        "ALTER TABLE {} ADD COLUMN {} {}",
+        quote(table),
+        quote(name),
+        declared_type(ty)
+    ))
+    .map_err(ServerError::store)
+}
+
+fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, ServerError> {
+    let mut statement = conn
+        .prepare(&format!("PRAGMA table_info({})", quote(&spec.name)))
+        .map_err(ServerError::store)?;
+    let columns = statement
+        .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+        .map_err(ServerError::store)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(ServerError::store)?;
+    let mut schema = TableSchema {
+        spec,
+        columns: Vec::new(),
+    };
+    for (name, declared) in columns {
+        if ["id", "createdAt", "updatedAt", "version", "deleted"].contains(&name.as_str()) {
+            continue;
+        }
+        let ty = match declared.to_ascii_uppercase().as_str() {
+            "TEXT" => ColumnType::String,
+            "REAL" => ColumnType::Number,
+            "BOOLEAN" => ColumnType::Boolean,
+            "JSONTEXT" => ColumnType::Json,
+            _ => continue,
+        };
+        schema.columns.push((name, ty));
+    }
+    Ok(schema)
+}
+
+fn column_list(schema: &TableSchema) -> String {
+    let mut names = vec![
+        "\"id\"".to_owned(),
+        "\"createdAt\"".to_owned(),
+        "\"updatedAt\"".to_owned(),
+        "\"version\"".to_owned(),
+        "\"deleted\"".to_owned(),
+    ];
+    names.extend(schema.columns.iter().map(|(name, _)| quote(name)));
+    names.join(", ")
+}
+
+fn select_row(
+    conn: &Connection,
+    schema: &TableSchema,
+    id: &str,
+) -> Result<Option<Row>, ServerError> {
+    let query = format!(
+        "SELECT {} FROM {} WHERE \"id\" = ?1",
+        column_list(schema),
+        quote(&schema.spec.name)
+    );
+    conn.query_row(&query, [id], |r| Ok(decode_row(r, schema)))
+        .optional()
+        .map_err(ServerError::store)?
+        .transpose()
+}
+
+fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, ServerError> {
+    let get_error = |e: rusqlite::Error| ServerError::store(e);
+    let mut values = Item::new();
+    for (index, (name, ty)) in schema.columns.iter().enumerate() {
+        let at = index + 5;
+        let value = match ty {
+            ColumnType::String => r
+                .get::<_, Option<String>>(at)
+                .map_err(get_error)?
+                .map_or(Value::Null, Value::String),
+            ColumnType::Number => r
+                .get::<_, Option<f64>>(at)
+                .map_err(get_error)?
+                .map_or(Value::Null, super::number_value),
+            ColumnType::Boolean => r
+                .get::<_, Option<i64>>(at)
+                .map_err(get_error)?
+                .map_or(Value::Null, |b| Value::Bool(b != 0)),
+            ColumnType::Json => match r.get::<_, Option<String>>(at).map_err(get_error)? {
+                Some(text) => serde_json::from_str(&text).map_err(ServerError::store)?,
+                None => Value::Null,
+            },
+        };
+        values.insert(name.clone(), value);
+    }
+    let version: i64 = r.get(3).map_err(get_error)?;
+    Ok(Row {
+        id: r.get(0).map_err(get_error)?,
+        created_at_ms: r.get(1).map_err(get_error)?,
+        updated_at_ms: r.get(2).map_err(get_error)?,
+        version: u64::try_from(version).unwrap_or(0),
+        deleted: r.get::<_, i64>(4).map_err(get_error)? != 0,
+        values,
+    })
+}
+
+/// The next (updatedAt, version) of the table: the clock moves by at least a millisecond.
+fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), ServerError> {
+    let (clock_ms, version): (i64, i64) = conn
+        .query_row(
+            &format!("SELECT clock_ms, version FROM {BOOKKEEPING} WHERE name = ?1"),
+            [table],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .map_err(ServerError::store)?;
+    let next_ms = now_ms().max(clock_ms.saturating_add(1));
+    let next_version = version.saturating_add(1);
+    conn.execute(
+        &format!("UPDATE {BOOKKEEPING} SET clock_ms = ?2, version = ?3 WHERE name = ?1"),
+        rusqlite::params![table, next_ms, next_version],
+    )
+    .map_err(ServerError::store)?;
+    Ok((next_ms, u64::try_from(next_version).unwrap_or(0)))
+}
+
+fn store_row(
+    conn: &Connection,
+    schema: &TableSchema,
+    row: &Row,
+    exists: bool,
+) -> Result<(), ServerError> {
+    let mut params: Vec<SqlValue> = vec![
+        SqlValue::Text(row.id.clone()),
+        SqlValue::Integer(row.created_at_ms),
+        SqlValue::Integer(row.updated_at_ms),
+        SqlValue::Integer(i64::try_from(row.version).unwrap_or(i64::MAX)),
+        SqlValue::Integer(i64::from(row.deleted)),
+    ];
+    for (name, _) in &schema.columns {
+        params.push(json_value(row.values.get(name).unwrap_or(&Value::Null)));
+    }
+    let table = quote(&schema.spec.name);
+    let names: Vec<String> = ["id", "createdAt", "updatedAt", "version", "deleted"]
+        .into_iter()
+        .map(quote)
+        .chain(schema.columns.iter().map(|(name, _)| quote(name)))
+        .collect();
+    let query = if exists {
+        let sets: Vec<String> = names
+            .iter()
+            .enumerate()
+            .skip(1)
+            .map(|(index, name)| format!("{name} = ?{}", index + 1))
+            .collect();
+        format!("UPDATE {table} SET {} WHERE \"id\" = ?1", sets.join(", "))
+    } else {
+        let placeholders: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
+        format!(
+            "INSERT INTO {table} ({}) VALUES ({})",
+            names.join(", "),
+            placeholders.join(", ")
+        )
+    };
+    conn.execute(&query, params_from_iter(params.iter()))
+        .map_err(ServerError::store)?;
+    Ok(())
+}
+
+fn json_value(value: &Value) -> SqlValue {
+    match value {
+        Value::Null => SqlValue::Null,
+        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Value::Number(n) => n.as_f64().map_or(SqlValue::Null, SqlValue::Real),
+        Value::String(s) => SqlValue::Text(s.clone()),
+        Value::Array(_) | Value::Object(_) => SqlValue::Text(value.to_string()),
+    }
+}
+
+fn param_value(param: &Param) -> SqlValue {
+    match param {
+        Param::Bool(b) => SqlValue::Integer(i64::from(*b)),
+        Param::Int(i) => SqlValue::Integer(*i),
+        Param::Float(f) => SqlValue::Real(*f),
+        Param::Text(s) => SqlValue::Text(s.clone()),
+    }
+}
