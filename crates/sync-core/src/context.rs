@@ -14,6 +14,7 @@ use tidesync_protocol::system::{ID, VERSION};
 
 use crate::conflict::{ConflictHandler, FailOnConflict};
 use crate::error::{Error, Result, StoreError};
+use crate::events::{ChangeEvent, EVENT_BUFFER, SyncAction};
 use crate::model::{OpKind, OpState, Operation, OperationError, TableDef};
 use crate::pull::{PullOptions, PullResult};
 use crate::push::{PushOptions, PushResult, PushStatus};
@@ -80,9 +81,15 @@ pub(crate) struct Inner {
     pub sync: tokio::sync::Mutex<()>,
     pub tables: TableCache,
     pub options: Options,
+    pub events: tokio::sync::broadcast::Sender<ChangeEvent>,
 }
 
 impl Inner {
+    /// Announces an event to subscribers (none listening is fine).
+    pub(crate) fn emit(&self, event: ChangeEvent) {
+        let _ = self.events.send(event);
+    }
+
     /// The queue lock. A panic elsewhere cannot leave the queue state half-changed
     /// (it only holds counters and the in-flight set), so a poisoned lock is reused.
     pub(crate) fn lock_queue(&self) -> MutexGuard<'_, QueueState> {
@@ -93,6 +100,10 @@ impl Inner {
     /// surfaces as [`PushStatus::InternalError`] and a dropped caller does not
     /// abandon the push's bookkeeping halfway.
     pub(crate) async fn push(self: &Arc<Self>, options: PushOptions) -> Result<PushResult> {
+        self.emit(ChangeEvent::SyncStarted {
+            action: SyncAction::Push,
+            table: None,
+        });
         let inner = self.clone();
         let task = tokio::spawn(async move {
             let _sync = inner.sync.lock().await;
@@ -100,15 +111,22 @@ impl Inner {
         });
         let outcome = task.await;
         self.lock_queue().in_flight.clear();
-        match outcome {
-            Ok(result) => Ok(result),
-            Err(e) if e.is_panic() => Ok(PushResult {
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => PushResult {
                 status: PushStatus::InternalError,
                 other_error: Some(format!("push failed unexpectedly: {e}")),
                 ..PushResult::default()
-            }),
-            Err(e) => Err(Error::Internal(e.to_string())),
-        }
+            },
+            Err(e) => return Err(Error::Internal(e.to_string())),
+        };
+        self.emit(ChangeEvent::SyncFinished {
+            action: SyncAction::Push,
+            table: None,
+            push_status: Some(result.status),
+            ok: result.is_success(),
+        });
+        Ok(result)
     }
 
     /// Checks that an error's op is still queued, unchanged and not being pushed.
@@ -221,6 +239,7 @@ impl SyncContextBuilder {
                 sync: tokio::sync::Mutex::new(()),
                 tables: TableCache::default(),
                 options: self.options,
+                events: tokio::sync::broadcast::channel(EVENT_BUFFER).0,
             }),
         })
     }
@@ -237,6 +256,14 @@ impl SyncContext {
     /// A builder.
     pub fn builder() -> SyncContextBuilder {
         SyncContextBuilder::default()
+    }
+
+    /// Subscribes to change events: local writes, pushed and failed ops, pulled
+    /// pages, purges and the sync lifecycle. A subscriber that falls more than
+    /// 1,024 events behind is told how many it missed
+    /// (`RecvError::Lagged`) and should re-query.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeEvent> {
+        self.inner.events.subscribe()
     }
 
     /// The local store.
@@ -278,8 +305,12 @@ impl SyncContext {
         let mut state = self.inner.lock_queue();
         let mut tx = Transaction::new(&*self.inner.store, &self.inner.tables, &state);
         let value = f(&mut tx)?;
-        let next = tx.commit()?;
+        let (next, events) = tx.commit()?;
         state.next_sequence = next;
+        drop(state);
+        for event in events {
+            self.inner.emit(event);
+        }
         Ok(value)
     }
 

@@ -36,6 +36,7 @@
 mod conflict;
 mod context;
 mod error;
+mod events;
 mod memory;
 mod model;
 mod pull;
@@ -53,6 +54,7 @@ pub use conflict::{
 };
 pub use context::{SyncContext, SyncContextBuilder, SyncTable};
 pub use error::{BoxError, Error, QueueRefusal, Result, StoreError, TransportError};
+pub use events::{ChangeEvent, SyncAction};
 pub use memory::MemoryStore;
 pub use model::{
     ColumnDef, ColumnType, OpKind, OpState, Operation, OperationError, SYSTEM_COLUMNS, TableDef,

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::context::Inner;
 use crate::error::{Error, Result};
+use crate::events::{ChangeEvent, SyncAction};
 use crate::push::{PushOptions, PushResult};
 use crate::queue::conform_item;
 use crate::store::{Write, WriteBatch};
@@ -220,6 +221,27 @@ impl Inner {
         query: Query,
         options: PullOptions,
     ) -> Result<PullResult> {
+        self.emit(ChangeEvent::SyncStarted {
+            action: SyncAction::Pull,
+            table: Some(table.to_owned()),
+        });
+        let result = self.pull_inner(table, query_id, query, options).await;
+        self.emit(ChangeEvent::SyncFinished {
+            action: SyncAction::Pull,
+            table: Some(table.to_owned()),
+            push_status: None,
+            ok: result.is_ok(),
+        });
+        result
+    }
+
+    async fn pull_inner(
+        self: &Arc<Self>,
+        table: &str,
+        query_id: Option<&str>,
+        query: Query,
+        options: PullOptions,
+    ) -> Result<PullResult> {
         check_pull_args(query_id, &query)?;
         self.tables.get(&*self.store, table)?;
         let push = self.implicit_push(table, &options).await?;
@@ -292,6 +314,11 @@ impl Inner {
                 .clone()
                 .apply_page(table, key.clone(), cursor.clone(), page.items)
                 .await?;
+            self.emit(ChangeEvent::Pulled {
+                table: table.to_owned(),
+                upserted: applied.upserted,
+                deleted: applied.deleted,
+            });
             result.upserted += applied.upserted;
             result.deleted += applied.deleted;
             result.skipped += applied.skipped;
@@ -418,7 +445,7 @@ impl Inner {
         }
         self.tables.get(&*self.store, table)?;
         let _sync = self.sync.lock().await;
-        let _state = self.lock_queue();
+        let state = self.lock_queue();
         let pending = self.store.count_operations(Some(table))?;
         let filtered = query.as_ref().is_some_and(|q| q.filter.is_some());
         if pending > 0 && (filtered || !force) {
@@ -444,6 +471,10 @@ impl Inner {
             });
         }
         self.store.write(&batch)?;
+        drop(state);
+        self.emit(ChangeEvent::Purged {
+            table: table.to_owned(),
+        });
         tracing::info!(table, query_id, pending_dropped = pending, "purged");
         Ok(())
     }

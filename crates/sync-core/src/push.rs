@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::conflict::{Conflict, Resolution};
 use crate::context::Inner;
 use crate::error::{StoreError, TransportError};
+use crate::events::ChangeEvent;
 use crate::model::{OpKind, OpState, Operation, OperationError};
 use crate::queue::{conform_item, merge_into};
 use crate::store::{Write, WriteBatch};
@@ -367,6 +368,11 @@ impl Inner {
                 message: "the local item is missing".to_owned(),
             };
             self.fail_op(&op, Some(error.clone()))?;
+            self.emit(ChangeEvent::PushFailed {
+                table: op.table.clone(),
+                id: op.item_id.clone(),
+                status: None,
+            });
             result.errors.push(error);
             walk.blocked.insert((op.table.clone(), op.item_id.clone()));
             return Ok(None);
@@ -495,6 +501,11 @@ impl Inner {
                 message: error.to_string(),
             };
             self.fail_op(&op, Some(record.clone()))?;
+            self.emit(ChangeEvent::PushFailed {
+                table: op.table.clone(),
+                id: op.item_id.clone(),
+                status: record.status,
+            });
             result.errors.push(record);
             walk.blocked.insert((op.table.clone(), op.item_id.clone()));
             return Ok(Step::Failed);
@@ -575,7 +586,14 @@ impl Inner {
                 }
             }
         }
-        self.store.write(&batch)
+        self.store.write(&batch)?;
+        drop(state);
+        self.emit(ChangeEvent::Pushed {
+            table: op.table.clone(),
+            id: op.item_id.clone(),
+            kind: op.kind,
+        });
+        Ok(())
     }
 
     /// Marks an op failed (if it is still queued) and records its error.

@@ -10,6 +10,7 @@ use tidesync_protocol::system::{ID, VERSION, is_system_property};
 
 use crate::context::TableCache;
 use crate::error::{Error, QueueRefusal, Result, StoreError};
+use crate::events::ChangeEvent;
 use crate::model::{OpKind, OpState, Operation, TableDef, normalize_value};
 use crate::store::{LocalStore, Write, WriteBatch};
 
@@ -110,6 +111,7 @@ pub struct Transaction<'a> {
     items: HashMap<(String, String), Option<Item>>,
     ops: HashMap<(String, String), Vec<Operation>>,
     batch: WriteBatch,
+    written: Vec<ChangeEvent>,
 }
 
 impl<'a> Transaction<'a> {
@@ -126,6 +128,7 @@ impl<'a> Transaction<'a> {
             items: HashMap::new(),
             ops: HashMap::new(),
             batch: WriteBatch::new(),
+            written: Vec::new(),
         }
     }
 
@@ -270,6 +273,11 @@ impl<'a> Transaction<'a> {
                 ops.push(op);
             }
         }
+        self.written.push(ChangeEvent::LocalWrite {
+            table: table.to_owned(),
+            id: id.clone(),
+            kind,
+        });
         self.ops.insert((table.to_owned(), id), ops);
         Ok(result)
     }
@@ -321,12 +329,13 @@ impl<'a> Transaction<'a> {
         });
     }
 
-    /// Writes everything; returns the next free sequence number.
-    pub(crate) fn commit(self) -> Result<u64> {
+    /// Writes everything; returns the next free sequence number and the events
+    /// to announce.
+    pub(crate) fn commit(self) -> Result<(u64, Vec<ChangeEvent>)> {
         if !self.batch.is_empty() {
             self.store.write(&self.batch)?;
         }
-        Ok(self.next_sequence)
+        Ok((self.next_sequence, self.written))
     }
 }
 
