@@ -8,11 +8,12 @@ use tidesync_core::{ColumnType, Item, OpKind, OpState, Operation, OperationError
 
 use crate::error::{Result, corrupt};
 
-/// The SQL value of a JSON value already checked by `normalize_value`.
-pub(crate) fn to_sql(ty: ColumnType, value: &Value) -> Result<SqlValue> {
+/// The SQL value of a JSON value already checked by `normalize_value` (taken
+/// by value so text moves instead of being copied).
+pub(crate) fn to_sql(ty: ColumnType, value: Value) -> Result<SqlValue> {
     Ok(match (ty, value) {
         (_, Value::Null) => SqlValue::Null,
-        (ColumnType::Bool, Value::Bool(b)) => SqlValue::Integer(i64::from(*b)),
+        (ColumnType::Bool, Value::Bool(b)) => SqlValue::Integer(i64::from(b)),
         (ColumnType::Integer, Value::Number(n)) => match n.as_i64() {
             Some(i) => SqlValue::Integer(i),
             None => return Err(corrupt(format!("integer out of range: {n}"))),
@@ -21,7 +22,7 @@ pub(crate) fn to_sql(ty: ColumnType, value: &Value) -> Result<SqlValue> {
             Some(x) => SqlValue::Real(x),
             None => return Err(corrupt(format!("not a real: {n}"))),
         },
-        (ColumnType::String | ColumnType::DateTime, Value::String(s)) => SqlValue::Text(s.clone()),
+        (ColumnType::String | ColumnType::DateTime, Value::String(s)) => SqlValue::Text(s),
         (ColumnType::Json, other) => SqlValue::Text(other.to_string()),
         (ty, other) => return Err(corrupt(format!("{other} is not a {ty:?} value"))),
     })

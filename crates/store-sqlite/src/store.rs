@@ -471,7 +471,7 @@ fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
                 column: name.clone(),
             })?;
         let ty = info.columns[index].1;
-        params[index] = to_sql(ty, &normalize_value(table, name, ty, value)?)?;
+        params[index] = to_sql(ty, normalize_value(table, name, ty, value)?)?;
     }
     conn.prepare_cached(&info.insert_sql)
         .store()?

@@ -397,7 +397,7 @@ pub fn bulk_apply_100k(factory: &dyn StoreFactory) {
     let started = Instant::now();
     store.write(&batch).unwrap();
     let elapsed = started.elapsed();
-    eprintln!("bulk_apply_100k: {N} rows in one batch took {elapsed:?} ({store:?})");
+    eprintln!("bulk_apply_100k: {N} rows in one batch took {elapsed:?}");
     let counted = store
         .query("fx", &Query::all().with_count().top(0))
         .unwrap();
