@@ -286,7 +286,12 @@ pub(crate) async fn delete(
         check_url_id(&id)?;
         let owner = ctx.owner();
         let soft_delete = ctx.table.soft_delete;
-        let preconditions = Preconditions::read(&headers);
+        let mut preconditions = Preconditions::read(&headers);
+        if !ctx.v3() {
+            // v2 honours only If-Match.
+            preconditions.if_none_match = None;
+            preconditions.if_unmodified_since = None;
+        }
         let api = ctx.version;
         let written = state
             .store
