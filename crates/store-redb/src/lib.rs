@@ -224,7 +224,7 @@ impl LocalStore for RedbStore {
         let txn = self.read()?;
         let ops = txn.open_table(OPS).map_err(from_redb)?;
         let mut found = Vec::new();
-        for entry in ops.range(first..).map_err(from_redb)?.take(limit) {
+        for entry in ops.range((first, "")..).map_err(from_redb)?.take(limit) {
             let (_, bytes) = entry.map_err(from_redb)?;
             found.push(decode_op(bytes.value())?);
         }
@@ -236,12 +236,17 @@ impl LocalStore for RedbStore {
         let items = txn.open_table(OP_ITEMS).map_err(from_redb)?;
         let ops = txn.open_table(OPS).map_err(from_redb)?;
         let mut found = Vec::new();
-        let range = (table, item_id, 0u64)..=(table, item_id, u64::MAX);
-        for entry in items.range(range).map_err(from_redb)? {
+        for entry in items
+            .range((table, item_id, 0u64, "")..)
+            .map_err(from_redb)?
+        {
             let (key, _) = entry.map_err(from_redb)?;
-            let (_, _, sequence) = key.value();
-            let bytes = ops.get(sequence).map_err(from_redb)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("queue index names a missing sequence {sequence}"))
+            let (t, i, sequence, id) = key.value();
+            if t != table || i != item_id {
+                break;
+            }
+            let bytes = ops.get((sequence, id)).map_err(from_redb)?.ok_or_else(|| {
+                StoreError::Corrupt(format!("queue index names a missing op {id}"))
             })?;
             found.push(decode_op(bytes.value())?);
         }
@@ -255,7 +260,7 @@ impl LocalStore for RedbStore {
             return Ok(None);
         };
         let ops = txn.open_table(OPS).map_err(from_redb)?;
-        match ops.get(sequence).map_err(from_redb)? {
+        match ops.get((sequence, id)).map_err(from_redb)? {
             Some(bytes) => decode_op(bytes.value()).map(Some),
             None => Err(StoreError::Corrupt(format!(
                 "op {id} points at a missing sequence {sequence}"
@@ -274,7 +279,7 @@ impl LocalStore for RedbStore {
         };
         let items = txn.open_table(OP_ITEMS).map_err(from_redb)?;
         let mut count = 0;
-        for entry in items.range((table, "", 0u64)..).map_err(from_redb)? {
+        for entry in items.range((table, "", 0u64, "")..).map_err(from_redb)? {
             let (key, _) = entry.map_err(from_redb)?;
             if key.value().0 != table {
                 break;
@@ -287,7 +292,10 @@ impl LocalStore for RedbStore {
     fn max_sequence(&self) -> Result<u64, StoreError> {
         let txn = self.read()?;
         let ops = txn.open_table(OPS).map_err(from_redb)?;
-        Ok(ops.last().map_err(from_redb)?.map_or(0, |(k, _)| k.value()))
+        Ok(ops
+            .last()
+            .map_err(from_redb)?
+            .map_or(0, |(k, _)| k.value().0))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
@@ -303,7 +311,8 @@ impl LocalStore for RedbStore {
                 .map_or(u64::MAX, |s| s.value());
             found.push((sequence, decode_error(bytes.value())?));
         }
-        // Errors are keyed by op id, so ties on sequence are already in id order.
+        // Errors are keyed by op id, so ties on sequence are already in id order
+        // (a stable sort keeps it), as in the queue itself.
         found.sort_by_key(|(sequence, _)| *sequence);
         Ok(found.into_iter().map(|(_, e)| e).collect())
     }

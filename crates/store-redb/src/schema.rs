@@ -5,9 +5,9 @@
 //! |-----------------------|------------------------------|-------------------------------|
 //! | `tidesync/meta`       | `&str` (`format_version`)    | `u64`                         |
 //! | `tidesync/tables`     | table name                   | [`StoredTable`] as JSON       |
-//! | `tidesync/ops`        | sequence `u64`               | `Operation` as JSON           |
+//! | `tidesync/ops`        | `(sequence, op id)`          | `Operation` as JSON           |
 //! | `tidesync/op_ids`     | op id                        | sequence                      |
-//! | `tidesync/op_items`   | `(table, item_id, sequence)` | `()`                          |
+//! | `tidesync/op_items`   | `(table, item_id, seq, id)`  | `()`                          |
 //! | `tidesync/errors`     | op id                        | `OperationError` as JSON      |
 //! | `tidesync/config`     | key                          | value                         |
 //! | `rows/<table>`        | item id                      | the row ([`crate::codec`])    |
@@ -32,12 +32,20 @@ const FORMAT_KEY: &str = "format_version";
 const META_NAME: &str = "tidesync/meta";
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new(META_NAME);
 pub(crate) const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/tables");
-pub(crate) const OPS: TableDefinition<u64, &[u8]> = TableDefinition::new("tidesync/ops");
+/// Ops by `(sequence, id)`: the engine gives each op its own sequence, but two
+/// ops sharing one are both kept, in id order.
+pub(crate) const OPS: TableDefinition<OpKey, &[u8]> = TableDefinition::new("tidesync/ops");
 pub(crate) const OP_IDS: TableDefinition<&str, u64> = TableDefinition::new("tidesync/op_ids");
-pub(crate) const OP_ITEMS: TableDefinition<(&str, &str, u64), ()> =
+pub(crate) const OP_ITEMS: TableDefinition<OpItemKey, ()> =
     TableDefinition::new("tidesync/op_items");
 pub(crate) const ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/errors");
 pub(crate) const CONFIG: TableDefinition<&str, &str> = TableDefinition::new("tidesync/config");
+
+/// The key of the queue: `(sequence, op id)`.
+pub(crate) type OpKey = (u64, &'static str);
+
+/// The key of the per-item queue lookup: `(table, item_id, sequence, op id)`.
+pub(crate) type OpItemKey = (&'static str, &'static str, u64, &'static str);
 
 /// The key of the `(updatedAt, id)` index: a null `updatedAt` sorts first, as
 /// it does in the query evaluator's order.
@@ -130,6 +138,9 @@ impl StoredTable {
                 grown = true;
             }
         }
+        // The grown whole must be valid too (no two columns differing only in
+        // case); on an error the caller drops this copy and aborts.
+        self.def.validate()?;
         Ok(grown)
     }
 }
@@ -151,6 +162,16 @@ pub(crate) fn load_table(
 /// nothing changed (the caller then aborts instead of committing).
 pub(crate) fn define(txn: &WriteTransaction, def: &TableDef) -> Result<bool, StoreError> {
     let mut tables = txn.open_table(TABLES).map_err(from_redb)?;
+    for entry in tables.iter().map_err(from_redb)? {
+        let (name, _) = entry.map_err(from_redb)?;
+        let name = name.value();
+        if name != def.name() && name.eq_ignore_ascii_case(def.name()) {
+            return Err(StoreError::InvalidDefinition(format!(
+                "table {} differs from table {name} only in letter case",
+                def.name()
+            )));
+        }
+    }
     let (stored, changed) = match load_table(&tables, def.name())? {
         None => (StoredTable::new(def), true),
         Some(mut stored) => {
@@ -188,8 +209,7 @@ pub(crate) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
     }
     let found = {
         let meta = txn.open_table(META).map_err(from_redb)?;
-        let found = meta.get(FORMAT_KEY).map_err(from_redb)?.map(|v| v.value());
-        found
+        meta.get(FORMAT_KEY).map_err(from_redb)?.map(|v| v.value())
     };
     match found {
         None if fresh => {}

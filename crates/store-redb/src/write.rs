@@ -18,7 +18,8 @@ use crate::codec::{corrupt_row, decode_slot, encode_row};
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
 use crate::schema::{
-    CONFIG, ERRORS, IndexKey, Names, OP_IDS, OP_ITEMS, OPS, StoredTable, TABLES, load_table,
+    CONFIG, ERRORS, IndexKey, Names, OP_IDS, OP_ITEMS, OPS, OpItemKey, OpKey, StoredTable, TABLES,
+    load_table,
 };
 
 /// One app table opened for the batch.
@@ -33,9 +34,9 @@ struct Open<'t> {
 pub(crate) struct Batch<'t> {
     txn: &'t WriteTransaction,
     tables: Table<'t, &'static str, &'static [u8]>,
-    ops: Table<'t, u64, &'static [u8]>,
+    ops: Table<'t, OpKey, &'static [u8]>,
     op_ids: Table<'t, &'static str, u64>,
-    op_items: Table<'t, (&'static str, &'static str, u64), ()>,
+    op_items: Table<'t, OpItemKey, ()>,
     errors: Table<'t, &'static str, &'static [u8]>,
     config: Table<'t, &'static str, &'static str>,
     open: HashMap<String, Open<'t>>,
@@ -187,24 +188,17 @@ impl<'t> Batch<'t> {
 
     fn put_op(&mut self, op: &Operation) -> Result<(), StoreError> {
         self.remove_op(&op.id)?;
-        // Another op at this sequence is replaced too, so the three queue tables
-        // never disagree.
-        let other = match self.ops.get(op.sequence).map_err(from_redb)? {
-            Some(bytes) => Some(decode_op(bytes.value())?.id),
-            None => None,
-        };
-        if let Some(other) = other {
-            self.remove_op(&other)?;
-        }
         let bytes = serde_json::to_vec(op).map_err(|e| corrupt_json("encoding an op", e))?;
+        let id = op.id.as_str();
         self.ops
-            .insert(op.sequence, bytes.as_slice())
+            .insert((op.sequence, id), bytes.as_slice())
             .map_err(from_redb)?;
-        self.op_ids
-            .insert(op.id.as_str(), op.sequence)
-            .map_err(from_redb)?;
+        self.op_ids.insert(id, op.sequence).map_err(from_redb)?;
         self.op_items
-            .insert((op.table.as_str(), op.item_id.as_str(), op.sequence), ())
+            .insert(
+                (op.table.as_str(), op.item_id.as_str(), op.sequence, id),
+                (),
+            )
             .map_err(from_redb)?;
         Ok(())
     }
@@ -219,7 +213,7 @@ impl<'t> Batch<'t> {
         else {
             return Ok(None);
         };
-        let op = match self.ops.remove(sequence).map_err(from_redb)? {
+        let op = match self.ops.remove((sequence, id)).map_err(from_redb)? {
             Some(bytes) => decode_op(bytes.value())?,
             None => {
                 return Err(StoreError::Corrupt(format!(
@@ -228,30 +222,26 @@ impl<'t> Batch<'t> {
             }
         };
         self.op_items
-            .remove((op.table.as_str(), op.item_id.as_str(), sequence))
+            .remove((op.table.as_str(), op.item_id.as_str(), sequence, id))
             .map_err(from_redb)?;
         Ok(Some(op))
     }
 
     fn delete_table_ops(&mut self, table: &str) -> Result<(), StoreError> {
-        let mut sequences = Vec::new();
+        let mut ids = Vec::new();
         for entry in self
             .op_items
-            .range((table, "", 0u64)..)
+            .range((table, "", 0u64, "")..)
             .map_err(from_redb)?
         {
             let (key, _) = entry.map_err(from_redb)?;
-            let (t, _, sequence) = key.value();
+            let (t, _, _, id) = key.value();
             if t != table {
                 break;
             }
-            sequences.push(sequence);
+            ids.push(id.to_owned());
         }
-        for sequence in sequences {
-            let id = match self.ops.get(sequence).map_err(from_redb)? {
-                Some(bytes) => decode_op(bytes.value())?.id,
-                None => continue,
-            };
+        for id in ids {
             self.remove_op(&id)?;
         }
         let mut error_ids = Vec::new();

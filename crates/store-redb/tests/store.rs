@@ -206,3 +206,54 @@ fn eventual_durability_keeps_batches_across_a_clean_close() {
         .unwrap();
     assert_eq!(count.count, Some(50));
 }
+
+fn op(id: &str, sequence: u64, item_id: &str) -> tidesync_core::Operation {
+    tidesync_core::Operation {
+        id: id.to_owned(),
+        kind: tidesync_core::OpKind::Update,
+        state: tidesync_core::OpState::Pending,
+        table: "todo".to_owned(),
+        item_id: item_id.to_owned(),
+        item: None,
+        base: None,
+        sequence,
+        version: 1,
+    }
+}
+
+#[test]
+fn ops_sharing_a_sequence_are_both_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("s.redb")).unwrap();
+    store.define_table(&todo()).unwrap();
+    let (b, a, c) = (op("b", 5, "x"), op("a", 5, "x"), op("c", 6, "y"));
+    write(
+        &store,
+        [&b, &a, &c]
+            .into_iter()
+            .map(|o| Write::PutOperation(o.clone()))
+            .collect(),
+    );
+    let ids =
+        |ops: Vec<tidesync_core::Operation>| ops.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(store.operations(0, 10).unwrap()), ["a", "b", "c"]);
+    assert_eq!(ids(store.operations(5, 10).unwrap()), ["c"]);
+    assert_eq!(ids(store.operations_for("todo", "x").unwrap()), ["a", "b"]);
+    assert_eq!(store.operation("b").unwrap(), Some(b));
+    assert_eq!(store.count_operations(Some("todo")).unwrap(), 3);
+    write(&store, vec![Write::DeleteOperation { id: "a".to_owned() }]);
+    assert_eq!(ids(store.operations_for("todo", "x").unwrap()), ["b"]);
+    assert_eq!(store.max_sequence().unwrap(), 6);
+}
+
+#[test]
+fn table_names_differing_only_in_case_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open(dir.path().join("s.redb")).unwrap();
+    store.define_table(&todo()).unwrap();
+    assert!(matches!(
+        store.define_table(&TableDef::new("TODO")),
+        Err(StoreError::InvalidDefinition(_))
+    ));
+    assert_eq!(store.table("TODO").unwrap(), None);
+}
