@@ -1189,3 +1189,46 @@ fn engine_bug_a_full_page_ends_the_pull() {
         );
     });
 }
+
+/// The model mirrors the mock's seeded fault generator (scripted faults first,
+/// then one draw per call that reaches the server). If the mock ever changes
+/// how it draws, this says so plainly instead of a confusing model mismatch.
+#[test]
+fn the_model_mirrors_the_mocks_seeded_faults() {
+    runtime().block_on(async {
+        for seed in [0, 1, 42, u64::MAX] {
+            let server = MockServer::with_seed(seed);
+            server.add_table("List");
+            let kinds: Vec<Fault> = ALL_FAULTS.iter().map(|f| f.fault()).collect();
+            server.set_random_faults(0.3, kinds.clone());
+            server.fail_next(2, Fault::Status(500));
+            let mut model = Model::new(seed);
+            model.set_random_faults(0.3, kinds);
+            model.fail_next(2, Fault::Status(500));
+            let transport = server.transport();
+            let request = ReadRequest {
+                table: "List".to_owned(),
+                query: Query::all(),
+                include_deleted: false,
+            };
+            for call in 0..200 {
+                let got = transport.read(&request).await;
+                let expected = model.draw();
+                let same = match (&got, expected) {
+                    (Ok(_), None) => true,
+                    (
+                        Err(TransportError::Network(_)),
+                        Some(Fault::Network | Fault::CommitThenLoseResponse),
+                    ) => true,
+                    (Err(TransportError::Auth { .. }), Some(Fault::Auth)) => true,
+                    (Err(e), Some(Fault::Status(s))) => e.status() == Some(s),
+                    _ => false,
+                };
+                assert!(
+                    same,
+                    "seed {seed}, call {call}: mock {got:?}, model {expected:?}"
+                );
+            }
+        }
+    });
+}

@@ -199,6 +199,11 @@ impl Model {
         self.random = None;
     }
 
+    /// The next fault decision, for the test that checks this mirror against the mock.
+    pub fn draw(&mut self) -> Option<Fault> {
+        self.next_fault()
+    }
+
     /// The fault of the next call: offline first (no script or draw used), then
     /// the script, then a seeded draw, exactly as the mock decides.
     fn next_fault(&mut self) -> Option<Fault> {
