@@ -222,8 +222,12 @@ async fn incremental_pull_sends_the_cursor_filter_order_top_and_include_deleted(
             ("__includeDeleted".to_owned(), "true".to_owned()),
         ]
     );
-    // Spaces are %20, never '+'.
-    assert!(!request.url.query().unwrap().contains('+'));
+    // The raw form: spaces are %20 (never '+'), quotes %27 (the URL standard escapes them
+    // in http query strings); both official servers percent-decode before parsing.
+    assert_eq!(
+        request.url.query().unwrap(),
+        "$filter=(updatedAt%20gt%20datetimeoffset%272026-11-27T08:29:32.659Z%27)%20or%20((updatedAt%20eq%20datetimeoffset%272026-11-27T08:29:32.659Z%27)%20and%20(id%20gt%20%27item-1%27))&$orderby=updatedAt,id&$top=50&__includeDeleted=true"
+    );
 }
 
 #[tokio::test]
