@@ -1,5 +1,5 @@
 //! The tidesync sync server: the `/tables` protocol of Azure Mobile Apps (v2,
-//! `ZUMO-API-VERSION: 2.0.0`) and Datasync (v3, `3.0.0`) on axum, over an embedded SQLite file.
+//! `ZUMO-API-VERSION: 2.0.0`) and Datasync (v3, `3.0.0`) on axum, over an embedded SQLite file or PostgreSQL.
 //!
 //! What it is: the table endpoints with the status codes, headers and bodies of the wire
 //! contract (`server-protocol.md`), OData queries translated from the shared AST of
@@ -44,4 +44,4 @@ pub mod store;
 pub use config::{Access, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
-pub use store::{SqliteStore, Store};
+pub use store::{PostgresStore, SqliteStore, Store};

@@ -269,10 +269,10 @@ impl ServerBuilder {
 }
 
 async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
-    let _ = (url, schema);
-    Err(StartError::Config(
-        "PostgreSQL is not supported by this build yet".to_owned(),
-    ))
+    let store = crate::store::PostgresStore::open(url, schema)
+        .await
+        .map_err(StartError::Database)?;
+    Ok(Arc::new(store))
 }
 
 /// A built server that is not serving yet: its router can be driven in-process.

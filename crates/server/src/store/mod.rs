@@ -1,11 +1,12 @@
 //! The server-side storage seam: the [`Store`] trait, the row and schema types every backend
-//! shares, and the backends ([`SqliteStore`]).
+//! shares, and the two backends ([`SqliteStore`], [`PostgresStore`]).
 //!
 //! A store knows tables, rows and columns; it does not know HTTP or protocol versions. The
 //! protocol decisions of a write (conflict, precondition, merge) are made by a [`Decide`]
 //! callback that the store runs inside its write transaction, after reading the current row
 //! and before stamping the new one, so check and write are atomic in every backend.
 
+mod postgres;
 mod schema;
 pub(crate) mod sql;
 mod sqlite;
@@ -18,6 +19,7 @@ use tidesync_protocol::odata::{Expr, OrderBy};
 use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
+pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
 

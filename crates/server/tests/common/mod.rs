@@ -2,6 +2,7 @@
 //! router, token minting and the golden exchanges of the spec as one store-agnostic case.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cursor;
 pub mod golden;
 
 use axum::Router;
@@ -154,4 +155,52 @@ pub fn token_with(sub: &str, secret: &str, audience: &str) -> String {
         &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
     )
     .unwrap()
+}
+
+/// The test PostgreSQL URL (`TIDESYNC_TEST_PG`, default the local trust-auth server).
+pub fn pg_url() -> String {
+    std::env::var("TIDESYNC_TEST_PG")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+}
+
+/// A fresh schema name for one test, or `None` (skip) when PostgreSQL is unreachable outside
+/// CI. Under `CI=true` an unreachable PostgreSQL fails the test.
+pub async fn pg_schema(test: &str) -> Option<String> {
+    match tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls).await {
+        Ok((client, connection)) => {
+            drop(client);
+            drop(connection);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            Some(format!("ts_{test}_{}_{nanos}", std::process::id()))
+        }
+        Err(error) => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "PostgreSQL at {} is required under CI: {error}",
+                pg_url()
+            );
+            eprintln!(
+                "skipping: PostgreSQL at {} is unreachable: {error}",
+                pg_url()
+            );
+            None
+        }
+    }
+}
+
+/// Drops a test schema.
+pub async fn drop_pg_schema(schema: &str) {
+    let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let task = tokio::spawn(connection);
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await
+        .unwrap();
+    drop(client);
+    let _ = task.await;
 }

@@ -1,0 +1,556 @@
+//! The PostgreSQL store (tokio-postgres + deadpool-postgres), safe for several server
+//! processes on one database.
+//!
+//! Stamp order is commit order: every write takes the table's clock row with an `UPDATE …
+//! RETURNING` as its last step before the row write, and holds that row lock until it commits,
+//! so a later stamp can only be taken after every earlier stamp has committed. A reader whose
+//! snapshot holds stamp `t` therefore holds every stamp `< t`. Writes to one id are serialised
+//! by a transaction-scoped advisory lock, so the protocol decision sees the latest row.
+//! Schema creation runs under an advisory lock, so servers starting together do not race.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Config, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, NoTls};
+
+use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
+use super::sql::{self, Flavor, Param, quote};
+use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written};
+use crate::error::ServerError;
+
+/// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
+const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
+const SYSTEM_COLUMNS: [&str; 5] = ["id", "createdAt", "updatedAt", "version", "deleted"];
+
+/// The PostgreSQL store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    schema: String,
+    schemas: Arc<SchemaCache>,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+type Params = Vec<Box<dyn ToSql + Sync + Send>>;
+
+impl PostgresStore {
+    /// Connects to `url`; tables live in `schema` (default `public`), created if missing.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError::Unavailable`] when the database cannot be reached.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, ServerError> {
+        let schema = schema.unwrap_or("public").to_owned();
+        super::schema::check_table_name(&schema).map_err(ServerError::bad_request)?;
+        let config = Config {
+            url: Some(url.to_owned()),
+            manager: Some(ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            }),
+            pool: Some(deadpool_postgres::PoolConfig::new(16)),
+            ..Config::default()
+        };
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1), NoTls)
+            .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+        let store = PostgresStore {
+            pool,
+            schema,
+            schemas: Arc::new(SchemaCache::default()),
+        };
+        store.ping().await?;
+        Ok(store)
+    }
+
+    fn table(&self, name: &str) -> String {
+        format!("{}.{}", quote(&self.schema), quote(name))
+    }
+
+    fn bookkeeping(&self) -> String {
+        format!("{}.\"_tidesync_tables\"", quote(&self.schema))
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, ServerError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| ServerError::Unavailable(e.to_string()))
+    }
+
+    async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, ServerError> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                 WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+                &[&self.schema, &spec.name],
+            )
+            .await
+            .map_err(pg_error)?;
+        let mut schema = TableSchema {
+            spec,
+            columns: Vec::new(),
+        };
+        for row in rows {
+            let name: String = row.get(0);
+            let data_type: String = row.get(1);
+            if SYSTEM_COLUMNS.contains(&name.as_str()) {
+                continue;
+            }
+            let ty = match data_type.as_str() {
+                "text" => ColumnType::String,
+                "double precision" => ColumnType::Number,
+                "boolean" => ColumnType::Boolean,
+                "jsonb" => ColumnType::Json,
+                _ => continue,
+            };
+            schema.columns.push((name, ty));
+        }
+        self.schemas.put(schema.clone())?;
+        Ok(schema)
+    }
+
+    /// The cached spec, with the columns reloaded (other servers may have added some).
+    async fn fresh_schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+        let spec = self.schemas.get(table)?.spec;
+        self.load_schema(spec).await
+    }
+
+    fn column_list(schema: &TableSchema) -> String {
+        let mut names: Vec<String> = SYSTEM_COLUMNS.iter().map(|c| quote(c)).collect();
+        for (name, ty) in &schema.columns {
+            names.push(match ty {
+                ColumnType::Json => format!("{}::text", quote(name)),
+                _ => quote(name),
+            });
+        }
+        names.join(", ")
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
+            .await
+            .map_err(pg_error)?;
+        let table = self.table(&spec.name);
+        let mut ddl = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {book} (
+                name TEXT PRIMARY KEY,
+                clock_ms BIGINT NOT NULL,
+                version BIGINT NOT NULL,
+                purged_before_ms BIGINT
+             );
+             CREATE TABLE IF NOT EXISTS {table} (
+                \"id\" TEXT COLLATE \"C\" PRIMARY KEY,
+                \"createdAt\" BIGINT NOT NULL,
+                \"updatedAt\" BIGINT NOT NULL,
+                \"version\" BIGINT NOT NULL,
+                \"deleted\" BOOLEAN NOT NULL DEFAULT false
+             );
+             CREATE INDEX IF NOT EXISTS {index} ON {table} (\"updatedAt\", \"id\");",
+            schema = quote(&self.schema),
+            book = self.bookkeeping(),
+            index = quote(&format!("{}_updatedAt_id", spec.name)),
+        );
+        if spec.owned {
+            ddl.push_str(&format!(
+                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} TEXT COLLATE \"C\";",
+                quote(OWNER_COLUMN)
+            ));
+        }
+        tx.batch_execute(&ddl).await.map_err(pg_error)?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (name, clock_ms, version) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
+                self.bookkeeping()
+            ),
+            &[&spec.name],
+        )
+        .await
+        .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        self.load_schema(spec.clone()).await?;
+        Ok(())
+    }
+
+    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+        self.fresh_schema(table).await
+    }
+
+    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
+        let cached = self.schemas.get(table)?;
+        if cached.missing_columns(values)?.is_empty() {
+            return Ok(());
+        }
+        let schema = self.fresh_schema(table).await?;
+        let missing = schema.missing_columns(values)?;
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        for (name, ty) in &missing {
+            let declared = match ty {
+                ColumnType::String => "TEXT COLLATE \"C\"",
+                ColumnType::Number => "DOUBLE PRECISION",
+                ColumnType::Boolean => "BOOLEAN",
+                ColumnType::Json => "JSONB",
+            };
+            client
+                .batch_execute(&format!(
+                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {declared}",
+                    self.table(table),
+                    quote(name)
+                ))
+                .await
+                .map_err(pg_error)?;
+        }
+        // Never wait for a second pooled connection while holding one.
+        drop(client);
+        // Another server may have added a column of another type meanwhile: check again.
+        self.fresh_schema(table).await?.missing_columns(values)?;
+        Ok(())
+    }
+
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+        // Reloaded: another server may have added columns.
+        let schema = self.fresh_schema(table).await?;
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM {} WHERE \"id\" = $1",
+                    Self::column_list(&schema),
+                    self.table(table)
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        row.map(|r| decode_row(&r, &schema)).transpose()
+    }
+
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+        // Reloaded: another server may have added columns, which a full replace must clear.
+        let schema = self.fresh_schema(table).await?;
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let key = format!("{}/{}", table, id);
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[&key],
+        )
+        .await
+        .map_err(pg_error)?;
+        let existing = tx
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
+                    Self::column_list(&schema),
+                    self.table(table)
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?
+            .map(|r| decode_row(&r, &schema))
+            .transpose()?;
+        let written = match decide(existing.as_ref())? {
+            Mutation::Remove => {
+                let Some(row) = existing else {
+                    return Err(ServerError::NotFound);
+                };
+                tx.execute(
+                    &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
+                    &[&id],
+                )
+                .await
+                .map_err(pg_error)?;
+                Written::Removed(row)
+            }
+            Mutation::Put { values, deleted } => {
+                if let Some((name, _)) = schema.missing_columns(&values)?.first() {
+                    return Err(ServerError::Internal(format!(
+                        "column '{name}' was not learned before the write"
+                    )));
+                }
+                // The clock row lock is taken last and held until commit: stamps commit in order.
+                let clock = tx
+                    .query_one(
+                        &format!(
+                            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
+                                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
+                               version = version + 1
+                             WHERE name = $1 RETURNING clock_ms, version",
+                            self.bookkeeping()
+                        ),
+                        &[&table],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                let updated_at_ms: i64 = clock.get(0);
+                let version: i64 = clock.get(1);
+                let row = Row {
+                    id: id.to_owned(),
+                    created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
+                    updated_at_ms,
+                    version: u64::try_from(version).unwrap_or(0),
+                    deleted,
+                    values: schema
+                        .columns
+                        .iter()
+                        .map(|(name, _)| {
+                            (
+                                name.clone(),
+                                values.get(name).cloned().unwrap_or(Value::Null),
+                            )
+                        })
+                        .collect(),
+                };
+                let (query, params) = self.store_statement(&schema, &row, existing.is_some());
+                let refs: Vec<&(dyn ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
+                tx.execute(&query, &refs).await.map_err(pg_error)?;
+                Written::Stored(row)
+            }
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(written)
+    }
+
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+        let schema = self.fresh_schema(table).await?;
+        let translated = sql::translate(Flavor::Postgres, &schema, request)?;
+        let params: Params = translated.params.iter().map(param_value).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let query = format!(
+            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
+            Self::column_list(&schema),
+            self.table(table),
+            translated.where_sql,
+            translated.order_sql
+        );
+        let rows = tx
+            .query(&query, &refs)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| decode_row(r, &schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = if request.count {
+            let n: i64 = tx
+                .query_one(
+                    &format!(
+                        "SELECT COUNT(*) FROM {} WHERE {}",
+                        self.table(table),
+                        translated.where_sql
+                    ),
+                    &refs,
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            Some(u64::try_from(n).unwrap_or(0))
+        } else {
+            None
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok(ReadResult { rows, count })
+    }
+
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg_error)?;
+        let removed = tx
+            .execute(
+                &format!(
+                    "DELETE FROM {} WHERE \"deleted\" AND \"updatedAt\" < $1",
+                    self.table(table)
+                ),
+                &[&before_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        if removed > 0 {
+            tx.execute(
+                &format!(
+                    "UPDATE {} SET purged_before_ms = GREATEST(coalesce(purged_before_ms, $2), $2) WHERE name = $1",
+                    self.bookkeeping()
+                ),
+                &[&table, &before_ms],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+        tx.commit().await.map_err(pg_error)?;
+        Ok(removed)
+    }
+
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+        let client = self.client().await?;
+        let row = client
+            .query_opt(
+                &format!(
+                    "SELECT purged_before_ms FROM {} WHERE name = $1",
+                    self.bookkeeping()
+                ),
+                &[&table],
+            )
+            .await
+            .map_err(pg_error)?;
+        Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+    }
+
+    async fn ping(&self) -> Result<(), ServerError> {
+        let client = self.client().await?;
+        client
+            .query_one("SELECT 1", &[])
+            .await
+            .map(|_| ())
+            .map_err(|e| ServerError::Unavailable(e.to_string()))
+    }
+}
+
+impl PostgresStore {
+    fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {
+        let mut params: Params = vec![
+            Box::new(row.id.clone()),
+            Box::new(row.created_at_ms),
+            Box::new(row.updated_at_ms),
+            Box::new(i64::try_from(row.version).unwrap_or(i64::MAX)),
+            Box::new(row.deleted),
+        ];
+        let mut placeholders: Vec<String> = (1..=5).map(|n| format!("${n}")).collect();
+        for (name, ty) in &schema.columns {
+            let value = row.values.get(name).unwrap_or(&Value::Null);
+            let n = params.len() + 1;
+            let (param, placeholder): (Box<dyn ToSql + Sync + Send>, String) = match ty {
+                ColumnType::String => (
+                    Box::new(value.as_str().map(str::to_owned)),
+                    format!("${n}::text"),
+                ),
+                ColumnType::Number => (Box::new(value.as_f64()), format!("${n}::float8")),
+                ColumnType::Boolean => (Box::new(value.as_bool()), format!("${n}::boolean")),
+                ColumnType::Json => (
+                    Box::new((!value.is_null()).then(|| value.to_string())),
+                    format!("${n}::text::jsonb"),
+                ),
+            };
+            params.push(param);
+            placeholders.push(placeholder);
+        }
+        let names: Vec<String> = SYSTEM_COLUMNS
+            .iter()
+            .map(|c| quote(c))
+            .chain(schema.columns.iter().map(|(name, _)| quote(name)))
+            .collect();
+        let table = self.table(&schema.spec.name);
+        let query = if exists {
+            let sets: Vec<String> = names
+                .iter()
+                .zip(&placeholders)
+                .skip(1)
+                .map(|(name, placeholder)| format!("{name} = {placeholder}"))
+                .collect();
+            format!("UPDATE {table} SET {} WHERE \"id\" = $1", sets.join(", "))
+        } else {
+            format!(
+                "INSERT INTO {table} ({}) VALUES ({})",
+                names.join(", "),
+                placeholders.join(", ")
+            )
+        };
+        (query, params)
+    }
+}
+
+fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, ServerError> {
+    let mut values = Item::new();
+    for (index, (name, ty)) in schema.columns.iter().enumerate() {
+        let at = index + 5;
+        let value = match ty {
+            ColumnType::String => r
+                .try_get::<_, Option<String>>(at)
+                .map_err(pg_error)?
+                .map_or(Value::Null, Value::String),
+            ColumnType::Number => r
+                .try_get::<_, Option<f64>>(at)
+                .map_err(pg_error)?
+                .map_or(Value::Null, super::number_value),
+            ColumnType::Boolean => r
+                .try_get::<_, Option<bool>>(at)
+                .map_err(pg_error)?
+                .map_or(Value::Null, Value::Bool),
+            ColumnType::Json => match r.try_get::<_, Option<String>>(at).map_err(pg_error)? {
+                Some(text) => serde_json::from_str(&text).map_err(ServerError::store)?,
+                None => Value::Null,
+            },
+        };
+        values.insert(name.clone(), value);
+    }
+    let version: i64 = r.try_get(3).map_err(pg_error)?;
+    Ok(Row {
+        id: r.try_get(0).map_err(pg_error)?,
+        created_at_ms: r.try_get(1).map_err(pg_error)?,
+        updated_at_ms: r.try_get(2).map_err(pg_error)?,
+        version: u64::try_from(version).unwrap_or(0),
+        deleted: r.try_get(4).map_err(pg_error)?,
+        values,
+    })
+}
+
+fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
+    match param {
+        Param::Bool(b) => Box::new(*b),
+        Param::Int(i) => Box::new(*i),
+        Param::Float(f) => Box::new(*f),
+        Param::Text(s) => Box::new(s.clone()),
+    }
+}
+
+/// Data exceptions (SQLSTATE class 22: overflow, bad substring length…) come from the
+/// client's query; a lost connection is unavailability; the rest is a store error.
+fn pg_error(error: tokio_postgres::Error) -> ServerError {
+    if let Some(db) = error.as_db_error() {
+        if db.code().code().starts_with("22") {
+            return ServerError::bad_request(format!(
+                "the query cannot be evaluated: {}",
+                db.message()
+            ));
+        }
+    }
+    if error.is_closed() {
+        return ServerError::Unavailable(error.to_string());
+    }
+    ServerError::store(error)
+}
