@@ -20,8 +20,9 @@ struct Table {
 #[derive(Debug, Default)]
 struct State {
     tables: HashMap<String, Table>,
-    /// Ops by sequence.
-    ops: BTreeMap<u64, Operation>,
+    /// Ops by (sequence, id): the engine gives every op its own sequence, but a
+    /// store must not lose an op if two ever share one.
+    ops: BTreeMap<(u64, String), Operation>,
     /// Op id → sequence.
     op_ids: HashMap<String, u64>,
     errors: HashMap<String, OperationError>,
@@ -65,12 +66,12 @@ impl State {
         let previous = self.remove_op(&op.id);
         undo.push(Undo::Op(op.id.clone(), previous));
         self.op_ids.insert(op.id.clone(), op.sequence);
-        self.ops.insert(op.sequence, op);
+        self.ops.insert((op.sequence, op.id.clone()), op);
     }
 
     fn remove_op(&mut self, id: &str) -> Option<Operation> {
         let sequence = self.op_ids.remove(id)?;
-        self.ops.remove(&sequence)
+        self.ops.remove(&(sequence, id.to_owned()))
     }
 
     fn apply(&mut self, write: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
@@ -83,7 +84,7 @@ impl State {
                     })?
                     .to_owned();
                 let mut row = Item::new();
-                for (name, value) in item {
+                for (name, value) in item.iter().filter(|(_, v)| !v.is_null()) {
                     let ty = t
                         .def
                         .column_type(name)
@@ -183,7 +184,7 @@ impl State {
                     self.remove_op(&id);
                     if let Some(op) = previous {
                         self.op_ids.insert(op.id.clone(), op.sequence);
-                        self.ops.insert(op.sequence, op);
+                        self.ops.insert((op.sequence, op.id.clone()), op);
                     }
                 }
                 Undo::Error(id, previous) => {
@@ -250,6 +251,16 @@ impl LocalStore for MemoryStore {
     fn define_table(&self, def: &TableDef) -> Result<(), StoreError> {
         def.validate()?;
         let mut state = self.lock();
+        if let Some(other) = state
+            .tables
+            .keys()
+            .find(|n| n.eq_ignore_ascii_case(def.name()) && n.as_str() != def.name())
+        {
+            return Err(StoreError::InvalidDefinition(format!(
+                "table {} differs from table {other} only in letter case",
+                def.name()
+            )));
+        }
         match state.tables.get_mut(def.name()) {
             None => {
                 state.tables.insert(
@@ -261,8 +272,10 @@ impl LocalStore for MemoryStore {
                 );
             }
             Some(existing) => {
+                // Check everything first, so a refused definition changes nothing.
+                let mut grown = existing.def.clone();
                 for c in def.columns() {
-                    match existing.def.column_type(&c.name) {
+                    match grown.column_type(&c.name) {
                         Some(ty) if ty != c.ty => {
                             return Err(StoreError::InvalidDefinition(format!(
                                 "column {} of table {} is {ty:?}, not {:?}",
@@ -272,9 +285,11 @@ impl LocalStore for MemoryStore {
                             )));
                         }
                         Some(_) => {}
-                        None => existing.def = existing.def.clone().column(c.name.clone(), c.ty),
+                        None => grown = grown.column(c.name.clone(), c.ty),
                     }
                 }
+                grown.validate()?;
+                existing.def = grown;
             }
         }
         Ok(())
@@ -297,7 +312,7 @@ impl LocalStore for MemoryStore {
         Ok(self
             .lock()
             .ops
-            .range(after_sequence.saturating_add(1)..)
+            .range((after_sequence.saturating_add(1), String::new())..)
             .take(limit)
             .map(|(_, op)| op.clone())
             .collect())
@@ -318,7 +333,7 @@ impl LocalStore for MemoryStore {
         Ok(state
             .op_ids
             .get(id)
-            .and_then(|seq| state.ops.get(seq))
+            .and_then(|seq| state.ops.get(&(*seq, id.to_owned())))
             .cloned())
     }
 
@@ -331,7 +346,12 @@ impl LocalStore for MemoryStore {
     }
 
     fn max_sequence(&self) -> Result<u64, StoreError> {
-        Ok(self.lock().ops.keys().next_back().copied().unwrap_or(0))
+        Ok(self
+            .lock()
+            .ops
+            .keys()
+            .next_back()
+            .map_or(0, |(seq, _)| *seq))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {

@@ -107,7 +107,9 @@ impl TableDef {
     }
 
     /// Checks the names: 1–128 characters, a letter or `_` first, then letters,
-    /// digits or `_`; no column declared with a system column's name and another type.
+    /// digits or `_`; table names starting with `__` or `sqlite_` are reserved;
+    /// no two columns whose names differ only in letter case (SQL identifiers
+    /// ignore case); no column declared with a system column's name and another type.
     ///
     /// # Errors
     /// [`StoreError::InvalidDefinition`] naming the problem.
@@ -115,6 +117,22 @@ impl TableDef {
         check_identifier(&self.name).map_err(|why| {
             StoreError::InvalidDefinition(format!("table name {:?}: {why}", self.name))
         })?;
+        let lower = self.name.to_ascii_lowercase();
+        if lower.starts_with("__") || lower.starts_with("sqlite_") {
+            return Err(StoreError::InvalidDefinition(format!(
+                "table name {:?} is reserved for the store's own tables",
+                self.name
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in self.all_columns() {
+            if !seen.insert(c.name.to_ascii_lowercase()) {
+                return Err(StoreError::InvalidDefinition(format!(
+                    "column {} of table {} differs from another only in letter case",
+                    c.name, self.name
+                )));
+            }
+        }
         for c in &self.columns {
             check_identifier(&c.name).map_err(|why| {
                 StoreError::InvalidDefinition(format!(

@@ -344,7 +344,10 @@ impl Inner {
                     }
                 }
             }
-            if page.has_more == Some(false) {
+            // "No more" counts only for a short page: a server that honours
+            // `$top` says "no more" after a full page when the `$top` is used up.
+            let requested = request.query.top.unwrap_or(u64::MAX);
+            if page.has_more == Some(false) && received < requested {
                 break;
             }
         }

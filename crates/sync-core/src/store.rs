@@ -21,7 +21,8 @@ pub struct QueryResult {
 pub enum Write {
     /// Inserts the row or replaces it whole. The item holds only columns of the
     /// table (the engine drops or refuses the others) with values already passed
-    /// through [`normalize_value`](crate::normalize_value); columns it lacks become null.
+    /// through [`normalize_value`](crate::normalize_value); columns it lacks become
+    /// null. A null column reads back as absent (a SQL row cannot tell the two apart).
     PutItem {
         /// The table.
         table: String,

@@ -234,6 +234,11 @@ pub fn conflicting_redefinition(factory: &dyn StoreFactory) {
         store.table("todo").unwrap().unwrap().column_type("rank"),
         Some(ColumnType::Integer)
     );
+    assert_eq!(
+        store.table("todo").unwrap().unwrap().column_type("extra"),
+        None,
+        "a refused definition changes nothing"
+    );
     let system = TableDef::new("todo").column("updatedAt", ColumnType::String);
     assert_err(
         store.define_table(&system),
@@ -254,6 +259,10 @@ pub fn invalid_names(factory: &dyn StoreFactory) {
         "quo\"te",
         "dash-ed",
         "ünï",
+        "__operations",
+        "__anything",
+        "sqlite_master",
+        "SQLITE_x",
         long.as_str(),
     ];
     for name in bad_tables {
@@ -273,6 +282,22 @@ pub fn invalid_names(factory: &dyn StoreFactory) {
         );
     }
     assert_eq!(store.table("other").unwrap(), None);
+    // Names that differ only in letter case: SQL identifiers ignore case.
+    for def in [
+        TableDef::new("other")
+            .column("text", ColumnType::String)
+            .column("Text", ColumnType::String),
+        TableDef::new("other").column("ID", ColumnType::String),
+        TableDef::new("TODO"),
+    ] {
+        assert_err(
+            store.define_table(&def),
+            |e| matches!(e, StoreError::InvalidDefinition(_)),
+            &format!("case-only difference in {def:?}"),
+        );
+    }
+    assert_eq!(store.table("other").unwrap(), None);
+    assert_eq!(store.table("TODO").unwrap(), None);
     let longest = format!("_{}", "z".repeat(127));
     store
         .define_table(&TableDef::new(&longest).column("_c9", ColumnType::Integer))
