@@ -13,10 +13,10 @@
 //!
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
-//! | `sqlite` | no (yes once the store lands) | `SqliteStore`, the default local store |
-//! | `redb`   | no      | reserved for `RedbStore` (arrives with the stores issue) |
-//! | `http`   | no      | reserved for `HttpTransport` (arrives with the http issue) |
-//! | `mock`   | no      | [`MockServer`](tidesync_transport_mock::MockServer), an in-process server with scriptable faults, for tests |
+//! | `sqlite` | yes     | `SqliteStore`, the default local store (one SQLite file) |
+//! | `redb`   | no      | `RedbStore`, a pure-Rust local store |
+//! | `http`   | yes     | `HttpTransport` and [`ClientBuilder::url`] |
+//! | `mock`   | no      | `MockServer`, an in-process server with scriptable faults, for tests |
 //!
 //! The tutorial flow, on the in-memory store and the mock server:
 //!
@@ -70,10 +70,18 @@ use std::sync::Arc;
 pub use tidesync_core::*;
 pub use tidesync_protocol::odata::{col, lit};
 
+#[cfg(feature = "redb")]
+pub use tidesync_store_redb as store_redb;
+#[cfg(feature = "redb")]
+pub use tidesync_store_redb::RedbStore;
 #[cfg(feature = "sqlite")]
 pub use tidesync_store_sqlite as store_sqlite;
 #[cfg(feature = "sqlite")]
 pub use tidesync_store_sqlite::SqliteStore;
+#[cfg(feature = "http")]
+pub use tidesync_transport_http as transport_http;
+#[cfg(feature = "http")]
+pub use tidesync_transport_http::{HttpTransport, Protocol};
 #[cfg(feature = "mock")]
 pub use tidesync_transport_mock::{MockServer, MockTransport};
 
@@ -129,6 +137,22 @@ impl ClientBuilder {
     pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
         self.transport = Some(Arc::new(transport));
         self
+    }
+
+    /// Talks to the sync server at `url` over HTTP, choosing the protocol from
+    /// the server's capabilities document (v2 for servers without one). Use
+    /// [`transport`](Self::transport) with an `HttpTransport` built by hand for
+    /// auth, timeouts, retries or a fixed protocol.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the URL is not usable.
+    #[cfg(feature = "http")]
+    pub fn url(mut self, url: &str) -> Result<Self> {
+        let transport = HttpTransport::builder(url)
+            .build()
+            .map_err(|e| Error::InvalidArgument(format!("server url {url:?}: {e}")))?;
+        self.transport = Some(Arc::new(transport));
+        Ok(self)
     }
 
     /// The conflict handler ([`FailOnConflict`] when not set).

@@ -42,3 +42,11 @@ fn tables_given_to_the_builder_are_defined_and_bad_ones_refused() {
         .unwrap_err();
     assert!(matches!(bad, Error::Store(_)), "{bad}");
 }
+
+#[cfg(feature = "http")]
+#[test]
+fn a_bad_server_url_is_refused() {
+    let err = Client::builder().url("not a url").unwrap_err();
+    assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
+    assert!(Client::builder().url("http://127.0.0.1:8080").is_ok());
+}
