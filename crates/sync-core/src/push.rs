@@ -349,6 +349,9 @@ impl Inner {
         let Some(mut op) = self.store.operation(&listed.id)? else {
             return Ok(None); // resolved or collapsed away meanwhile
         };
+        if !self.fold_follow_up(&mut op)? {
+            return Ok(None);
+        }
         let item = match op.kind {
             OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
             OpKind::Insert | OpKind::Update => self.store.get(&op.table, &op.item_id)?,
@@ -391,6 +394,46 @@ impl Inner {
             if_match,
         };
         Ok(Some(Prepared { op, send }))
+    }
+
+    /// An op that failed (or was cut off by a crash) while a later write of the
+    /// same item was queued behind it: now that it is no longer on the wire, the
+    /// two collapse as the matrix says. A follow-up update folds into the op; a
+    /// follow-up delete replaces it (a delete of an item the server never got
+    /// answers 404, which is success). Returns false when the op is gone.
+    fn fold_follow_up(&self, op: &mut Operation) -> Result<bool, StoreError> {
+        let ops = self.store.operations_for(&op.table, &op.item_id)?;
+        let Some(next) = ops
+            .into_iter()
+            .find(|o| o.id != op.id && o.sequence > op.sequence)
+        else {
+            return Ok(true);
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let keep = match (op.kind, next.kind) {
+            (OpKind::Insert | OpKind::Update, OpKind::Update) => {
+                op.version += 1;
+                batch.push(Write::PutOperation(op.clone()));
+                batch.push(Write::DeleteOperation {
+                    id: next.id.clone(),
+                });
+                batch.push(Write::DeleteError {
+                    operation_id: next.id,
+                });
+                true
+            }
+            (OpKind::Insert | OpKind::Update, OpKind::Delete) => {
+                batch.push(Write::DeleteOperation { id: op.id.clone() });
+                false
+            }
+            _ => return Ok(true),
+        };
+        tracing::debug!(table = %op.table, id = %op.item_id, kind = ?op.kind, follow_up = ?next.kind, "folded a follow-up op");
+        self.store.write(&batch)?;
+        Ok(keep)
     }
 
     /// Deals with the answer to an op: completes it, stops the push, records an

@@ -224,3 +224,57 @@ async fn a_write_made_while_a_push_runs_on_another_item_is_pushed_by_it() {
     assert_eq!(result.pushed, 2);
     assert!(f.server.get(TODO, "b").is_some());
 }
+
+#[tokio::test]
+async fn an_update_that_failed_with_a_delete_queued_behind_it_does_not_stall_the_queue() {
+    let f = Fixture::new();
+    // The server never had x, so the update will be answered 404.
+    f.todo()
+        .update(&json!({"id": "x", "text": "u"}))
+        .await
+        .unwrap();
+    let gate = f.server.block_next_write();
+    let push = spawn_push(&f);
+    gate.reached().await;
+    f.todo().delete_id("x").await.unwrap();
+    gate.release();
+    let result = push.await.unwrap();
+    assert_eq!(result.errors.len(), 1, "the update's 404");
+    assert_eq!(
+        f.queue().len(),
+        2,
+        "the delete waits behind the failed update"
+    );
+    // The next push folds them: the delete replaces the update and goes out.
+    let result = f.client.push().await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert!(f.queue().is_empty());
+    assert!(f.client.operation_errors().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_insert_cut_off_with_an_update_queued_behind_it_is_sent_once_with_the_latest_row() {
+    let mut f = Fixture::new();
+    f.todo()
+        .insert(&json!({"id": "x", "text": "v1"}))
+        .await
+        .unwrap();
+    let gate = f.server.block_next_write();
+    f.server.fail_next(1, Fault::Network);
+    let push = spawn_push(&f);
+    gate.reached().await;
+    f.todo()
+        .update(&json!({"id": "x", "text": "v2"}))
+        .await
+        .unwrap();
+    gate.release();
+    assert_eq!(
+        push.await.unwrap().status,
+        PushStatus::CancelledByNetworkError
+    );
+    f.restart();
+    f.server.clear_calls();
+    assert!(f.client.push().await.unwrap().is_success());
+    assert_eq!(f.write_calls(), vec![(CallKind::Insert, "x".into())]);
+    assert_eq!(text_of(&f.server.get(TODO, "x").unwrap()), "v2");
+}
