@@ -17,11 +17,11 @@
 //! `schema::StoredTable`), so growing a table never rewrites old rows. The id
 //! is the redb key and is not repeated in the value; nulls are not written.
 //! Date-times are kept as instants and printed back with
-//! [`format_precise_timestamp`], which is exactly the text
+//! [`format_stored_timestamp`], which is exactly the text
 //! [`normalize_value`](tidesync_core::normalize_value) produces for them.
 
 use serde_json::{Number, Value};
-use tidesync_core::{ColumnType, Item, StoreError, format_precise_timestamp};
+use tidesync_core::{ColumnType, Item, StoreError, format_stored_timestamp};
 use tidesync_protocol::system::ID;
 
 /// One column as the codec sees it: its name and type, found by slot number.
@@ -207,7 +207,7 @@ impl<'a> Reader<'a> {
                 let at = time::OffsetDateTime::from_unix_timestamp(seconds)
                     .and_then(|at| at.replace_nanosecond(nanos))
                     .map_err(|e| e.to_string())?;
-                Value::String(format_precise_timestamp(at))
+                Value::String(format_stored_timestamp(at))
             }
             ColumnType::Json => {
                 let n = self.len()?;

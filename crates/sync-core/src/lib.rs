@@ -58,13 +58,15 @@ pub use events::{ChangeEvent, SyncAction};
 pub use memory::MemoryStore;
 pub use model::{
     ColumnDef, ColumnType, OpKind, OpState, Operation, OperationError, SYSTEM_COLUMNS, TableDef,
-    format_precise_timestamp, normalize_value,
+    format_stored_timestamp, normalize_value,
 };
 pub use pull::{Cursor, ProgressFn, PullOptions, PullProgress, PullResult, cursor_key};
 pub use push::{PushOptions, PushResult, PushStatus};
 pub use queue::Transaction;
 pub use store::{LocalStore, QueryResult, Write, WriteBatch};
-pub use transport::{BatchOperation, BatchOutcome, Page, ReadRequest, Transport};
+pub use transport::{
+    BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Transport,
+};
 
 pub use tidesync_protocol::odata::{Expr, OrderBy, Query};
 pub use tidesync_protocol::{self as protocol, Item};

@@ -20,8 +20,8 @@ pub enum ColumnType {
     Integer,
     /// Any JSON number, kept as an `f64`.
     Real,
-    /// An RFC 3339 date-time string; stores keep it normalised to UTC
-    /// (see [`normalize_value`]).
+    /// An RFC 3339 date-time string; stores keep it normalised to UTC with
+    /// millisecond precision (see [`format_stored_timestamp`]).
     DateTime,
     /// Any JSON value (objects and arrays included), kept as JSON text.
     Json,
@@ -171,8 +171,8 @@ fn check_identifier(name: &str) -> Result<(), &'static str> {
 }
 
 /// Checks a JSON value against a column type and returns the form stores keep:
-/// integers as `i64`, reals as `f64`, date-times as UTC RFC 3339 text with the
-/// fraction the input had (milliseconds at least), everything else unchanged.
+/// integers as `i64`, reals as `f64`, date-times as fixed-width UTC RFC 3339
+/// text with milliseconds ([`format_stored_timestamp`]), everything else unchanged.
 /// `null` fits every type.
 ///
 /// # Errors
@@ -214,34 +214,19 @@ pub fn normalize_value(
         ColumnType::DateTime => {
             let text = value.as_str().ok_or_else(mismatch)?;
             let at = tidesync_protocol::time_fmt::parse_timestamp(text).map_err(|_| mismatch())?;
-            Value::String(format_precise_timestamp(at))
+            Value::String(format_stored_timestamp(at))
         }
         ColumnType::Json => value.clone(),
         _ => return Err(mismatch()),
     })
 }
 
-/// Formats an instant as UTC RFC 3339 with at least millisecond precision and
-/// more digits only when the instant has them, so nothing is lost.
-pub fn format_precise_timestamp(at: time::OffsetDateTime) -> String {
-    let at = at.to_offset(time::UtcOffset::UTC);
-    let nanos = at.nanosecond();
-    let fraction = if nanos % 1_000_000 == 0 {
-        format!("{:03}", nanos / 1_000_000)
-    } else if nanos % 1_000 == 0 {
-        format!("{:06}", nanos / 1_000)
-    } else {
-        format!("{nanos:09}")
-    };
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{fraction}Z",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second()
-    )
+/// Formats an instant the way stores keep date-time columns: UTC RFC 3339 with
+/// exactly three fractional digits (`2026-11-27T08:29:29.167Z`; sub-millisecond
+/// digits are dropped, as servers emit milliseconds). A fixed width makes text
+/// order equal time order, so stores and the evaluator may sort the text.
+pub fn format_stored_timestamp(at: time::OffsetDateTime) -> String {
+    tidesync_protocol::time_fmt::format_timestamp(at)
 }
 
 fn short_json(value: &Value) -> String {

@@ -56,6 +56,22 @@ pub enum BatchOutcome {
     Err(TransportError),
 }
 
+/// A notification from the server's change feed (the tidesync change-feed
+/// extension): rows of a table changed, up to this position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedEvent {
+    /// The table that changed.
+    pub table: String,
+    /// The newest `updatedAt` the server knows for the table, if it said.
+    pub updated_at: Option<String>,
+    /// The id of that newest row, if it said.
+    pub id: Option<String>,
+}
+
+/// An open change feed: events arrive on the receiver; when the connection
+/// drops, the sender side is dropped and `recv` returns `None`.
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<FeedEvent>;
+
 /// The remote table API.
 ///
 /// Async and object-safe (through `async-trait`) so that a
@@ -100,6 +116,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
         id: &str,
         if_match: Option<&str>,
     ) -> Result<(), TransportError>;
+
+    /// Opens the server's change feed for `tables` (the tidesync extension). The
+    /// feed stays open until the connection drops or the receiver is dropped.
+    ///
+    /// # Errors
+    /// `Unsupported` when the server (or transport) has no change feed; `Network`
+    /// or `Auth` when it cannot be opened.
+    async fn change_feed(&self, tables: &[String]) -> Result<ChangeFeed, TransportError> {
+        let _ = tables;
+        Err(TransportError::Unsupported("change feed"))
+    }
 
     /// True when [`batch`](Transport::batch) is available (our server advertises it).
     fn supports_batch(&self) -> bool {
