@@ -18,6 +18,10 @@
 //! v3_page_size = 100      # the most rows per v3 page
 //! v3_max_top = 128000     # a larger $top is refused with 400 (v3)
 //!
+//! [batch]
+//! max_operations = 1000   # the most ops one batch request may carry (batch extension)
+//! op_retention_secs = 86400  # how long applied op ids are remembered
+//!
 //! [auth]
 //! jwt_secret = "…"                     # HS256 secret
 //! jwt_public_key_file = "key.pem"      # or an RS256/ES256 public key (PEM)
@@ -196,6 +200,27 @@ pub struct ServerConfig {
     pub body_limit_bytes: usize,
     /// Treat a missing `ZUMO-API-VERSION` as v3 instead of refusing it.
     pub lenient_version: bool,
+    /// The batch extension.
+    pub batch: BatchConfig,
+}
+
+/// The batch extension's limits (`POST /tidesync/v1/batch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// The most ops one request may carry; more answer 413.
+    pub max_operations: usize,
+    /// How long applied op ids (and their results) are remembered, in seconds.
+    pub op_retention_secs: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_operations: 1000,
+            op_retention_secs: 24 * 60 * 60,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -210,6 +235,7 @@ impl Default for ServerConfig {
             tombstone_retention_secs: None,
             body_limit_bytes: 10 * 1024 * 1024,
             lenient_version: false,
+            batch: BatchConfig::default(),
         }
     }
 }

@@ -41,7 +41,7 @@ pub mod http;
 mod server;
 pub mod store;
 
-pub use config::{Access, ServerConfig, TableConfig};
+pub use config::{Access, BatchConfig, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
 pub use store::{PostgresStore, SqliteStore, Store};

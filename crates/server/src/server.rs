@@ -179,6 +179,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the batch extension's limits.
+    #[must_use]
+    pub fn batch(mut self, batch: crate::config::BatchConfig) -> ServerBuilder {
+        self.config.batch = batch;
+        self
+    }
+
     /// Keeps tombstones this long, then purges them.
     #[must_use]
     pub fn tombstone_retention(mut self, retention: Duration) -> ServerBuilder {
@@ -250,6 +257,7 @@ impl ServerBuilder {
             lenient_version: config.lenient_version,
             tombstone_retention_secs: config.tombstone_retention_secs,
             cors_origins: config.cors_origins.clone(),
+            batch: config.batch,
         });
         Ok(App {
             state,

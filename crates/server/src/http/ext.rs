@@ -40,6 +40,11 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
             "extensions": {
                 "capabilities": format!("{EXTENSION_PREFIX}/capabilities"),
                 "tombstoneHorizon": format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
+                "batch": {
+                    "path": format!("{EXTENSION_PREFIX}/batch"),
+                    "maxOperations": state.batch.max_operations,
+                    "opRetentionSeconds": state.batch.op_retention_secs,
+                },
             },
             "cursor": {
                 "updatedAtPrecision": "millisecond",

@@ -1,6 +1,7 @@
 //! The axum router: table routes, health, the tidesync extension routes and the middleware
 //! (request ids, tracing, body limit, CORS, cache headers).
 
+mod batch;
 mod context;
 mod ext;
 mod items;
@@ -20,7 +21,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
-use crate::config::{Paging, TableConfig};
+use crate::config::{BatchConfig, Paging, TableConfig};
 use crate::error::ServerError;
 use crate::store::Store;
 
@@ -38,6 +39,7 @@ pub(crate) struct AppState {
     pub(crate) lenient_version: bool,
     pub(crate) tombstone_retention_secs: Option<u64>,
     pub(crate) cors_origins: Vec<String>,
+    pub(crate) batch: BatchConfig,
 }
 
 impl AppState {
@@ -81,7 +83,8 @@ pub(crate) fn router(state: Shared) -> Router {
         .route(
             &format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
             get(ext::horizon),
-        );
+        )
+        .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch));
     let mut app = Router::new()
         .merge(tables)
         .merge(extensions)

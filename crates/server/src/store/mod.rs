@@ -6,6 +6,7 @@
 //! callback that the store runs inside its write transaction, after reading the current row
 //! and before stamping the new one, so check and write are atomic in every backend.
 
+mod batch;
 mod postgres;
 mod schema;
 pub(crate) mod sql;
@@ -19,6 +20,7 @@ use tidesync_protocol::odata::{Expr, OrderBy};
 use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
+pub use batch::{BatchWrite, OPS_TABLE, Render, Rendered, fingerprint};
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
@@ -217,6 +219,31 @@ pub trait Store: Send + Sync + Debug {
     ///
     /// [`ServerError::Unavailable`] when it does not.
     async fn ping(&self) -> Result<(), ServerError>;
+
+    /// Applies a batch (the batch extension, see [`BatchWrite`]) and returns each op's
+    /// rendered result, in order. Both built-in stores do it in one transaction and remember
+    /// applied op ids for `retention_ms`; this default applies the writes one by one and
+    /// remembers nothing.
+    ///
+    /// # Errors
+    ///
+    /// A store error that aborts the whole batch (nothing is applied then).
+    async fn write_batch(
+        &self,
+        writes: Vec<BatchWrite>,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, ServerError> {
+        let _ = retention_ms;
+        let mut results = Vec::with_capacity(writes.len());
+        for write in writes {
+            let outcome = self.write(&write.table, &write.id, write.decide).await;
+            if let Err(ServerError::Store(_) | ServerError::Unavailable(_)) = &outcome {
+                return outcome.map(|_| Vec::new());
+            }
+            results.push((write.render)(outcome).json);
+        }
+        Ok(results)
+    }
 }
 
 /// Milliseconds since the epoch as a UTC timestamp (clamped to the representable range).

@@ -22,6 +22,9 @@ use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written};
 use crate::error::ServerError;
 
+#[path = "postgres_batch.rs"]
+mod batch;
+
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
 const SYSTEM_COLUMNS: [&str; 5] = ["id", "createdAt", "updatedAt", "version", "deleted"];
@@ -168,6 +171,7 @@ impl Store for PostgresStore {
             book = self.bookkeeping(),
             index = quote(&format!("{}_updatedAt_id", spec.name)),
         );
+        ddl.push_str(&batch::ops_table_ddl(&self.schema));
         if spec.owned {
             ddl.push_str(&format!(
                 "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} TEXT COLLATE \"C\";",
@@ -429,6 +433,14 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         Ok(row.and_then(|r| r.get::<_, Option<i64>>(0)))
+    }
+
+    async fn write_batch(
+        &self,
+        writes: Vec<super::BatchWrite>,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, ServerError> {
+        self.apply_batch(writes, retention_ms).await
     }
 
     async fn ping(&self) -> Result<(), ServerError> {

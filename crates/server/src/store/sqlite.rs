@@ -16,6 +16,9 @@ use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written, now_ms};
 use crate::error::ServerError;
 
+#[path = "sqlite_batch.rs"]
+mod batch;
+
 const BOOKKEEPING: &str = "_tidesync_tables";
 const MAX_IDLE_READERS: usize = 8;
 
@@ -52,7 +55,9 @@ impl SqliteStore {
                     clock_ms INTEGER NOT NULL,
                     version INTEGER NOT NULL,
                     purged_before_ms INTEGER
-                )"
+                );
+                {}",
+                batch::ops_table_ddl()
             ))?;
             Ok(conn)
         })
@@ -323,6 +328,14 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn write_batch(
+        &self,
+        writes: Vec<super::BatchWrite>,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, ServerError> {
+        self.apply_batch(writes, retention_ms).await
+    }
+
     async fn ping(&self) -> Result<(), ServerError> {
         self.with_reader(|conn, _| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
@@ -444,8 +457,8 @@ fn select_row(
         column_list(schema),
         quote(&schema.spec.name)
     );
-    conn.query_row(&query, [id], |r| Ok(decode_row(r, schema)))
-        .optional()
+    conn.prepare_cached(&query)
+        .and_then(|mut s| s.query_row([id], |r| Ok(decode_row(r, schema))).optional())
         .map_err(ServerError::store)?
         .transpose()
 }
@@ -543,7 +556,8 @@ fn store_row(
             placeholders.join(", ")
         )
     };
-    conn.execute(&query, params_from_iter(params.iter()))
+    conn.prepare_cached(&query)
+        .and_then(|mut s| s.execute(params_from_iter(params.iter())))
         .map_err(ServerError::store)?;
     Ok(())
 }

@@ -1,0 +1,83 @@
+//! The store side of the batch extension: many writes in one transaction, each with the op
+//! id the client gave it, so that a batch sent again is applied once.
+//!
+//! Each [`BatchWrite`] is decided and written on its own inside the batch's transaction: its
+//! [`Decide`] runs on the current row (which sees the earlier writes of the same batch), and
+//! an op whose decision fails writes nothing, so a conflicting op never rolls back the others.
+//! Only failures of the database itself abort the whole batch.
+//!
+//! Applied ops are remembered in the table [`OPS_TABLE`] (`op_id`, `fingerprint`, `result`,
+//! `at`) for the configured retention. A later op with the same id *and* the same fingerprint
+//! (the hash of the user and the op's content) answers the remembered result without being
+//! applied again; an op id reused for different content (the client merged a new edit into
+//! the op after losing an answer) is applied as new.
+
+use super::{Decide, Written};
+use crate::error::ServerError;
+
+/// The table of remembered op ids, in every store.
+pub const OPS_TABLE: &str = "__tidesync_ops";
+
+/// The answer of one op, rendered for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The JSON text of the op's result.
+    pub json: String,
+    /// Whether to remember it under the op id (applied ops are; refused ones are not, so a
+    /// retry after the client resolved the refusal is decided again).
+    pub remember: bool,
+}
+
+/// Turns the outcome of a write into its wire result. Runs inside the transaction; must not
+/// block.
+pub type Render = Box<dyn FnOnce(Result<Written, ServerError>) -> Rendered + Send>;
+
+/// One write of a batch.
+pub struct BatchWrite {
+    /// The client's op id.
+    pub op_id: String,
+    /// [`fingerprint`] of the user and the op's content.
+    pub fingerprint: String,
+    /// The table.
+    pub table: String,
+    /// The item id.
+    pub id: String,
+    /// The protocol decision.
+    pub decide: Decide,
+    /// The wire form of the outcome.
+    pub render: Render,
+}
+
+impl std::fmt::Debug for BatchWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchWrite")
+            .field("op_id", &self.op_id)
+            .field("table", &self.table)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A stable 64-bit FNV-1a hash of `parts` (each followed by a 0 byte), as 16 hex digits.
+pub fn fingerprint(parts: &[&[u8]]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for byte in part.iter().chain(std::iter::once(&0u8)) {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_separate_parts_and_are_stable() {
+        assert_eq!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"ab", b"c"]));
+        assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
+        assert_eq!(fingerprint(&[]), "cbf29ce484222325");
+    }
+}
