@@ -114,13 +114,7 @@ async fn push_and_pull_announce_their_lifecycle_and_changed_rows() {
 #[tokio::test]
 async fn a_conflict_left_as_an_error_is_announced() {
     let f = Fixture::new();
-    f.seed("x", "s").await;
-    f.server
-        .server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    f.todo()
-        .update(&json!({"id": "x", "text": "mine"}))
-        .await
-        .unwrap();
+    f.diverge("x", "theirs", "mine").await;
     let mut rx = f.client.subscribe();
     f.client.push().await.unwrap();
     let events = drain(&mut rx);

@@ -194,13 +194,7 @@ async fn an_insert_or_edit_after_an_in_flight_delete_is_refused() {
 #[tokio::test]
 async fn a_resolution_cannot_touch_an_op_that_is_on_the_wire() {
     let f = Fixture::new();
-    f.seed("x", "s").await;
-    f.server
-        .server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    f.todo()
-        .update(&json!({"id": "x", "text": "mine"}))
-        .await
-        .unwrap();
+    f.diverge("x", "theirs", "mine").await;
     let error = f.client.push().await.unwrap().errors.remove(0);
     let gate = f.server.block_next_write();
     let push = spawn_push(&f);

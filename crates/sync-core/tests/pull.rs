@@ -8,15 +8,11 @@ mod common;
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use async_trait::async_trait;
 use common::*;
 use serde_json::json;
 use tidesync_core::protocol::odata::{BinaryOp, Expr, col};
-use tidesync_core::{
-    Error, Item, Page, PullOptions, Query, ReadRequest, SyncContext, Transport, TransportError,
-    cursor_key,
-};
-use tidesync_transport_mock::{CallKind, Clock, MockServer, MockTransport};
+use tidesync_core::{Error, Item, PullOptions, Query, SyncContext, TransportError, cursor_key};
+use tidesync_transport_mock::{CallKind, Clock, MockServer};
 use time::macros::datetime;
 
 fn ids(items: &[Item]) -> Vec<String> {
@@ -81,13 +77,7 @@ async fn push_other_tables_false_pushes_only_the_pulled_table() {
 #[tokio::test]
 async fn a_failed_implicit_push_aborts_the_pull_before_any_read() {
     let f = Fixture::new();
-    f.seed("x", "s").await;
-    f.server
-        .server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    f.todo()
-        .update(&json!({"id": "x", "text": "mine"}))
-        .await
-        .unwrap();
+    f.diverge("x", "theirs", "mine").await;
     let cursor_before = f.store_config(&cursor_key(TODO, "seed"));
     let err = f.todo().pull("seed", Query::all()).await.unwrap_err();
     let Error::PushFailed(result) = err else {
@@ -303,44 +293,6 @@ async fn a_top_on_a_non_incremental_pull_limits_the_rows() {
     assert_eq!(local_ids(&f), vec!["s0", "s1", "s2", "s3", "s4", "s5"]);
 }
 
-/// A transport that makes a local edit while the pull's read is on the wire.
-#[derive(Debug)]
-struct EditDuringRead {
-    inner: MockTransport,
-    client: OnceLock<SyncContext>,
-    edit: Mutex<Option<Item>>,
-}
-
-#[async_trait]
-impl Transport for EditDuringRead {
-    async fn read(&self, request: &ReadRequest) -> Result<Page, TransportError> {
-        let edit = self.edit.lock().unwrap().take();
-        if let (Some(edit), Some(client)) = (edit, self.client.get()) {
-            client.transaction(|tx| tx.update(TODO, edit)).unwrap();
-        }
-        self.inner.read(request).await
-    }
-    async fn insert(&self, table: &str, item: &Item) -> Result<Item, TransportError> {
-        self.inner.insert(table, item).await
-    }
-    async fn replace(
-        &self,
-        table: &str,
-        item: &Item,
-        if_match: Option<&str>,
-    ) -> Result<Item, TransportError> {
-        self.inner.replace(table, item, if_match).await
-    }
-    async fn delete(
-        &self,
-        table: &str,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<(), TransportError> {
-        self.inner.delete(table, id, if_match).await
-    }
-}
-
 #[tokio::test]
 async fn a_pull_never_overwrites_a_row_with_a_pending_local_change() {
     let server = MockServer::new();
@@ -348,63 +300,26 @@ async fn a_pull_never_overwrites_a_row_with_a_pending_local_change() {
     let f = Fixture::build(server.clone(), None);
     f.seed("x", "s").await;
     server.server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    let transport = Arc::new(EditDuringRead {
-        inner: server.transport(),
-        client: OnceLock::new(),
-        edit: Mutex::new(Some(obj(json!({"id": "x", "text": "mine"})))),
+    let edit = Mutex::new(Some(obj(json!({"id": "x", "text": "mine"}))));
+    let client_slot: Arc<OnceLock<SyncContext>> = Arc::default();
+    let slot = client_slot.clone();
+    let transport = OnRead::new(server.transport(), move |_| {
+        let edit = edit.lock().unwrap().take();
+        if let (Some(edit), Some(client)) = (edit, slot.get()) {
+            client.transaction(|tx| tx.update(TODO, edit)).unwrap();
+        }
+        Ok(())
     });
     let client = SyncContext::builder()
         .store(f.store.clone())
-        .transport_arc(transport.clone())
+        .transport(transport)
         .build()
         .unwrap();
-    transport.client.set(client.clone()).unwrap();
+    client_slot.set(client.clone()).unwrap();
     let result = client.pull(TODO, Some("seed"), Query::all()).await.unwrap();
     assert_eq!(result.skipped, 1);
     assert_eq!(text_of(&f.local(TODO, "x").unwrap()), "mine");
     assert_eq!(client.pending_operations().unwrap(), 1);
-}
-
-/// A transport whose `n`-th read (1-based) gets no answer.
-#[derive(Debug)]
-struct DropNthRead {
-    inner: MockTransport,
-    reads: Mutex<u32>,
-    fail_at: u32,
-}
-
-#[async_trait]
-impl Transport for DropNthRead {
-    async fn read(&self, request: &ReadRequest) -> Result<Page, TransportError> {
-        let n = {
-            let mut reads = self.reads.lock().unwrap();
-            *reads += 1;
-            *reads
-        };
-        if n == self.fail_at {
-            return Err(TransportError::Network("dropped".into()));
-        }
-        self.inner.read(request).await
-    }
-    async fn insert(&self, table: &str, item: &Item) -> Result<Item, TransportError> {
-        self.inner.insert(table, item).await
-    }
-    async fn replace(
-        &self,
-        table: &str,
-        item: &Item,
-        if_match: Option<&str>,
-    ) -> Result<Item, TransportError> {
-        self.inner.replace(table, item, if_match).await
-    }
-    async fn delete(
-        &self,
-        table: &str,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<(), TransportError> {
-        self.inner.delete(table, id, if_match).await
-    }
 }
 
 #[tokio::test]
@@ -417,11 +332,13 @@ async fn an_interrupted_pull_resumes_where_it_stopped() {
     f.server.set_page_limit(Some(4));
     let flaky = SyncContext::builder()
         .store(f.store.clone())
-        .transport(DropNthRead {
-            inner: f.server.transport(),
-            reads: Mutex::new(0),
-            fail_at: 2,
-        })
+        .transport(OnRead::new(f.server.transport(), |n| {
+            if n == 2 {
+                Err(TransportError::Network("dropped".into()))
+            } else {
+                Ok(())
+            }
+        }))
         .build()
         .unwrap();
     // The second page is lost: the first is kept, with its cursor.

@@ -94,13 +94,7 @@ async fn deleting_what_the_server_no_longer_has_completes() {
 #[tokio::test]
 async fn complete_with_errors_keeps_the_failed_op_and_sends_the_rest() {
     let f = Fixture::new();
-    f.seed("x", "s").await;
-    f.server
-        .server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    f.todo()
-        .update(&json!({"id": "x", "text": "mine"}))
-        .await
-        .unwrap();
+    f.diverge("x", "theirs", "mine").await;
     f.todo()
         .insert(&json!({"id": "y", "text": "new"}))
         .await
@@ -408,13 +402,7 @@ async fn a_server_error_is_collected_and_later_ops_of_the_same_item_wait() {
 
 async fn conflicted() -> (Fixture, OperationError) {
     let f = Fixture::new();
-    f.seed("x", "s").await;
-    f.server
-        .server_update(TODO, obj(json!({"id": "x", "text": "theirs"})));
-    f.todo()
-        .update(&json!({"id": "x", "text": "mine"}))
-        .await
-        .unwrap();
+    f.diverge("x", "theirs", "mine").await;
     let result = f.client.push().await.unwrap();
     let error = result.errors.into_iter().next().unwrap();
     (f, error)

@@ -155,3 +155,83 @@ pub fn obj(value: Value) -> Item {
 pub fn text_of(item: &Item) -> &str {
     item.get("text").and_then(Value::as_str).unwrap_or_default()
 }
+
+/// A transport that runs a hook before every read (told the read's 1-based
+/// number) and fails the read when the hook returns an error; everything else
+/// goes to the mock. For making things happen while a pull is on the wire.
+pub struct OnRead<F> {
+    inner: tidesync_transport_mock::MockTransport,
+    reads: std::sync::atomic::AtomicU32,
+    hook: F,
+}
+
+impl<F> OnRead<F>
+where
+    F: Fn(u32) -> Result<(), tidesync_core::TransportError> + Send + Sync,
+{
+    pub fn new(inner: tidesync_transport_mock::MockTransport, hook: F) -> Self {
+        Self {
+            inner,
+            reads: Default::default(),
+            hook,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for OnRead<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnRead")
+    }
+}
+
+#[async_trait::async_trait]
+impl<F> tidesync_core::Transport for OnRead<F>
+where
+    F: Fn(u32) -> Result<(), tidesync_core::TransportError> + Send + Sync,
+{
+    async fn read(
+        &self,
+        request: &tidesync_core::ReadRequest,
+    ) -> Result<tidesync_core::Page, tidesync_core::TransportError> {
+        let n = self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+        (self.hook)(n)?;
+        self.inner.read(request).await
+    }
+    async fn insert(
+        &self,
+        table: &str,
+        item: &Item,
+    ) -> Result<Item, tidesync_core::TransportError> {
+        self.inner.insert(table, item).await
+    }
+    async fn replace(
+        &self,
+        table: &str,
+        item: &Item,
+        if_match: Option<&str>,
+    ) -> Result<Item, tidesync_core::TransportError> {
+        self.inner.replace(table, item, if_match).await
+    }
+    async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), tidesync_core::TransportError> {
+        self.inner.delete(table, id, if_match).await
+    }
+}
+
+impl Fixture {
+    /// Seeds `id` from the server, then changes it on the server (`theirs`) and
+    /// locally (`mine`), so the next push of it conflicts (412).
+    pub async fn diverge(&self, id: &str, theirs: &str, mine: &str) {
+        self.seed(id, "base").await;
+        self.server
+            .server_update(TODO, obj(json!({"id": id, "text": theirs})));
+        self.todo()
+            .update(&json!({"id": id, "text": mine}))
+            .await
+            .unwrap();
+    }
+}
