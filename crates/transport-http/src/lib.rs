@@ -29,8 +29,10 @@
 //! push sends it again), and nothing but 5xx and 429 is retried, inserts included (a
 //! retried insert that had in fact been applied comes back as a 409 conflict with the
 //! server's item). Bodies are read whole before parsing, so a page costs memory in
-//! proportion to its size; the engine bounds pages with `$top`. The tidesync batch
-//! extension is not used yet (`supports_batch` is false).
+//! proportion to its size; the engine bounds pages with `$top`. With [`Protocol::Auto`] the
+//! tidesync batch extension (`POST /tidesync/v1/batch`, `docs/protocol.md`) carries many ops
+//! per request, each answered and classified as a single call would be; a server without it
+//! gets the ops one by one.
 //!
 //! ```
 //! use std::time::Duration;

@@ -9,7 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, IF_MATCH};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
-use tidesync_core::{Page, ReadRequest, Transport, TransportError};
+use tidesync_core::{BatchOperation, BatchOutcome, Page, ReadRequest, Transport, TransportError};
 use tidesync_protocol::odata::Dialect;
 use tidesync_protocol::system::{ID, is_system_property};
 use tidesync_protocol::wire::ApiVersion;
@@ -20,6 +20,9 @@ use crate::auth::AuthProvider;
 use crate::builder::{HttpTransportBuilder, Protocol, RetryPolicy};
 use crate::capabilities::Capabilities;
 use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from, retry_after};
+
+#[path = "batch.rs"]
+mod batch;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits
 /// and `- _ . ! ~ * ' ( )` (what JavaScript's `encodeURIComponent` keeps).
@@ -407,9 +410,18 @@ impl Transport for HttpTransport {
         }
     }
 
-    // Batch push: when the server's batch extension exists, `supports_batch` becomes
-    // `self.inner.discovered.get().is_some_and(|c| c.has_extension("batch"))` and `batch`
-    // posts the ops to the extension's endpoint; until then the defaults (no batch) hold.
+    /// True with [`Protocol::Auto`] unless discovery found a server without the batch
+    /// extension (see `batch.rs`: before discovery, `batch` falls back to single calls).
+    fn supports_batch(&self) -> bool {
+        self.batch_available()
+    }
+
+    async fn batch(
+        &self,
+        operations: &[BatchOperation],
+    ) -> Result<Vec<BatchOutcome>, TransportError> {
+        self.send_batch(operations).await
+    }
 }
 
 /// `min(max, initial * 2^retry)`, less a random part of up to a half.

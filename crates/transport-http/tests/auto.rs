@@ -110,7 +110,7 @@ async fn a_document_offering_v3_makes_auto_speak_v3() {
     let caps = transport.capabilities().await.unwrap();
     assert!(caps.tidesync);
     assert!(caps.has_extension("batch"));
-    assert!(!transport.supports_batch(), "batch is not wired up yet");
+    assert!(transport.supports_batch(), "the document offers batch");
 }
 
 #[tokio::test]
