@@ -28,6 +28,10 @@ pub struct Page {
     pub has_more: Option<bool>,
     /// The total count, when asked for and given.
     pub count: Option<u64>,
+    /// The server's tombstone horizon (the tidesync extension): soft-deleted
+    /// rows changed before this time have been removed, so a cursor older than
+    /// it may have missed deletes and the query must be read again in full.
+    pub purged_before: Option<String>,
 }
 
 /// One op of a batch push (the tidesync batch extension).

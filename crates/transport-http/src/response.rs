@@ -159,12 +159,21 @@ pub(crate) fn page_from(reply: &Reply, context: PageContext) -> Result<Page, Tra
             _ => None,
         }
     };
+    let purged_before = reply
+        .headers
+        .get(PURGED_BEFORE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Ok(Page {
         items,
         has_more,
         count,
+        purged_before,
     })
 }
+
+/// tidesync-server's tombstone horizon on query answers.
+const PURGED_BEFORE: &str = "x-tidesync-purged-before";
 
 /// The server's copy of the item in a 409/412 body, if the body is an object with an id.
 fn server_item(reply: &Reply) -> Option<Item> {

@@ -16,6 +16,7 @@ use time::macros::datetime;
 
 use crate::calls::CallSlot;
 use crate::faults::FaultState;
+use crate::feed::FeedState;
 use crate::gate::GateShared;
 use crate::{Clock, TableOptions};
 
@@ -45,6 +46,8 @@ pub(crate) struct State {
     pub(crate) applied_ops: HashMap<String, Option<Item>>,
     /// Gates waiting for the next writes, oldest first.
     pub(crate) gates: VecDeque<Arc<GateShared>>,
+    /// The change feed's subscribers.
+    pub(crate) feed: FeedState,
 }
 
 /// One table: its options and its rows by id (soft-deleted rows included).
@@ -73,6 +76,7 @@ impl State {
             faults: FaultState::new(seed),
             applied_ops: HashMap::new(),
             gates: VecDeque::new(),
+            feed: FeedState::default(),
         }
     }
 
@@ -160,6 +164,7 @@ impl State {
         );
         set_system(&mut row, stamp, soft_delete.then_some(false));
         self.table_mut(table)?.rows.insert(id, row.clone());
+        self.announce(table, &row);
         Ok(row)
     }
 
@@ -192,6 +197,7 @@ impl State {
         }
         set_system(&mut row, stamp, soft_delete.then_some(false));
         self.table_mut(table)?.rows.insert(id, row.clone());
+        self.announce(table, &row);
         Ok(row)
     }
 
@@ -218,9 +224,12 @@ impl State {
             let stamp = self.stamp();
             if let Some(row) = self.table_mut(table)?.rows.get_mut(id) {
                 set_system(row, stamp, Some(true));
+                let row = row.clone();
+                self.announce(table, &row);
             }
         } else {
             self.table_mut(table)?.rows.remove(id);
+            self.feed.publish(table, None, id);
         }
         Ok(())
     }
@@ -241,6 +250,7 @@ impl State {
         );
         set_system(&mut item, stamp, soft_delete.then_some(false));
         self.ensure_table(table).rows.insert(id, item.clone());
+        self.announce(table, &item);
         item
     }
 
@@ -266,6 +276,7 @@ impl State {
         if let Some(id) = row.id().map(str::to_owned) {
             self.ensure_table(table).rows.insert(id, row.clone());
         }
+        self.announce(table, &row);
         row
     }
 
@@ -278,6 +289,14 @@ impl State {
             .is_some_and(|row| !row.is_deleted());
         if live {
             let _ = self.remove_row(table, id);
+        }
+    }
+
+    /// Tells the change feed that `row` of `table` was written.
+    fn announce(&mut self, table: &str, row: &Item) {
+        let updated_at = row.get(system::UPDATED_AT).and_then(Value::as_str);
+        if let Some(id) = row.id() {
+            self.feed.publish(table, updated_at, id);
         }
     }
 
@@ -344,6 +363,7 @@ fn select_page(
         count: query
             .count
             .then(|| u64::try_from(total).unwrap_or(u64::MAX)),
+        purged_before: None,
     })
 }
 
