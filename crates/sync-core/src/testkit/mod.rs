@@ -1,7 +1,8 @@
 //! Test support for [`LocalStore`] implementations: the store conformance suite
 //! ([`cases`]), the [`StoreFactory`] a store crate implements to run it, the
 //! [`store_conformance!`](crate::store_conformance) macro that expands the suite
-//! into one named `#[test]` per case, and [`MemoryFactory`] for [`MemoryStore`].
+//! into one named `#[test]` per case, [`MemoryFactory`] for [`MemoryStore`], and
+//! the SIGKILL harness of [`crash`].
 //!
 //! Backend differences are [`Capabilities`] the cases branch on, never skips: a
 //! case asserts the behaviour each capability promises.
@@ -20,6 +21,7 @@ use crate::memory::MemoryStore;
 use crate::store::LocalStore;
 
 pub mod cases;
+pub mod crash;
 mod fixture;
 
 /// Opens stores for the conformance suite.
