@@ -85,6 +85,11 @@ pub use tidesync_transport_http::{HttpTransport, Protocol};
 #[cfg(feature = "mock")]
 pub use tidesync_transport_mock::{MockServer, MockTransport};
 
+/// The README's example, compiled as a doc test so it cannot rot.
+#[cfg(all(doctest, feature = "sqlite", feature = "http"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
+
 /// A sync client: the engine wired to a store, a transport and a conflict
 /// handler. Dereferences to [`SyncContext`], which has the whole API (tables,
 /// push, pull, purge, transactions, error resolution). Cheap to clone.
