@@ -266,6 +266,11 @@ impl SyncContext {
         self.inner.events.subscribe()
     }
 
+    /// Announces an event to subscribers (used by the watcher in `watch.rs`).
+    pub(crate) fn emit(&self, event: ChangeEvent) {
+        self.inner.emit(event);
+    }
+
     /// The local store.
     pub fn store(&self) -> &Arc<dyn LocalStore> {
         &self.inner.store

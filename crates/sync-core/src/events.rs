@@ -2,6 +2,8 @@
 //! changes, whoever changed it (the app, a pull, a purge, a push's answer), and
 //! to follow the sync lifecycle.
 
+use std::time::Duration;
+
 use crate::model::OpKind;
 use crate::push::PushStatus;
 
@@ -77,6 +79,24 @@ pub enum ChangeEvent {
         /// True when it succeeded.
         ok: bool,
     },
+    /// A watcher opened the server's change feed (it pulls the tables once next).
+    FeedConnected {
+        /// The watched tables.
+        tables: Vec<String>,
+    },
+    /// A watcher's change feed dropped or could not be opened; it tries again after
+    /// `retry_in`.
+    FeedDisconnected {
+        /// Why.
+        reason: String,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+    /// The transport has no change feed: a watcher pulls every `interval` instead.
+    FeedPolling {
+        /// The polling interval.
+        interval: Duration,
+    },
 }
 
 impl ChangeEvent {
@@ -91,6 +111,9 @@ impl ChangeEvent {
             ChangeEvent::SyncStarted { table, .. } | ChangeEvent::SyncFinished { table, .. } => {
                 table.as_deref()
             }
+            ChangeEvent::FeedConnected { .. }
+            | ChangeEvent::FeedDisconnected { .. }
+            | ChangeEvent::FeedPolling { .. } => None,
         }
     }
 

@@ -44,6 +44,7 @@ mod push;
 mod queue;
 mod store;
 mod transport;
+mod watch;
 
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -67,6 +68,7 @@ pub use store::{LocalStore, QueryResult, Write, WriteBatch};
 pub use transport::{
     BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Transport,
 };
+pub use watch::{Backoff, WatchOptions, Watcher};
 
 pub use tidesync_protocol::odata::{Expr, OrderBy, Query};
 pub use tidesync_protocol::{self as protocol, Item};

@@ -51,6 +51,7 @@
 
 mod calls;
 mod faults;
+mod feed;
 mod gate;
 mod model;
 mod transport;
@@ -63,6 +64,7 @@ use time::OffsetDateTime;
 
 pub use calls::{Call, CallKind, CallOutcome};
 pub use faults::{Fault, Faults};
+pub use feed::FEED_BUFFER;
 pub use gate::Gate;
 pub use transport::MockTransport;
 
@@ -258,6 +260,24 @@ impl MockServer {
         Faults {
             shared: self.shared.clone(),
         }
+    }
+
+    /// Whether transports offer the change feed. Off by default: `change_feed` then
+    /// answers [`TransportError::Unsupported`](tidesync_core::TransportError::Unsupported).
+    /// Turning it off does not close feeds already open (see [`MockServer::drop_feeds`]).
+    pub fn set_feed_enabled(&self, enabled: bool) {
+        lock(&self.shared).feed.enabled = enabled;
+    }
+
+    /// Closes every open change feed, as a dropped connection would; returns how many
+    /// were open. Clients may open new ones at once.
+    pub fn drop_feeds(&self) -> usize {
+        lock(&self.shared).feed.drop_all()
+    }
+
+    /// How many change feeds are open (closed receivers are not counted).
+    pub fn open_feeds(&self) -> usize {
+        lock(&self.shared).feed.open()
     }
 
     /// See [`Faults::set_offline`].

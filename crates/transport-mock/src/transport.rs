@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use async_trait::async_trait;
 use serde_json::Value;
 use tidesync_core::{
-    BatchOperation, BatchOutcome, OpKind, Page, ReadRequest, Transport, TransportError,
+    BatchOperation, BatchOutcome, ChangeFeed, OpKind, Page, ReadRequest, Transport, TransportError,
 };
 use tidesync_protocol::{Item, ItemExt, system};
 use tracing::debug;
@@ -163,6 +163,24 @@ impl Transport for MockTransport {
             Err(TransportError::NotFound { .. }) => Ok(()),
             other => other,
         }
+    }
+
+    /// Opens a feed when the server's feed is enabled
+    /// ([`MockServer::set_feed_enabled`](crate::MockServer::set_feed_enabled)). It is not a
+    /// logged call and takes no scripted fault, but fails with `Network` while this
+    /// transport or the server is offline, and unknown tables answer 404.
+    async fn change_feed(&self, tables: &[String]) -> Result<ChangeFeed, TransportError> {
+        let mut state = lock(&self.shared);
+        if !state.feed.enabled {
+            return Err(TransportError::Unsupported("change feed"));
+        }
+        if self.is_offline() || state.faults.offline {
+            return Err(Fault::Network.error());
+        }
+        if let Some(unknown) = tables.iter().find(|t| !state.tables.contains_key(*t)) {
+            return Err(crate::model::unknown_table(unknown));
+        }
+        Ok(state.feed.subscribe(tables))
     }
 
     fn supports_batch(&self) -> bool {

@@ -6,6 +6,7 @@ mod support;
 
 mod batch;
 mod faults;
+mod feed;
 mod gates;
 mod queries;
 mod semantics;
