@@ -3,6 +3,7 @@
 //! - `cargo xtask ci [--fast]` is the one door to "is this change good": fmt, clippy, tests
 //!   (nextest when installed), doc tests, rustdoc and benchmark builds, stopping at the first
 //!   failure. See [`ci`] for the steps.
+//! - `cargo xtask soak --kills N` runs the crash suite's long version (see [`soak`]).
 //! - `cargo xtask bench` is a placeholder until the benchmark suite lands.
 //!
 //! The repository rules (every crate root opens with `//!`, no `#[should_panic]`, sync-core
@@ -14,6 +15,7 @@
 
 mod ci;
 mod postgres;
+mod soak;
 
 use std::process::ExitCode;
 
@@ -27,6 +29,10 @@ commands:
                 Under CI=true: passes --locked and requires PostgreSQL at
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test).
   bench         run the benchmark suite (not there yet)
+  soak [--kills N] [--strict]
+                the crash suite's long run: a client killed with SIGKILL N times
+                (default 1000) against an in-process server; reports the kill
+                points survived and anything lost or doubled.
   help          print this message";
 
 fn main() -> ExitCode {
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        ["soak", rest @ ..] => finish(soak::Options::parse(rest).and_then(|o| soak::run(&o))),
         _ => usage(&args),
     }
 }
