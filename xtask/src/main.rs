@@ -4,7 +4,9 @@
 //!   (nextest when installed), doc tests, rustdoc and benchmark builds, stopping at the first
 //!   failure. See [`ci`] for the steps.
 //! - `cargo xtask soak --kills N` runs the crash suite's long version (see [`soak`]).
-//! - `cargo xtask bench` is a placeholder until the benchmark suite lands.
+//! - `cargo xtask bench [--quick] [--json]` builds and runs the benchmark suite
+//!   (`crates/bench`, binary `tidesync-bench`) in release mode: one JSON line per figure,
+//!   then a table. A missed goal is reported in the output, not as a failing exit.
 //!
 //! The repository rules (every crate root opens with `//!`, no `#[should_panic]`, sync-core
 //! pulls in no I/O crates, ...) are not a command: they live in `xtask/tests/tidy.rs` as an
@@ -28,7 +30,10 @@ commands:
                 --fast skips fmt, clippy and rustdoc for local iteration.
                 Under CI=true: passes --locked and requires PostgreSQL at
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test).
-  bench         run the benchmark suite (not there yet)
+  bench [--quick] [--json]
+                release build, then every figure as a JSON line and a table (loopback
+                only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
+                prints only the JSON lines on stdout. Progress goes to stderr.
   soak [--kills N] [--strict]
                 the crash suite's long run: a client killed with SIGKILL N times
                 (default 1000) against an in-process server; reports the kill
@@ -44,15 +49,33 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["ci"] => finish(ci::run(ci::Options { fast: false })),
         ["ci", "--fast"] => finish(ci::run(ci::Options { fast: true })),
-        ["bench", ..] => {
-            eprintln!(
-                "error: `cargo xtask bench` has nothing to run yet: the benchmark suite arrives \
-                 with the bench issue (benchmark targets are still compiled by `cargo xtask ci`)"
-            );
-            ExitCode::from(2)
-        }
+        ["bench", rest @ ..] => bench(rest),
         ["soak", rest @ ..] => finish(soak::Options::parse(rest).and_then(|o| soak::run(&o))),
         _ => usage(&args),
+    }
+}
+
+/// Runs `cargo run --release -p tidesync-bench -- ARGS`, passing its exit status on.
+fn bench(args: &[&str]) -> ExitCode {
+    if let Some(bad) = args.iter().find(|a| !matches!(**a, "--quick" | "--json")) {
+        eprintln!("error: unknown bench argument {bad:?}\n\n{USAGE}");
+        return ExitCode::from(2);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = std::process::Command::new(cargo)
+        .args(["run", "--quiet", "--release", "-p", "tidesync-bench", "--"])
+        .args(args)
+        .status();
+    match status {
+        Ok(status) if status.success() => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!("error: tidesync-bench exited with {status}");
+            ExitCode::FAILURE
+        }
+        Err(error) => {
+            eprintln!("error: cannot run cargo: {error}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -1,0 +1,121 @@
+//! `tidesync-bench`: the tidesync benchmark suite, run by `cargo xtask bench`.
+//!
+//! Every figure is a ratio: what tidesync takes for some work divided by what the best plain
+//! code a competent user would write takes for the same work with the same settings (same
+//! SQLite pragmas, one prepared statement, one transaction per batch), both measured in the
+//! same run on loopback. Each figure prints as one JSON line
+//! `{"name","value","baseline","ratio","unit","goal","met"}`, then a table follows (unless
+//! `--json`). A missed goal is reported (`"met": false`), never an error exit.
+//!
+//! Not a library, and not a microbenchmark harness: each figure is one bounded scenario.
+//! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three
+//! minutes on two cores.
+
+mod local;
+mod output;
+mod remote;
+
+use std::process::ExitCode;
+
+use output::Figure;
+
+/// The sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Timed single writes per local-write figure (per side).
+    pub(crate) local_writes: usize,
+    /// Queued inserts pushed.
+    pub(crate) push_ops: usize,
+    /// Rows pulled for `pull_100k`.
+    pub(crate) pull_rows: usize,
+    /// Rows the memory figure pulls.
+    pub(crate) rss_rows: usize,
+    pub(crate) quick: bool,
+}
+
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] | --child-pull URL ROWS";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let ["--child-pull", url, rows] = args.as_slice() {
+        return match rows.parse::<u64>() {
+            Ok(rows) => finish(remote::child_pull(url, rows)),
+            Err(_) => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let mut quick = false;
+    let mut json = false;
+    for arg in &args {
+        match *arg {
+            "--quick" => quick = true,
+            "--json" => json = true,
+            _ => {
+                eprintln!("unknown argument {arg:?}\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let plan = if quick {
+        Plan {
+            local_writes: 3_000,
+            push_ops: 2_000,
+            pull_rows: 100_000,
+            rss_rows: 100_000,
+            quick,
+        }
+    } else {
+        Plan {
+            local_writes: 20_000,
+            push_ops: 10_000,
+            pull_rows: 100_000,
+            rss_rows: 1_000_000,
+            quick,
+        }
+    };
+    finish(run(plan, json))
+}
+
+fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut show = |figure: Figure| {
+        println!("{}", figure.json_line());
+        figures.push(figure);
+    };
+    show(local::local_write_sqlite(plan)?);
+    show(local::local_write_redb(plan)?);
+    for figure in remote::run(plan)? {
+        show(figure);
+    }
+    if !json {
+        println!();
+        print!("{}", output::table(&figures));
+        let met = figures.iter().filter(|f| f.met()).count();
+        println!(
+            "{met} of {} goals met; {:.0} s{}",
+            figures.len(),
+            started.elapsed().as_secs_f64(),
+            if plan.quick { " (--quick)" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn finish(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A progress line on stderr.
+pub(crate) fn progress(message: &str) {
+    eprintln!("bench: {message}");
+}

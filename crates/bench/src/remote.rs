@@ -1,0 +1,383 @@
+//! The figures against `tidesync-server` (SQLite) on a loopback port: `push_10k`,
+//! `push_10k_floor`, `pull_100k`, `pull_1m_rss_mb` (a child process) and `pull_noop_requests`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde_json::{Value, json};
+use tidesync_core::{LocalStore, PushStatus, Query, SyncContext};
+use tidesync_protocol::new_client_id;
+use tidesync_server::Server;
+use tidesync_store_sqlite::SqliteStore;
+use tidesync_transport_http::{HttpTransport, Protocol};
+
+use crate::local::item_table;
+use crate::output::{Figure, Goal};
+use crate::{Plan, progress};
+
+/// Rows per page, asked by the client and allowed by the server.
+const PAGE: u64 = 1000;
+/// Ops per seeding request.
+const SEED_BATCH: usize = 1000;
+/// Rows per transaction in the push floor (the engine's default batch size).
+const FLOOR_BATCH: usize = 500;
+
+/// A server on a loopback port that counts the requests it gets.
+struct Served {
+    url: String,
+    requests: Arc<AtomicUsize>,
+    _dir: tempfile::TempDir,
+}
+
+async fn serve() -> anyhow::Result<Served> {
+    let dir = tempfile::tempdir()?;
+    let app = Server::builder()
+        .sqlite(dir.path().join("server.db"))
+        .table("Item")
+        .page_size(PAGE)
+        .build()
+        .await?;
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&requests);
+    let router = app.router().layer(axum::middleware::from_fn(
+        move |request: axum::extract::Request, next: axum::middleware::Next| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            next.run(request)
+        },
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(Served {
+        url,
+        requests,
+        _dir: dir,
+    })
+}
+
+fn client(url: &str, protocol: Protocol, file: &Path) -> anyhow::Result<SyncContext> {
+    let store = SqliteStore::open(file)?;
+    store.define_table(&item_table())?;
+    let transport = HttpTransport::builder(url)
+        .protocol(protocol)
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    Ok(SyncContext::builder()
+        .store(store)
+        .transport(transport)
+        .page_size(PAGE)
+        .build()?)
+}
+
+fn item(n: usize) -> Value {
+    json!({"text": format!("item number {n}"), "n": n, "done": n % 2 == 0})
+}
+
+pub(crate) fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_async(plan))
+}
+
+async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
+    let dir = tempfile::tempdir()?;
+    let mut figures = Vec::new();
+
+    // push_10k and its floor.
+    let served = serve().await?;
+    let batched = timed_push(&served.url, Protocol::Auto, plan.push_ops, dir.path()).await?;
+    let per_op = timed_push(&served.url, Protocol::V3, plan.push_ops, dir.path()).await?;
+    let floor = push_floor(plan.push_ops, dir.path())?;
+    let note = if plan.push_ops == 10_000 {
+        String::new()
+    } else {
+        format!(", --quick: {} ops", plan.push_ops)
+    };
+    figures.push(Figure {
+        name: "push_10k",
+        value: batched,
+        baseline: per_op,
+        unit: format!("s, batched push vs one request per op{note}"),
+        goal: Goal::AtMost(0.2),
+    });
+    figures.push(Figure {
+        name: "push_10k_floor",
+        value: batched,
+        baseline: floor,
+        unit: format!("s, batched push vs raw SQLite inserts, {FLOOR_BATCH} per txn{note}"),
+        goal: Goal::AtMost(2.0),
+    });
+
+    // pull_100k, pull_noop_requests.
+    let pulled = serve().await?;
+    seed(&pulled.url, 0, plan.pull_rows).await?;
+    progress(&format!("pull_100k: pulling {} rows", plan.pull_rows));
+    let context = client(&pulled.url, Protocol::Auto, &dir.path().join("pull.db"))?;
+    let table = context.table::<Value>("Item");
+    let start = Instant::now();
+    let result = table.pull("all", Query::all()).await?;
+    let ours = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        result.upserted == plan.pull_rows as u64,
+        "pulled {} of {} rows",
+        result.upserted,
+        plan.pull_rows
+    );
+    let theirs = pull_floor(&pulled.url, plan.pull_rows, dir.path()).await?;
+    figures.push(Figure {
+        name: "pull_100k",
+        value: ours,
+        baseline: theirs,
+        unit: format!(
+            "s for {} rows, engine pull vs serde_json + raw SQLite upsert of the same pages",
+            plan.pull_rows
+        ),
+        goal: Goal::AtMost(1.5),
+    });
+    pulled.requests.store(0, Ordering::SeqCst);
+    let again = table.pull("all", Query::all()).await?;
+    anyhow::ensure!(again.received() == 0, "a no-op pull received rows");
+    figures.push(Figure {
+        name: "pull_noop_requests",
+        value: pulled.requests.load(Ordering::SeqCst) as f64,
+        baseline: 1.0,
+        unit: "HTTP requests of an incremental pull with nothing new".to_owned(),
+        goal: Goal::AtMost(1.0),
+    });
+
+    // pull_1m_rss_mb, in a child process.
+    if plan.rss_rows > plan.pull_rows {
+        seed(&pulled.url, plan.pull_rows, plan.rss_rows).await?;
+    }
+    progress(&format!(
+        "pull_1m_rss_mb: a child process pulls {} rows",
+        plan.rss_rows
+    ));
+    let megabytes = child_rss(&pulled.url, plan.rss_rows)?;
+    figures.push(Figure {
+        name: "pull_1m_rss_mb",
+        value: megabytes,
+        baseline: 1.0,
+        unit: if plan.rss_rows == 1_000_000 {
+            "MB peak RSS (VmHWM) of a client pulling 1,000,000 rows".to_owned()
+        } else {
+            format!(
+                "MB peak RSS (VmHWM) of a client pulling {} rows (--quick)",
+                plan.rss_rows
+            )
+        },
+        goal: Goal::AtMost(150.0),
+    });
+    Ok(figures)
+}
+
+/// Queues `ops` inserts in a fresh client store, then times one push.
+async fn timed_push(url: &str, protocol: Protocol, ops: usize, dir: &Path) -> anyhow::Result<f64> {
+    let label = match protocol {
+        Protocol::Auto => "batched",
+        _ => "one request per op",
+    };
+    progress(&format!(
+        "push_10k: queueing and pushing {ops} inserts, {label}"
+    ));
+    let context = client(url, protocol, &dir.join(format!("push-{label}.db")))?;
+    let table = context.table::<Value>("Item");
+    for n in 0..ops {
+        table.insert(&item(n)).await?;
+    }
+    let start = Instant::now();
+    let result = context.push().await?;
+    let seconds = start.elapsed().as_secs_f64();
+    anyhow::ensure!(
+        result.status == PushStatus::Complete && result.pushed == ops as u64,
+        "push did not complete: {:?} ({} pushed)",
+        result.status,
+        result.pushed
+    );
+    Ok(seconds)
+}
+
+/// The server's work done directly: the rows in the server's table layout, inserted in
+/// batches with one prepared statement per transaction.
+fn push_floor(ops: usize, dir: &Path) -> anyhow::Result<f64> {
+    progress(&format!("push_10k_floor: {ops} raw inserts"));
+    let mut conn = rusqlite::Connection::open(dir.join("floor.db"))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE Item (id TEXT PRIMARY KEY NOT NULL, createdAt INTEGER NOT NULL,
+             updatedAt INTEGER NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
+             text TEXT, n REAL, done BOOLEAN);
+         CREATE INDEX Item_updatedAt_id ON Item (updatedAt, id);",
+    )?;
+    let ids: Vec<String> = (0..ops).map(|_| new_client_id()).collect();
+    let start = Instant::now();
+    for (chunk_no, chunk) in ids.chunks(FLOOR_BATCH).enumerate() {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO Item (id, createdAt, updatedAt, version, deleted, text, n, done)
+                 VALUES (?1, ?2, ?2, ?3, 0, ?4, ?5, ?6)",
+            )?;
+            for (k, id) in chunk.iter().enumerate() {
+                let n = chunk_no * FLOOR_BATCH + k;
+                insert.execute(rusqlite::params![
+                    id,
+                    n as i64,
+                    n as i64,
+                    format!("item number {n}"),
+                    n as f64,
+                    n % 2 == 0
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Inserts rows `from..to` on the server through the batch route.
+async fn seed(url: &str, from: usize, to: usize) -> anyhow::Result<()> {
+    progress(&format!("seeding the server with rows {from}..{to}"));
+    let http = reqwest::Client::new();
+    let mut n = from;
+    while n < to {
+        let end = (n + SEED_BATCH).min(to);
+        let operations: Vec<Value> = (n..end)
+            .map(|k| {
+                let id = new_client_id();
+                json!({"id": format!("seed-{id}"), "kind": "insert", "table": "Item",
+                       "itemId": id, "item": item(k)})
+            })
+            .collect();
+        let answer = http
+            .post(format!("{url}/tidesync/v1/batch"))
+            .json(&json!({ "operations": operations }))
+            .send()
+            .await?
+            .error_for_status()?;
+        answer.bytes().await?;
+        n = end;
+    }
+    Ok(())
+}
+
+/// The plain code for a pull's work: the same pages (downloaded first, not timed) parsed
+/// with serde_json and upserted with one prepared statement, one transaction per page.
+async fn pull_floor(url: &str, rows: usize, dir: &Path) -> anyhow::Result<f64> {
+    progress("pull_100k: downloading the same pages for the baseline");
+    let http = reqwest::Client::new();
+    let mut pages = Vec::new();
+    let mut skip = 0;
+    loop {
+        let body = http
+            .get(format!(
+                "{url}/tables/Item?$orderby=updatedAt,id&$top={PAGE}&$skip={skip}&__includedeleted=true"
+            ))
+            .header("ZUMO-API-VERSION", "3.0.0")
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let count = serde_json::from_slice::<Value>(&body)?["items"]
+            .as_array()
+            .map_or(0, Vec::len);
+        if count == 0 {
+            break;
+        }
+        skip += count;
+        pages.push(body);
+    }
+    anyhow::ensure!(skip == rows, "the baseline saw {skip} rows, not {rows}");
+    progress("pull_100k: baseline upsert");
+    let mut conn = rusqlite::Connection::open(dir.join("pull-floor.db"))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE Item (id TEXT PRIMARY KEY NOT NULL, text TEXT, n INTEGER, done INTEGER,
+             createdAt TEXT, updatedAt TEXT, version TEXT, deleted INTEGER)",
+    )?;
+    let start = Instant::now();
+    for body in &pages {
+        let page: Value = serde_json::from_slice(body)?;
+        let items = page["items"].as_array().context("no items")?;
+        let tx = conn.transaction()?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO Item (id, text, n, done, createdAt, updatedAt, version, deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for row in items {
+                upsert.execute(rusqlite::params![
+                    row["id"].as_str(),
+                    row["text"].as_str(),
+                    row["n"].as_i64(),
+                    row["done"].as_bool(),
+                    row["createdAt"].as_str(),
+                    row["updatedAt"].as_str(),
+                    row["version"].as_str(),
+                    row["deleted"].as_bool(),
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Runs this binary as `--child-pull URL ROWS` and reads its peak RSS in MB.
+fn child_rss(url: &str, rows: usize) -> anyhow::Result<f64> {
+    let exe = std::env::current_exe()?;
+    let output = std::process::Command::new(exe)
+        .args(["--child-pull", url, &rows.to_string()])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    anyhow::ensure!(output.status.success(), "the pulling child failed");
+    let text = String::from_utf8_lossy(&output.stdout);
+    let kb: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("vmhwm_kb="))
+        .context("the child printed no vmhwm_kb")?
+        .trim()
+        .parse()?;
+    Ok(kb / 1024.0)
+}
+
+/// The child: pull every row of `url` into an empty SQLite store, print `vmhwm_kb=N`.
+pub(crate) fn child_pull(url: &str, rows: u64) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let dir = tempfile::tempdir()?;
+    let result = runtime.block_on(async {
+        let context = client(url, Protocol::Auto, &dir.path().join("child.db"))?;
+        let pulled = context
+            .table::<Value>("Item")
+            .pull("all", Query::all())
+            .await?;
+        anyhow::Ok(pulled)
+    })?;
+    anyhow::ensure!(
+        result.upserted == rows,
+        "pulled {} of {rows}",
+        result.upserted
+    );
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM in /proc/self/status")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .to_owned();
+    println!("vmhwm_kb={kb}");
+    Ok(())
+}
