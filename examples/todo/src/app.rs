@@ -255,10 +255,16 @@ impl SyncReport {
     }
 }
 
-/// A progress bar on stderr (drawn only when stderr is a terminal).
-pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
-    let bar = ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr());
-    let style = ProgressStyle::with_template("{spinner} {msg:5} [{bar:30}] {pos}/{len}")
+/// A progress bar on stderr (drawn only when stderr is a terminal): a bar when
+/// the total is known, a spinner with a count otherwise.
+pub fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(len, ProgressDrawTarget::stderr());
+    let template = if len.is_some() {
+        "{spinner} {msg:5} [{bar:30}] {pos}/{len}"
+    } else {
+        "{spinner} {msg:5} {pos} rows"
+    };
+    let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
     bar.set_style(style);
@@ -269,7 +275,7 @@ pub fn progress_bar(len: u64, what: &str) -> ProgressBar {
 
 /// Pushes every queued change, with a progress bar counting ops.
 pub async fn push(client: &Client) -> Result<PushResult> {
-    let bar = progress_bar(client.pending_operations()?, "push");
+    let bar = progress_bar(Some(client.pending_operations()?), "push");
     let mut events = client.subscribe();
     let ticker = {
         let bar = bar.clone();
@@ -293,13 +299,10 @@ pub async fn push(client: &Client) -> Result<PushResult> {
 /// Pulls the table (query id `allTodoItems`) with a progress bar counting rows.
 /// Pending changes of the table are pushed first by the engine.
 pub async fn pull(client: &Client) -> Result<Result<tidesync::PullResult, Error>> {
-    let bar = progress_bar(0, "pull");
+    let bar = progress_bar(None, "pull");
     let progress = {
         let bar = bar.clone();
-        Arc::new(move |p: PullProgress| {
-            bar.set_length(p.total.unwrap_or(p.received).max(p.received));
-            bar.set_position(p.received);
-        })
+        Arc::new(move |p: PullProgress| bar.set_position(p.received))
     };
     let options = PullOptions {
         progress: Some(progress),

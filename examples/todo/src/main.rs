@@ -101,6 +101,14 @@ enum Command {
     Demo,
 }
 
+/// One element of `todo list --json`.
+#[derive(Debug, serde::Serialize)]
+struct JsonItem<'a> {
+    id: &'a str,
+    text: &'a str,
+    complete: bool,
+}
+
 #[derive(Debug, clap::Args)]
 #[group(required = true, multiple = false)]
 struct Side {
@@ -189,14 +197,12 @@ async fn run(cli: Cli) -> Result<u8> {
             let client = app::open(&conn)?;
             let items = app::list(&client).await?;
             if json {
-                let array: Vec<serde_json::Value> = items
+                let array: Vec<JsonItem<'_>> = items
                     .iter()
-                    .map(|item| {
-                        serde_json::json!({
-                            "id": item.id(),
-                            "text": item.text,
-                            "complete": item.complete,
-                        })
+                    .map(|item| JsonItem {
+                        id: item.id(),
+                        text: &item.text,
+                        complete: item.complete,
                     })
                     .collect();
                 println!("{}", serde_json::to_string(&array)?);
