@@ -33,7 +33,8 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] | --child-pull URL ROWS";
+const USAGE: &str =
+    "usage: tidesync-bench [--quick] [--json] [--only local|remote] | --child-pull URL ROWS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -49,10 +50,13 @@ fn main() -> ExitCode {
     }
     let mut quick = false;
     let mut json = false;
-    for arg in &args {
+    let mut only = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
         match *arg {
             "--quick" => quick = true,
             "--json" => json = true,
+            "--only" => only = rest.next().copied(),
             _ => {
                 eprintln!("unknown argument {arg:?}\n{USAGE}");
                 return ExitCode::from(2);
@@ -76,20 +80,25 @@ fn main() -> ExitCode {
             quick,
         }
     };
-    finish(run(plan, json))
+    finish(run(plan, json, only))
 }
 
-fn run(plan: Plan, json: bool) -> anyhow::Result<()> {
+/// Runs the figures (`only`: just the local or the remote ones, for profiling).
+fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut figures: Vec<Figure> = Vec::new();
     let mut show = |figure: Figure| {
         println!("{}", figure.json_line());
         figures.push(figure);
     };
-    show(local::local_write_sqlite(plan)?);
-    show(local::local_write_redb(plan)?);
-    for figure in remote::run(plan)? {
-        show(figure);
+    if only != Some("remote") {
+        show(local::local_write_sqlite(plan)?);
+        show(local::local_write_redb(plan)?);
+    }
+    if only != Some("local") {
+        for figure in remote::run(plan)? {
+            show(figure);
+        }
     }
     if !json {
         println!();

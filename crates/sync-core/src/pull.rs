@@ -21,7 +21,8 @@ use crate::queue::conform_item;
 use crate::store::{Write, WriteBatch};
 use crate::transport::ReadRequest;
 
-/// Progress of a running pull, reported after each applied page.
+/// Progress of a running pull, reported as each page arrives (it is then applied while
+/// the next page is read).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PullProgress {
     /// Rows received so far (upserted, deleted or skipped).
@@ -181,6 +182,23 @@ fn row_position(item: &Item) -> Option<(OffsetDateTime, &str, &str)> {
     Some((at, text, id))
 }
 
+/// The cursor a page moves to: its newest `(updatedAt, id)`, if any row has one.
+fn page_newest(items: &[Item]) -> Option<Cursor> {
+    let mut newest: Option<(OffsetDateTime, &str, &str)> = None;
+    for item in items {
+        if let Some((at, text, id)) = row_position(item) {
+            if newest.is_none_or(|(n_at, _, n_id)| (at, id).cmp(&(n_at, n_id)) == Ordering::Greater)
+            {
+                newest = Some((at, text, id));
+            }
+        }
+    }
+    newest.map(|(_, text, id)| Cursor {
+        updated_at: text.to_owned(),
+        id: id.to_owned(),
+    })
+}
+
 impl Inner {
     /// Pushes until the table has no pending ops (at most a few rounds).
     pub(crate) async fn implicit_push(
@@ -266,16 +284,17 @@ impl Inner {
         };
         let mut skip = query.skip.unwrap_or(0);
         let mut remaining = query.top;
-        loop {
-            if cancel.is_cancelled() {
-                return Err(Error::Cancelled);
-            }
+        // Pipelined: while a page is applied, the next one is already being read. The next
+        // request depends only on the rows received (their newest `(updatedAt, id)`, or
+        // their number), so it is known before the page is applied. At most two pages are
+        // held at once, which bounds memory by the page size.
+        let page_request = |cursor: Option<&Cursor>, skip: u64, remaining: Option<u64>| {
             let mut page_query = Query {
                 filter: query.filter.clone(),
                 ..Query::default()
             };
             if key.is_some() {
-                if let Some(c) = &cursor {
+                if let Some(c) = cursor {
                     page_query.filter = Some(and(page_query.filter.take(), after_cursor(c)?));
                 }
                 page_query.order_by = vec![
@@ -294,26 +313,92 @@ impl Inner {
                 page_query.skip = Some(skip);
                 page_query.top = Some(remaining.map_or(page_size, |r| r.min(page_size)));
             }
-            let request = ReadRequest {
+            Ok::<_, Error>(ReadRequest {
                 table: table.to_owned(),
                 query: page_query,
                 include_deleted: key.is_some(),
+            })
+        };
+        let read = |request: ReadRequest| {
+            let cancel = cancel.clone();
+            let transport = Arc::clone(&self.transport);
+            async move {
+                let page = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Err(Error::Cancelled),
+                    page = transport.read(&request) => page?,
+                };
+                Ok::<_, Error>((request, page))
+            }
+        };
+        let mut next = Some(page_request(cursor.as_ref(), skip, remaining)?);
+        let mut fetched = None;
+        loop {
+            if cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let (request, page) = match fetched.take() {
+                Some(done) => done,
+                None => match next.take() {
+                    Some(request) => {
+                        result.requests += 1;
+                        read(request).await?
+                    }
+                    None => break,
+                },
             };
-            let page = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Err(Error::Cancelled),
-                page = self.transport.read(&request) => page?,
-            };
-            result.requests += 1;
             let received = page.items.len() as u64;
             if received == 0 {
                 break;
             }
-            let before = cursor.clone();
-            let applied = self
+            // Where the next page starts, and whether there is one.
+            let requested = request.query.top.unwrap_or(u64::MAX);
+            let mut more = !(page.has_more == Some(false) && received < requested);
+            if key.is_some() {
+                let newest = page_newest(&page.items);
+                if newest.is_none() || newest == cursor {
+                    tracing::warn!("rows without updatedAt: the cursor cannot advance, stopping");
+                    more = false;
+                }
+                if more {
+                    next = Some(page_request(newest.as_ref(), skip, remaining)?);
+                }
+            } else {
+                skip += received;
+                if let Some(r) = remaining.as_mut() {
+                    *r = r.saturating_sub(received);
+                    if *r == 0 {
+                        more = false;
+                    }
+                }
+                if more {
+                    next = Some(page_request(None, skip, remaining)?);
+                }
+            }
+            // Progress is told when a page arrives, before the next request goes out, so a
+            // callback that reacts (cancels, logs) acts before anything further is sent.
+            if let Some(progress) = &options.progress {
+                progress(PullProgress {
+                    received: result.received() + received,
+                    requests: result.requests,
+                    total: page.count,
+                });
+            }
+            let upcoming = next.take();
+            if upcoming.is_some() {
+                result.requests += 1;
+            }
+            let prefetch = async {
+                match upcoming {
+                    Some(request) => Some(read(request).await),
+                    None => None,
+                }
+            };
+            let apply = self
                 .clone()
-                .apply_page(table, key.clone(), cursor.clone(), page.items)
-                .await?;
+                .apply_page(table, key.clone(), cursor.clone(), page.items);
+            let (applied, prefetched) = tokio::join!(apply, prefetch);
+            let applied = applied?;
             self.emit(ChangeEvent::Pulled {
                 table: table.to_owned(),
                 upserted: applied.upserted,
@@ -323,32 +408,10 @@ impl Inner {
             result.deleted += applied.deleted;
             result.skipped += applied.skipped;
             cursor = applied.cursor;
-            if let Some(progress) = &options.progress {
-                progress(PullProgress {
-                    received: result.received(),
-                    requests: result.requests,
-                    total: page.count,
-                });
-            }
-            if key.is_some() {
-                if cursor == before {
-                    tracing::warn!("rows without updatedAt: the cursor cannot advance, stopping");
-                    break;
-                }
-            } else {
-                skip += received;
-                if let Some(r) = remaining.as_mut() {
-                    *r = r.saturating_sub(received);
-                    if *r == 0 {
-                        break;
-                    }
-                }
-            }
-            // "No more" counts only for a short page: a server that honours
-            // `$top` says "no more" after a full page when the `$top` is used up.
-            let requested = request.query.top.unwrap_or(u64::MAX);
-            if page.has_more == Some(false) && received < requested {
-                break;
+            tracing::debug!(rows = received, total = result.received(), "page applied");
+            match prefetched {
+                Some(done) => fetched = Some(done?),
+                None => break,
             }
         }
         tracing::info!(
