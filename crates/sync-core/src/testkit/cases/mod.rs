@@ -1,6 +1,6 @@
 //! The store conformance cases. Each takes a [`StoreFactory`], creates its own
 //! temporary directory and panics on any deviation from the contract of
-//! [`LocalStore`] (as [`MemoryStore`](crate::MemoryStore) implements it).
+//! [`LocalStore`](crate::LocalStore) (as [`MemoryStore`](crate::MemoryStore) implements it).
 //!
 //! Rows are compared with a null property counting as absent: the query
 //! language treats both alike and a SQL store cannot tell them apart.
