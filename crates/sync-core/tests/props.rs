@@ -11,6 +11,34 @@
 
 mod model;
 
+/// The store the properties run on: a `MemoryStore` here. store-sqlite's
+/// `tests/props_sqlite.rs` includes this file with `#[path]` beside its own
+/// `store_under_test` (a SQLite file), so the same properties run there too.
+#[allow(dead_code)]
+mod store_under_test {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use tidesync_core::{LocalStore, MemoryStore};
+
+    /// A directory for one case's store files, removed when dropped.
+    pub fn scratch() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    /// A fresh, empty store (keeping its files, if any, under `dir`).
+    pub fn open(_dir: &Path) -> Arc<dyn LocalStore> {
+        Arc::new(MemoryStore::new())
+    }
+
+    /// The same store again, as a restarted app opens it.
+    pub fn reopen(store: &Arc<dyn LocalStore>, _dir: &Path) -> Arc<dyn LocalStore> {
+        Arc::clone(store)
+    }
+}
+
+use crate::store_under_test as under_test;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +51,9 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use tidesync_core::protocol::decode_version;
 use tidesync_core::{
-    BatchOperation, BatchOutcome, ColumnType, Error, Item, LocalStore, MemoryStore, OpKind,
-    OpState, Page, PullOptions, PushResult, PushStatus, Query, ReadRequest, SyncContext, TableDef,
-    Transport, TransportError,
+    BatchOperation, BatchOutcome, ColumnType, Error, Item, LocalStore, OpKind, OpState, Page,
+    PullOptions, PushResult, PushStatus, Query, ReadRequest, SyncContext, TableDef, Transport,
+    TransportError,
 };
 use tidesync_transport_mock::{CallKind, Clock, Fault, MockServer, MockTransport};
 
@@ -228,7 +256,8 @@ fn push_outcome(result: &PushResult) -> PushOutcome {
 
 struct World {
     server: MockServer,
-    store: MemoryStore,
+    dir: tempfile::TempDir,
+    store: Arc<dyn LocalStore>,
     client: SyncContext,
     model: Model,
     next_value: u32,
@@ -238,7 +267,8 @@ struct World {
 impl World {
     fn new(seed: u64, random_faults: Option<f64>) -> World {
         let server = MockServer::with_seed(seed);
-        let store = MemoryStore::new();
+        let dir = under_test::scratch();
+        let store = under_test::open(dir.path());
         for (t, name) in TABLES.iter().enumerate() {
             server.add_table(name);
             store.define_table(&table_def(t)).unwrap();
@@ -252,6 +282,7 @@ impl World {
         let client = World::connect(&server, &store);
         World {
             server,
+            dir,
             store,
             client,
             model,
@@ -260,9 +291,9 @@ impl World {
         }
     }
 
-    fn connect(server: &MockServer, store: &MemoryStore) -> SyncContext {
+    fn connect(server: &MockServer, store: &Arc<dyn LocalStore>) -> SyncContext {
         SyncContext::builder()
-            .store(store.clone())
+            .store_arc(Arc::clone(store))
             .transport(server.transport())
             .build()
             .unwrap()
@@ -378,6 +409,7 @@ impl World {
     fn restart(&mut self) {
         let ops = self.client.operations().unwrap();
         let errors = self.client.operation_errors().unwrap();
+        self.store = under_test::reopen(&self.store, self.dir.path());
         self.client = World::connect(&self.server, &self.store);
         self.model.restart();
         assert_eq!(
@@ -687,7 +719,8 @@ fn before() -> impl Strategy<Value = Before> {
 async fn collapse_case(seeded: bool, writes: &[(Before, OpKind)]) {
     let server = MockServer::new();
     server.add_table("List");
-    let store = MemoryStore::new();
+    let dir = under_test::scratch();
+    let store = under_test::open(dir.path());
     store.define_table(&table_def(0)).unwrap();
     let client = World::connect(&server, &store);
     let list = client.table::<Value>("List");
@@ -913,9 +946,9 @@ impl Transport for Flaky {
     }
 }
 
-fn flaky_client(store: &MemoryStore, flaky: &Arc<Flaky>) -> SyncContext {
+fn flaky_client(store: &Arc<dyn LocalStore>, flaky: &Arc<Flaky>) -> SyncContext {
     SyncContext::builder()
-        .store(store.clone())
+        .store_arc(Arc::clone(store))
         .transport_arc(flaky.clone())
         .build()
         .unwrap()
@@ -925,7 +958,8 @@ fn flaky_client(store: &MemoryStore, flaky: &Arc<Flaky>) -> SyncContext {
 
 async fn status_case(tables: &[T], at: usize, fault: F) {
     let server = MockServer::new();
-    let store = MemoryStore::new();
+    let dir = under_test::scratch();
+    let store = under_test::open(dir.path());
     for (t, name) in TABLES.iter().enumerate() {
         server.add_table(name);
         store.define_table(&table_def(t)).unwrap();
@@ -1055,7 +1089,8 @@ async fn cursor_case(limit: usize, steps: &[CStep]) {
     let server = MockServer::new();
     server.add_table("List");
     server.set_page_limit(Some(limit));
-    let store = MemoryStore::new();
+    let dir = under_test::scratch();
+    let store = under_test::open(dir.path());
     store.define_table(&table_def(0)).unwrap();
     let flaky = Flaky::new(&server);
     let client = flaky_client(&store, &flaky);
@@ -1181,7 +1216,8 @@ fn a_full_page_does_not_end_the_pull() {
         let server = MockServer::new();
         server.add_table("List");
         server.set_page_limit(None);
-        let store = MemoryStore::new();
+        let dir = under_test::scratch();
+        let store = under_test::open(dir.path());
         store.define_table(&table_def(0)).unwrap();
         let client = World::connect(&server, &store);
         for id in ["r0", "r1", "r2"] {
