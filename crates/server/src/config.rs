@@ -22,6 +22,10 @@
 //! max_operations = 1000   # the most ops one batch request may carry (batch extension)
 //! op_retention_secs = 86400  # how long applied op ids are remembered
 //!
+//! [feed]
+//! heartbeat_ms = 15000    # a comment line on idle change feeds this often
+//! coalesce_ms = 50        # at most one change event per table per feed this often
+//!
 //! [auth]
 //! jwt_secret = "…"                     # HS256 secret
 //! jwt_public_key_file = "key.pem"      # or an RS256/ES256 public key (PEM)
@@ -202,6 +206,8 @@ pub struct ServerConfig {
     pub lenient_version: bool,
     /// The batch extension.
     pub batch: BatchConfig,
+    /// The change feed.
+    pub feed: crate::feed::FeedConfig,
 }
 
 /// The batch extension's limits (`POST /tidesync/v1/batch`).
@@ -236,6 +242,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 10 * 1024 * 1024,
             lenient_version: false,
             batch: BatchConfig::default(),
+            feed: crate::feed::FeedConfig::default(),
         }
     }
 }

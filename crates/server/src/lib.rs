@@ -37,11 +37,13 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod http;
 mod server;
 pub mod store;
 
 pub use config::{Access, BatchConfig, ServerConfig, TableConfig};
 pub use error::ServerError;
+pub use feed::FeedConfig;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
 pub use store::{PostgresStore, SqliteStore, Store};

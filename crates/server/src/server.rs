@@ -186,6 +186,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the change feed's heartbeat and coalescing.
+    #[must_use]
+    pub fn feed(mut self, feed: crate::feed::FeedConfig) -> ServerBuilder {
+        self.config.feed = feed;
+        self
+    }
+
     /// Keeps tombstones this long, then purges them.
     #[must_use]
     pub fn tombstone_retention(mut self, retention: Duration) -> ServerBuilder {
@@ -225,6 +232,10 @@ impl ServerBuilder {
             (None, Some(url)) => Some(Database::parse(url).map_err(StartError::Config)?),
             (None, None) => None,
         };
+        let postgres_feed = match (&self.store, &database) {
+            (None, Some(Database::Postgres { url, schema })) => Some((url.clone(), schema.clone())),
+            _ => None,
+        };
         let store: Arc<dyn Store> = match (self.store, database) {
             (Some(store), _) => store,
             (None, Some(Database::Sqlite(path))) => Arc::new(
@@ -248,6 +259,7 @@ impl ServerBuilder {
                 .await
                 .map_err(StartError::Database)?;
         }
+        let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
         let state = Arc::new(AppState {
             store,
             tables: config.tables.clone(),
@@ -258,6 +270,8 @@ impl ServerBuilder {
             tombstone_retention_secs: config.tombstone_retention_secs,
             cors_origins: config.cors_origins.clone(),
             batch: config.batch,
+            feed,
+            feed_config: config.feed,
         });
         Ok(App {
             state,
@@ -273,6 +287,32 @@ impl ServerBuilder {
     /// As [`ServerBuilder::build`], and [`StartError::Bind`] when the address is taken.
     pub async fn start(self) -> Result<RunningServer, StartError> {
         self.build().await?.serve().await
+    }
+}
+
+/// Where the change feed hears of writes: a PostgreSQL opened here gets the notify trigger
+/// and this process's listener (writes through every server are seen); any other store is
+/// wrapped so that its writes through this process are published.
+async fn feed_source(
+    store: Arc<dyn Store>,
+    postgres: Option<(String, Option<String>)>,
+    tables: &[TableConfig],
+) -> Result<(Arc<dyn Store>, crate::feed::FeedHub), StartError> {
+    let hub = crate::feed::FeedHub::new();
+    match postgres {
+        Some((url, schema)) => {
+            let schema = schema.as_deref().unwrap_or("public");
+            let names: Vec<String> = tables.iter().map(|t| t.name.clone()).collect();
+            crate::feed::postgres::install(&url, schema, &names)
+                .await
+                .map_err(StartError::Database)?;
+            crate::feed::postgres::start_listener(&url, schema, &hub).await;
+            Ok((store, hub))
+        }
+        None => Ok((
+            Arc::new(crate::feed::FeedStore::new(store, hub.clone())),
+            hub,
+        )),
     }
 }
 
@@ -332,6 +372,7 @@ impl App {
             .map(|secs| tokio::spawn(purge_loop(Arc::clone(&self.state), secs)));
         Ok(RunningServer {
             addr,
+            feed: self.state.feed.clone(),
             stop: Some(stop),
             server,
             purger,
@@ -343,6 +384,7 @@ impl App {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
+    feed: crate::feed::FeedHub,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
     purger: Option<JoinHandle<()>>,
@@ -365,6 +407,8 @@ impl RunningServer {
     ///
     /// [`StartError::Serve`] when the server had failed.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
+        // Open change feeds never end on their own; end them so the shutdown can finish.
+        self.feed.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

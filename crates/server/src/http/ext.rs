@@ -45,6 +45,13 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
                     "maxOperations": state.batch.max_operations,
                     "opRetentionSeconds": state.batch.op_retention_secs,
                 },
+                "feed": {
+                    "path": format!("{EXTENSION_PREFIX}/feed"),
+                    "heartbeatMilliseconds": state.feed_config.heartbeat_ms,
+                    "coalesceMilliseconds": state.feed_config.coalesce_ms,
+                    "tokenParameter": super::feed::TOKEN_PARAM,
+                    "apiKeyParameter": super::feed::API_KEY_PARAM,
+                },
             },
             "cursor": {
                 "updatedAtPrecision": "millisecond",

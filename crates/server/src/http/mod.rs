@@ -4,6 +4,7 @@
 mod batch;
 mod context;
 mod ext;
+pub mod feed;
 mod items;
 mod query;
 pub mod response;
@@ -40,6 +41,9 @@ pub(crate) struct AppState {
     pub(crate) tombstone_retention_secs: Option<u64>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) batch: BatchConfig,
+    /// The change feed's broadcast and settings.
+    pub(crate) feed: crate::feed::FeedHub,
+    pub(crate) feed_config: crate::feed::FeedConfig,
 }
 
 impl AppState {
@@ -84,7 +88,8 @@ pub(crate) fn router(state: Shared) -> Router {
             &format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
             get(ext::horizon),
         )
-        .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch));
+        .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch))
+        .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed));
     let mut app = Router::new()
         .merge(tables)
         .merge(extensions)

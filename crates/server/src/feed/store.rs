@@ -1,0 +1,120 @@
+//! [`FeedStore`]: a [`Store`] wrapper that publishes every committed row write to a
+//! [`FeedHub`], for stores whose writes all pass through this process (SQLite).
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde_json::Value;
+use tidesync_protocol::Item;
+
+use super::{Change, FeedHub, FeedMessage};
+use crate::error::ServerError;
+use crate::store::{
+    BatchWrite, Decide, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, TableSchema, TableSpec,
+    Written,
+};
+
+/// Wraps a store; writes are published after they return, i.e. after their commit.
+#[derive(Debug)]
+pub struct FeedStore {
+    inner: Arc<dyn Store>,
+    hub: FeedHub,
+}
+
+impl FeedStore {
+    /// Publishes the writes of `inner` to `hub`.
+    pub fn new(inner: Arc<dyn Store>, hub: FeedHub) -> FeedStore {
+        FeedStore { inner, hub }
+    }
+}
+
+fn change(table: &str, row: &Row) -> Change {
+    Change {
+        table: table.to_owned(),
+        updated_at_ms: row.updated_at_ms,
+        id: row.id.clone(),
+        owner: row
+            .values
+            .get(OWNER_COLUMN)
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+    }
+}
+
+#[async_trait]
+impl Store for FeedStore {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+        self.inner.prepare_table(spec).await
+    }
+
+    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+        self.inner.schema(table).await
+    }
+
+    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
+        self.inner.learn_columns(table, values).await
+    }
+
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+        self.inner.get(table, id).await
+    }
+
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+        let written = self.inner.write(table, id, decide).await?;
+        // A hard delete is not announced: an incremental pull cannot see it either.
+        if let Written::Stored(row) = &written {
+            self.hub.publish(FeedMessage::Change(change(table, row)));
+        }
+        Ok(written)
+    }
+
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+        self.inner.read(table, request).await
+    }
+
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+        self.inner.purge_deleted(table, before_ms).await
+    }
+
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+        self.inner.purge_horizon(table).await
+    }
+
+    async fn ping(&self) -> Result<(), ServerError> {
+        self.inner.ping().await
+    }
+
+    async fn write_batch(
+        &self,
+        writes: Vec<BatchWrite>,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, ServerError> {
+        // Each op's outcome passes through its render step inside the transaction; collect
+        // the stored rows there and publish them once the batch has committed.
+        let stored: Arc<Mutex<Vec<Change>>> = Arc::default();
+        let writes = writes
+            .into_iter()
+            .map(|mut write| {
+                let render = write.render;
+                let table = write.table.clone();
+                let stored = Arc::clone(&stored);
+                write.render = Box::new(move |outcome| {
+                    if let Ok(Written::Stored(row)) = &outcome {
+                        stored
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .push(change(&table, row));
+                    }
+                    render(outcome)
+                });
+                write
+            })
+            .collect();
+        let results = self.inner.write_batch(writes, retention_ms).await?;
+        let stored = std::mem::take(&mut *stored.lock().unwrap_or_else(|e| e.into_inner()));
+        for change in stored {
+            self.hub.publish(FeedMessage::Change(change));
+        }
+        Ok(results)
+    }
+}

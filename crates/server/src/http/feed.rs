@@ -1,0 +1,270 @@
+//! `GET /tidesync/v1/feed?tables=A,B`: the change feed as server-sent events.
+//!
+//! Authenticated like the tables: an API key (`X-API-KEY` / `ZUMO-API-KEY`, or the query
+//! parameter `api_key`) when one is configured, and a token (`X-ZUMO-AUTH`,
+//! `Authorization: Bearer`, or the query parameter `access_token`, since a browser
+//! `EventSource` cannot set headers) for tables that are not anonymous. Every named table
+//! must exist and be readable by the caller, or the request is refused before the stream
+//! starts.
+//!
+//! The stream carries one event per change burst and table:
+//!
+//! ```text
+//! event: change
+//! data: {"table":"TodoItem","updatedAt":"2026-11-27T08:29:32.659Z","id":"a1"}
+//! ```
+//!
+//! At most one event per table per `coalesce_ms` (50 ms by default): the first change is
+//! sent at once, the ones that follow within the window are folded into one event sent when
+//! the window ends, carrying the newest position. On an owner-mode table a user is told only
+//! of changes to their own rows, and the position is that of their newest row. An event
+//! without `updatedAt`/`id` means "this table may have changed" (the server may have missed
+//! changes, e.g. its database listener reconnected). Idle streams get a comment line every
+//! `heartbeat_ms` (15 s by default). Events are hints: a client pulls to learn the rows.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tidesync_protocol::format_timestamp;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
+
+use super::Shared;
+use super::context::query_pairs;
+use crate::auth::API_KEY_HEADERS;
+use crate::config::Access;
+use crate::error::ServerError;
+use crate::feed::{Change, FeedMessage};
+use crate::store::ms_to_time;
+
+/// The query parameter that may carry the token.
+pub const TOKEN_PARAM: &str = "access_token";
+/// The query parameter that may carry the API key.
+pub const API_KEY_PARAM: &str = "api_key";
+
+/// One subscribed table.
+#[derive(Debug, Clone)]
+struct Subscription {
+    table: String,
+    /// Only rows of this user (owner-mode tables).
+    owner: Option<String>,
+}
+
+/// `GET /tidesync/v1/feed`.
+pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
+    let subscriptions = match subscriptions(&state, &uri, headers) {
+        Ok(subscriptions) => subscriptions,
+        Err(error) => return error.into_response_for(None),
+    };
+    tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
+    let stream = FeedStream {
+        receiver: state.feed.subscribe(),
+        closed: state.feed.closed(),
+        coalesce: state.feed_config.coalesce(),
+        subscriptions,
+        pending: BTreeMap::new(),
+        last_sent: BTreeMap::new(),
+        greeted: false,
+    };
+    let events = futures_util::stream::unfold(stream, |mut stream| async move {
+        let event = stream.next_event().await?;
+        Some((Ok::<_, Infallible>(event), stream))
+    });
+    let mut response = Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(state.feed_config.heartbeat())
+                .text("heartbeat"),
+        )
+        .into_response();
+    // Proxies that buffer would hold events back.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// Checks credentials and tables.
+fn subscriptions(
+    state: &Shared,
+    uri: &Uri,
+    mut headers: HeaderMap,
+) -> Result<Vec<Subscription>, ServerError> {
+    let pairs = query_pairs(uri)?;
+    let param = |name: &str| {
+        pairs
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    };
+    // Query credentials count only where no header gave one.
+    if let Some(key) = param(API_KEY_PARAM) {
+        if !API_KEY_HEADERS.iter().any(|h| headers.contains_key(*h)) {
+            let value = HeaderValue::from_str(key)
+                .map_err(|_| ServerError::bad_request("the api_key parameter is not valid"))?;
+            headers.insert(HeaderName::from_static(API_KEY_HEADERS[0]), value);
+        }
+    }
+    if let Some(token) = param(TOKEN_PARAM) {
+        let has_header = headers.contains_key(tidesync_protocol::wire::X_ZUMO_AUTH)
+            || headers.contains_key(header::AUTHORIZATION);
+        if !has_header {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ServerError::bad_request("the access_token parameter is not valid"))?;
+            headers.insert(header::AUTHORIZATION, value);
+        }
+    }
+    state.auth.check_api_key(&headers)?;
+    let user = state.auth.user(&headers)?;
+    let names = param("tables").unwrap_or_default();
+    let mut subscriptions: Vec<Subscription> = Vec::new();
+    for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let table = state.table(name)?;
+        if table.access != Access::Anonymous && user.is_none() {
+            return Err(ServerError::Unauthenticated);
+        }
+        if subscriptions.iter().any(|s| s.table == table.name) {
+            continue;
+        }
+        subscriptions.push(Subscription {
+            table: table.name.clone(),
+            owner: match (&table.access, &user) {
+                (Access::Owner, Some(user)) => Some(user.id.clone()),
+                _ => None,
+            },
+        });
+    }
+    if subscriptions.is_empty() {
+        return Err(ServerError::bad_request(
+            "name the tables to watch: /tidesync/v1/feed?tables=A,B",
+        ));
+    }
+    Ok(subscriptions)
+}
+
+/// A position: `(updatedAt ms, id)`; `None` when unknown.
+type Position = Option<(i64, String)>;
+
+/// The state of one open feed.
+struct FeedStream {
+    receiver: tokio::sync::broadcast::Receiver<Arc<FeedMessage>>,
+    closed: tokio::sync::watch::Receiver<bool>,
+    coalesce: std::time::Duration,
+    subscriptions: Vec<Subscription>,
+    /// Tables with a change not sent yet, and its newest position.
+    pending: BTreeMap<String, Position>,
+    /// When each table's last event went out.
+    last_sent: BTreeMap<String, Instant>,
+    greeted: bool,
+}
+
+impl FeedStream {
+    /// The next event, or `None` when the server shuts down.
+    async fn next_event(&mut self) -> Option<Event> {
+        if !self.greeted {
+            // Sent at once so that the client sees the response start; `retry` tells a
+            // browser EventSource how soon to reconnect.
+            self.greeted = true;
+            return Some(
+                Event::default()
+                    .comment("subscribed")
+                    .retry(std::time::Duration::from_secs(1)),
+            );
+        }
+        loop {
+            if *self.closed.borrow() {
+                return None;
+            }
+            let now = Instant::now();
+            let mut next_due: Option<Instant> = None;
+            let mut due: Option<String> = None;
+            for table in self.pending.keys() {
+                let at = self
+                    .last_sent
+                    .get(table)
+                    .map_or(now, |sent| *sent + self.coalesce);
+                if at <= now {
+                    due = Some(table.clone());
+                    break;
+                }
+                next_due = Some(next_due.map_or(at, |n: Instant| n.min(at)));
+            }
+            if let Some(table) = due {
+                let position = self.pending.remove(&table).flatten();
+                self.last_sent.insert(table.clone(), now);
+                return Some(change_event(&table, position));
+            }
+            tokio::select! {
+                biased;
+                _ = self.closed.changed() => {}
+                () = sleep_until_opt(next_due) => {}
+                message = self.receiver.recv() => match message {
+                    Ok(message) => self.take(&message),
+                    Err(RecvError::Lagged(missed)) => {
+                        tracing::debug!(missed, "feed fell behind; resync");
+                        self.take(&FeedMessage::Resync);
+                    }
+                    Err(RecvError::Closed) => return None,
+                },
+            }
+        }
+    }
+
+    /// Folds a hub message into the pending set, if this feed may hear of it.
+    fn take(&mut self, message: &FeedMessage) {
+        match message {
+            FeedMessage::Change(change) => {
+                let Some(sub) = self.subscriptions.iter().find(|s| wants(s, change)) else {
+                    return;
+                };
+                let position = Some((change.updated_at_ms, change.id.clone()));
+                let slot = self.pending.entry(sub.table.clone()).or_insert(None);
+                if position > *slot {
+                    *slot = position;
+                }
+            }
+            FeedMessage::Resync => {
+                for sub in &self.subscriptions {
+                    self.pending.entry(sub.table.clone()).or_insert(None);
+                }
+            }
+        }
+    }
+}
+
+fn wants(sub: &Subscription, change: &Change) -> bool {
+    sub.table == change.table
+        && sub
+            .owner
+            .as_ref()
+            .is_none_or(|owner| change.owner.as_ref() == Some(owner))
+}
+
+fn change_event(table: &str, position: Position) -> Event {
+    let data = match position {
+        Some((ms, id)) => json!({
+            "table": table,
+            "updatedAt": format_timestamp(ms_to_time(ms)),
+            "id": id,
+        }),
+        None => json!({ "table": table }),
+    };
+    Event::default().event("change").data(data.to_string())
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
