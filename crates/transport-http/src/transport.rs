@@ -9,7 +9,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, IF_MATCH};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
-use tidesync_core::{BatchOperation, BatchOutcome, Page, ReadRequest, Transport, TransportError};
+use tidesync_core::{
+    BatchOperation, BatchOutcome, ChangeFeed, Page, ReadRequest, Transport, TransportError,
+};
 use tidesync_protocol::odata::Dialect;
 use tidesync_protocol::system::{ID, is_system_property};
 use tidesync_protocol::wire::ApiVersion;
@@ -23,6 +25,8 @@ use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from,
 
 #[path = "batch.rs"]
 mod batch;
+#[path = "feed.rs"]
+mod feed;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits
 /// and `- _ . ! ~ * ' ( )` (what JavaScript's `encodeURIComponent` keeps).
@@ -421,6 +425,11 @@ impl Transport for HttpTransport {
         operations: &[BatchOperation],
     ) -> Result<Vec<BatchOutcome>, TransportError> {
         self.send_batch(operations).await
+    }
+
+    /// The server's change feed, when its capabilities list `feed` (see `feed.rs`).
+    async fn change_feed(&self, tables: &[String]) -> Result<ChangeFeed, TransportError> {
+        self.open_feed(tables).await
     }
 }
 
