@@ -145,6 +145,8 @@ struct Outgoing {
 struct Prepared {
     op: Operation,
     send: Outgoing,
+    /// What an earlier attempt of this insert or update sent, if there was one.
+    earlier: Option<Item>,
 }
 
 impl Inner {
@@ -212,7 +214,7 @@ impl Inner {
             return Ok(Some(Step::Next));
         }
         if batch_size == 1 {
-            let Some(Prepared { op, send }) = prepared.pop() else {
+            let Some(Prepared { op, send, earlier }) = prepared.pop() else {
                 return Ok(Some(Step::Next));
             };
             let call = self.send(&op.table, &op.item_id, &send);
@@ -222,7 +224,7 @@ impl Inner {
                 outcome = call => outcome,
             };
             return self
-                .settle(op, send, outcome, cancel, walk, result)
+                .settle(op, send, earlier, outcome, cancel, walk, result)
                 .await
                 .map(Some);
         }
@@ -296,7 +298,7 @@ impl Inner {
                 continue;
             }
             if let Step::Stop(status) = self
-                .settle(p.op, p.send, outcome, cancel, walk, result)
+                .settle(p.op, p.send, p.earlier, outcome, cancel, walk, result)
                 .await?
             {
                 stop = Some(status);
@@ -380,20 +382,27 @@ impl Inner {
             walk.blocked.insert((op.table.clone(), op.item_id.clone()));
             return Ok(None);
         };
-        op.state = OpState::Attempted;
-        self.store.write(&single(Write::PutOperation(op.clone())))?;
-        state.in_flight.insert(op.id.clone());
         item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
         let if_match = item
             .remove(VERSION)
             .and_then(|v| v.as_str().map(str::to_owned))
             .filter(|v| !v.is_empty());
+        // An insert or update keeps what it sends in its `item`, so that a later
+        // attempt can tell its own earlier write (answered but lost) from a
+        // foreign one (see `settle`). A delete's `item` is its snapshot.
+        let earlier = match op.kind {
+            OpKind::Delete => None,
+            OpKind::Insert | OpKind::Update => op.item.replace(item.clone()),
+        };
+        op.state = OpState::Attempted;
+        self.store.write(&single(Write::PutOperation(op.clone())))?;
+        state.in_flight.insert(op.id.clone());
         let send = Outgoing {
             kind: op.kind,
             item,
             if_match,
         };
-        Ok(Some(Prepared { op, send }))
+        Ok(Some(Prepared { op, send, earlier }))
     }
 
     /// An op that failed (or was cut off by a crash) while a later write of the
@@ -438,10 +447,12 @@ impl Inner {
 
     /// Deals with the answer to an op: completes it, stops the push, records an
     /// error, or resolves a conflict (retrying with single calls).
+    #[allow(clippy::too_many_arguments)]
     async fn settle(
         self: &Arc<Self>,
         mut op: Operation,
         mut send: Outgoing,
+        earlier: Option<Item>,
         first: Result<Option<Item>, TransportError>,
         cancel: &CancellationToken,
         walk: &mut Walk,
@@ -484,6 +495,25 @@ impl Inner {
                 self.complete_op(&op, Some(server.clone()))?;
                 result.pushed += 1;
                 return Ok(Step::Next);
+            }
+            // Our earlier attempt was applied but its answer was lost, and a newer
+            // local write joined the op since (or a delete replaced it): the
+            // server holds our own earlier write, so send the newer content (or
+            // the delete) against the server's version, without a conflict.
+            if let Some(server) = server_item.as_ref().filter(|s| {
+                rounds < self.options.max_conflict_rounds
+                    && earlier_write_applied(&send, earlier.as_ref(), s)
+            }) {
+                rounds += 1;
+                tracing::debug!(table = %op.table, id = %op.item_id, "conflict is our own earlier write: resending the newer one");
+                (op, send) = self.retry_with(&op, sent_copy(&send), server)?;
+                let call = self.send(&op.table, &op.item_id, &send);
+                outcome = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
+                    outcome = call => outcome,
+                };
+                continue;
             }
             if matches!(error, TransportError::Conflict { .. })
                 && rounds < self.options.max_conflict_rounds
@@ -739,12 +769,29 @@ impl Inner {
 /// every property sent has the same value on the server (deletes never match,
 /// since a server copy that still exists means the delete did not happen).
 fn echoes(send: &Outgoing, server: &Item) -> bool {
-    send.kind != OpKind::Delete
-        && server.get("deleted").and_then(Value::as_bool) != Some(true)
-        && send
-            .item
-            .iter()
-            .all(|(k, v)| server.get(k).unwrap_or(&Value::Null) == v)
+    send.kind != OpKind::Delete && is_live(server) && holds(server, &send.item)
+}
+
+/// True when the server's copy is what this op's earlier attempt wrote: for an
+/// insert or update, everything the earlier attempt sent; for a delete, the
+/// fields of its snapshot (the row as the app saw it when deleting; a snapshot
+/// with nothing but an id proves nothing).
+fn earlier_write_applied(send: &Outgoing, earlier: Option<&Item>, server: &Item) -> bool {
+    is_live(server)
+        && match send.kind {
+            OpKind::Insert | OpKind::Update => earlier.is_some_and(|e| holds(server, e)),
+            OpKind::Delete => send.item.keys().any(|k| k != ID) && holds(server, &send.item),
+        }
+}
+
+fn is_live(server: &Item) -> bool {
+    server.get("deleted").and_then(Value::as_bool) != Some(true)
+}
+
+/// Every property of `sent` has the same value in `server`.
+fn holds(server: &Item, sent: &Item) -> bool {
+    sent.iter()
+        .all(|(k, v)| server.get(k).unwrap_or(&Value::Null) == v)
 }
 
 fn id_only(id: &str) -> Item {

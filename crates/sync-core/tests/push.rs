@@ -548,3 +548,42 @@ async fn a_real_conflict_is_not_mistaken_for_a_lost_acknowledgement() {
     assert_eq!(result.errors.len(), 1);
     assert_eq!(result.errors[0].status, Some(409));
 }
+
+#[tokio::test]
+async fn an_edit_folded_into_an_op_whose_answer_was_lost_is_sent_without_a_conflict() {
+    let f = Fixture::new();
+    f.seed("u", "v0").await;
+    f.seed("d", "v0").await;
+    f.todo()
+        .insert(&json!({"id": "i", "text": "v1"}))
+        .await
+        .unwrap();
+    f.todo()
+        .update(&json!({"id": "u", "text": "v1"}))
+        .await
+        .unwrap();
+    f.todo()
+        .update(&json!({"id": "d", "text": "v1"}))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        f.server.fail_next(1, Fault::CommitThenLoseResponse);
+        f.client.push().await.unwrap();
+    }
+    // All three were applied; the client only knows they failed.
+    f.todo()
+        .update(&json!({"id": "i", "text": "v2"}))
+        .await
+        .unwrap();
+    f.todo()
+        .update(&json!({"id": "u", "text": "v2"}))
+        .await
+        .unwrap();
+    f.todo().delete_id("d").await.unwrap();
+    let result = f.client.push().await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert!(f.client.operation_errors().unwrap().is_empty());
+    assert_eq!(text_of(&f.server.get(TODO, "i").unwrap()), "v2");
+    assert_eq!(text_of(&f.server.get(TODO, "u").unwrap()), "v2");
+    assert_eq!(f.server.get(TODO, "d").unwrap()["deleted"], true);
+}

@@ -287,9 +287,9 @@ async fn client_loop(
             next += 1;
             let roll = next_random(&mut random) % 100;
             let pick = (next_random(&mut random) as usize) % window.len().max(1);
-            // Unless strict, leave rows alone whose op was sent but not acknowledged: an
-            // edit folded into such an op meets a spurious conflict (the engine bug of
-            // `regressions.rs`, `engine_bug_edit_after_lost_ack_*`).
+            // Unless strict, leave rows alone whose op was sent but not acknowledged, so
+            // the two variants cover both shapes of history (the strict one folds edits
+            // into such ops; see `regressions.rs`, `edit_after_lost_ack_*`).
             let target = window.get(pick).cloned();
             let sent = match &target {
                 Some(id) if !strict => ctx
@@ -711,10 +711,9 @@ async fn sigkill_client_loses_and_doubles_nothing() {
 
 /// The same, with edits to rows whose op was sent but not acknowledged: such an edit is
 /// folded into the op, and when the kill had come after the server applied it, the resent
-/// op meets 409/412 with a server copy that is not what it now carries; the default
-/// handler records a conflict and the op stays queued (see `regressions.rs`).
+/// op meets 409/412 with the copy of its earlier attempt, which the engine must take as
+/// its own write (see `regressions.rs`, `edit_after_lost_ack_*`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: an edit folded into an op whose acknowledgement was lost gets a spurious conflict"]
 async fn sigkill_client_with_edits_behind_unacknowledged_ops() {
     let kills = env_number("TIDESYNC_CRASH_KILLS").unwrap_or(30);
     let outcome = run(kills, true).await;

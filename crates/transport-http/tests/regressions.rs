@@ -7,8 +7,8 @@
 //! server applied the write, the client never hears). Every scenario runs on both push
 //! paths: one request per op (`Protocol::V3`) and the batch extension (`Protocol::Auto`).
 //!
-//! The `engine_bug_*` tests are ignored: minimal cases of an engine bug the crash suite
-//! found (see each one's doc).
+//! The `edit_after_lost_ack_*` tests pin an engine bug the crash suite found (now fixed:
+//! an op remembers what its last attempt sent).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::VecDeque;
@@ -690,14 +690,14 @@ async fn datasync_98_interrupted_pull_resumes_without_skipping() {
 }
 
 // ---------------------------------------------------------------------------------------
-// Engine bugs found by the crash suite (`crash.rs`)
+// An engine bug found by the crash suite (`crash.rs`), fixed
 
 /// An op whose request the server applied but whose answer was lost stays queued
 /// (`Failed`); a later local edit of the same row is folded into it. The resent op then
-/// carries the edited row, the server answers 409 (insert) or 412 (update) with the copy
-/// it applied, which is not what the op now carries, so the lost-acknowledgement check
-/// (server copy == what is sent) does not recognise it, and the default handler records a
-/// conflict: the op stays queued with an error and the edit never reaches the server.
+/// carries the edited row, and the server answers 409 (insert) or 412 (update) with the
+/// copy it applied. That copy is what the op's earlier attempt sent, so the engine takes
+/// it as its own write and sends the edit against the server's version; before the fix
+/// the default handler recorded a conflict and the edit never reached the server.
 /// Expected: the push completes, the server holds the edit, no error record.
 async fn edit_after_lost_ack(protocol: Protocol, first: &str, then: &str) -> Result<(), String> {
     let env = env(None).await;
@@ -757,19 +757,16 @@ async fn edit_after_lost_ack_on_both_paths(first: &str, then: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: an update folded into an insert whose acknowledgement was lost meets a spurious 409"]
-async fn engine_bug_edit_after_lost_ack_insert_then_update() {
+async fn edit_after_lost_ack_insert_then_update() {
     edit_after_lost_ack_on_both_paths("insert", "update").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: an update folded into an update whose acknowledgement was lost meets a spurious 412"]
-async fn engine_bug_edit_after_lost_ack_update_then_update() {
+async fn edit_after_lost_ack_update_then_update() {
     edit_after_lost_ack_on_both_paths("update", "update").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "engine bug: a delete replacing an update whose acknowledgement was lost meets a spurious 412"]
-async fn engine_bug_edit_after_lost_ack_update_then_delete() {
+async fn edit_after_lost_ack_update_then_delete() {
     edit_after_lost_ack_on_both_paths("update", "delete").await;
 }

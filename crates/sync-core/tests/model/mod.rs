@@ -42,7 +42,9 @@ pub struct ServerRow {
     pub deleted: bool,
 }
 
-/// A queued op. `snap_ver` is a delete's `If-Match` (its snapshot's version).
+/// A queued op. `snap_ver` is a delete's `If-Match` (its snapshot's version),
+/// `snap` the snapshot's values; `sent` is what an insert's or update's last
+/// attempt sent (the engine keeps it to recognise its own earlier write).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Op {
     pub kind: OpKind,
@@ -50,6 +52,17 @@ pub struct Op {
     pub seq: u64,
     pub version: u32,
     pub snap_ver: Option<u64>,
+    pub snap: Option<Row>,
+    pub sent: Option<Row>,
+}
+
+/// A row's values without its version.
+fn values(row: &Row) -> Row {
+    Row {
+        v: row.v.clone(),
+        rel: row.rel.clone(),
+        ver: None,
+    }
 }
 
 /// An error record: the status and, for a real conflict, the server's copy.
@@ -241,6 +254,7 @@ impl Model {
         }
         let rel = RELATION[key.0].map(|_| key.1.clone());
         let snapshot_ver = self.local.get(key).and_then(|r| r.ver);
+        let snapshot = self.local.get(key).map(values);
         match kind {
             OpKind::Insert => {
                 self.local.insert(
@@ -268,7 +282,7 @@ impl Model {
             }
         }
         match cell {
-            Cell::Enqueue => self.enqueue(kind, key, snapshot_ver, 1),
+            Cell::Enqueue => self.enqueue(kind, key, snapshot_ver, snapshot, 1),
             Cell::Merge => {
                 self.errors.remove(key);
                 if let Some(op) = self.ops.get_mut(key) {
@@ -282,20 +296,30 @@ impl Model {
             Cell::DeleteToEnd => {
                 self.errors.remove(key);
                 self.ops.remove(key);
-                self.enqueue(kind, key, snapshot_ver, 2);
+                self.enqueue(kind, key, snapshot_ver, snapshot, 2);
             }
             Cell::Refuse(_) => unreachable!(),
         }
         Ok(())
     }
 
-    fn enqueue(&mut self, kind: OpKind, key: &Key, snapshot_ver: Option<u64>, version: u32) {
+    fn enqueue(
+        &mut self,
+        kind: OpKind,
+        key: &Key,
+        snapshot_ver: Option<u64>,
+        snapshot: Option<Row>,
+        version: u32,
+    ) {
+        let delete = kind == OpKind::Delete;
         let op = Op {
             kind,
             state: OpState::Pending,
             seq: self.next_seq,
             version,
-            snap_ver: (kind == OpKind::Delete).then_some(snapshot_ver).flatten(),
+            snap_ver: delete.then_some(snapshot_ver).flatten(),
+            snap: delete.then_some(snapshot).flatten(),
+            sent: None,
         };
         self.next_seq += 1;
         self.ops.insert(key.clone(), op);
@@ -448,7 +472,7 @@ impl Model {
         let mut order: Vec<(u64, Key)> =
             self.ops.iter().map(|(k, op)| (op.seq, k.clone())).collect();
         order.sort();
-        for (_, key) in order {
+        'ops: for (_, key) in order {
             let op = self.ops[&key].clone();
             let sent = match op.kind {
                 OpKind::Delete => None,
@@ -467,70 +491,107 @@ impl Model {
                     }
                 },
             };
+            let mut earlier = None;
             if let Some(op) = self.ops.get_mut(&key) {
                 op.state = OpState::Attempted;
+                if op.kind != OpKind::Delete {
+                    earlier = std::mem::replace(&mut op.sent, sent.as_ref().map(values));
+                }
             }
-            let if_match = match op.kind {
+            let mut kind = op.kind;
+            let mut if_match = match op.kind {
                 OpKind::Delete => op.snap_ver,
                 _ => sent.as_ref().and_then(|r| r.ver),
             };
-            match self.call(op.kind, &key, sent.as_ref(), if_match) {
-                Answer::Ok(server) => {
-                    self.complete(&key, server);
-                    out.pushed += 1;
+            let mut rounds = 0;
+            loop {
+                match self.call(kind, &key, sent.as_ref(), if_match) {
+                    Answer::Ok(server) => {
+                        self.complete(&key, server);
+                        out.pushed += 1;
+                    }
+                    Answer::Network => {
+                        self.fail(&key, None);
+                        out.status = PushStatus::CancelledByNetworkError;
+                        break 'ops;
+                    }
+                    Answer::Auth => {
+                        self.fail(&key, None);
+                        out.status = PushStatus::CancelledByAuthenticationError;
+                        break 'ops;
+                    }
+                    Answer::Conflict(_, Some(server))
+                        if kind != OpKind::Delete
+                            && !server.deleted
+                            && sent
+                                .as_ref()
+                                .is_some_and(|s| s.v == server.v && s.rel == server.rel) =>
+                    {
+                        // Our own earlier write whose answer was lost.
+                        self.complete(&key, Some(server));
+                        out.pushed += 1;
+                    }
+                    Answer::Conflict(_, Some(server))
+                        if rounds < 3
+                            && !server.deleted
+                            && match kind {
+                                OpKind::Delete => op.snap.as_ref(),
+                                _ => earlier.as_ref(),
+                            }
+                            .is_some_and(|e| e.v == server.v && e.rel == server.rel) =>
+                    {
+                        // The server holds this op's earlier attempt (answer lost)
+                        // and a newer write joined the op: resend it against the
+                        // server's version.
+                        rounds += 1;
+                        if_match = Some(server.rev);
+                        if let Some(op) = self.ops.get_mut(&key) {
+                            if kind == OpKind::Delete {
+                                op.snap_ver = Some(server.rev);
+                            } else {
+                                op.kind = OpKind::Update;
+                            }
+                        }
+                        if kind != OpKind::Delete {
+                            kind = OpKind::Update;
+                            if let Some(row) = self.local.get_mut(&key) {
+                                row.ver = Some(server.rev);
+                            }
+                        }
+                        continue;
+                    }
+                    Answer::Conflict(status, server) => {
+                        self.fail(
+                            &key,
+                            Some(ErrRec {
+                                status: Some(status),
+                                server,
+                            }),
+                        );
+                        out.errors.push((key.0, key.1.clone(), Some(status)));
+                    }
+                    Answer::NotFound => {
+                        self.fail(
+                            &key,
+                            Some(ErrRec {
+                                status: Some(404),
+                                server: None,
+                            }),
+                        );
+                        out.errors.push((key.0, key.1.clone(), Some(404)));
+                    }
+                    Answer::Http(status) => {
+                        self.fail(
+                            &key,
+                            Some(ErrRec {
+                                status: Some(status),
+                                server: None,
+                            }),
+                        );
+                        out.errors.push((key.0, key.1.clone(), Some(status)));
+                    }
                 }
-                Answer::Network => {
-                    self.fail(&key, None);
-                    out.status = PushStatus::CancelledByNetworkError;
-                    break;
-                }
-                Answer::Auth => {
-                    self.fail(&key, None);
-                    out.status = PushStatus::CancelledByAuthenticationError;
-                    break;
-                }
-                Answer::Conflict(status, Some(server))
-                    if op.kind != OpKind::Delete
-                        && !server.deleted
-                        && sent
-                            .as_ref()
-                            .is_some_and(|s| s.v == server.v && s.rel == server.rel) =>
-                {
-                    // Our own earlier write whose answer was lost.
-                    let _ = status;
-                    self.complete(&key, Some(server));
-                    out.pushed += 1;
-                }
-                Answer::Conflict(status, server) => {
-                    self.fail(
-                        &key,
-                        Some(ErrRec {
-                            status: Some(status),
-                            server,
-                        }),
-                    );
-                    out.errors.push((key.0, key.1.clone(), Some(status)));
-                }
-                Answer::NotFound => {
-                    self.fail(
-                        &key,
-                        Some(ErrRec {
-                            status: Some(404),
-                            server: None,
-                        }),
-                    );
-                    out.errors.push((key.0, key.1.clone(), Some(404)));
-                }
-                Answer::Http(status) => {
-                    self.fail(
-                        &key,
-                        Some(ErrRec {
-                            status: Some(status),
-                            server: None,
-                        }),
-                    );
-                    out.errors.push((key.0, key.1.clone(), Some(status)));
-                }
+                break;
             }
         }
         out
