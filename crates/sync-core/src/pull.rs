@@ -2,6 +2,7 @@
 //! cursor, the implicit push before a pull, and local purge.
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,10 @@ pub struct PullResult {
     pub requests: u64,
     /// The implicit push made first, if one was needed.
     pub push: Option<PushResult>,
+    /// True when the query was read again in full because its cursor was older
+    /// than the server's tombstone horizon (local rows the server no longer has
+    /// were removed and are counted in `deleted`).
+    pub resynced: bool,
 }
 
 impl PullResult {
@@ -172,6 +177,14 @@ fn and(a: Option<Expr>, b: Expr) -> Expr {
         },
         None => b,
     }
+}
+
+/// True when the cursor is older than the server's tombstone horizon.
+fn before_horizon(cursor: &Cursor, horizon: Option<&str>) -> bool {
+    let (Some(horizon), Ok(at)) = (horizon, parse_timestamp(&cursor.updated_at)) else {
+        return false;
+    };
+    parse_timestamp(horizon).is_ok_and(|h| at < h)
 }
 
 /// The `(updatedAt, id)` of a row, if it has a parseable `updatedAt`.
@@ -331,6 +344,7 @@ impl Inner {
                 Ok::<_, Error>((request, page))
             }
         };
+        let mut seen: Option<HashSet<String>> = None;
         let mut next = Some(page_request(cursor.as_ref(), skip, remaining)?);
         let mut fetched = None;
         loop {
@@ -347,6 +361,31 @@ impl Inner {
                     None => break,
                 },
             };
+            // A cursor older than the server's tombstone horizon may have missed
+            // deletes whose tombstones are gone: read the query again in full and
+            // drop the local rows the server no longer has.
+            if seen.is_none()
+                && cursor
+                    .as_ref()
+                    .is_some_and(|c| before_horizon(c, page.purged_before.as_deref()))
+            {
+                tracing::warn!(
+                    table,
+                    "cursor older than the server's tombstone horizon: reading the query again in full"
+                );
+                result.resynced = true;
+                seen = Some(HashSet::new());
+                cursor = None;
+                next = Some(page_request(None, skip, remaining)?);
+                continue;
+            }
+            if let Some(seen) = seen.as_mut() {
+                seen.extend(
+                    page.items
+                        .iter()
+                        .filter_map(|i| i.get(ID).and_then(Value::as_str).map(str::to_owned)),
+                );
+            }
             let received = page.items.len() as u64;
             if received == 0 {
                 break;
@@ -414,14 +453,57 @@ impl Inner {
                 None => break,
             }
         }
+        if let Some(seen) = seen {
+            let removed = self.remove_unseen(table, &query, &seen)?;
+            if removed > 0 {
+                self.emit(ChangeEvent::Pulled {
+                    table: table.to_owned(),
+                    upserted: 0,
+                    deleted: removed,
+                });
+            }
+            result.deleted += removed;
+        }
         tracing::info!(
             upserted = result.upserted,
             deleted = result.deleted,
             skipped = result.skipped,
             requests = result.requests,
+            resynced = result.resynced,
             "pull finished"
         );
         Ok(result)
+    }
+
+    /// After a full re-read: removes the local rows the query selects that the
+    /// server did not send and that have no queued op.
+    fn remove_unseen(&self, table: &str, query: &Query, seen: &HashSet<String>) -> Result<u64> {
+        let _state = self.lock_queue();
+        let local = self.store.query(
+            table,
+            &Query {
+                filter: query.filter.clone(),
+                select: Some(vec![ID.to_owned()]),
+                ..Query::default()
+            },
+        )?;
+        let mut batch = WriteBatch::new();
+        for id in local
+            .items
+            .iter()
+            .filter_map(|i| i.get(ID).and_then(Value::as_str))
+            .filter(|id| !seen.contains(*id))
+        {
+            if self.store.operations_for(table, id)?.is_empty() {
+                batch.push(Write::DeleteItem {
+                    table: table.to_owned(),
+                    id: id.to_owned(),
+                });
+            }
+        }
+        let removed = batch.len() as u64;
+        self.store.write(&batch)?;
+        Ok(removed)
     }
 
     /// Applies one page in one store batch, on a blocking thread when it is large.

@@ -448,3 +448,77 @@ async fn a_second_client_sees_the_first_clients_changes() {
     b.todo().pull("all", Query::all()).await.unwrap();
     assert!(b.local(TODO, "n").is_none());
 }
+
+/// A transport that reports a tombstone horizon on every page, as
+/// tidesync-server does once it has removed old tombstones.
+#[derive(Debug)]
+struct WithHorizon {
+    inner: tidesync_transport_mock::MockTransport,
+    purged_before: String,
+}
+
+#[async_trait::async_trait]
+impl tidesync_core::Transport for WithHorizon {
+    async fn read(
+        &self,
+        request: &tidesync_core::ReadRequest,
+    ) -> Result<tidesync_core::Page, TransportError> {
+        let mut page = self.inner.read(request).await?;
+        page.purged_before = Some(self.purged_before.clone());
+        Ok(page)
+    }
+    async fn insert(&self, table: &str, item: &Item) -> Result<Item, TransportError> {
+        self.inner.insert(table, item).await
+    }
+    async fn replace(&self, t: &str, item: &Item, m: Option<&str>) -> Result<Item, TransportError> {
+        self.inner.replace(t, item, m).await
+    }
+    async fn delete(&self, t: &str, id: &str, m: Option<&str>) -> Result<(), TransportError> {
+        self.inner.delete(t, id, m).await
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_older_than_the_tombstone_horizon_reads_the_query_again_and_drops_what_is_gone() {
+    let server = MockServer::new();
+    // Without soft delete a server delete leaves no tombstone: like one removed
+    // after the retention.
+    server.add_table_with(
+        TODO,
+        tidesync_transport_mock::TableOptions { soft_delete: false },
+    );
+    let f = Fixture::build(server.clone(), None);
+    for id in ["a", "b", "c"] {
+        server.server_insert(TODO, obj(json!({"id": id, "text": id})));
+    }
+    f.todo().pull("all", Query::all()).await.unwrap();
+    server.server_delete(TODO, "b");
+    f.todo()
+        .insert(&json!({"id": "mine", "text": "local only"}))
+        .await
+        .unwrap();
+    let horizon = SyncContext::builder()
+        .store(f.store.clone())
+        .transport(WithHorizon {
+            inner: server.transport(),
+            purged_before: "2999-01-01T00:00:00.000Z".into(),
+        })
+        .build()
+        .unwrap();
+    let result = horizon.pull(TODO, Some("all"), Query::all()).await.unwrap();
+    assert!(result.resynced);
+    assert_eq!(result.deleted, 1, "b is gone locally too");
+    assert_eq!(local_ids(&f), vec!["a", "c", "mine"]);
+    // A horizon older than the cursor changes nothing.
+    let recent = SyncContext::builder()
+        .store(f.store.clone())
+        .transport(WithHorizon {
+            inner: server.transport(),
+            purged_before: "2000-01-01T00:00:00.000Z".into(),
+        })
+        .build()
+        .unwrap();
+    let again = recent.pull(TODO, Some("all"), Query::all()).await.unwrap();
+    assert!(!again.resynced);
+    assert_eq!(again.requests, 1);
+}
