@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::Value as SqlValue;
@@ -68,6 +68,39 @@ pub struct SqliteStore {
     file: Option<PathBuf>,
     options: SqliteOptions,
     readers: Mutex<Vec<Connection>>,
+    /// Table definitions and their statements, valid for one schema version.
+    tables: TableCache,
+}
+
+/// Parsed table definitions with their SQL, keyed by SQLite's
+/// `PRAGMA schema_version`: any DDL (a table created or grown, here or by another
+/// process) changes the version and empties the cache, so a definition is read
+/// from `__tables` and parsed once per schema change instead of once per call.
+#[derive(Debug, Default)]
+struct TableCache {
+    inner: Mutex<(i64, HashMap<String, Arc<TableInfo>>)>,
+}
+
+impl TableCache {
+    fn get(&self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>> {
+        let version: i64 = conn
+            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .store()?;
+        {
+            let mut cache = lock(&self.inner);
+            if cache.0 != version {
+                *cache = (version, HashMap::new());
+            } else if let Some(info) = cache.1.get(table) {
+                return Ok(info.clone());
+            }
+        }
+        let info = Arc::new(TableInfo::load(conn, table)?);
+        let mut cache = lock(&self.inner);
+        if cache.0 == version {
+            cache.1.insert(table.to_owned(), info.clone());
+        }
+        Ok(info)
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -110,6 +143,7 @@ impl SqliteStore {
             file: Some(path),
             options,
             readers: Mutex::new(Vec::new()),
+            tables: TableCache::default(),
         })
     }
 
@@ -128,6 +162,7 @@ impl SqliteStore {
             file: None,
             options,
             readers: Mutex::new(Vec::new()),
+            tables: TableCache::default(),
         })
     }
 
@@ -206,25 +241,34 @@ impl LocalStore for SqliteStore {
 
     fn get(&self, table: &str, id: &str) -> Result<Option<Item>> {
         self.read(|conn| {
-            let def = Self::definition(conn, table)?;
-            let columns = columns_of(&def);
-            let list: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-            let sql = format!(
-                "SELECT {} FROM {} WHERE \"id\" = ?1",
-                list.join(", "),
-                quote(table)
-            );
-            let mut stmt = conn.prepare_cached(&sql).store()?;
+            let info = self.tables.get(conn, table)?;
+            let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
             let mut rows = stmt.query([id]).store()?;
             match rows.next().store()? {
-                Some(row) => Ok(Some(crate::rows::read_item(row, &columns)?)),
+                Some(row) => Ok(Some(crate::rows::read_item(row, &info.columns)?)),
                 None => Ok(None),
             }
         })
     }
 
+    fn get_with_operations(&self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
+        self.read(|conn| {
+            let info = self.tables.get(conn, table)?;
+            let row = {
+                let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
+                let mut rows = stmt.query([id]).store()?;
+                match rows.next().store()? {
+                    Some(row) => Some(crate::rows::read_item(row, &info.columns)?),
+                    None => None,
+                }
+            };
+            let ops = collect_ops(conn, &operations_for_sql(), (table, id))?;
+            Ok((row, ops))
+        })
+    }
+
     fn query(&self, table: &str, query: &Query) -> Result<QueryResult> {
-        self.read(|conn| run(conn, &Self::definition(conn, table)?, query))
+        self.read(|conn| run(conn, &self.tables.get(conn, table)?.def, query))
     }
 
     fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>> {
@@ -242,13 +286,7 @@ impl LocalStore for SqliteStore {
     }
 
     fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>> {
-        self.read(|conn| {
-            let sql = format!(
-                "SELECT {OPERATION_COLUMNS} FROM __operations WHERE tableName = ?1 AND itemId = ?2 \
-                 ORDER BY sequence"
-            );
-            collect_ops(conn, &sql, (table, item_id))
-        })
+        self.read(|conn| collect_ops(conn, &operations_for_sql(), (table, item_id)))
     }
 
     fn operation(&self, id: &str) -> Result<Option<Operation>> {
@@ -325,13 +363,20 @@ impl LocalStore for SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .store()?;
-        let mut tables = HashMap::new();
         for write in &batch.writes {
-            apply(&tx, &mut tables, write)?;
+            apply(&tx, &self.tables, write)?;
         }
         tx.commit().store()
         // Dropping an uncommitted transaction on an error above rolls it back.
     }
+}
+
+/// The ops of one item, oldest first.
+fn operations_for_sql() -> String {
+    format!(
+        "SELECT {OPERATION_COLUMNS} FROM __operations WHERE tableName = ?1 AND itemId = ?2 \
+         ORDER BY sequence"
+    )
 }
 
 fn collect_ops(
@@ -348,26 +393,28 @@ fn collect_ops(
     Ok(ops)
 }
 
-/// A table as a batch uses it: its definition, columns and statements.
+/// A table as reads and writes use it: its definition, columns and statements.
+#[derive(Debug)]
 struct TableInfo {
     def: TableDef,
     columns: Vec<(String, ColumnType)>,
+    select_sql: String,
     insert_sql: String,
     delete_sql: String,
 }
 
-/// The table, loaded once per batch.
-fn table_info<'d>(
-    conn: &Connection,
-    tables: &'d mut HashMap<String, TableInfo>,
-    table: &str,
-) -> Result<&'d TableInfo> {
-    if !tables.contains_key(table) {
+impl TableInfo {
+    fn load(conn: &Connection, table: &str) -> Result<TableInfo> {
         let def = SqliteStore::definition(conn, table)?;
         let columns = columns_of(&def);
         let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
         let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
-        let info = TableInfo {
+        Ok(TableInfo {
+            select_sql: format!(
+                "SELECT {} FROM {} WHERE \"id\" = ?1",
+                names.join(", "),
+                quote(table)
+            ),
             insert_sql: format!(
                 "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
                 quote(table),
@@ -377,22 +424,18 @@ fn table_info<'d>(
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
             def,
             columns,
-        };
-        tables.insert(table.to_owned(), info);
+        })
     }
-    tables
-        .get(table)
-        .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
 }
 
-fn apply(conn: &Connection, tables: &mut HashMap<String, TableInfo>, write: &Write) -> Result<()> {
+fn apply(conn: &Connection, tables: &TableCache, write: &Write) -> Result<()> {
     match write {
-        Write::PutItem { table, item } => put_item(conn, table_info(conn, tables, table)?, item),
+        Write::PutItem { table, item } => put_item(conn, &*tables.get(conn, table)?, item),
         Write::DeleteItem { table, id } => {
-            execute(conn, &table_info(conn, tables, table)?.delete_sql, [id])
+            execute(conn, &tables.get(conn, table)?.delete_sql, [id])
         }
         Write::DeleteItems { table, query } => {
-            let info = table_info(conn, tables, table)?;
+            let info = tables.get(conn, table)?;
             for id in select_ids(conn, &info.def, query)? {
                 execute(conn, &info.delete_sql, [id])?;
             }

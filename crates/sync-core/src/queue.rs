@@ -185,12 +185,24 @@ impl<'a> Transaction<'a> {
         Ok(self.store.get(table, id)?)
     }
 
-    fn ops_for(&mut self, table: &str, id: &str) -> Result<Vec<Operation>> {
+    /// The row and its ops as this transaction sees them: from the store in one
+    /// read unless the transaction already changed either.
+    fn row_and_ops(&mut self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
         let key = (table.to_owned(), id.to_owned());
-        if let Some(ops) = self.ops.get(&key) {
-            return Ok(ops.clone());
+        match (self.items.get(&key), self.ops.get(&key)) {
+            (None, None) => Ok(self.store.get_with_operations(table, id)?),
+            (row, ops) => {
+                let row = match row {
+                    Some(row) => row.clone(),
+                    None => self.store.get(table, id)?,
+                };
+                let ops = match ops {
+                    Some(ops) => ops.clone(),
+                    None => self.store.operations_for(table, id)?,
+                };
+                Ok((row, ops))
+            }
         }
-        Ok(self.store.operations_for(table, id)?)
     }
 
     fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
@@ -201,8 +213,7 @@ impl<'a> Transaction<'a> {
         let mut item = conform_item(&def, &item, false)?;
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
-        let row = self.get(table, &id)?;
-        let mut ops = self.ops_for(table, &id)?;
+        let (row, mut ops) = self.row_and_ops(table, &id)?;
         let newest = ops.last().cloned();
         let in_flight = newest
             .as_ref()

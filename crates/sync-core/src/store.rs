@@ -152,6 +152,20 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
     /// A backend failure.
     fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError>;
 
+    /// A row and its item's queued ops together, as one consistent read (what a
+    /// local write needs). The default makes two calls; stores override it when
+    /// one read is cheaper.
+    ///
+    /// # Errors
+    /// As [`get`](LocalStore::get) and [`operations_for`](LocalStore::operations_for).
+    fn get_with_operations(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> Result<(Option<Item>, Vec<Operation>), StoreError> {
+        Ok((self.get(table, id)?, self.operations_for(table, id)?))
+    }
+
     /// The queued op with this id.
     ///
     /// # Errors

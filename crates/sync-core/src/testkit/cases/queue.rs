@@ -22,6 +22,40 @@ fn op_ids(ops: &[Operation]) -> Vec<&str> {
     ops.iter().map(|o| o.id.as_str()).collect()
 }
 
+/// `get_with_operations` answers what `get` and `operations_for` answer.
+pub fn row_with_operations(factory: &dyn StoreFactory) {
+    let (_place, store) = queue_store(factory);
+    write(
+        &*store,
+        vec![
+            Write::PutItem {
+                table: "todo".into(),
+                item: item(json!({"id": "a", "text": "row"})),
+            },
+            Write::PutOperation(op("op-1", 1, "todo", "a", OpKind::Update)),
+            Write::PutOperation(op("op-2", 2, "todo", "a", OpKind::Delete)),
+            Write::PutOperation(op("op-3", 3, "fx", "a", OpKind::Insert)),
+        ],
+    );
+    for (table, id) in [("todo", "a"), ("todo", "none"), ("fx", "a")] {
+        assert_eq!(
+            store.get_with_operations(table, id).unwrap(),
+            (
+                store.get(table, id).unwrap(),
+                store.operations_for(table, id).unwrap()
+            ),
+            "{table}/{id}"
+        );
+    }
+    let (row, ops) = store.get_with_operations("todo", "a").unwrap();
+    assert_eq!(row.unwrap()["text"], "row");
+    assert_eq!(op_ids(&ops), vec!["op-1", "op-2"]);
+    assert!(matches!(
+        store.get_with_operations("nope", "a"),
+        Err(crate::error::StoreError::UnknownTable(_))
+    ));
+}
+
 /// `PutOperation`, `DeleteOperation` and the lookups: by id, by (table, item),
 /// counts and the largest sequence; ops keep their `item` and `base` JSON.
 pub fn queue_put_and_lookup(factory: &dyn StoreFactory) {
