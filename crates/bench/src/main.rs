@@ -11,6 +11,7 @@
 //! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three
 //! minutes on two cores.
 
+mod live;
 mod local;
 mod output;
 mod remote;
@@ -34,7 +35,7 @@ pub(crate) struct Plan {
 }
 
 const USAGE: &str =
-    "usage: tidesync-bench [--quick] [--json] [--only local|remote] | --child-pull URL ROWS";
+    "usage: tidesync-bench [--quick] [--json] [--only local|remote|live] | --child-pull URL ROWS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -91,14 +92,17 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
         println!("{}", figure.json_line());
         figures.push(figure);
     };
-    if only != Some("remote") {
+    if only != Some("remote") && only != Some("live") {
         show(local::local_write_sqlite(plan)?);
         show(local::local_write_redb(plan)?);
     }
     if only != Some("local") {
-        for figure in remote::run(plan)? {
-            show(figure);
+        if only != Some("live") {
+            for figure in remote::run(plan)? {
+                show(figure);
+            }
         }
+        show(live::visibility_p50(plan)?);
     }
     if !json {
         println!();

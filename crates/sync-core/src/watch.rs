@@ -7,8 +7,10 @@
 //! - opens the feed ([`Transport::change_feed`](crate::Transport::change_feed)) for the
 //!   watched tables, then pulls every watched table once (incrementally, with the
 //!   options' query id), so whatever changed while it was not connected is read;
-//! - on each feed event, marks the table and pulls it after `debounce` (a burst of
-//!   events costs one pull per table);
+//! - on a feed event, pulls the table at once, unless a pull started less than
+//!   `debounce` ago: then once that much time has passed, together with every other table
+//!   told of a change meanwhile (a burst of events costs few pulls, and a lone change no
+//!   wait);
 //! - when the feed drops (or cannot be opened), waits with a capped exponential backoff
 //!   and opens it again, pulling once more on success, so nothing is missed;
 //! - with `auto_push`, pushes shortly after local writes (every write within the window
@@ -74,7 +76,9 @@ pub struct WatchOptions {
     pub tables: Vec<String>,
     /// The query id of the incremental pulls (one cursor per table under this id).
     pub query_id: String,
-    /// How long to gather feed events before pulling (default 10 ms).
+    /// The least time between two pulls started for feed events (default 10 ms): the
+    /// first event after a quiet spell is pulled at once, later ones are gathered until
+    /// this much time has passed since the last pull started.
     pub debounce: Duration,
     /// `Some(window)`: push `window` after a local write (writes within the window join
     /// one push), and on every (re)connect. `None` (the default): the watcher does not
@@ -214,6 +218,7 @@ impl SyncContext {
             pull_at: None,
             push_at: None,
             pull_failures: 0,
+            last_pull: None,
             options,
         };
         let span = tracing::info_span!("watch", tables = ?state.options.tables);
@@ -247,6 +252,8 @@ struct WatchState {
     push_at: Option<Instant>,
     /// Pulls failed in a row (for the retry backoff).
     pull_failures: u32,
+    /// When the last pull started (for the debounce).
+    last_pull: Option<Instant>,
 }
 
 impl WatchState {
@@ -356,7 +363,7 @@ impl WatchState {
         }
     }
 
-    /// Marks one table (or all) for a pull after the debounce.
+    /// Marks one table (or all) for a pull: now, or `debounce` after the last pull started.
     fn mark_dirty_all_or(&mut self, table: Option<&str>) {
         match table.and_then(|t| {
             self.options
@@ -370,7 +377,11 @@ impl WatchState {
             None => self.dirty.extend(self.options.tables.iter().cloned()),
         }
         if self.pull_at.is_none() {
-            self.pull_at = Some(Instant::now() + self.options.debounce);
+            let now = Instant::now();
+            let at = self
+                .last_pull
+                .map_or(now, |last| (last + self.options.debounce).max(now));
+            self.pull_at = Some(at);
         }
     }
 
@@ -428,6 +439,7 @@ impl WatchState {
     }
 
     async fn pull_dirty(&mut self) -> std::result::Result<(), ()> {
+        self.last_pull = Some(Instant::now());
         let tables: Vec<String> = std::mem::take(&mut self.dirty).into_iter().collect();
         for (i, table) in tables.iter().enumerate() {
             let pulled = tokio::select! {
@@ -455,9 +467,11 @@ impl WatchState {
     }
 }
 
-/// Sleeps until `at`, or forever without one.
+/// Sleeps until `at`, or forever without one. A deadline already reached returns at once
+/// (the timer would round it up to its next millisecond tick).
 async fn sleep_until_opt(at: Option<Instant>) {
     match at {
+        Some(at) if at <= Instant::now() => {}
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
