@@ -97,6 +97,14 @@ enum Command {
         #[command(flatten)]
         side: Side,
     },
+    /// Keep the list up to date from the server's change feed and print each change as it
+    /// arrives (`+` new, `~` changed, `-` gone); changes still queued here are pushed when
+    /// it connects. Runs until interrupted, or for `--seconds`.
+    Watch {
+        /// Stop after this many seconds.
+        #[arg(long, value_name = "N")]
+        seconds: Option<u64>,
+    },
     /// Run the whole offline tutorial against an in-process server.
     Demo,
 }
@@ -172,6 +180,7 @@ async fn run(cli: Cli) -> Result<u8> {
     };
     match cli.command {
         Command::Demo => demo::run(conn.store, conn.protocol, conn.api_key).await,
+        Command::Watch { seconds } => watch_command(&app::open(&conn)?, seconds).await,
         Command::Add { text, no_sync } => {
             let client = app::open(&conn)?;
             let item = client
@@ -345,4 +354,66 @@ async fn pull_command(client: &Client, url: &str) -> Result<u8> {
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// `todo watch`: follows the change feed (see `tidesync::SyncContext::watch`), printing
+/// the difference in the local list after each change; lifecycle notes go to stderr.
+async fn watch_command(client: &Client, seconds: Option<u64>) -> Result<u8> {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+    use tidesync::{ChangeEvent, WatchOptions};
+
+    let snapshot = |items: Vec<TodoItem>| -> BTreeMap<String, (String, bool)> {
+        items
+            .into_iter()
+            .map(|i| (i.id().to_owned(), (i.text.clone(), i.complete)))
+            .collect()
+    };
+    let mut shown = snapshot(app::list(client).await?);
+    let mut events = client.subscribe();
+    let watcher = client.watch(
+        WatchOptions::new([app::TABLE])
+            .query_id(app::QUERY_ID)
+            .auto_push(Duration::from_millis(200)),
+    )?;
+    let deadline = seconds.map(|s| tokio::time::Instant::now() + Duration::from_secs(s));
+    loop {
+        let event = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, events.recv()).await {
+                Ok(event) => event,
+                Err(_) => break,
+            },
+            None => events.recv().await,
+        };
+        match event {
+            Ok(ChangeEvent::FeedConnected { .. }) => eprintln!("todo: watching {}", app::TABLE),
+            Ok(ChangeEvent::FeedDisconnected { reason, retry_in }) => {
+                eprintln!("todo: feed down ({reason}); retrying in {retry_in:.1?}");
+            }
+            Ok(ChangeEvent::FeedPolling { interval }) => {
+                eprintln!("todo: the server has no change feed; polling every {interval:?}");
+            }
+            Ok(event) if event.changes_rows() && event.table() == Some(app::TABLE) => {
+                let now = snapshot(app::list(client).await?);
+                for (id, (text, complete)) in &now {
+                    let mark = if *complete { "x" } else { " " };
+                    match shown.get(id) {
+                        None => println!("+ {id} [{mark}] {text}"),
+                        Some(old) if old != &(text.clone(), *complete) => {
+                            println!("~ {id} [{mark}] {text}");
+                        }
+                        Some(_) => {}
+                    }
+                }
+                for id in shown.keys().filter(|id| !now.contains_key(*id)) {
+                    println!("- {id}");
+                }
+                shown = now;
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+        }
+    }
+    watcher.stop().await;
+    Ok(0)
 }
