@@ -10,7 +10,7 @@
 //! - **PostgreSQL** opened from a URL: a trigger on every served table calls `pg_notify`
 //!   inside the writing transaction, so the notification is delivered when (and only if) the
 //!   write commits, whichever server process made it; one listener connection per server
-//!   process ([`postgres`]) receives them and publishes into the hub. After the listener
+//!   process (`feed::postgres`) receives them and publishes into the hub. After the listener
 //!   reconnects it publishes [`FeedMessage::Resync`], since notifications sent meanwhile
 //!   were lost.
 //!
