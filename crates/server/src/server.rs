@@ -193,10 +193,12 @@ impl ServerBuilder {
         self
     }
 
-    /// Keeps tombstones this long, then purges them.
+    /// Keeps tombstones this long, then purges them. The retention is kept in whole seconds,
+    /// rounded up: a retention is a minimum, so a sub-second one must not become "purge now".
     #[must_use]
     pub fn tombstone_retention(mut self, retention: Duration) -> ServerBuilder {
-        self.config.tombstone_retention_secs = Some(retention.as_secs());
+        let secs = retention.as_secs() + u64::from(retention.subsec_nanos() > 0);
+        self.config.tombstone_retention_secs = Some(secs);
         self
     }
 

@@ -134,6 +134,8 @@ fn cors_layer(origins: &[String]) -> Option<CorsLayer> {
                 header::LOCATION,
                 header::LAST_MODIFIED,
                 HeaderName::from_static("x-request-id"),
+                // The tombstone horizon: browser clients must see it to know when to resync.
+                HeaderName::from_static(query::PURGED_BEFORE_HEADER),
             ])
             .max_age(std::time::Duration::from_secs(300)),
     )
