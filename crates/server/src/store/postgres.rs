@@ -293,45 +293,9 @@ impl Store for PostgresStore {
                         "column '{name}' was not learned before the write"
                     )));
                 }
-                // The clock row lock is taken last and held until commit: stamps commit in order.
-                let clock = tx
-                    .query_one(
-                        &format!(
-                            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
-                               version = version + 1
-                             WHERE name = $1 RETURNING clock_ms, version",
-                            self.bookkeeping()
-                        ),
-                        &[&table],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                let updated_at_ms: i64 = clock.get(0);
-                let version: i64 = clock.get(1);
-                let row = Row {
-                    id: id.to_owned(),
-                    created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
-                    updated_at_ms,
-                    version: u64::try_from(version).unwrap_or(0),
-                    deleted,
-                    values: schema
-                        .columns
-                        .iter()
-                        .map(|(name, _)| {
-                            (
-                                name.clone(),
-                                values.get(name).cloned().unwrap_or(Value::Null),
-                            )
-                        })
-                        .collect(),
-                };
-                let (query, params) = self.store_statement(&schema, &row, existing.is_some());
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(&query, &refs).await.map_err(pg_error)?;
+                let row = self
+                    .stamp_and_store(&tx, table, &schema, id, existing.as_ref(), &values, deleted)
+                    .await?;
                 Written::Stored(row)
             }
         };
@@ -454,6 +418,53 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// Stamps a write from the table's clock row and stores the row. The clock
+    /// row's lock is taken last in the writing transaction and held until commit,
+    /// so stamps commit in stamp order (an incremental reader never passes a row
+    /// that commits later).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn stamp_and_store(
+        &self,
+        tx: &tokio_postgres::Transaction<'_>,
+        table: &str,
+        schema: &TableSchema,
+        id: &str,
+        existing: Option<&Row>,
+        values: &Item,
+        deleted: bool,
+    ) -> Result<Row, ServerError> {
+        let clock = tx
+            .query_one(
+                &format!(
+                    "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
+                         (extract(epoch from clock_timestamp()) * 1000)::bigint),
+                       version = version + 1
+                     WHERE name = $1 RETURNING clock_ms, version",
+                    self.bookkeeping()
+                ),
+                &[&table],
+            )
+            .await
+            .map_err(pg_error)?;
+        let updated_at_ms: i64 = clock.get(0);
+        let version: i64 = clock.get(1);
+        let row = schema.stamped_row(
+            id,
+            existing,
+            updated_at_ms,
+            u64::try_from(version).unwrap_or(0),
+            deleted,
+            values,
+        );
+        let (query, params) = self.store_statement(schema, &row, existing.is_some());
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        tx.execute(&query, &refs).await.map_err(pg_error)?;
+        Ok(row)
+    }
+
     fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {
         let mut params: Params = vec![
             Box::new(row.id.clone()),

@@ -6,13 +6,11 @@
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use serde_json::Value;
 use tokio_postgres::Transaction;
-use tokio_postgres::types::ToSql;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Row, Written, now_ms};
+use super::super::{Decide, Mutation, Written, now_ms};
 use super::{PostgresStore, decode_row, pg_error, quote};
 use crate::error::ServerError;
 
@@ -176,44 +174,9 @@ impl PostgresStore {
                     }
                     Err(refused) => return Ok(Err(refused)),
                 }
-                let clock = tx
-                    .query_one(
-                        &format!(
-                            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
-                               version = version + 1
-                             WHERE name = $1 RETURNING clock_ms, version",
-                            self.bookkeeping()
-                        ),
-                        &[&table],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                let updated_at_ms: i64 = clock.get(0);
-                let version: i64 = clock.get(1);
-                let row = Row {
-                    id: id.to_owned(),
-                    created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
-                    updated_at_ms,
-                    version: u64::try_from(version).unwrap_or(0),
-                    deleted,
-                    values: schema
-                        .columns
-                        .iter()
-                        .map(|(name, _)| {
-                            (
-                                name.clone(),
-                                values.get(name).cloned().unwrap_or(Value::Null),
-                            )
-                        })
-                        .collect(),
-                };
-                let (query, params) = self.store_statement(schema, &row, existing.is_some());
-                let refs: Vec<&(dyn ToSql + Sync)> = params
-                    .iter()
-                    .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-                    .collect();
-                tx.execute(&query, &refs).await.map_err(pg_error)?;
+                let row = self
+                    .stamp_and_store(tx, table, schema, id, existing.as_ref(), &values, deleted)
+                    .await?;
                 Ok(Ok(Written::Stored(row)))
             }
         }

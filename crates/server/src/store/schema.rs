@@ -67,6 +67,37 @@ pub struct TableSchema {
 }
 
 impl TableSchema {
+    /// The row a write stores: the table's columns taken from `values` (absent
+    /// ones null), stamped with `updated_at_ms` and `version`, keeping the
+    /// creation time of the row it replaces.
+    pub fn stamped_row(
+        &self,
+        id: &str,
+        existing: Option<&super::Row>,
+        updated_at_ms: i64,
+        version: u64,
+        deleted: bool,
+        values: &tidesync_protocol::Item,
+    ) -> super::Row {
+        super::Row {
+            id: id.to_owned(),
+            created_at_ms: existing.map_or(updated_at_ms, |r| r.created_at_ms),
+            updated_at_ms,
+            version,
+            deleted,
+            values: self
+                .columns
+                .iter()
+                .map(|(name, _)| {
+                    (
+                        name.clone(),
+                        values.get(name).cloned().unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// A schema with only the declared columns.
     pub fn new(spec: TableSpec) -> TableSchema {
         let columns = if spec.owned {

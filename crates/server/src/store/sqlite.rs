@@ -212,23 +212,14 @@ impl Store for SqliteStore {
                         )));
                     }
                     let (updated_at_ms, version) = stamp(&tx, &table)?;
-                    let row = Row {
-                        id: id.clone(),
-                        created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
+                    let row = schema.stamped_row(
+                        &id,
+                        existing.as_ref(),
                         updated_at_ms,
                         version,
                         deleted,
-                        values: schema
-                            .columns
-                            .iter()
-                            .map(|(name, _)| {
-                                (
-                                    name.clone(),
-                                    values.get(name).cloned().unwrap_or(Value::Null),
-                                )
-                            })
-                            .collect(),
-                    };
+                        &values,
+                    );
                     store_row(&tx, &schema, &row, existing.is_some())?;
                     Written::Stored(row)
                 }

@@ -2,10 +2,9 @@
 //! connection, each op decided before anything of it is written (see `store::batch`).
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
-use serde_json::Value;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
-use super::super::{Decide, Mutation, Row, Written, now_ms};
+use super::super::{Decide, Mutation, Written, now_ms};
 use super::{Inner, SqliteStore, quote, select_row, stamp, store_row};
 use crate::error::ServerError;
 
@@ -119,23 +118,14 @@ fn apply_one(
                 Err(refused) => return Ok(Err(refused)),
             }
             let (updated_at_ms, version) = stamp(conn, table)?;
-            let row = Row {
-                id: id.to_owned(),
-                created_at_ms: existing.as_ref().map_or(updated_at_ms, |r| r.created_at_ms),
+            let row = schema.stamped_row(
+                id,
+                existing.as_ref(),
                 updated_at_ms,
                 version,
                 deleted,
-                values: schema
-                    .columns
-                    .iter()
-                    .map(|(name, _)| {
-                        (
-                            name.clone(),
-                            values.get(name).cloned().unwrap_or(Value::Null),
-                        )
-                    })
-                    .collect(),
-            };
+                &values,
+            );
             store_row(conn, &schema, &row, existing.is_some())?;
             Ok(Ok(Written::Stored(row)))
         }
