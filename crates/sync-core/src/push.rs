@@ -204,12 +204,16 @@ impl Inner {
         if ops.is_empty() {
             return Ok(None);
         }
+        // Every op of the batch is marked attempted in one store write, before
+        // anything is sent.
         let mut prepared = Vec::with_capacity(ops.len());
+        let mut marks = WriteBatch::new();
         for op in ops {
-            if let Some(p) = self.prepare(op, walk, result)? {
+            if let Some(p) = self.prepare(op, &mut marks, walk, result)? {
                 prepared.push(p);
             }
         }
+        self.store.write(&marks)?;
         if prepared.is_empty() {
             return Ok(Some(Step::Next));
         }
@@ -280,30 +284,26 @@ impl Inner {
             }
         };
         // Settle every op of the batch: the server applied the successful ones
-        // whatever happens to the others.
+        // whatever happens to the others, and they are completed in one store
+        // write; refusals go through `settle` one by one.
+        let mut done = Vec::new();
         let mut stop = None;
         for (p, outcome) in prepared.into_iter().zip(outcomes) {
-            let outcome = match outcome {
-                BatchOutcome::Ok(item) => Ok(item),
-                BatchOutcome::Err(e) => Err(e),
-            };
-            if stop.is_some() {
-                match outcome {
-                    Ok(item) => {
-                        self.complete_op(&p.op, item)?;
-                        result.pushed += 1;
+            match outcome {
+                BatchOutcome::Ok(item) => done.push((p.op, item)),
+                BatchOutcome::Err(_) if stop.is_some() => self.fail_op(&p.op, None)?,
+                BatchOutcome::Err(e) => {
+                    let step = self
+                        .settle(p.op, p.send, p.earlier, Err(e), cancel, walk, result)
+                        .await?;
+                    if let Step::Stop(status) = step {
+                        stop = Some(status);
                     }
-                    Err(_) => self.fail_op(&p.op, None)?,
                 }
-                continue;
-            }
-            if let Step::Stop(status) = self
-                .settle(p.op, p.send, p.earlier, outcome, cancel, walk, result)
-                .await?
-            {
-                stop = Some(status);
             }
         }
+        result.pushed += done.len() as u64;
+        self.complete_ops(done)?;
         Ok(Some(stop.map_or(Step::Next, Step::Stop)))
     }
 
@@ -344,6 +344,7 @@ impl Inner {
     fn prepare(
         &self,
         listed: Operation,
+        marks: &mut WriteBatch,
         walk: &mut Walk,
         result: &mut PushResult,
     ) -> Result<Option<Prepared>, StoreError> {
@@ -395,7 +396,7 @@ impl Inner {
             OpKind::Insert | OpKind::Update => op.item.replace(item.clone()),
         };
         op.state = OpState::Attempted;
-        self.store.write(&single(Write::PutOperation(op.clone())))?;
+        marks.push(Write::PutOperation(op.clone()));
         state.in_flight.insert(op.id.clone());
         let send = Outgoing {
             kind: op.kind,
@@ -609,10 +610,40 @@ impl Inner {
     /// The server acknowledged `op`: drop it and store the server's copy, without
     /// overwriting a local edit queued behind it meanwhile.
     fn complete_op(&self, op: &Operation, server_item: Option<Item>) -> Result<(), StoreError> {
+        self.complete_ops(vec![(op.clone(), server_item)])
+    }
+
+    /// Completes acknowledged ops of different items in one store write.
+    fn complete_ops(&self, done: Vec<(Operation, Option<Item>)>) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let mut state = self.lock_queue();
-        state.in_flight.remove(&op.id);
-        let ops = self.store.operations_for(&op.table, &op.item_id)?;
         let mut batch = WriteBatch::new();
+        for (op, server_item) in &done {
+            state.in_flight.remove(&op.id);
+            self.completion(op, server_item.clone(), &mut batch)?;
+        }
+        self.store.write(&batch)?;
+        drop(state);
+        for (op, _) in done {
+            self.emit(ChangeEvent::Pushed {
+                table: op.table,
+                id: op.item_id,
+                kind: op.kind,
+            });
+        }
+        Ok(())
+    }
+
+    /// The writes that complete one acknowledged op; the caller holds the queue lock.
+    fn completion(
+        &self,
+        op: &Operation,
+        server_item: Option<Item>,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        let ops = self.store.operations_for(&op.table, &op.item_id)?;
         if ops.iter().any(|o| o.id == op.id) {
             batch.push(Write::DeleteOperation { id: op.id.clone() });
         }
@@ -659,13 +690,6 @@ impl Inner {
                 }
             }
         }
-        self.store.write(&batch)?;
-        drop(state);
-        self.emit(ChangeEvent::Pushed {
-            table: op.table.clone(),
-            id: op.item_id.clone(),
-            kind: op.kind,
-        });
         Ok(())
     }
 
@@ -796,12 +820,6 @@ fn holds(server: &Item, sent: &Item) -> bool {
 
 fn id_only(id: &str) -> Item {
     Item::from_iter([(ID.to_owned(), Value::String(id.to_owned()))])
-}
-
-fn single(write: Write) -> WriteBatch {
-    WriteBatch {
-        writes: vec![write],
-    }
 }
 
 /// The client's copy as sent, with the version it was conditioned on.
