@@ -349,15 +349,19 @@ impl Inner {
         result: &mut PushResult,
     ) -> Result<Option<Prepared>, StoreError> {
         let mut state = self.lock_queue();
-        let Some(mut op) = self.store.operation(&listed.id)? else {
+        // One read for the op, the ops queued behind it and the row to send.
+        let (row, ops) = self
+            .store
+            .get_with_operations(&listed.table, &listed.item_id)?;
+        let Some(mut op) = ops.iter().find(|o| o.id == listed.id).cloned() else {
             return Ok(None); // resolved or collapsed away meanwhile
         };
-        if !self.fold_follow_up(&mut op)? {
+        if !self.fold_follow_up(&mut op, &ops)? {
             return Ok(None);
         }
         let item = match op.kind {
             OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
-            OpKind::Insert | OpKind::Update => self.store.get(&op.table, &op.item_id)?,
+            OpKind::Insert | OpKind::Update => row,
         };
         let Some(mut item) = item else {
             drop(state);
@@ -411,11 +415,11 @@ impl Inner {
     /// two collapse as the matrix says. A follow-up update folds into the op; a
     /// follow-up delete replaces it (a delete of an item the server never got
     /// answers 404, which is success). Returns false when the op is gone.
-    fn fold_follow_up(&self, op: &mut Operation) -> Result<bool, StoreError> {
-        let ops = self.store.operations_for(&op.table, &op.item_id)?;
+    fn fold_follow_up(&self, op: &mut Operation, ops: &[Operation]) -> Result<bool, StoreError> {
         let Some(next) = ops
-            .into_iter()
+            .iter()
             .find(|o| o.id != op.id && o.sequence > op.sequence)
+            .cloned()
         else {
             return Ok(true);
         };
@@ -643,7 +647,7 @@ impl Inner {
         server_item: Option<Item>,
         batch: &mut WriteBatch,
     ) -> Result<(), StoreError> {
-        let ops = self.store.operations_for(&op.table, &op.item_id)?;
+        let (row, ops) = self.store.get_with_operations(&op.table, &op.item_id)?;
         if ops.iter().any(|o| o.id == op.id) {
             batch.push(Write::DeleteOperation { id: op.id.clone() });
         }
@@ -661,10 +665,9 @@ impl Inner {
             let server = conform_item(&def, &server, true).map_err(into_store_error)?;
             match follow_up {
                 None => {
-                    let row = self.store.get(&op.table, &op.item_id)?.unwrap_or_default();
                     batch.push(Write::PutItem {
                         table: op.table.clone(),
-                        item: merge_into(row, server),
+                        item: merge_into(row.unwrap_or_default(), server),
                     });
                 }
                 Some(mut next) => {
@@ -674,7 +677,7 @@ impl Inner {
                         if let Some(v) = server.get(VERSION) {
                             snapshot.insert(VERSION.to_owned(), v.clone());
                         }
-                    } else if let Some(mut row) = self.store.get(&op.table, &op.item_id)? {
+                    } else if let Some(mut row) = row {
                         for key in [VERSION, UPDATED_AT, CREATED_AT] {
                             if let Some(v) = server.get(key) {
                                 row.insert(key.to_owned(), v.clone());
