@@ -475,6 +475,29 @@ impl Inner {
         Ok(result)
     }
 
+    /// The ids of a table's items with a queued op, read in one pass over the
+    /// queue (nothing is read when the table has none); the caller holds the
+    /// queue lock.
+    fn pending_ids(&self, table: &str) -> Result<HashSet<String>> {
+        let mut ids = HashSet::new();
+        if self.store.count_operations(Some(table))? == 0 {
+            return Ok(ids);
+        }
+        let mut after = 0;
+        loop {
+            let ops = self.store.operations(after, 512)?;
+            let Some(last) = ops.last() else {
+                return Ok(ids);
+            };
+            after = last.sequence;
+            ids.extend(
+                ops.into_iter()
+                    .filter(|op| op.table == table)
+                    .map(|op| op.item_id),
+            );
+        }
+    }
+
     /// After a full re-read: removes the local rows the query selects that the
     /// server did not send and that have no queued op.
     fn remove_unseen(&self, table: &str, query: &Query, seen: &HashSet<String>) -> Result<u64> {
@@ -487,19 +510,18 @@ impl Inner {
                 ..Query::default()
             },
         )?;
+        let pending = self.pending_ids(table)?;
         let mut batch = WriteBatch::new();
         for id in local
             .items
             .iter()
             .filter_map(|i| i.get(ID).and_then(Value::as_str))
-            .filter(|id| !seen.contains(*id))
+            .filter(|id| !seen.contains(*id) && !pending.contains(*id))
         {
-            if self.store.operations_for(table, id)?.is_empty() {
-                batch.push(Write::DeleteItem {
-                    table: table.to_owned(),
-                    id: id.to_owned(),
-                });
-            }
+            batch.push(Write::DeleteItem {
+                table: table.to_owned(),
+                id: id.to_owned(),
+            });
         }
         let removed = batch.len() as u64;
         self.store.write(&batch)?;
@@ -532,7 +554,7 @@ impl Inner {
     ) -> Result<Applied> {
         let def = self.tables.get(&*self.store, table)?;
         let _state = self.lock_queue();
-        let check_pending = self.store.count_operations(Some(table))? > 0;
+        let pending = self.pending_ids(table)?;
         let mut applied = Applied::default();
         let mut batch = WriteBatch::new();
         let mut newest: Option<(OffsetDateTime, String, String)> = None;
@@ -547,7 +569,7 @@ impl Inner {
                     newest = Some((at, text.to_owned(), id.to_owned()));
                 }
             }
-            if check_pending && !self.store.operations_for(table, id)?.is_empty() {
+            if pending.contains(id) {
                 applied.skipped += 1;
                 continue;
             }
