@@ -129,6 +129,20 @@ impl Inner {
         Ok(result)
     }
 
+    /// Every queued op, in push order.
+    pub(crate) fn queued_ops(&self) -> Result<Vec<Operation>, StoreError> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.store.operations(after, 512)?;
+            match page.last() {
+                Some(last) => after = last.sequence,
+                None => return Ok(all),
+            }
+            all.extend(page);
+        }
+    }
+
     /// Checks that an error's op is still queued, unchanged and not being pushed.
     fn op_for_error(&self, state: &QueueState, error: &OperationError) -> Result<Operation> {
         match self.store.operation(&error.operation_id)? {
@@ -414,16 +428,7 @@ impl SyncContext {
     /// # Errors
     /// Store failures.
     pub fn operations(&self) -> Result<Vec<Operation>> {
-        let mut all = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = self.inner.store.operations(after, 512)?;
-            match page.last() {
-                Some(last) => after = last.sequence,
-                None => return Ok(all),
-            }
-            all.extend(page);
-        }
+        Ok(self.inner.queued_ops()?)
     }
 
     /// The error records left by pushes, waiting to be resolved.

@@ -479,23 +479,15 @@ impl Inner {
     /// queue (nothing is read when the table has none); the caller holds the
     /// queue lock.
     fn pending_ids(&self, table: &str) -> Result<HashSet<String>> {
-        let mut ids = HashSet::new();
         if self.store.count_operations(Some(table))? == 0 {
-            return Ok(ids);
+            return Ok(HashSet::new());
         }
-        let mut after = 0;
-        loop {
-            let ops = self.store.operations(after, 512)?;
-            let Some(last) = ops.last() else {
-                return Ok(ids);
-            };
-            after = last.sequence;
-            ids.extend(
-                ops.into_iter()
-                    .filter(|op| op.table == table)
-                    .map(|op| op.item_id),
-            );
-        }
+        Ok(self
+            .queued_ops()?
+            .into_iter()
+            .filter(|op| op.table == table)
+            .map(|op| op.item_id)
+            .collect())
     }
 
     /// After a full re-read: removes the local rows the query selects that the
