@@ -116,10 +116,9 @@ impl PushOptions {
 
 /// What one op's push led to.
 enum Step {
-    /// Done with this op (success or resolved); go on.
+    /// Go on with the next op (this one succeeded, was resolved, or failed and
+    /// stays queued with its item blocked for the rest of the push).
     Next,
-    /// The op failed and stays queued; later ops of the same item wait.
-    Failed,
     /// Stop the push.
     Stop(PushStatus),
 }
@@ -586,7 +585,7 @@ impl Inner {
             });
             result.errors.push(record);
             walk.blocked.insert((op.table.clone(), op.item_id.clone()));
-            return Ok(Step::Failed);
+            return Ok(Step::Next);
         }
     }
 
