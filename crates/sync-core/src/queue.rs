@@ -208,12 +208,17 @@ impl<'a> Transaction<'a> {
     fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
         let def = self.tables.get(self.store, table)?;
         let mut item = item;
-        let id = take_id(kind, &mut item)?;
+        let (id, fresh) = take_id(kind, &mut item)?;
         strip_all_but_version(&mut item);
         let mut item = conform_item(&def, &item, false)?;
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
-        let (row, mut ops) = self.row_and_ops(table, &id)?;
+        // An id generated just now has no row and no ops yet: no read needed.
+        let (row, mut ops) = if fresh {
+            (None, Vec::new())
+        } else {
+            self.row_and_ops(table, &id)?
+        };
         let newest = ops.last().cloned();
         let in_flight = newest
             .as_ref()
@@ -350,14 +355,17 @@ impl<'a> Transaction<'a> {
     }
 }
 
-/// Takes the item's id out of it, generating one for an insert without.
-fn take_id(kind: OpKind, item: &mut Item) -> Result<String> {
-    let id = match item.remove(ID) {
-        Some(Value::String(s)) if !s.is_empty() => s,
+/// Takes the item's id out of it, generating one for an insert without; `true`
+/// with an id generated here.
+fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
+    let (id, fresh) = match item.remove(ID) {
+        Some(Value::String(s)) if !s.is_empty() => (s, false),
         None | Some(Value::Null) if kind == OpKind::Insert => {
-            tidesync_protocol::ids::new_client_id()
+            (tidesync_protocol::ids::new_client_id(), true)
         }
-        Some(Value::String(_)) if kind == OpKind::Insert => tidesync_protocol::ids::new_client_id(),
+        Some(Value::String(_)) if kind == OpKind::Insert => {
+            (tidesync_protocol::ids::new_client_id(), true)
+        }
         Some(Value::String(_)) | None | Some(Value::Null) => {
             return Err(Error::InvalidArgument(format!(
                 "an {kind:?} needs the item's id"
@@ -377,7 +385,7 @@ fn take_id(kind: OpKind, item: &mut Item) -> Result<String> {
             "property {k:?} clashes with the id; use exactly \"id\""
         )));
     }
-    Ok(id)
+    Ok((id, fresh))
 }
 
 #[cfg(test)]
