@@ -67,6 +67,7 @@
 
 mod error;
 mod query;
+mod queue;
 mod rows;
 mod schema;
 mod store;

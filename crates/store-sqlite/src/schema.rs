@@ -1,14 +1,21 @@
 //! The file format: the format version and its migrations, the metadata tables,
 //! and the SQL tables behind table definitions.
 //!
-//! Format version 1 (`PRAGMA user_version = 1`, `PRAGMA application_id` =
+//! Format version 2 (`PRAGMA user_version = 2`, `PRAGMA application_id` =
 //! [`APPLICATION_ID`]):
 //! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
-//! * `__operations(id, kind, state, tableName, itemId, item, base, sequence, version)`;
+//! * `__operations(id, kind, state, tableName, itemId, item, base, sequence, version)`:
+//!   a rowid table with no index at all, its keys kept in memory (see `queue`);
 //! * `__errors(id, operationVersion, operationKind, tableName, itemId, httpStatus,
 //!   item, serverItem, rawResult, message)`, keyed by the op id;
 //! * `__config(id TEXT PRIMARY KEY, value TEXT)`;
-//! * one table per defined table, with an index on `(updatedAt, id)`.
+//! * one `WITHOUT ROWID` table per defined table, keyed by `id`, with no other
+//!   index: a row and its key are one B-tree entry, so a write dirties one page.
+//!
+//! Version 1 had `__operations` keyed by `id` with indexes on `sequence` and
+//! `(tableName, itemId, sequence)`, rowid app tables and an `(updatedAt, id)`
+//! index on each; opening such a file rebuilds `__operations` and drops the
+//! indexes (its app tables stay rowid tables, which read and write the same).
 
 use std::collections::HashMap;
 
@@ -25,7 +32,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x7469_6465;
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// The migrations, oldest first. The current format version is their number.
-const MIGRATIONS: &[Migration] = &[v0_to_v1];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
 
 /// The format version this build writes.
 pub(crate) fn current_version() -> u32 {
@@ -70,6 +77,41 @@ fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              id TEXT PRIMARY KEY NOT NULL,
              value TEXT NOT NULL
          );",
+    )
+}
+
+/// The queue without indexes (see the module docs), and no `(updatedAt, id)`
+/// index on app tables: the client never reads its rows in that order often
+/// enough to pay an index write on every local write.
+fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let names: Vec<String> = {
+        let mut stmt = tx.prepare("SELECT name FROM __tables")?;
+        stmt.query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for name in names {
+        tx.execute_batch(&format!(
+            "DROP INDEX IF EXISTS {}",
+            quote(&format!("__idx_{name}_updatedAt_id"))
+        ))?;
+    }
+    tx.execute_batch(
+        "CREATE TABLE __operations_v2 (
+             id TEXT NOT NULL,
+             kind INTEGER NOT NULL,
+             state INTEGER NOT NULL,
+             tableName TEXT NOT NULL,
+             itemId TEXT NOT NULL,
+             item TEXT,
+             base TEXT,
+             sequence INTEGER NOT NULL,
+             version INTEGER NOT NULL
+         );
+         INSERT INTO __operations_v2
+             SELECT id, kind, state, tableName, itemId, item, base, sequence, version
+             FROM __operations ORDER BY sequence, id;
+         DROP TABLE __operations;
+         ALTER TABLE __operations_v2 RENAME TO __operations;",
     )
 }
 
@@ -216,10 +258,8 @@ pub(crate) fn define(tx: &Transaction<'_>, def: &TableDef) -> Result<TableDef> {
             let columns: Vec<String> = def.all_columns().map(|c| column_sql(&c)).collect();
             let table = quote(name);
             tx.execute_batch(&format!(
-                "CREATE TABLE {table} ({});
-                 CREATE INDEX {} ON {table} (\"updatedAt\", \"id\");",
+                "CREATE TABLE {table} ({}) WITHOUT ROWID",
                 columns.join(", "),
-                quote(&format!("__idx_{name}_updatedAt_id")),
             ))
             .store()?;
             save_definition(tx, def)?;

@@ -14,9 +14,8 @@ use tidesync_core::{
 
 use crate::error::{Result, SqlResultExt};
 use crate::query::{columns_of, run, select_ids};
-use crate::rows::{
-    ERROR_COLUMNS, OPERATION_COLUMNS, error_params, read_error, read_operation, to_sql,
-};
+use crate::queue::OpIndex;
+use crate::rows::{ERROR_COLUMNS, error_params, read_error, to_sql};
 use crate::schema::{self, quote};
 
 /// SQLite's `synchronous` setting in WAL mode.
@@ -63,7 +62,7 @@ const STATEMENT_CACHE: usize = 128;
 /// connection, shared by reads and writes.
 #[derive(Debug)]
 pub struct SqliteStore {
-    writer: Mutex<Connection>,
+    writer: Mutex<Writer>,
     /// `None` for an in-memory store.
     file: Option<PathBuf>,
     options: SqliteOptions,
@@ -103,6 +102,22 @@ impl TableCache {
     }
 }
 
+/// The writer connection and the queue map that only it uses.
+#[derive(Debug)]
+struct Writer {
+    conn: Connection,
+    ops: OpIndex,
+}
+
+impl Writer {
+    fn new(conn: Connection) -> Writer {
+        Writer {
+            conn,
+            ops: OpIndex::default(),
+        }
+    }
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
@@ -139,7 +154,7 @@ impl SqliteStore {
         writer.pragma_update(None, "synchronous", sync).store()?;
         schema::migrate(&mut writer)?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer::new(writer)),
             file: Some(path),
             options,
             readers: Mutex::new(Vec::new()),
@@ -158,7 +173,7 @@ impl SqliteStore {
         configure(&writer, &options)?;
         schema::migrate(&mut writer)?;
         Ok(SqliteStore {
-            writer: Mutex::new(writer),
+            writer: Mutex::new(Writer::new(writer)),
             file: None,
             options,
             readers: Mutex::new(Vec::new()),
@@ -175,8 +190,8 @@ impl SqliteStore {
     /// connection, or on the writer for an in-memory store.
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let Some(path) = &self.file else {
-            let conn = lock(&self.writer);
-            return in_read_transaction(&conn, f);
+            let writer = lock(&self.writer);
+            return in_read_transaction(&writer.conn, f);
         };
         let pooled = lock(&self.readers).pop();
         let conn = match pooled {
@@ -197,6 +212,17 @@ impl SqliteStore {
             }
         }
         result
+    }
+
+    /// Runs `f` in one read transaction on the writer connection with the queue
+    /// map made current: the queue is read there, where the map lives.
+    fn read_queue<T>(&self, f: impl FnOnce(&Connection, &OpIndex) -> Result<T>) -> Result<T> {
+        let mut writer = lock(&self.writer);
+        let Writer { conn, ops } = &mut *writer;
+        in_read_transaction(conn, |conn| {
+            ops.refresh(conn)?;
+            f(conn, ops)
+        })
     }
 
     /// The definition of `table` as the connection sees it.
@@ -227,8 +253,9 @@ fn in_read_transaction<T>(
 impl LocalStore for SqliteStore {
     fn define_table(&self, def: &TableDef) -> Result<()> {
         def.validate()?;
-        let mut conn = lock(&self.writer);
-        let tx = conn
+        let mut writer = lock(&self.writer);
+        let tx = writer
+            .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .store()?;
         schema::define(&tx, def)?;
@@ -252,7 +279,7 @@ impl LocalStore for SqliteStore {
     }
 
     fn get_with_operations(&self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
-        self.read(|conn| {
+        self.read_queue(|conn, queue| {
             let info = self.tables.get(conn, table)?;
             let row = {
                 let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
@@ -262,8 +289,7 @@ impl LocalStore for SqliteStore {
                     None => None,
                 }
             };
-            let ops = collect_ops(conn, &operations_for_sql(), (table, id))?;
-            Ok((row, ops))
+            Ok((row, queue.of_item(conn, table, id)?))
         })
     }
 
@@ -272,56 +298,23 @@ impl LocalStore for SqliteStore {
     }
 
     fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>> {
-        let Ok(after) = i64::try_from(after_sequence) else {
-            return Ok(Vec::new());
-        };
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.read(|conn| {
-            let sql = format!(
-                "SELECT {OPERATION_COLUMNS} FROM __operations WHERE sequence > ?1 \
-                 ORDER BY sequence LIMIT ?2"
-            );
-            collect_ops(conn, &sql, (after, limit))
-        })
+        self.read_queue(|conn, queue| queue.after(conn, after_sequence, limit))
     }
 
     fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>> {
-        self.read(|conn| collect_ops(conn, &operations_for_sql(), (table, item_id)))
+        self.read_queue(|conn, queue| queue.of_item(conn, table, item_id))
     }
 
     fn operation(&self, id: &str) -> Result<Option<Operation>> {
-        self.read(|conn| {
-            let sql = format!("SELECT {OPERATION_COLUMNS} FROM __operations WHERE id = ?1");
-            Ok(collect_ops(conn, &sql, [id])?.into_iter().next())
-        })
+        self.read_queue(|conn, queue| queue.get(conn, id))
     }
 
     fn count_operations(&self, table: Option<&str>) -> Result<u64> {
-        self.read(|conn| {
-            let n: i64 = match table {
-                None => conn
-                    .prepare_cached("SELECT count(*) FROM __operations")
-                    .store()?
-                    .query_row([], |r| r.get(0)),
-                Some(t) => conn
-                    .prepare_cached("SELECT count(*) FROM __operations WHERE tableName = ?1")
-                    .store()?
-                    .query_row([t], |r| r.get(0)),
-            }
-            .store()?;
-            Ok(u64::try_from(n).unwrap_or(0))
-        })
+        self.read_queue(|_, queue| Ok(queue.count(table)))
     }
 
     fn max_sequence(&self) -> Result<u64> {
-        self.read(|conn| {
-            let n: Option<i64> = conn
-                .prepare_cached("SELECT max(sequence) FROM __operations")
-                .store()?
-                .query_row([], |r| r.get(0))
-                .store()?;
-            Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
-        })
+        self.read_queue(|_, queue| Ok(queue.max_sequence()))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {
@@ -359,38 +352,33 @@ impl LocalStore for SqliteStore {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut conn = lock(&self.writer);
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .store()?;
-        for write in &batch.writes {
-            apply(&tx, &self.tables, write)?;
+        let mut writer = lock(&self.writer);
+        let Writer { conn, ops } = &mut *writer;
+        let result = write_batch(conn, &self.tables, ops, batch);
+        if result.is_err() {
+            // The map may hold changes the rollback undid: read it again.
+            ops.invalidate();
         }
-        tx.commit().store()
-        // Dropping an uncommitted transaction on an error above rolls it back.
+        result
     }
 }
 
-/// The ops of one item, oldest first.
-fn operations_for_sql() -> String {
-    format!(
-        "SELECT {OPERATION_COLUMNS} FROM __operations WHERE tableName = ?1 AND itemId = ?2 \
-         ORDER BY sequence"
-    )
-}
-
-fn collect_ops(
-    conn: &Connection,
-    sql: &str,
-    params: impl rusqlite::Params,
-) -> Result<Vec<Operation>> {
-    let mut stmt = conn.prepare_cached(sql).store()?;
-    let mut rows = stmt.query(params).store()?;
-    let mut ops = Vec::new();
-    while let Some(row) = rows.next().store()? {
-        ops.push(read_operation(row)?);
+/// One `BEGIN IMMEDIATE` transaction for the whole batch; dropping it
+/// uncommitted on an error rolls it back.
+fn write_batch(
+    conn: &mut Connection,
+    tables: &TableCache,
+    ops: &mut OpIndex,
+    batch: &WriteBatch,
+) -> Result<()> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .store()?;
+    ops.refresh(&tx)?;
+    for write in &batch.writes {
+        apply(&tx, tables, ops, write)?;
     }
-    Ok(ops)
+    tx.commit().store()
 }
 
 /// A table as reads and writes use it: its definition, columns and statements.
@@ -428,7 +416,7 @@ impl TableInfo {
     }
 }
 
-fn apply(conn: &Connection, tables: &TableCache, write: &Write) -> Result<()> {
+fn apply(conn: &Connection, tables: &TableCache, ops: &mut OpIndex, write: &Write) -> Result<()> {
     match write {
         Write::PutItem { table, item } => put_item(conn, &*tables.get(conn, table)?, item),
         Write::DeleteItem { table, id } => {
@@ -441,24 +429,10 @@ fn apply(conn: &Connection, tables: &TableCache, write: &Write) -> Result<()> {
             }
             Ok(())
         }
-        Write::PutOperation(op) => {
-            let sql = format!(
-                "INSERT OR REPLACE INTO __operations ({OPERATION_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-            );
-            let params = crate::rows::operation_params(op)?;
-            conn.prepare_cached(&sql).store()?.execute(params).store()?;
-            Ok(())
-        }
-        Write::DeleteOperation { id } => {
-            execute(conn, "DELETE FROM __operations WHERE id = ?1", [id])
-        }
+        Write::PutOperation(op) => ops.put(conn, op),
+        Write::DeleteOperation { id } => ops.delete(conn, id),
         Write::DeleteTableOperations { table } => {
-            execute(
-                conn,
-                "DELETE FROM __operations WHERE tableName = ?1",
-                [table],
-            )?;
+            ops.delete_table(conn, table)?;
             execute(conn, "DELETE FROM __errors WHERE tableName = ?1", [table])
         }
         Write::PutError(error) => {

@@ -11,9 +11,12 @@ use tidesync_core::{
 };
 use tidesync_store_sqlite::SqliteStore;
 
-fn fixture() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/format-v1.sqlite")
+fn fixture(version: u32) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/format-v{version}.sqlite"))
 }
+
+/// The format this build writes.
+const CURRENT: u32 = 2;
 
 fn todo_def() -> TableDef {
     TableDef::new("TodoItem")
@@ -70,12 +73,13 @@ fn fixture_row() -> tidesync_core::Item {
     }))
 }
 
-/// Writes the fixture. Run it only when the format changes on purpose, and
-/// keep the old fixture too: `cargo test -p tidesync-store-sqlite --test format -- --ignored`.
+/// Writes the fixture of the current format. Run it only when the format changes
+/// on purpose, and keep the old fixtures too:
+/// `cargo test -p tidesync-store-sqlite --test format -- --ignored`.
 #[test]
 #[ignore = "regenerates the committed fixture"]
-fn generate_format_v1_fixture() {
-    let path = fixture();
+fn generate_current_format_fixture() {
+    let path = fixture(CURRENT);
     let _ = std::fs::remove_file(&path);
     let store = SqliteStore::open(&path).unwrap();
     store.define_table(&todo_def()).unwrap();
@@ -100,8 +104,31 @@ fn generate_format_v1_fixture() {
 #[test]
 fn opens_the_format_v1_fixture() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("copy.sqlite");
-    std::fs::copy(fixture(), &path).unwrap();
+    let path = opens_fixture(1, dir.path());
+    // The migration left the queue without indexes and dropped the app
+    // tables' (updatedAt, id) index.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let indexes: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(indexes, Vec::<String>::new());
+}
+
+#[test]
+fn opens_the_format_v2_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    opens_fixture(2, dir.path());
+}
+
+/// Opens a copy of the fixture of `version`, checks its content, writes to it
+/// and checks it is now of the current format. Returns the copy's path in `dir`.
+fn opens_fixture(version: u32, dir: &Path) -> PathBuf {
+    let path = dir.join("copy.sqlite");
+    std::fs::copy(fixture(version), &path).unwrap();
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.table("TodoItem").unwrap(), Some(todo_def()));
     assert_eq!(store.get("TodoItem", "a").unwrap(), Some(fixture_row()));
@@ -131,10 +158,11 @@ fn opens_the_format_v1_fixture() {
     store.write(&batch).unwrap();
     drop(store);
     let conn = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = conn
+    let found: u32 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 1);
+    assert_eq!(found, CURRENT);
+    path
 }
 
 #[test]
@@ -148,7 +176,7 @@ fn a_newer_format_is_refused() {
     match SqliteStore::open(&path) {
         Err(StoreError::UnsupportedFormat {
             found: 99,
-            supported: 1,
+            supported: CURRENT,
         }) => {}
         other => panic!("{other:?}"),
     }
