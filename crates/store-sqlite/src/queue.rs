@@ -15,14 +15,30 @@
 //! the map is read again from the table. A write that fails leaves the map
 //! marked stale, so it is rebuilt from what was really committed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
 use tidesync_core::Operation;
 
 use crate::error::{Result, SqlResultExt, corrupt};
-use crate::rows::{OPERATION_COLUMNS, operation_params, read_operation};
+use crate::rows::{operation_columns, operation_params, read_operation};
+
+const INSERT_SQL: &str = concat!(
+    "INSERT INTO __operations (",
+    operation_columns!(),
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+);
+const UPDATE_SQL: &str = concat!(
+    "UPDATE __operations SET (",
+    operation_columns!(),
+    ") = (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) WHERE rowid = ?10"
+);
+const SELECT_SQL: &str = concat!(
+    "SELECT ",
+    operation_columns!(),
+    " FROM __operations WHERE rowid = ?1"
+);
 
 /// Where one op lives and how it is ordered.
 #[derive(Debug, Clone)]
@@ -33,29 +49,36 @@ struct Entry {
     item_id: String,
 }
 
+/// An op's place in the push order: its sequence, then its rowid (two ops
+/// never share a sequence in practice; if they did, both are kept, the older
+/// row first).
+type Key = (u64, i64);
+
 /// The queue's keys, as of `PRAGMA data_version` = `version` of the writer.
 #[derive(Debug, Default)]
 pub(crate) struct OpIndex {
     /// `None`: stale, read the table again before use.
     version: Option<i64>,
     by_id: HashMap<String, Entry>,
-    /// `(sequence, op id)` → rowid: the push order (two ops never share a
-    /// sequence in practice, but ties are kept, ordered by id).
-    order: BTreeMap<(u64, String), i64>,
-    /// `(table, item id)` → its ops' `(sequence, op id)`, oldest first.
-    by_item: HashMap<(String, String), Vec<(u64, String)>>,
+    /// Every op in push order.
+    order: BTreeSet<Key>,
+    /// `(table, item id)` → its ops, oldest first.
+    by_item: HashMap<(String, String), Vec<Key>>,
 }
 
 impl OpIndex {
     /// Makes the map current for `conn`, which must be inside a transaction
     /// (the `data_version` read starts its snapshot, so the rebuild below and
-    /// the caller's reads see the same state).
-    pub(crate) fn refresh(&mut self, conn: &Connection) -> Result<()> {
+    /// the caller's reads see the same state). `true` when it had to read the
+    /// table again: another connection committed (or a write failed) since.
+    pub(crate) fn refresh(&mut self, conn: &Connection) -> Result<bool> {
         let version: i64 = conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA data_version")
+            .store()?
+            .query_row([], |r| r.get(0))
             .store()?;
         if self.version == Some(version) {
-            return Ok(());
+            return Ok(false);
         }
         *self = OpIndex::default();
         let mut stmt = conn
@@ -74,7 +97,7 @@ impl OpIndex {
             self.add(row.get(1).store()?, entry);
         }
         self.version = Some(version);
-        Ok(())
+        Ok(true)
     }
 
     /// Marks the map stale (after a failed write).
@@ -83,12 +106,12 @@ impl OpIndex {
     }
 
     fn add(&mut self, id: String, entry: Entry) {
-        self.order.insert((entry.sequence, id.clone()), entry.rowid);
+        let key = (entry.sequence, entry.rowid);
+        self.order.insert(key);
         let ops = self
             .by_item
             .entry((entry.table.clone(), entry.item_id.clone()))
             .or_default();
-        let key = (entry.sequence, id.clone());
         let at = ops.partition_point(|k| *k < key);
         ops.insert(at, key);
         self.by_id.insert(id, entry);
@@ -96,7 +119,7 @@ impl OpIndex {
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.by_id.remove(id)?;
-        let key = (entry.sequence, id.to_owned());
+        let key = (entry.sequence, entry.rowid);
         self.order.remove(&key);
         let item = (entry.table.clone(), entry.item_id.clone());
         if let Some(ops) = self.by_item.get_mut(&item) {
@@ -113,23 +136,18 @@ impl OpIndex {
         let params = operation_params(op)?;
         let rowid = match self.remove(&op.id) {
             Some(old) => {
-                let sql = format!(
-                    "UPDATE __operations SET ({OPERATION_COLUMNS}) = \
-                     (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) WHERE rowid = ?10"
-                );
                 let values = params.into_iter().chain([SqlValue::Integer(old.rowid)]);
-                conn.prepare_cached(&sql)
+                conn.prepare_cached(UPDATE_SQL)
                     .store()?
                     .execute(rusqlite::params_from_iter(values))
                     .store()?;
                 old.rowid
             }
             None => {
-                let sql = format!(
-                    "INSERT INTO __operations ({OPERATION_COLUMNS}) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                );
-                conn.prepare_cached(&sql).store()?.execute(params).store()?;
+                conn.prepare_cached(INSERT_SQL)
+                    .store()?
+                    .execute(params)
+                    .store()?;
                 conn.last_insert_rowid()
             }
         };
@@ -175,8 +193,7 @@ impl OpIndex {
     }
 
     fn read(conn: &Connection, rowid: i64) -> Result<Operation> {
-        let sql = format!("SELECT {OPERATION_COLUMNS} FROM __operations WHERE rowid = ?1");
-        let mut stmt = conn.prepare_cached(&sql).store()?;
+        let mut stmt = conn.prepare_cached(SELECT_SQL).store()?;
         let mut rows = stmt.query([rowid]).store()?;
         match rows.next().store()? {
             Some(row) => read_operation(row),
@@ -195,7 +212,7 @@ impl OpIndex {
             return Ok(Vec::new());
         };
         self.order
-            .range((from, String::new())..)
+            .range((from, i64::MIN)..)
             .take(limit)
             .map(|(_, rowid)| Self::read(conn, *rowid))
             .collect()
@@ -212,8 +229,7 @@ impl OpIndex {
             return Ok(Vec::new());
         };
         keys.iter()
-            .filter_map(|(_, id)| self.by_id.get(id))
-            .map(|e| Self::read(conn, e.rowid))
+            .map(|(_, rowid)| Self::read(conn, *rowid))
             .collect()
     }
 
@@ -236,6 +252,6 @@ impl OpIndex {
 
     /// The highest sequence, 0 with an empty queue.
     pub(crate) fn max_sequence(&self) -> u64 {
-        self.order.keys().next_back().map_or(0, |(s, _)| *s)
+        self.order.last().map_or(0, |(s, _)| *s)
     }
 }

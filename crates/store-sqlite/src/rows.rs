@@ -88,11 +88,16 @@ pub(crate) fn to_i64(n: u64, what: &str) -> Result<i64> {
     })
 }
 
-/// The columns of `__operations`, in the order [`read_operation`] expects.
-pub(crate) const OPERATION_COLUMNS: &str =
-    "id, kind, state, tableName, itemId, item, base, sequence, version";
+/// The columns of `__operations`, in the order [`read_operation`] expects (a
+/// macro, so that statements can be static text built with `concat!`).
+macro_rules! operation_columns {
+    () => {
+        "id, kind, state, tableName, itemId, item, base, sequence, version"
+    };
+}
+pub(crate) use operation_columns;
 
-/// The parameters of an `__operations` row, in [`OPERATION_COLUMNS`] order.
+/// The parameters of an `__operations` row, in `operation_columns!()` order.
 pub(crate) fn operation_params(op: &Operation) -> Result<[SqlValue; 9]> {
     Ok([
         SqlValue::Text(op.id.clone()),
@@ -107,7 +112,7 @@ pub(crate) fn operation_params(op: &Operation) -> Result<[SqlValue; 9]> {
     ])
 }
 
-/// Reads an `__operations` row selected as [`OPERATION_COLUMNS`].
+/// Reads an `__operations` row selected as `operation_columns!()`.
 pub(crate) fn read_operation(row: &Row<'_>) -> Result<Operation> {
     let get_err = crate::error::map_err;
     let kind: i64 = row.get(1).map_err(get_err)?;

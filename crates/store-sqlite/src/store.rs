@@ -83,7 +83,9 @@ struct TableCache {
 impl TableCache {
     fn get(&self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>> {
         let version: i64 = conn
-            .query_row("PRAGMA schema_version", [], |r| r.get(0))
+            .prepare_cached("PRAGMA schema_version")
+            .store()?
+            .query_row([], |r| r.get(0))
             .store()?;
         {
             let mut cache = lock(&self.inner);
@@ -102,11 +104,14 @@ impl TableCache {
     }
 }
 
-/// The writer connection and the queue map that only it uses.
+/// The writer connection and what only it uses: the queue map, and the table
+/// definitions, valid as long as the queue map is (both are dropped when
+/// another connection commits, and the tables when this one defines a table).
 #[derive(Debug)]
 struct Writer {
     conn: Connection,
     ops: OpIndex,
+    tables: WriterTables,
 }
 
 impl Writer {
@@ -114,7 +119,27 @@ impl Writer {
         Writer {
             conn,
             ops: OpIndex::default(),
+            tables: WriterTables::default(),
         }
+    }
+}
+
+/// The writer's table definitions (no `PRAGMA schema_version` per use).
+#[derive(Debug, Default)]
+struct WriterTables(HashMap<String, Arc<TableInfo>>);
+
+impl WriterTables {
+    fn get(&mut self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>> {
+        if let Some(info) = self.0.get(table) {
+            return Ok(info.clone());
+        }
+        let info = Arc::new(TableInfo::load(conn, table)?);
+        self.0.insert(table.to_owned(), info.clone());
+        Ok(info)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
     }
 }
 
@@ -216,12 +241,17 @@ impl SqliteStore {
 
     /// Runs `f` in one read transaction on the writer connection with the queue
     /// map made current: the queue is read there, where the map lives.
-    fn read_queue<T>(&self, f: impl FnOnce(&Connection, &OpIndex) -> Result<T>) -> Result<T> {
+    fn read_queue<T>(
+        &self,
+        f: impl FnOnce(&Connection, &OpIndex, &mut WriterTables) -> Result<T>,
+    ) -> Result<T> {
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops } = &mut *writer;
+        let Writer { conn, ops, tables } = &mut *writer;
         in_read_transaction(conn, |conn| {
-            ops.refresh(conn)?;
-            f(conn, ops)
+            if ops.refresh(conn)? {
+                tables.clear();
+            }
+            f(conn, ops, tables)
         })
     }
 
@@ -242,11 +272,14 @@ fn in_read_transaction<T>(
     conn: &Connection,
     f: impl FnOnce(&Connection) -> Result<T>,
 ) -> Result<T> {
-    conn.execute_batch("BEGIN DEFERRED").store()?;
+    execute(conn, "BEGIN DEFERRED", [])?;
     let result = f(conn);
-    let end = conn.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+    let end = execute(conn, if result.is_ok() { "COMMIT" } else { "ROLLBACK" }, []);
+    if end.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
     let value = result?;
-    end.store()?;
+    end?;
     Ok(value)
 }
 
@@ -254,6 +287,7 @@ impl LocalStore for SqliteStore {
     fn define_table(&self, def: &TableDef) -> Result<()> {
         def.validate()?;
         let mut writer = lock(&self.writer);
+        writer.tables.clear();
         let tx = writer
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -279,8 +313,8 @@ impl LocalStore for SqliteStore {
     }
 
     fn get_with_operations(&self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
-        self.read_queue(|conn, queue| {
-            let info = self.tables.get(conn, table)?;
+        self.read_queue(|conn, queue, tables| {
+            let info = tables.get(conn, table)?;
             let row = {
                 let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
                 let mut rows = stmt.query([id]).store()?;
@@ -298,23 +332,23 @@ impl LocalStore for SqliteStore {
     }
 
     fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue| queue.after(conn, after_sequence, limit))
+        self.read_queue(|conn, queue, _| queue.after(conn, after_sequence, limit))
     }
 
     fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue| queue.of_item(conn, table, item_id))
+        self.read_queue(|conn, queue, _| queue.of_item(conn, table, item_id))
     }
 
     fn operation(&self, id: &str) -> Result<Option<Operation>> {
-        self.read_queue(|conn, queue| queue.get(conn, id))
+        self.read_queue(|conn, queue, _| queue.get(conn, id))
     }
 
     fn count_operations(&self, table: Option<&str>) -> Result<u64> {
-        self.read_queue(|_, queue| Ok(queue.count(table)))
+        self.read_queue(|_, queue, _| Ok(queue.count(table)))
     }
 
     fn max_sequence(&self) -> Result<u64> {
-        self.read_queue(|_, queue| Ok(queue.max_sequence()))
+        self.read_queue(|_, queue, _| Ok(queue.max_sequence()))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {
@@ -353,8 +387,8 @@ impl LocalStore for SqliteStore {
             return Ok(());
         }
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops } = &mut *writer;
-        let result = write_batch(conn, &self.tables, ops, batch);
+        let Writer { conn, ops, tables } = &mut *writer;
+        let result = write_batch(conn, tables, ops, batch);
         if result.is_err() {
             // The map may hold changes the rollback undid: read it again.
             ops.invalidate();
@@ -363,22 +397,29 @@ impl LocalStore for SqliteStore {
     }
 }
 
-/// One `BEGIN IMMEDIATE` transaction for the whole batch; dropping it
-/// uncommitted on an error rolls it back.
+/// One `BEGIN IMMEDIATE` transaction for the whole batch, rolled back on any
+/// error. The transaction statements are cached like every other statement.
 fn write_batch(
-    conn: &mut Connection,
-    tables: &TableCache,
+    conn: &Connection,
+    tables: &mut WriterTables,
     ops: &mut OpIndex,
     batch: &WriteBatch,
 ) -> Result<()> {
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .store()?;
-    ops.refresh(&tx)?;
-    for write in &batch.writes {
-        apply(&tx, tables, ops, write)?;
+    execute(conn, "BEGIN IMMEDIATE", [])?;
+    let result = (|| {
+        if ops.refresh(conn)? {
+            tables.clear();
+        }
+        for write in &batch.writes {
+            apply(conn, tables, ops, write)?;
+        }
+        execute(conn, "COMMIT", [])
+    })();
+    if result.is_err() && !conn.is_autocommit() {
+        // Best effort: the error that made us roll back is the one to report.
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    tx.commit().store()
+    result
 }
 
 /// A table as reads and writes use it: its definition, columns and statements.
@@ -416,7 +457,12 @@ impl TableInfo {
     }
 }
 
-fn apply(conn: &Connection, tables: &TableCache, ops: &mut OpIndex, write: &Write) -> Result<()> {
+fn apply(
+    conn: &Connection,
+    tables: &mut WriterTables,
+    ops: &mut OpIndex,
+    write: &Write,
+) -> Result<()> {
     match write {
         Write::PutItem { table, item } => put_item(conn, &*tables.get(conn, table)?, item),
         Write::DeleteItem { table, id } => {
