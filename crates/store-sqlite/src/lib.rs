@@ -13,12 +13,16 @@
 //! * **Real SQL tables**: each defined table has typed columns (`TEXT` for
 //!   strings, date-times as normalised UTC text and JSON; `INTEGER` for integers
 //!   and booleans as 0/1; reals without affinity, since `REAL` affinity would
-//!   turn -0.0 into 0), the system columns and an index on
-//!   `(updatedAt, id)`. A definition that grows adds columns with
-//!   `ALTER TABLE`; definitions are kept in `__tables`.
+//!   turn -0.0 into 0) and the system columns, keyed by `id`, with no other
+//!   index (each index is one more page written per local write). A
+//!   definition that grows adds columns with `ALTER TABLE`; definitions are
+//!   kept in `__tables`.
 //! * **The queue and metadata** in `__operations`, `__errors` and `__config`,
 //!   written in the same transaction as the items (`LocalStore::write` is one
-//!   `BEGIN IMMEDIATE` transaction with cached prepared statements).
+//!   `BEGIN IMMEDIATE` transaction with cached prepared statements). The queue
+//!   table has no index: the store keeps each op's id, item and sequence in
+//!   memory, re-reads them when another connection has committed (`PRAGMA
+//!   data_version`) and reads the queue on the writer connection.
 //! * **A format version** in `PRAGMA user_version`, upgraded by one migration
 //!   function per version step when a file is opened.
 //!

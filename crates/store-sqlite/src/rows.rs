@@ -2,7 +2,7 @@
 //! [`Item`]s, plus the queue and error records.
 
 use rusqlite::Row;
-use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use serde_json::{Number, Value};
 use tidesync_core::{ColumnType, Item, OpKind, OpState, Operation, OperationError, StoreError};
 
@@ -25,6 +25,17 @@ pub(crate) fn to_sql(ty: ColumnType, value: Value) -> Result<SqlValue> {
         (ColumnType::String | ColumnType::DateTime, Value::String(s)) => SqlValue::Text(s),
         (ColumnType::Json, other) => SqlValue::Text(other.to_string()),
         (ty, other) => return Err(corrupt(format!("{other} is not a {ty:?} value"))),
+    })
+}
+
+/// As [`to_sql`], borrowing text instead of moving it (for values that
+/// `check_value` found already normal).
+pub(crate) fn to_sql_ref(ty: ColumnType, value: &Value) -> Result<ToSqlOutput<'_>> {
+    Ok(match (ty, value) {
+        (ColumnType::String | ColumnType::DateTime, Value::String(s)) => {
+            ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+        }
+        _ => ToSqlOutput::Owned(to_sql(ty, value.clone())?),
     })
 }
 

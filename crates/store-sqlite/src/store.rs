@@ -1,21 +1,22 @@
 //! [`SqliteStore`]: connections, options, and the [`LocalStore`] implementation.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tidesync_core::{
     ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, StoreError,
-    TableDef, Write, WriteBatch, normalize_value,
+    TableDef, Write, WriteBatch, check_value,
 };
 
 use crate::error::{Result, SqlResultExt};
 use crate::query::{columns_of, run, select_ids};
 use crate::queue::OpIndex;
-use crate::rows::{ERROR_COLUMNS, error_params, read_error, to_sql};
+use crate::rows::{ERROR_COLUMNS, error_params, read_error, to_sql, to_sql_ref};
 use crate::schema::{self, quote};
 
 /// SQLite's `synchronous` setting in WAL mode.
@@ -516,6 +517,7 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 
 /// Checks the item as `MemoryStore` does (a string id, then each property in
 /// order: a known column, a value of its type) and replaces the whole row.
+/// Values already in normal form are bound as they are, without a copy.
 fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
     let table = info.def.name();
     if item.get("id").and_then(|v| v.as_str()).is_none() {
@@ -523,7 +525,8 @@ fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
             table: table.to_owned(),
         });
     }
-    let mut params = vec![SqlValue::Null; info.columns.len()];
+    let mut params: Vec<ToSqlOutput<'_>> =
+        vec![ToSqlOutput::Owned(SqlValue::Null); info.columns.len()];
     for (name, value) in item {
         let index = info
             .columns
@@ -534,7 +537,10 @@ fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
                 column: name.clone(),
             })?;
         let ty = info.columns[index].1;
-        params[index] = to_sql(ty, normalize_value(table, name, ty, value)?)?;
+        params[index] = match check_value(table, name, ty, value)? {
+            Cow::Borrowed(value) => to_sql_ref(ty, value)?,
+            Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
+        };
     }
     conn.prepare_cached(&info.insert_sql)
         .store()?

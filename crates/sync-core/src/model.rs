@@ -1,6 +1,8 @@
 //! The data model: table definitions, column types, queued operations and the
 //! error records a push leaves behind.
 
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidesync_protocol::Item;
@@ -183,6 +185,21 @@ pub fn normalize_value(
     ty: ColumnType,
     value: &Value,
 ) -> Result<Value, StoreError> {
+    check_value(table, column, ty, value).map(Cow::into_owned)
+}
+
+/// As [`normalize_value`], but borrows `value` when it already is in its
+/// normal form (the common case: rows a server sent, values read back), so
+/// checking a row copies nothing.
+///
+/// # Errors
+/// As [`normalize_value`].
+pub fn check_value<'a>(
+    table: &str,
+    column: &str,
+    ty: ColumnType,
+    value: &'a Value,
+) -> Result<Cow<'a, Value>, StoreError> {
     let mismatch = || StoreError::TypeMismatch {
         table: table.to_owned(),
         column: column.to_owned(),
@@ -190,35 +207,59 @@ pub fn normalize_value(
         found: short_json(value),
     };
     if value.is_null() {
-        return Ok(Value::Null);
+        return Ok(Cow::Borrowed(value));
     }
     Ok(match ty {
-        ColumnType::String if value.is_string() => value.clone(),
-        ColumnType::Bool if value.is_boolean() => value.clone(),
+        ColumnType::String if value.is_string() => Cow::Borrowed(value),
+        ColumnType::Bool if value.is_boolean() => Cow::Borrowed(value),
         ColumnType::Integer => match value.as_i64() {
-            Some(i) => Value::from(i),
+            Some(_) => Cow::Borrowed(value),
             None => match value.as_f64() {
                 // An integral float such as 3.0 is accepted; 3.5 is not.
                 Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
-                    Value::from(f as i64)
+                    Cow::Owned(Value::from(f as i64))
                 }
                 _ => return Err(mismatch()),
             },
         },
+        ColumnType::Real if value.is_f64() => Cow::Borrowed(value),
         ColumnType::Real => match value.as_f64() {
-            Some(f) => serde_json::Number::from_f64(f)
-                .map(Value::Number)
-                .ok_or_else(mismatch)?,
+            Some(f) => Cow::Owned(
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(mismatch)?,
+            ),
             None => return Err(mismatch()),
         },
         ColumnType::DateTime => {
             let text = value.as_str().ok_or_else(mismatch)?;
             let at = tidesync_protocol::time_fmt::parse_timestamp(text).map_err(|_| mismatch())?;
-            Value::String(format_stored_timestamp(at))
+            if is_stored_timestamp_shape(text) {
+                // Parsed, and already `YYYY-MM-DDThh:mm:ss.mmmZ`: formatting it
+                // again would give the same text.
+                Cow::Borrowed(value)
+            } else {
+                Cow::Owned(Value::String(format_stored_timestamp(at)))
+            }
         }
-        ColumnType::Json => value.clone(),
+        ColumnType::Json => Cow::Borrowed(value),
         _ => return Err(mismatch()),
     })
+}
+
+/// Whether `text` has the exact shape [`format_stored_timestamp`] writes (a
+/// text that also parses is then its own normal form).
+fn is_stored_timestamp_shape(text: &str) -> bool {
+    let b = text.as_bytes();
+    b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        })
 }
 
 /// Formats an instant the way stores keep date-time columns: UTC RFC 3339 with

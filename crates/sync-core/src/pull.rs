@@ -18,7 +18,7 @@ use crate::context::Inner;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, SyncAction};
 use crate::push::{PushOptions, PushResult};
-use crate::queue::conform_item;
+use crate::queue::conform_owned;
 use crate::store::{Write, WriteBatch};
 use crate::transport::ReadRequest;
 
@@ -575,7 +575,7 @@ impl Inner {
                 applied.upserted += 1;
                 batch.push(Write::PutItem {
                     table: table.to_owned(),
-                    item: conform_item(&def, &item, true)?,
+                    item: conform_owned(&def, item, true)?,
                 });
             }
         }

@@ -2,6 +2,7 @@
 //! for the same item (the collapse matrix), and the transaction that applies a
 //! group of local writes, their queue entries and error clean-up in one batch.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use serde_json::Value;
@@ -11,7 +12,7 @@ use tidesync_protocol::system::{ID, VERSION, is_system_property};
 use crate::context::TableCache;
 use crate::error::{Error, QueueRefusal, Result, StoreError};
 use crate::events::ChangeEvent;
-use crate::model::{OpKind, OpState, Operation, TableDef, normalize_value};
+use crate::model::{OpKind, OpState, Operation, TableDef, check_value};
 use crate::store::{LocalStore, Write, WriteBatch};
 
 /// What a new local write does to the queue, given the newest op of its item.
@@ -68,13 +69,24 @@ pub(crate) struct QueueState {
 /// Keeps only the columns a table has, checking and normalising their values.
 /// App data refuses unknown properties; server data ignores them.
 pub(crate) fn conform_item(def: &TableDef, item: &Item, from_server: bool) -> Result<Item> {
-    let mut out = Item::new();
-    for (name, value) in item {
+    conform_owned(def, item.clone(), from_server)
+}
+
+/// [`conform_item`] in place: values already in normal form are kept, not copied.
+pub(crate) fn conform_owned(def: &TableDef, mut item: Item, from_server: bool) -> Result<Item> {
+    let mut unknown = false;
+    for (name, value) in &mut item {
         match def.column_type(name) {
             Some(ty) => {
-                out.insert(name.clone(), normalize_value(def.name(), name, ty, value)?);
+                let normal = match check_value(def.name(), name, ty, value)? {
+                    Cow::Borrowed(_) => None,
+                    Cow::Owned(normal) => Some(normal),
+                };
+                if let Some(normal) = normal {
+                    *value = normal;
+                }
             }
-            None if from_server || is_system_property(name) => {}
+            None if from_server || is_system_property(name) => unknown = true,
             None => {
                 return Err(StoreError::UnknownColumn {
                     table: def.name().to_owned(),
@@ -84,7 +96,10 @@ pub(crate) fn conform_item(def: &TableDef, item: &Item, from_server: bool) -> Re
             }
         }
     }
-    Ok(out)
+    if unknown {
+        item.retain(|name, _| def.column_type(name).is_some());
+    }
+    Ok(item)
 }
 
 /// Removes `createdAt`, `updatedAt` and `deleted` (any case), keeping `version`.
@@ -210,7 +225,7 @@ impl<'a> Transaction<'a> {
         let mut item = item;
         let (id, fresh) = take_id(kind, &mut item)?;
         strip_all_but_version(&mut item);
-        let mut item = conform_item(&def, &item, false)?;
+        let mut item = conform_owned(&def, item, false)?;
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
         // An id generated just now has no row and no ops yet: no read needed.
