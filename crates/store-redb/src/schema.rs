@@ -6,8 +6,6 @@
 //! | `tidesync/meta`       | `&str` (`format_version`)    | `u64`                         |
 //! | `tidesync/tables`     | table name                   | [`StoredTable`] as JSON       |
 //! | `tidesync/ops`        | `(sequence, op id)`          | `Operation` as JSON           |
-//! | `tidesync/op_ids`     | op id                        | sequence                      |
-//! | `tidesync/op_items`   | `(table, item_id, seq, id)`  | `()`                          |
 //! | `tidesync/errors`     | op id                        | `OperationError` as JSON      |
 //! | `tidesync/config`     | key                          | value                         |
 //! | `rows/<table>`        | item id                      | the row ([`crate::codec`])    |
@@ -15,6 +13,11 @@
 //!
 //! Table names are identifiers (`TableDef::validate`), so `rows/<t>` and
 //! `updated/<t>` never collide with each other or with `tidesync/*`.
+//!
+//! The queue's lookups by op id and by item are not in the file (format 1 kept
+//! them in `tidesync/op_ids` and `tidesync/op_items`): the store builds them in
+//! memory when it opens (the `queue` module), and format 1 files lose those two
+//! tables when they are migrated.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
@@ -35,17 +38,11 @@ pub(crate) const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("ti
 /// Ops by `(sequence, id)`: the engine gives each op its own sequence, but two
 /// ops sharing one are both kept, in id order.
 pub(crate) const OPS: TableDefinition<OpKey, &[u8]> = TableDefinition::new("tidesync/ops");
-pub(crate) const OP_IDS: TableDefinition<&str, u64> = TableDefinition::new("tidesync/op_ids");
-pub(crate) const OP_ITEMS: TableDefinition<OpItemKey, ()> =
-    TableDefinition::new("tidesync/op_items");
 pub(crate) const ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/errors");
 pub(crate) const CONFIG: TableDefinition<&str, &str> = TableDefinition::new("tidesync/config");
 
 /// The key of the queue: `(sequence, op id)`.
 pub(crate) type OpKey = (u64, &'static str);
-
-/// The key of the per-item queue lookup: `(table, item_id, sequence, op id)`.
-pub(crate) type OpItemKey = (&'static str, &'static str, u64, &'static str);
 
 /// The key of the `(updatedAt, id)` index: a null `updatedAt` sorts first, as
 /// it does in the query evaluator's order.
@@ -233,18 +230,36 @@ pub(crate) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
         .map_err(from_redb)?;
     txn.open_table(TABLES).map_err(from_redb)?;
     txn.open_table(OPS).map_err(from_redb)?;
-    txn.open_table(OP_IDS).map_err(from_redb)?;
-    txn.open_table(OP_ITEMS).map_err(from_redb)?;
     txn.open_table(ERRORS).map_err(from_redb)?;
     txn.open_table(CONFIG).map_err(from_redb)?;
     Ok(())
 }
 
 /// Upgrades a file of an older format, inside the open's write transaction, so
-/// a crash mid-migration leaves the old format intact. Format 1 is the first;
-/// format 2 will add `1 => upgrade_1_to_2(txn)` and fall through to later steps.
-fn migrate(_txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
-    Err(StoreError::Corrupt(format!(
-        "unknown store format version {from}"
-    )))
+/// a crash mid-migration leaves the old format intact. Each step upgrades by
+/// one format; a later format adds its step after the last.
+fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    let mut version = from;
+    while version < FORMAT_VERSION {
+        match version {
+            1 => upgrade_1_to_2(txn)?,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown store format version {other}"
+                )));
+            }
+        }
+        version += 1;
+    }
+    Ok(())
+}
+
+/// Format 2 keeps the queue's op-id and per-item lookups in memory: drop the
+/// two tables format 1 kept them in. `tidesync/ops` holds every op already.
+fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    for name in ["tidesync/op_ids", "tidesync/op_items"] {
+        txn.delete_table(TableDefinition::<&str, ()>::new(name))
+            .map_err(from_redb)?;
+    }
+    Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! Every table a batch touches is opened once and kept open for the batch; the
 //! caller commits when every write succeeded and aborts otherwise, so a failed
-//! batch leaves nothing behind.
+//! batch leaves nothing behind. Queue changes are staged beside the
+//! transaction ([`Staged`]) and reach the in-memory queue index only after the
+//! commit (see the `queue` module).
 
 use std::collections::HashMap;
 
@@ -17,10 +19,8 @@ use tidesync_protocol::system::ID;
 use crate::codec::{corrupt_row, decode_slot, encode_row};
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
-use crate::schema::{
-    CONFIG, ERRORS, IndexKey, Names, OP_IDS, OP_ITEMS, OPS, OpItemKey, OpKey, StoredTable, TABLES,
-    load_table,
-};
+use crate::queue::{Entry, QueueIndex, Staged};
+use crate::schema::{CONFIG, ERRORS, IndexKey, Names, OPS, OpKey, StoredTable, TABLES, load_table};
 
 /// One app table opened for the batch.
 struct Open<'t> {
@@ -35,8 +35,8 @@ pub(crate) struct Batch<'t> {
     txn: &'t WriteTransaction,
     tables: Table<'t, &'static str, &'static [u8]>,
     ops: Table<'t, OpKey, &'static [u8]>,
-    op_ids: Table<'t, &'static str, u64>,
-    op_items: Table<'t, OpItemKey, ()>,
+    queue: &'t QueueIndex,
+    staged: Staged,
     errors: Table<'t, &'static str, &'static [u8]>,
     config: Table<'t, &'static str, &'static str>,
     open: HashMap<String, Open<'t>>,
@@ -44,13 +44,16 @@ pub(crate) struct Batch<'t> {
 }
 
 impl<'t> Batch<'t> {
-    pub(crate) fn new(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        txn: &'t WriteTransaction,
+        queue: &'t QueueIndex,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             tables: txn.open_table(TABLES).map_err(from_redb)?,
             ops: txn.open_table(OPS).map_err(from_redb)?,
-            op_ids: txn.open_table(OP_IDS).map_err(from_redb)?,
-            op_items: txn.open_table(OP_ITEMS).map_err(from_redb)?,
+            queue,
+            staged: Staged::default(),
             errors: txn.open_table(ERRORS).map_err(from_redb)?,
             config: txn.open_table(CONFIG).map_err(from_redb)?,
             open: HashMap::new(),
@@ -59,8 +62,11 @@ impl<'t> Batch<'t> {
     }
 
     /// Applies every write of the batch, in order, stopping at the first error.
-    pub(crate) fn apply_all(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
-        batch.writes.iter().try_for_each(|w| self.apply(w))
+    /// Returns the queue changes to apply to the index once the transaction
+    /// has committed.
+    pub(crate) fn apply_all(mut self, batch: &WriteBatch) -> Result<Staged, StoreError> {
+        batch.writes.iter().try_for_each(|w| self.apply(w))?;
+        Ok(self.staged)
     }
 
     fn apply(&mut self, write: &Write) -> Result<(), StoreError> {
@@ -69,7 +75,7 @@ impl<'t> Batch<'t> {
             Write::DeleteItem { table, id } => self.delete_item(table, id),
             Write::DeleteItems { table, query } => self.delete_items(table, query),
             Write::PutOperation(op) => self.put_op(op),
-            Write::DeleteOperation { id } => self.remove_op(id).map(drop),
+            Write::DeleteOperation { id } => self.remove_op(id),
             Write::DeleteTableOperations { table } => self.delete_table_ops(table),
             Write::PutError(error) => self.put_error(error),
             Write::DeleteError { operation_id } => {
@@ -189,59 +195,35 @@ impl<'t> Batch<'t> {
     fn put_op(&mut self, op: &Operation) -> Result<(), StoreError> {
         self.remove_op(&op.id)?;
         let bytes = serde_json::to_vec(op).map_err(|e| corrupt_json("encoding an op", e))?;
-        let id = op.id.as_str();
         self.ops
-            .insert((op.sequence, id), bytes.as_slice())
+            .insert((op.sequence, op.id.as_str()), bytes.as_slice())
             .map_err(from_redb)?;
-        self.op_ids.insert(id, op.sequence).map_err(from_redb)?;
-        self.op_items
-            .insert(
-                (op.table.as_str(), op.item_id.as_str(), op.sequence, id),
-                (),
-            )
-            .map_err(from_redb)?;
+        self.staged.put(&op.id, Entry::of(op));
         Ok(())
     }
 
-    /// Removes an op from the three queue tables; its error record stays.
-    fn remove_op(&mut self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let Some(sequence) = self
-            .op_ids
-            .remove(id)
+    /// Removes an op from the queue; its error record stays. The index says
+    /// where it is, so an op that is not queued costs no read.
+    fn remove_op(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(sequence) = self.staged.get(self.queue, id).map(|e| e.sequence) else {
+            return Ok(());
+        };
+        if self
+            .ops
+            .remove((sequence, id))
             .map_err(from_redb)?
-            .map(|s| s.value())
-        else {
-            return Ok(None);
-        };
-        let op = match self.ops.remove((sequence, id)).map_err(from_redb)? {
-            Some(bytes) => decode_op(bytes.value())?,
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "op {id} points at a missing sequence {sequence}"
-                )));
-            }
-        };
-        self.op_items
-            .remove((op.table.as_str(), op.item_id.as_str(), sequence, id))
-            .map_err(from_redb)?;
-        Ok(Some(op))
+            .is_none()
+        {
+            return Err(StoreError::Corrupt(format!(
+                "op {id} points at a missing sequence {sequence}"
+            )));
+        }
+        self.staged.remove(id);
+        Ok(())
     }
 
     fn delete_table_ops(&mut self, table: &str) -> Result<(), StoreError> {
-        let mut ids = Vec::new();
-        for entry in self
-            .op_items
-            .range((table, "", 0u64, "")..)
-            .map_err(from_redb)?
-        {
-            let (key, _) = entry.map_err(from_redb)?;
-            let (t, _, _, id) = key.value();
-            if t != table {
-                break;
-            }
-            ids.push(id.to_owned());
-        }
-        for id in ids {
+        for id in self.staged.ids_in(self.queue, table) {
             self.remove_op(&id)?;
         }
         let mut error_ids = Vec::new();
