@@ -2,8 +2,10 @@
 //! embedded key-value store: one file holding the app's tables, the operation
 //! queue, the error records and sync metadata.
 //!
-//! Each app table is a redb table keyed by item id, with rows in a compact
-//! type-directed encoding, beside an `(updatedAt, id)` index table. The queue
+//! Each app table is one redb table keyed by item id, with rows in a compact
+//! type-directed encoding, and no secondary index (format 1 kept an
+//! `(updatedAt, id)` index table beside it: a second B-tree written by every
+//! row write, for one query shape the client seldom runs). The queue
 //! is one redb table keyed by `(sequence, op id)`; its lookups by op id and by
 //! item ([`LocalStore::operation`], [`LocalStore::operations_for`]) come from
 //! an index the store keeps in memory, built by one pass over the queue when
@@ -15,8 +17,8 @@
 //!
 //! This crate is **not** a query engine: queries are evaluated in Rust by
 //! `tidesync_protocol`'s evaluator over the decoded rows, which costs O(n) in
-//! the table's size per query (see the `query` module; the `updatedAt`-ordered
-//! pull shape walks the index and stops early). It is not the default store
+//! the table's size per query, whatever its filter, order or `top` (see the
+//! `query` module). It is not the default store
 //! either: `tidesync-store-sqlite` is. Choose redb for a pure-Rust build with
 //! no C code. The file is for one process at a time: a second handle or
 //! process gets [`StoreError::Busy`] (which is also what makes the in-memory
@@ -69,7 +71,7 @@ use crate::write::{Batch, decode_error, decode_op};
 /// transaction; a newer one is refused with [`StoreError::UnsupportedFormat`].
 ///
 /// Format 2 dropped the queue's `op_ids` and `op_items` tables of format 1
-/// (their lookups are kept in memory).
+/// (their lookups are kept in memory) and the `updated/<table>` index tables.
 pub const FORMAT_VERSION: u64 = 2;
 
 /// When a committed write reaches the disk.
@@ -264,8 +266,7 @@ impl LocalStore for RedbStore {
         let stored = stored_table(&txn, table)?;
         let names = Names::of(table);
         let rows = txn.open_table(names.rows()).map_err(from_redb)?;
-        let index = txn.open_table(names.index()).map_err(from_redb)?;
-        query::run(table, &stored, &rows, &index, query)
+        query::run(table, &stored, &rows, query)
     }
 
     fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {

@@ -9,20 +9,21 @@
 //! | `tidesync/errors`     | op id                        | `OperationError` as JSON      |
 //! | `tidesync/config`     | key                          | value                         |
 //! | `rows/<table>`        | item id                      | the row ([`crate::codec`])    |
-//! | `updated/<table>`     | `(updatedAt, id)`            | `()`                          |
 //!
-//! Table names are identifiers (`TableDef::validate`), so `rows/<t>` and
-//! `updated/<t>` never collide with each other or with `tidesync/*`.
+//! Table names are identifiers (`TableDef::validate`), so `rows/<t>` never
+//! collides with `tidesync/*`.
 //!
-//! The queue's lookups by op id and by item are not in the file (format 1 kept
-//! them in `tidesync/op_ids` and `tidesync/op_items`): the store builds them in
-//! memory when it opens (the `queue` module), and format 1 files lose those two
-//! tables when they are migrated.
+//! Format 2 writes one B-tree per row and one per queued op. The queue's
+//! lookups by op id and by item are not in the file (format 1 kept them in
+//! `tidesync/op_ids` and `tidesync/op_items`): the store builds them in memory
+//! when it opens (the `queue` module). Format 1 also kept an `(updatedAt, id)`
+//! index per app table (`updated/<t>`); queries now always scan. Migrating a
+//! format 1 file drops all of those tables.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tidesync_core::{ColumnType, StoreError, TableDef};
-use tidesync_protocol::system::{ID, UPDATED_AT};
+use tidesync_protocol::system::ID;
 
 use crate::codec::Slot;
 use crate::error::{corrupt_json, from_redb};
@@ -44,31 +45,21 @@ pub(crate) const CONFIG: TableDefinition<&str, &str> = TableDefinition::new("tid
 /// The key of the queue: `(sequence, op id)`.
 pub(crate) type OpKey = (u64, &'static str);
 
-/// The key of the `(updatedAt, id)` index: a null `updatedAt` sorts first, as
-/// it does in the query evaluator's order.
-pub(crate) type IndexKey = (Option<&'static str>, &'static str);
-
 /// The redb table names of one app table.
 #[derive(Debug)]
 pub(crate) struct Names {
     pub(crate) rows: String,
-    pub(crate) index: String,
 }
 
 impl Names {
     pub(crate) fn of(table: &str) -> Self {
         Self {
             rows: format!("rows/{table}"),
-            index: format!("updated/{table}"),
         }
     }
 
     pub(crate) fn rows(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
         TableDefinition::new(&self.rows)
-    }
-
-    pub(crate) fn index(&self) -> TableDefinition<'_, IndexKey, ()> {
-        TableDefinition::new(&self.index)
     }
 }
 
@@ -101,11 +92,6 @@ impl StoredTable {
             .iter()
             .position(|s| s.name == name)
             .map(|i| (i, self.slots[i].ty))
-    }
-
-    /// The slot of `updatedAt`.
-    pub(crate) fn updated_slot(&self) -> Option<usize> {
-        self.slot(UPDATED_AT).map(|(i, _)| i)
     }
 
     /// Adds the columns `def` declares and this table lacks. Refuses, without
@@ -185,7 +171,6 @@ pub(crate) fn define(txn: &WriteTransaction, def: &TableDef) -> Result<bool, Sto
         .map_err(from_redb)?;
     let names = Names::of(def.name());
     txn.open_table(names.rows()).map_err(from_redb)?;
-    txn.open_table(names.index()).map_err(from_redb)?;
     Ok(true)
 }
 
@@ -254,10 +239,18 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Format 2 keeps the queue's op-id and per-item lookups in memory: drop the
-/// two tables format 1 kept them in. `tidesync/ops` holds every op already.
+/// Format 2 keeps the queue's op-id and per-item lookups in memory and has no
+/// `(updatedAt, id)` index: drop the tables format 1 kept them in. The rows
+/// and `tidesync/ops` hold everything already.
 fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
-    for name in ["tidesync/op_ids", "tidesync/op_items"] {
+    let mut names = vec!["tidesync/op_ids".to_owned(), "tidesync/op_items".to_owned()];
+    let tables = txn.open_table(TABLES).map_err(from_redb)?;
+    for entry in tables.iter().map_err(from_redb)? {
+        let (name, _) = entry.map_err(from_redb)?;
+        names.push(format!("updated/{}", name.value()));
+    }
+    drop(tables);
+    for name in &names {
         txn.delete_table(TableDefinition::<&str, ()>::new(name))
             .map_err(from_redb)?;
     }

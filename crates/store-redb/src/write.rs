@@ -16,18 +16,16 @@ use tidesync_core::{
 use tidesync_protocol::odata::Query;
 use tidesync_protocol::system::ID;
 
-use crate::codec::{corrupt_row, decode_slot, encode_row};
+use crate::codec::encode_row;
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
 use crate::queue::{Entry, QueueIndex, Staged};
-use crate::schema::{CONFIG, ERRORS, IndexKey, Names, OPS, OpKey, StoredTable, TABLES, load_table};
+use crate::schema::{CONFIG, ERRORS, Names, OPS, OpKey, StoredTable, TABLES, load_table};
 
 /// One app table opened for the batch.
 struct Open<'t> {
     stored: StoredTable,
-    updated_slot: Option<usize>,
     rows: Table<'t, &'static str, &'static [u8]>,
-    index: Table<'t, IndexKey, ()>,
 }
 
 /// The tables of one batch.
@@ -107,10 +105,8 @@ impl<'t> Batch<'t> {
                 .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))?;
             let names = Names::of(name);
             let open = Open {
-                updated_slot: stored.updated_slot(),
                 stored,
                 rows: self.txn.open_table(names.rows()).map_err(from_redb)?,
-                index: self.txn.open_table(names.index()).map_err(from_redb)?,
             };
             self.open.insert(name.to_owned(), open);
         }
@@ -129,7 +125,6 @@ impl<'t> Batch<'t> {
                 table: table.to_owned(),
             })?;
         let mut values = Vec::with_capacity(item.len());
-        let mut updated_at = None;
         for (name, value) in item {
             if name == ID {
                 continue;
@@ -142,50 +137,24 @@ impl<'t> Batch<'t> {
                     column: name.clone(),
                 })?;
             let value = normalize_value(table, name, ty, value)?;
-            if Some(slot) == open.updated_slot {
-                updated_at = value.as_str().map(str::to_owned);
-            }
             values.push((slot, ty, value));
         }
         encode_row(values, &mut buffer)
             .map_err(|why| StoreError::backend(Message(format!("encoding row {id:?}: {why}"))))?;
-        let old_updated = match open.rows.insert(id, buffer.as_slice()).map_err(from_redb)? {
-            None => None,
-            Some(old) => Some(updated_of(
-                table,
-                id,
-                &open.stored,
-                open.updated_slot,
-                old.value(),
-            )?),
-        };
-        if old_updated.as_ref() != Some(&updated_at) {
-            if let Some(old) = old_updated {
-                open.index.remove((old.as_deref(), id)).map_err(from_redb)?;
-            }
-            open.index
-                .insert((updated_at.as_deref(), id), ())
-                .map_err(from_redb)?;
-        }
+        open.rows.insert(id, buffer.as_slice()).map_err(from_redb)?;
         self.buffer = buffer;
         Ok(())
     }
 
     fn delete_item(&mut self, table: &str, id: &str) -> Result<(), StoreError> {
         let open = self.table(table)?;
-        let old_updated = match open.rows.remove(id).map_err(from_redb)? {
-            None => return Ok(()),
-            Some(old) => updated_of(table, id, &open.stored, open.updated_slot, old.value())?,
-        };
-        open.index
-            .remove((old_updated.as_deref(), id))
-            .map_err(from_redb)?;
+        open.rows.remove(id).map_err(from_redb)?;
         Ok(())
     }
 
     fn delete_items(&mut self, table: &str, query: &Query) -> Result<(), StoreError> {
         let open = self.table(table)?;
-        let ids = selected_ids(table, &open.stored, &open.rows, &open.index, query)?;
+        let ids = selected_ids(table, &open.stored, &open.rows, query)?;
         for id in ids {
             self.delete_item(table, &id)?;
         }
@@ -247,23 +216,6 @@ impl<'t> Batch<'t> {
             .map_err(from_redb)?;
         Ok(())
     }
-}
-
-/// The `updatedAt` text of a stored row (`None` when null).
-fn updated_of(
-    table: &str,
-    id: &str,
-    stored: &StoredTable,
-    slot: Option<usize>,
-    bytes: &[u8],
-) -> Result<Option<String>, StoreError> {
-    let Some(slot) = slot else { return Ok(None) };
-    let value =
-        decode_slot(bytes, &stored.slots, slot).map_err(|why| corrupt_row(table, id, why))?;
-    Ok(value.and_then(|v| match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }))
 }
 
 pub(crate) fn decode_op(bytes: &[u8]) -> Result<Operation, StoreError> {

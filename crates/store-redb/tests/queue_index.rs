@@ -1,6 +1,7 @@
 //! The in-memory queue index (format 2): it must agree with the file after
 //! failed batches, batches that change the same op twice, reopening, and the
-//! migration of a format 1 file whose lookups were redb tables.
+//! migration of a format 1 file whose lookups (and `updatedAt` index) were
+//! redb tables.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use redb::{ReadableDatabase, TableDefinition, TableHandle};
@@ -193,12 +194,16 @@ fn the_index_is_rebuilt_on_reopen() {
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("tidesync/meta");
 const OPS: TableDefinition<(u64, &str), &[u8]> = TableDefinition::new("tidesync/ops");
+const ROWS_TODO: TableDefinition<&str, &[u8]> = TableDefinition::new("rows/todo");
 const OP_IDS_V1: TableDefinition<&str, u64> = TableDefinition::new("tidesync/op_ids");
 const OP_ITEMS_V1: TableDefinition<(&str, &str, u64, &str), ()> =
     TableDefinition::new("tidesync/op_items");
+const UPDATED_TODO_V1: TableDefinition<(Option<&str>, &str), ()> =
+    TableDefinition::new("updated/todo");
 
-/// Turns a current file into the format 1 layout by hand: format version 1
-/// and the two lookup tables format 1 kept beside the queue.
+/// Turns a current file into the format 1 layout by hand: format version 1,
+/// the two lookup tables format 1 kept beside the queue and the `todo`
+/// table's `(updatedAt, id)` index.
 fn downgrade_to_format_1(path: &std::path::Path) {
     let db = redb::Database::create(path).unwrap();
     let txn = db.begin_write().unwrap();
@@ -213,6 +218,14 @@ fn downgrade_to_format_1(path: &std::path::Path) {
             op_ids.insert(id, sequence).unwrap();
             op_items
                 .insert((op.table.as_str(), op.item_id.as_str(), sequence, id), ())
+                .unwrap();
+        }
+        let rows = txn.open_table(ROWS_TODO).unwrap();
+        let mut updated = txn.open_table(UPDATED_TODO_V1).unwrap();
+        for entry in redb::ReadableTable::iter(&rows).unwrap() {
+            // Format 1 keyed rows by (updatedAt, id); a null updatedAt will do.
+            updated
+                .insert((None, entry.unwrap().0.value()), ())
                 .unwrap();
         }
         txn.open_table(META)
@@ -265,6 +278,7 @@ fn a_format_1_file_is_migrated_and_keeps_its_queue() {
     downgrade_to_format_1(&path);
     assert_eq!(format_of(&path), 1);
     assert!(table_names(&path).contains(&"tidesync/op_ids".to_owned()));
+    assert!(table_names(&path).contains(&"updated/todo".to_owned()));
 
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.operation("op-3").unwrap(), Some(queued[2].clone()));
@@ -304,6 +318,8 @@ fn a_format_1_file_is_migrated_and_keeps_its_queue() {
         !tables.contains(&"tidesync/op_items".to_owned()),
         "{tables:?}"
     );
+    assert!(!tables.contains(&"updated/todo".to_owned()), "{tables:?}");
+    assert!(tables.contains(&"rows/todo".to_owned()), "{tables:?}");
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(
         ids(&store.operations(0, 10).unwrap()),
