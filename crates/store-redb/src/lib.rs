@@ -3,24 +3,25 @@
 //! queue, the error records and sync metadata.
 //!
 //! Each app table is one redb table keyed by item id, with rows in a compact
-//! type-directed encoding, and no secondary index (format 1 kept an
-//! `(updatedAt, id)` index table beside it: a second B-tree written by every
-//! row write, for one query shape the client seldom runs). The queue
-//! is one redb table keyed by `(sequence, op id)`; its lookups by op id and by
-//! item ([`LocalStore::operation`], [`LocalStore::operations_for`]) come from
-//! an index the store keeps in memory, built by one pass over the queue when
-//! the file opens, so queuing an op writes one B-tree, not three. Every
-//! [`LocalStore::write`] is one redb write transaction: all of a batch commits
-//! or none of it does, so an item and the queue entry describing it can never
-//! be torn apart by a crash, and the in-memory index takes a batch's changes
-//! only once it has committed.
+//! type-directed encoding and no secondary index. The queue is one redb table
+//! keyed by `(sequence, op id)`; its lookups by op id and by item
+//! ([`LocalStore::operation`], [`LocalStore::operations_for`],
+//! [`LocalStore::count_operations`]) come from an index the store keeps in
+//! memory (each queued op's id, table and item id), built by one pass over the
+//! queue when the file opens. So an insert and its queued op write two
+//! B-trees. Every [`LocalStore::write`] is one redb write transaction: all of a
+//! batch commits or none of it does, so an item and the queue entry describing
+//! it can never be torn apart by a crash, and the in-memory index takes a
+//! batch's changes only once it has committed. (Format 1 also wrote an
+//! `(updatedAt, id)` index per table and two queue lookup tables; opening such
+//! a file migrates it, see [`FORMAT_VERSION`].)
 //!
 //! This crate is **not** a query engine: queries are evaluated in Rust by
 //! `tidesync_protocol`'s evaluator over the decoded rows, which costs O(n) in
 //! the table's size per query, whatever its filter, order or `top` (see the
-//! `query` module). It is not the default store
-//! either: `tidesync-store-sqlite` is. Choose redb for a pure-Rust build with
-//! no C code. The file is for one process at a time: a second handle or
+//! `query` module). It is not the default store either:
+//! `tidesync-store-sqlite` is. Choose redb for a pure-Rust build with no C
+//! code. The file is for one process at a time: a second handle or
 //! process gets [`StoreError::Busy`] (which is also what makes the in-memory
 //! queue index sound: nothing else can change the file under it).
 //!
