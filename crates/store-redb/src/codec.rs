@@ -90,27 +90,6 @@ pub(crate) fn decode_row(id: &str, bytes: &[u8], slots: &[Slot]) -> Result<Item,
     Ok(item)
 }
 
-/// Decodes the value of one slot only, skipping the others; `None` when null.
-pub(crate) fn decode_slot(
-    bytes: &[u8],
-    slots: &[Slot],
-    wanted: usize,
-) -> Result<Option<Value>, String> {
-    let mut reader = Reader { bytes, at: 0 };
-    while !reader.done() {
-        let (index, slot) = reader.slot(slots)?;
-        if index == wanted {
-            return reader.value(slot.ty).map(Some);
-        }
-        if index > wanted {
-            // Entries are in ascending slot order: the wanted one is null.
-            return Ok(None);
-        }
-        reader.skip(slot.ty)?;
-    }
-    Ok(None)
-}
-
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -156,29 +135,6 @@ impl<'a> Reader<'a> {
             .ok()
             .and_then(|i| slots.get(i).map(|s| (i, s)))
             .ok_or_else(|| format!("unknown column slot {slot}"))
-    }
-
-    fn skip(&mut self, ty: ColumnType) -> Result<(), String> {
-        match ty {
-            ColumnType::String | ColumnType::Json => {
-                let n = self.len()?;
-                self.take(n)?;
-            }
-            ColumnType::Bool => {
-                self.byte()?;
-            }
-            ColumnType::Integer => {
-                self.varint()?;
-            }
-            ColumnType::Real => {
-                self.take(8)?;
-            }
-            ColumnType::DateTime => {
-                self.varint()?;
-                self.varint()?;
-            }
-        }
-        Ok(())
     }
 
     fn value(&mut self, ty: ColumnType) -> Result<Value, String> {
@@ -310,26 +266,6 @@ mod tests {
         ]);
         // 1 + 5 + 4 (date-time) + 1 + 1 + 8 (text) + 2 (bool) + 2 (integer)
         assert_eq!(bytes.len(), 24, "{bytes:?}");
-    }
-
-    #[test]
-    fn one_slot_decodes_alone() {
-        let slots = slots();
-        let (bytes, _) = round_trip(vec![
-            (0, json!("2020-01-01T00:00:00.000Z")),
-            (1, json!("2024-01-15T10:20:30.123Z")),
-            (2, json!("x")),
-        ]);
-        assert_eq!(
-            decode_slot(&bytes, &slots, 1).unwrap(),
-            Some(json!("2024-01-15T10:20:30.123Z"))
-        );
-        let (bytes, _) = round_trip(vec![
-            (0, json!("2020-01-01T00:00:00.000Z")),
-            (2, json!("x")),
-        ]);
-        assert_eq!(decode_slot(&bytes, &slots, 1).unwrap(), None);
-        assert_eq!(decode_slot(&[], &slots, 1).unwrap(), None);
     }
 
     #[test]

@@ -2,21 +2,28 @@
 //! embedded key-value store: one file holding the app's tables, the operation
 //! queue, the error records and sync metadata.
 //!
-//! Each app table is a redb table keyed by item id, with rows in a compact
-//! type-directed encoding, beside an `(updatedAt, id)` index table. The queue
-//! is keyed by sequence number, with an op-id → sequence table and a
-//! `(table, item_id, sequence)` table so that [`LocalStore::operations_for`]
-//! is a range read, not a scan. Every [`LocalStore::write`] is one redb write
-//! transaction: all of a batch commits or none of it does, so an item and the
-//! queue entry describing it can never be torn apart by a crash.
+//! Each app table is one redb table keyed by item id, with rows in a compact
+//! type-directed encoding and no secondary index. The queue is one redb table
+//! keyed by `(sequence, op id)`; its lookups by op id and by item
+//! ([`LocalStore::operation`], [`LocalStore::operations_for`],
+//! [`LocalStore::count_operations`]) come from an index the store keeps in
+//! memory (each queued op's id, table and item id), built by one pass over the
+//! queue when the file opens. So an insert and its queued op write two
+//! B-trees. Every [`LocalStore::write`] is one redb write transaction: all of a
+//! batch commits or none of it does, so an item and the queue entry describing
+//! it can never be torn apart by a crash, and the in-memory index takes a
+//! batch's changes only once it has committed. (Format 1 also wrote an
+//! `(updatedAt, id)` index per table and two queue lookup tables; opening such
+//! a file migrates it, see [`FORMAT_VERSION`].)
 //!
 //! This crate is **not** a query engine: queries are evaluated in Rust by
 //! `tidesync_protocol`'s evaluator over the decoded rows, which costs O(n) in
-//! the table's size per query (see the `query` module; the `updatedAt`-ordered
-//! pull shape walks the index and stops early). It is not the default store
-//! either: `tidesync-store-sqlite` is. Choose redb for a pure-Rust build with
-//! no C code. The file is for one process at a time: a second handle or
-//! process gets [`StoreError::Busy`].
+//! the table's size per query, whatever its filter, order or `top` (see the
+//! `query` module). It is not the default store either:
+//! `tidesync-store-sqlite` is. Choose redb for a pure-Rust build with no C
+//! code. The file is for one process at a time: a second handle or
+//! process gets [`StoreError::Busy`] (which is also what makes the in-memory
+//! queue index sound: nothing else can change the file under it).
 //!
 //! ```
 //! use serde_json::json;
@@ -42,25 +49,31 @@
 mod codec;
 mod error;
 mod query;
+mod queue;
 mod schema;
 mod write;
 
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
-use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable, ReadableTableMetadata};
+use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidesync_core::{
     Item, LocalStore, Operation, OperationError, QueryResult, StoreError, TableDef, WriteBatch,
 };
 use tidesync_protocol::odata::Query;
 
 use crate::error::from_redb;
-use crate::schema::{CONFIG, ERRORS, Names, OP_IDS, OP_ITEMS, OPS, StoredTable, TABLES};
+use crate::queue::QueueIndex;
+use crate::schema::{CONFIG, ERRORS, Names, OPS, StoredTable, TABLES};
 use crate::write::{Batch, decode_error, decode_op};
 
 /// The store format this build writes and the newest it reads, kept in the
 /// file's metadata. Opening an older file migrates it in the open's write
 /// transaction; a newer one is refused with [`StoreError::UnsupportedFormat`].
-pub const FORMAT_VERSION: u64 = 1;
+///
+/// Format 2 dropped the queue's `op_ids` and `op_items` tables of format 1
+/// (their lookups are kept in memory) and the `updated/<table>` index tables.
+pub const FORMAT_VERSION: u64 = 2;
 
 /// When a committed write reaches the disk.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -106,6 +119,9 @@ pub struct RedbStore {
     db: Database,
     path: PathBuf,
     durability: redb::Durability,
+    /// The queue's lookups by op id and by item, as last committed (see the
+    /// `queue` module for how reads and writes keep it and the file in step).
+    queue: RwLock<QueueIndex>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -149,8 +165,9 @@ impl RedbStore {
         let db = opened.map_err(from_redb)?;
         let txn = db.begin_write().map_err(from_redb)?;
         schema::prepare(&txn)?;
+        let queue = QueueIndex::load(&txn.open_table(OPS).map_err(from_redb)?)?;
         txn.commit().map_err(from_redb)?;
-        tracing::debug!(path = %path.display(), "opened redb store");
+        tracing::debug!(path = %path.display(), queued = queue.count(None), "opened redb store");
         Ok(Self {
             db,
             path,
@@ -158,6 +175,7 @@ impl RedbStore {
                 Durability::Immediate => redb::Durability::Immediate,
                 Durability::Eventual => redb::Durability::None,
             },
+            queue: RwLock::new(queue),
         })
     }
 
@@ -168,6 +186,42 @@ impl RedbStore {
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
         self.db.begin_read().map_err(from_redb)
+    }
+
+    /// The queue index, rebuilt from the file first if a failed commit left it
+    /// stale. Begin a read transaction while holding the guard so that the
+    /// snapshot and the index agree: writers commit under the write lock.
+    fn queue(&self) -> Result<RwLockReadGuard<'_, QueueIndex>, StoreError> {
+        loop {
+            let index = self.queue.read().unwrap_or_else(PoisonError::into_inner);
+            if index.valid {
+                return Ok(index);
+            }
+            drop(index);
+            let mut index = self.queue.write().unwrap_or_else(PoisonError::into_inner);
+            if !index.valid {
+                let txn = self.read()?;
+                *index = QueueIndex::load(&txn.open_table(OPS).map_err(from_redb)?)?;
+                tracing::debug!("rebuilt the redb queue index");
+            }
+        }
+    }
+
+    /// The queued ops at `keys`, read from one snapshot.
+    fn ops_at(txn: &ReadTransaction, keys: &[(u64, String)]) -> Result<Vec<Operation>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops = txn.open_table(OPS).map_err(from_redb)?;
+        keys.iter()
+            .map(|(sequence, id)| {
+                let bytes = ops.get((*sequence, id.as_str())).map_err(from_redb)?;
+                let bytes = bytes.ok_or_else(|| {
+                    StoreError::Corrupt(format!("op {id} points at a missing sequence {sequence}"))
+                })?;
+                decode_op(bytes.value())
+            })
+            .collect()
     }
 }
 
@@ -213,8 +267,7 @@ impl LocalStore for RedbStore {
         let stored = stored_table(&txn, table)?;
         let names = Names::of(table);
         let rows = txn.open_table(names.rows()).map_err(from_redb)?;
-        let index = txn.open_table(names.index()).map_err(from_redb)?;
-        query::run(table, &stored, &rows, &index, query)
+        query::run(table, &stored, &rows, query)
     }
 
     fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {
@@ -232,61 +285,49 @@ impl LocalStore for RedbStore {
     }
 
     fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError> {
-        let txn = self.read()?;
-        let items = txn.open_table(OP_ITEMS).map_err(from_redb)?;
-        let ops = txn.open_table(OPS).map_err(from_redb)?;
-        let mut found = Vec::new();
-        for entry in items
-            .range((table, item_id, 0u64, "")..)
-            .map_err(from_redb)?
-        {
-            let (key, _) = entry.map_err(from_redb)?;
-            let (t, i, sequence, id) = key.value();
-            if t != table || i != item_id {
-                break;
+        let (keys, txn) = {
+            let queue = self.queue()?;
+            let keys = queue.keys_for(table, item_id);
+            if keys.is_empty() {
+                return Ok(Vec::new());
             }
-            let bytes = ops.get((sequence, id)).map_err(from_redb)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("queue index names a missing op {id}"))
-            })?;
-            found.push(decode_op(bytes.value())?);
-        }
-        Ok(found)
+            (keys, self.read()?)
+        };
+        Self::ops_at(&txn, &keys)
+    }
+
+    fn get_with_operations(
+        &self,
+        table: &str,
+        id: &str,
+    ) -> Result<(Option<Item>, Vec<Operation>), StoreError> {
+        let (keys, txn) = {
+            let queue = self.queue()?;
+            (queue.keys_for(table, id), self.read()?)
+        };
+        let stored = stored_table(&txn, table)?;
+        let names = Names::of(table);
+        let rows = txn.open_table(names.rows()).map_err(from_redb)?;
+        let row = match rows.get(id).map_err(from_redb)? {
+            None => None,
+            Some(bytes) => Some(query::decode(table, &stored, id, bytes.value())?),
+        };
+        Ok((row, Self::ops_at(&txn, &keys)?))
     }
 
     fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let txn = self.read()?;
-        let op_ids = txn.open_table(OP_IDS).map_err(from_redb)?;
-        let Some(sequence) = op_ids.get(id).map_err(from_redb)?.map(|s| s.value()) else {
-            return Ok(None);
+        let (key, txn) = {
+            let queue = self.queue()?;
+            let Some(entry) = queue.get(id) else {
+                return Ok(None);
+            };
+            ([(entry.sequence, id.to_owned())], self.read()?)
         };
-        let ops = txn.open_table(OPS).map_err(from_redb)?;
-        match ops.get((sequence, id)).map_err(from_redb)? {
-            Some(bytes) => decode_op(bytes.value()).map(Some),
-            None => Err(StoreError::Corrupt(format!(
-                "op {id} points at a missing sequence {sequence}"
-            ))),
-        }
+        Ok(Self::ops_at(&txn, &key)?.pop())
     }
 
     fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError> {
-        let txn = self.read()?;
-        let Some(table) = table else {
-            return txn
-                .open_table(OPS)
-                .map_err(from_redb)?
-                .len()
-                .map_err(from_redb);
-        };
-        let items = txn.open_table(OP_ITEMS).map_err(from_redb)?;
-        let mut count = 0;
-        for entry in items.range((table, "", 0u64, "")..).map_err(from_redb)? {
-            let (key, _) = entry.map_err(from_redb)?;
-            if key.value().0 != table {
-                break;
-            }
-            count += 1;
-        }
-        Ok(count)
+        Ok(self.queue()?.count(table))
     }
 
     fn max_sequence(&self) -> Result<u64, StoreError> {
@@ -299,18 +340,16 @@ impl LocalStore for RedbStore {
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
+        let queue = self.queue()?;
         let txn = self.read()?;
         let errors = txn.open_table(ERRORS).map_err(from_redb)?;
-        let op_ids = txn.open_table(OP_IDS).map_err(from_redb)?;
         let mut found = Vec::new();
         for entry in errors.iter().map_err(from_redb)? {
             let (id, bytes) = entry.map_err(from_redb)?;
-            let sequence = op_ids
-                .get(id.value())
-                .map_err(from_redb)?
-                .map_or(u64::MAX, |s| s.value());
+            let sequence = queue.get(id.value()).map_or(u64::MAX, |e| e.sequence);
             found.push((sequence, decode_error(bytes.value())?));
         }
+        drop(queue);
         // Errors are keyed by op id, so ties on sequence are already in id order
         // (a stable sort keeps it), as in the queue itself.
         found.sort_by_key(|(sequence, _)| *sequence);
@@ -332,15 +371,30 @@ impl LocalStore for RedbStore {
         }
         let mut txn = self.db.begin_write().map_err(from_redb)?;
         txn.set_durability(self.durability).map_err(from_redb)?;
-        let applied = Batch::new(&txn).and_then(|mut tables| tables.apply_all(batch));
-        match applied {
-            Ok(()) => txn.commit().map_err(from_redb),
+        // Only the holder of redb's one write transaction changes the index,
+        // so it stays as read here until this batch's own commit below.
+        let applied = self
+            .queue()
+            .and_then(|queue| Batch::new(&txn, &queue).and_then(|tables| tables.apply_all(batch)));
+        let staged = match applied {
+            Ok(staged) => staged,
             Err(e) => {
                 if let Err(abort) = txn.abort() {
                     tracing::warn!(error = %abort, "aborting a failed redb batch");
                 }
-                Err(e)
+                return Err(e);
             }
+        };
+        if staged.is_empty() {
+            return txn.commit().map_err(from_redb);
         }
+        // Readers pair the index with a snapshot under the read lock, so the
+        // commit and the index update happen under the write lock together.
+        let mut queue = self.queue.write().unwrap_or_else(PoisonError::into_inner);
+        queue.valid = false;
+        txn.commit().map_err(from_redb)?;
+        queue.apply(staged);
+        queue.valid = true;
+        Ok(())
     }
 }

@@ -3,44 +3,33 @@
 //! **Cost:** a query decodes every row of the table and hands them to
 //! [`run_query`] (filter, sort, skip, top, select), so it is O(n) in the
 //! table's size plus O(m log m) to sort the m matches, and holds the decoded
-//! rows in memory. One shape avoids the sort and stops early: order by
-//! `updatedAt` ascending (optionally then `id` ascending), no count, and a
-//! filter that cannot fail (comparisons, `and`/`or`/`not`, `in`, no
-//! arithmetic or functions). It walks the `(updatedAt, id)` index and decodes
-//! rows only until `skip + top` matches are found, and gives exactly what
-//! [`run_query`] gives because the index order is the evaluator's order
-//! (null first, then the text bytewise, then `id`).
+//! rows in memory. No shape is cheaper: the store keeps no secondary index
+//! (format 1's `(updatedAt, id)` index, which let `updatedAt`-ordered queries
+//! stop early, cost a second B-tree write on every row write, and the client's
+//! own reads seldom order by `updatedAt`).
 
 use redb::ReadableTable;
 use tidesync_core::{Item, QueryResult, StoreError, TableDef};
-use tidesync_protocol::odata::eval::{self, members, run_query};
-use tidesync_protocol::odata::{BinaryOp, Expr, Query};
-use tidesync_protocol::system::{ID, UPDATED_AT};
+use tidesync_protocol::odata::Query;
+use tidesync_protocol::odata::eval::{members, run_query};
+use tidesync_protocol::system::ID;
 
 use crate::codec::{corrupt_row, decode_row};
 use crate::error::from_redb;
-use crate::schema::{IndexKey, StoredTable};
+use crate::schema::StoredTable;
 
 /// Rows keyed by id, as a read or write transaction opens them.
 pub(crate) trait Rows: ReadableTable<&'static str, &'static [u8]> {}
 impl<T: ReadableTable<&'static str, &'static [u8]>> Rows for T {}
-
-/// The `(updatedAt, id)` index, as a read or write transaction opens it.
-pub(crate) trait Index: ReadableTable<IndexKey, ()> {}
-impl<T: ReadableTable<IndexKey, ()>> Index for T {}
 
 /// Runs a query on one table.
 pub(crate) fn run(
     table: &str,
     stored: &StoredTable,
     rows: &impl Rows,
-    index: &impl Index,
     query: &Query,
 ) -> Result<QueryResult, StoreError> {
     check_members(table, &stored.def, query)?;
-    if follows_index(query) {
-        return by_index(table, stored, rows, index, query);
-    }
     let out = run_query(all_rows(table, stored, rows)?, query).map_err(|e| invalid(table, e))?;
     Ok(QueryResult {
         items: out.items,
@@ -53,7 +42,6 @@ pub(crate) fn selected_ids(
     table: &str,
     stored: &StoredTable,
     rows: &impl Rows,
-    index: &impl Index,
     query: &Query,
 ) -> Result<Vec<String>, StoreError> {
     let query = Query {
@@ -61,7 +49,7 @@ pub(crate) fn selected_ids(
         count: false,
         ..query.clone()
     };
-    Ok(run(table, stored, rows, index, &query)?
+    Ok(run(table, stored, rows, &query)?
         .items
         .iter()
         .filter_map(|item| item.get(ID).and_then(|v| v.as_str()).map(str::to_owned))
@@ -106,91 +94,4 @@ fn check_members(table: &str, def: &TableDef, query: &Query) -> Result<(), Store
         Some(n) => Err(invalid(table, format!("no column {n}"))),
         None => Ok(()),
     }
-}
-
-/// True for the shape the `(updatedAt, id)` index answers exactly.
-fn follows_index(query: &Query) -> bool {
-    let order_ok = match query.order_by.as_slice() {
-        [first] => first.member == UPDATED_AT && !first.descending,
-        [first, second] => {
-            first.member == UPDATED_AT
-                && !first.descending
-                && second.member == ID
-                && !second.descending
-        }
-        _ => false,
-    };
-    order_ok && !query.count && query.filter.as_ref().is_none_or(|f| cannot_fail(f, 0))
-}
-
-/// True when evaluating `expr` can never return an error, whatever the row, so
-/// stopping early cannot hide an error [`run_query`] would report.
-fn cannot_fail(expr: &Expr, depth: usize) -> bool {
-    if depth > 64 {
-        return false;
-    }
-    match expr {
-        Expr::Literal(_) | Expr::Member(_) => true,
-        Expr::Not(inner) => cannot_fail(inner, depth + 1),
-        Expr::In { expr, .. } => cannot_fail(expr, depth + 1),
-        Expr::Binary { op, left, right } => {
-            !matches!(
-                op,
-                BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod
-            ) && cannot_fail(left, depth + 1)
-                && cannot_fail(right, depth + 1)
-        }
-        Expr::Neg(_) | Expr::Call { .. } => false,
-    }
-}
-
-fn by_index(
-    table: &str,
-    stored: &StoredTable,
-    rows: &impl Rows,
-    index: &impl Index,
-    query: &Query,
-) -> Result<QueryResult, StoreError> {
-    let mut to_skip = query.skip.unwrap_or(0);
-    let mut left = query.top.unwrap_or(u64::MAX);
-    let mut page = Vec::new();
-    if left > 0 {
-        for entry in index.iter().map_err(from_redb)? {
-            let (key, _) = entry.map_err(from_redb)?;
-            let (_, id) = key.value();
-            let bytes = rows.get(id).map_err(from_redb)?.ok_or_else(|| {
-                StoreError::Corrupt(format!("index of table {table} names a missing row {id:?}"))
-            })?;
-            let item = decode(table, stored, id, bytes.value())?;
-            let keep = match &query.filter {
-                Some(filter) => eval::matches(filter, &item).map_err(|e| invalid(table, e))?,
-                None => true,
-            };
-            if !keep {
-                continue;
-            }
-            if to_skip > 0 {
-                to_skip -= 1;
-                continue;
-            }
-            page.push(item);
-            left -= 1;
-            if left == 0 {
-                break;
-            }
-        }
-    }
-    // The page is in order already; run_query only projects it.
-    let project = Query {
-        filter: None,
-        skip: None,
-        top: None,
-        count: false,
-        ..query.clone()
-    };
-    let out = run_query(page, &project).map_err(|e| invalid(table, e))?;
-    Ok(QueryResult {
-        items: out.items,
-        count: None,
-    })
 }

@@ -6,20 +6,24 @@
 //! | `tidesync/meta`       | `&str` (`format_version`)    | `u64`                         |
 //! | `tidesync/tables`     | table name                   | [`StoredTable`] as JSON       |
 //! | `tidesync/ops`        | `(sequence, op id)`          | `Operation` as JSON           |
-//! | `tidesync/op_ids`     | op id                        | sequence                      |
-//! | `tidesync/op_items`   | `(table, item_id, seq, id)`  | `()`                          |
 //! | `tidesync/errors`     | op id                        | `OperationError` as JSON      |
 //! | `tidesync/config`     | key                          | value                         |
 //! | `rows/<table>`        | item id                      | the row ([`crate::codec`])    |
-//! | `updated/<table>`     | `(updatedAt, id)`            | `()`                          |
 //!
-//! Table names are identifiers (`TableDef::validate`), so `rows/<t>` and
-//! `updated/<t>` never collide with each other or with `tidesync/*`.
+//! Table names are identifiers (`TableDef::validate`), so `rows/<t>` never
+//! collides with `tidesync/*`.
+//!
+//! Format 2 writes one B-tree per row and one per queued op. The queue's
+//! lookups by op id and by item are not in the file (format 1 kept them in
+//! `tidesync/op_ids` and `tidesync/op_items`): the store builds them in memory
+//! when it opens (the `queue` module). Format 1 also kept an `(updatedAt, id)`
+//! index per app table (`updated/<t>`); queries now always scan. Migrating a
+//! format 1 file drops all of those tables.
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 use tidesync_core::{ColumnType, StoreError, TableDef};
-use tidesync_protocol::system::{ID, UPDATED_AT};
+use tidesync_protocol::system::ID;
 
 use crate::codec::Slot;
 use crate::error::{corrupt_json, from_redb};
@@ -35,43 +39,27 @@ pub(crate) const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("ti
 /// Ops by `(sequence, id)`: the engine gives each op its own sequence, but two
 /// ops sharing one are both kept, in id order.
 pub(crate) const OPS: TableDefinition<OpKey, &[u8]> = TableDefinition::new("tidesync/ops");
-pub(crate) const OP_IDS: TableDefinition<&str, u64> = TableDefinition::new("tidesync/op_ids");
-pub(crate) const OP_ITEMS: TableDefinition<OpItemKey, ()> =
-    TableDefinition::new("tidesync/op_items");
 pub(crate) const ERRORS: TableDefinition<&str, &[u8]> = TableDefinition::new("tidesync/errors");
 pub(crate) const CONFIG: TableDefinition<&str, &str> = TableDefinition::new("tidesync/config");
 
 /// The key of the queue: `(sequence, op id)`.
 pub(crate) type OpKey = (u64, &'static str);
 
-/// The key of the per-item queue lookup: `(table, item_id, sequence, op id)`.
-pub(crate) type OpItemKey = (&'static str, &'static str, u64, &'static str);
-
-/// The key of the `(updatedAt, id)` index: a null `updatedAt` sorts first, as
-/// it does in the query evaluator's order.
-pub(crate) type IndexKey = (Option<&'static str>, &'static str);
-
 /// The redb table names of one app table.
 #[derive(Debug)]
 pub(crate) struct Names {
     pub(crate) rows: String,
-    pub(crate) index: String,
 }
 
 impl Names {
     pub(crate) fn of(table: &str) -> Self {
         Self {
             rows: format!("rows/{table}"),
-            index: format!("updated/{table}"),
         }
     }
 
     pub(crate) fn rows(&self) -> TableDefinition<'_, &'static str, &'static [u8]> {
         TableDefinition::new(&self.rows)
-    }
-
-    pub(crate) fn index(&self) -> TableDefinition<'_, IndexKey, ()> {
-        TableDefinition::new(&self.index)
     }
 }
 
@@ -104,11 +92,6 @@ impl StoredTable {
             .iter()
             .position(|s| s.name == name)
             .map(|i| (i, self.slots[i].ty))
-    }
-
-    /// The slot of `updatedAt`.
-    pub(crate) fn updated_slot(&self) -> Option<usize> {
-        self.slot(UPDATED_AT).map(|(i, _)| i)
     }
 
     /// Adds the columns `def` declares and this table lacks. Refuses, without
@@ -188,7 +171,6 @@ pub(crate) fn define(txn: &WriteTransaction, def: &TableDef) -> Result<bool, Sto
         .map_err(from_redb)?;
     let names = Names::of(def.name());
     txn.open_table(names.rows()).map_err(from_redb)?;
-    txn.open_table(names.index()).map_err(from_redb)?;
     Ok(true)
 }
 
@@ -233,18 +215,44 @@ pub(crate) fn prepare(txn: &WriteTransaction) -> Result<(), StoreError> {
         .map_err(from_redb)?;
     txn.open_table(TABLES).map_err(from_redb)?;
     txn.open_table(OPS).map_err(from_redb)?;
-    txn.open_table(OP_IDS).map_err(from_redb)?;
-    txn.open_table(OP_ITEMS).map_err(from_redb)?;
     txn.open_table(ERRORS).map_err(from_redb)?;
     txn.open_table(CONFIG).map_err(from_redb)?;
     Ok(())
 }
 
 /// Upgrades a file of an older format, inside the open's write transaction, so
-/// a crash mid-migration leaves the old format intact. Format 1 is the first;
-/// format 2 will add `1 => upgrade_1_to_2(txn)` and fall through to later steps.
-fn migrate(_txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
-    Err(StoreError::Corrupt(format!(
-        "unknown store format version {from}"
-    )))
+/// a crash mid-migration leaves the old format intact. Each step upgrades by
+/// one format; a later format adds its step after the last.
+fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
+    let mut version = from;
+    while version < FORMAT_VERSION {
+        match version {
+            1 => upgrade_1_to_2(txn)?,
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown store format version {other}"
+                )));
+            }
+        }
+        version += 1;
+    }
+    Ok(())
+}
+
+/// Format 2 keeps the queue's op-id and per-item lookups in memory and has no
+/// `(updatedAt, id)` index: drop the tables format 1 kept them in. The rows
+/// and `tidesync/ops` hold everything already.
+fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut names = vec!["tidesync/op_ids".to_owned(), "tidesync/op_items".to_owned()];
+    let tables = txn.open_table(TABLES).map_err(from_redb)?;
+    for entry in tables.iter().map_err(from_redb)? {
+        let (name, _) = entry.map_err(from_redb)?;
+        names.push(format!("updated/{}", name.value()));
+    }
+    drop(tables);
+    for name in &names {
+        txn.delete_table(TableDefinition::<&str, ()>::new(name))
+            .map_err(from_redb)?;
+    }
+    Ok(())
 }

@@ -2,7 +2,9 @@
 //!
 //! Every table a batch touches is opened once and kept open for the batch; the
 //! caller commits when every write succeeded and aborts otherwise, so a failed
-//! batch leaves nothing behind.
+//! batch leaves nothing behind. Queue changes are staged beside the
+//! transaction ([`Staged`]) and reach the in-memory queue index only after the
+//! commit (see the `queue` module).
 
 use std::collections::HashMap;
 
@@ -14,20 +16,16 @@ use tidesync_core::{
 use tidesync_protocol::odata::Query;
 use tidesync_protocol::system::ID;
 
-use crate::codec::{corrupt_row, decode_slot, encode_row};
+use crate::codec::encode_row;
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
-use crate::schema::{
-    CONFIG, ERRORS, IndexKey, Names, OP_IDS, OP_ITEMS, OPS, OpItemKey, OpKey, StoredTable, TABLES,
-    load_table,
-};
+use crate::queue::{Entry, QueueIndex, Staged};
+use crate::schema::{CONFIG, ERRORS, Names, OPS, OpKey, StoredTable, TABLES, load_table};
 
 /// One app table opened for the batch.
 struct Open<'t> {
     stored: StoredTable,
-    updated_slot: Option<usize>,
     rows: Table<'t, &'static str, &'static [u8]>,
-    index: Table<'t, IndexKey, ()>,
 }
 
 /// The tables of one batch.
@@ -35,8 +33,8 @@ pub(crate) struct Batch<'t> {
     txn: &'t WriteTransaction,
     tables: Table<'t, &'static str, &'static [u8]>,
     ops: Table<'t, OpKey, &'static [u8]>,
-    op_ids: Table<'t, &'static str, u64>,
-    op_items: Table<'t, OpItemKey, ()>,
+    queue: &'t QueueIndex,
+    staged: Staged,
     errors: Table<'t, &'static str, &'static [u8]>,
     config: Table<'t, &'static str, &'static str>,
     open: HashMap<String, Open<'t>>,
@@ -44,13 +42,16 @@ pub(crate) struct Batch<'t> {
 }
 
 impl<'t> Batch<'t> {
-    pub(crate) fn new(txn: &'t WriteTransaction) -> Result<Self, StoreError> {
+    pub(crate) fn new(
+        txn: &'t WriteTransaction,
+        queue: &'t QueueIndex,
+    ) -> Result<Self, StoreError> {
         Ok(Self {
             txn,
             tables: txn.open_table(TABLES).map_err(from_redb)?,
             ops: txn.open_table(OPS).map_err(from_redb)?,
-            op_ids: txn.open_table(OP_IDS).map_err(from_redb)?,
-            op_items: txn.open_table(OP_ITEMS).map_err(from_redb)?,
+            queue,
+            staged: Staged::default(),
             errors: txn.open_table(ERRORS).map_err(from_redb)?,
             config: txn.open_table(CONFIG).map_err(from_redb)?,
             open: HashMap::new(),
@@ -59,8 +60,11 @@ impl<'t> Batch<'t> {
     }
 
     /// Applies every write of the batch, in order, stopping at the first error.
-    pub(crate) fn apply_all(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
-        batch.writes.iter().try_for_each(|w| self.apply(w))
+    /// Returns the queue changes to apply to the index once the transaction
+    /// has committed.
+    pub(crate) fn apply_all(mut self, batch: &WriteBatch) -> Result<Staged, StoreError> {
+        batch.writes.iter().try_for_each(|w| self.apply(w))?;
+        Ok(self.staged)
     }
 
     fn apply(&mut self, write: &Write) -> Result<(), StoreError> {
@@ -69,7 +73,7 @@ impl<'t> Batch<'t> {
             Write::DeleteItem { table, id } => self.delete_item(table, id),
             Write::DeleteItems { table, query } => self.delete_items(table, query),
             Write::PutOperation(op) => self.put_op(op),
-            Write::DeleteOperation { id } => self.remove_op(id).map(drop),
+            Write::DeleteOperation { id } => self.remove_op(id),
             Write::DeleteTableOperations { table } => self.delete_table_ops(table),
             Write::PutError(error) => self.put_error(error),
             Write::DeleteError { operation_id } => {
@@ -101,10 +105,8 @@ impl<'t> Batch<'t> {
                 .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))?;
             let names = Names::of(name);
             let open = Open {
-                updated_slot: stored.updated_slot(),
                 stored,
                 rows: self.txn.open_table(names.rows()).map_err(from_redb)?,
-                index: self.txn.open_table(names.index()).map_err(from_redb)?,
             };
             self.open.insert(name.to_owned(), open);
         }
@@ -123,7 +125,6 @@ impl<'t> Batch<'t> {
                 table: table.to_owned(),
             })?;
         let mut values = Vec::with_capacity(item.len());
-        let mut updated_at = None;
         for (name, value) in item {
             if name == ID {
                 continue;
@@ -136,50 +137,24 @@ impl<'t> Batch<'t> {
                     column: name.clone(),
                 })?;
             let value = normalize_value(table, name, ty, value)?;
-            if Some(slot) == open.updated_slot {
-                updated_at = value.as_str().map(str::to_owned);
-            }
             values.push((slot, ty, value));
         }
         encode_row(values, &mut buffer)
             .map_err(|why| StoreError::backend(Message(format!("encoding row {id:?}: {why}"))))?;
-        let old_updated = match open.rows.insert(id, buffer.as_slice()).map_err(from_redb)? {
-            None => None,
-            Some(old) => Some(updated_of(
-                table,
-                id,
-                &open.stored,
-                open.updated_slot,
-                old.value(),
-            )?),
-        };
-        if old_updated.as_ref() != Some(&updated_at) {
-            if let Some(old) = old_updated {
-                open.index.remove((old.as_deref(), id)).map_err(from_redb)?;
-            }
-            open.index
-                .insert((updated_at.as_deref(), id), ())
-                .map_err(from_redb)?;
-        }
+        open.rows.insert(id, buffer.as_slice()).map_err(from_redb)?;
         self.buffer = buffer;
         Ok(())
     }
 
     fn delete_item(&mut self, table: &str, id: &str) -> Result<(), StoreError> {
         let open = self.table(table)?;
-        let old_updated = match open.rows.remove(id).map_err(from_redb)? {
-            None => return Ok(()),
-            Some(old) => updated_of(table, id, &open.stored, open.updated_slot, old.value())?,
-        };
-        open.index
-            .remove((old_updated.as_deref(), id))
-            .map_err(from_redb)?;
+        open.rows.remove(id).map_err(from_redb)?;
         Ok(())
     }
 
     fn delete_items(&mut self, table: &str, query: &Query) -> Result<(), StoreError> {
         let open = self.table(table)?;
-        let ids = selected_ids(table, &open.stored, &open.rows, &open.index, query)?;
+        let ids = selected_ids(table, &open.stored, &open.rows, query)?;
         for id in ids {
             self.delete_item(table, &id)?;
         }
@@ -189,59 +164,35 @@ impl<'t> Batch<'t> {
     fn put_op(&mut self, op: &Operation) -> Result<(), StoreError> {
         self.remove_op(&op.id)?;
         let bytes = serde_json::to_vec(op).map_err(|e| corrupt_json("encoding an op", e))?;
-        let id = op.id.as_str();
         self.ops
-            .insert((op.sequence, id), bytes.as_slice())
+            .insert((op.sequence, op.id.as_str()), bytes.as_slice())
             .map_err(from_redb)?;
-        self.op_ids.insert(id, op.sequence).map_err(from_redb)?;
-        self.op_items
-            .insert(
-                (op.table.as_str(), op.item_id.as_str(), op.sequence, id),
-                (),
-            )
-            .map_err(from_redb)?;
+        self.staged.put(&op.id, Entry::of(op));
         Ok(())
     }
 
-    /// Removes an op from the three queue tables; its error record stays.
-    fn remove_op(&mut self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let Some(sequence) = self
-            .op_ids
-            .remove(id)
+    /// Removes an op from the queue; its error record stays. The index says
+    /// where it is, so an op that is not queued costs no read.
+    fn remove_op(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(sequence) = self.staged.get(self.queue, id).map(|e| e.sequence) else {
+            return Ok(());
+        };
+        if self
+            .ops
+            .remove((sequence, id))
             .map_err(from_redb)?
-            .map(|s| s.value())
-        else {
-            return Ok(None);
-        };
-        let op = match self.ops.remove((sequence, id)).map_err(from_redb)? {
-            Some(bytes) => decode_op(bytes.value())?,
-            None => {
-                return Err(StoreError::Corrupt(format!(
-                    "op {id} points at a missing sequence {sequence}"
-                )));
-            }
-        };
-        self.op_items
-            .remove((op.table.as_str(), op.item_id.as_str(), sequence, id))
-            .map_err(from_redb)?;
-        Ok(Some(op))
+            .is_none()
+        {
+            return Err(StoreError::Corrupt(format!(
+                "op {id} points at a missing sequence {sequence}"
+            )));
+        }
+        self.staged.remove(id);
+        Ok(())
     }
 
     fn delete_table_ops(&mut self, table: &str) -> Result<(), StoreError> {
-        let mut ids = Vec::new();
-        for entry in self
-            .op_items
-            .range((table, "", 0u64, "")..)
-            .map_err(from_redb)?
-        {
-            let (key, _) = entry.map_err(from_redb)?;
-            let (t, _, _, id) = key.value();
-            if t != table {
-                break;
-            }
-            ids.push(id.to_owned());
-        }
-        for id in ids {
+        for id in self.staged.ids_in(self.queue, table) {
             self.remove_op(&id)?;
         }
         let mut error_ids = Vec::new();
@@ -265,23 +216,6 @@ impl<'t> Batch<'t> {
             .map_err(from_redb)?;
         Ok(())
     }
-}
-
-/// The `updatedAt` text of a stored row (`None` when null).
-fn updated_of(
-    table: &str,
-    id: &str,
-    stored: &StoredTable,
-    slot: Option<usize>,
-    bytes: &[u8],
-) -> Result<Option<String>, StoreError> {
-    let Some(slot) = slot else { return Ok(None) };
-    let value =
-        decode_slot(bytes, &stored.slots, slot).map_err(|why| corrupt_row(table, id, why))?;
-    Ok(value.and_then(|v| match v {
-        Value::String(s) => Some(s),
-        _ => None,
-    }))
 }
 
 pub(crate) fn decode_op(bytes: &[u8]) -> Result<Operation, StoreError> {

@@ -1,7 +1,8 @@
-//! The pinned format fixture: a store file written by format 1, committed under
-//! `tests/fixtures/`, must keep opening with the same content. When the format
-//! changes, keep the old fixture (its open now runs the migration) and add one
-//! for the new format.
+//! The pinned format fixtures: store files written by each format, committed
+//! under `tests/fixtures/`, must keep opening with the same content. When the
+//! format changes, keep the old fixtures (their open now runs the migration)
+//! and add one for the new format. `format-v1` is opened through the migration
+//! to format 2, which drops its `op_ids` and `op_items` tables.
 //!
 //! Regenerate with
 //! `TIDESYNC_WRITE_FIXTURE=1 cargo test -p tidesync-store-redb --test fixture -- --ignored`
@@ -18,12 +19,10 @@ use tidesync_core::{
 use tidesync_protocol::odata::Query;
 use tidesync_store_redb::{FORMAT_VERSION, RedbStore};
 
-const FIXTURE: &str = "format-v1.redb.bin";
-
-fn fixture_path() -> PathBuf {
+fn fixture_path(format: u64) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(FIXTURE)
+        .join(format!("format-v{format}.redb.bin"))
 }
 
 fn item(value: Value) -> Item {
@@ -98,17 +97,16 @@ fn error() -> OperationError {
     }
 }
 
-/// Writes the fixture file. Ignored, and a no-op without the variable, so a
-/// plain `--ignored` run cannot overwrite it.
+/// Writes the fixture file of the current format. Ignored, and a no-op
+/// without the variable, so a plain `--ignored` run cannot overwrite it.
 #[test]
 #[ignore = "writes the committed fixture; run by hand for a new format"]
 fn write_fixture() {
+    let path = fixture_path(FORMAT_VERSION);
     if std::env::var_os("TIDESYNC_WRITE_FIXTURE").is_none() {
-        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {FIXTURE}");
+        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {}", path.display());
         return;
     }
-    assert_eq!(FORMAT_VERSION, 1, "name the fixture after the format");
-    let path = fixture_path();
     let _ = std::fs::remove_file(&path);
     let store = RedbStore::open(&path).unwrap();
     // Defined small, then grown: the fixture carries a grown slot list.
@@ -134,10 +132,19 @@ fn write_fixture() {
 
 #[test]
 fn format_1_fixture_still_opens() {
+    fixture_still_opens(1);
+}
+
+#[test]
+fn format_2_fixture_still_opens() {
+    fixture_still_opens(2);
+}
+
+fn fixture_still_opens(format: u64) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.redb");
     // Opening writes to the file, so work on a copy.
-    std::fs::copy(fixture_path(), &path).unwrap();
+    std::fs::copy(fixture_path(format), &path).unwrap();
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.table("fx").unwrap(), Some(def()));
     let expected: Vec<Item> = rows()
@@ -169,4 +176,6 @@ fn format_1_fixture_still_opens() {
         .query("fx", &Query::all().order_by("updatedAt").top(1))
         .unwrap();
     assert_eq!(by_update.items[0]["id"], "b", "null updatedAt sorts first");
+    assert_eq!(store.operation("op-1").unwrap(), Some(ops()[0].clone()));
+    assert_eq!(store.count_operations(Some("fx")).unwrap(), 2);
 }

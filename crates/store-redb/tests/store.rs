@@ -1,5 +1,5 @@
 //! redb-specific behaviour beyond the conformance suite: locking, foreign and
-//! newer files, atomic growth, the index walk and eventual durability.
+//! newer files, atomic growth, `updatedAt`-ordered queries and eventual durability.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
@@ -100,7 +100,8 @@ fn a_refused_redefinition_adds_no_column() {
 }
 
 /// Rows whose `updatedAt` values tie, are null, and differ only in fraction
-/// width (text order is not time order there), to check that the index walk
+/// width (text order is not time order there), to check that queries ordered
+/// by `updatedAt` (format 1 answered them from an index; format 2 scans)
 /// gives exactly what the evaluator gives.
 fn index_store() -> (tempfile::TempDir, RedbStore, Vec<Item>) {
     let dir = tempfile::tempdir().unwrap();
@@ -124,7 +125,7 @@ fn index_store() -> (tempfile::TempDir, RedbStore, Vec<Item>) {
         })
         .collect();
     write(&store, writes);
-    // Move some rows to another stamp and delete others, so stale index entries would show.
+    // Move some rows to another stamp and delete others.
     write(
         &store,
         vec![
@@ -145,7 +146,7 @@ fn index_store() -> (tempfile::TempDir, RedbStore, Vec<Item>) {
 }
 
 #[test]
-fn the_index_walk_matches_the_evaluator() {
+fn updated_at_queries_match_the_evaluator() {
     let (_dir, store, rows) = index_store();
     let filters = [
         None,
