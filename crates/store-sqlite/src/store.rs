@@ -9,8 +9,8 @@ use std::time::Duration;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tidesync_core::{
-    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, StoreError,
-    TableDef, Write, WriteBatch, check_value,
+    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, RowWithOps,
+    StoreError, TableDef, Write, WriteBatch, check_value,
 };
 
 use crate::error::{Result, SqlResultExt};
@@ -302,29 +302,24 @@ impl LocalStore for SqliteStore {
     }
 
     fn get(&self, table: &str, id: &str) -> Result<Option<Item>> {
-        self.read(|conn| {
-            let info = self.tables.get(conn, table)?;
-            let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
-            let mut rows = stmt.query([id]).store()?;
-            match rows.next().store()? {
-                Some(row) => Ok(Some(crate::rows::read_item(row, &info.columns)?)),
-                None => Ok(None),
-            }
-        })
+        self.read(|conn| read_row(conn, &*self.tables.get(conn, table)?, id))
     }
 
     fn get_with_operations(&self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
         self.read_queue(|conn, queue, tables| {
             let info = tables.get(conn, table)?;
-            let row = {
-                let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
-                let mut rows = stmt.query([id]).store()?;
-                match rows.next().store()? {
-                    Some(row) => Some(crate::rows::read_item(row, &info.columns)?),
-                    None => None,
-                }
-            };
-            Ok((row, queue.of_item(conn, table, id)?))
+            Ok((read_row(conn, &info, id)?, queue.of_item(conn, table, id)?))
+        })
+    }
+
+    fn get_many_with_operations(&self, keys: &[(&str, &str)]) -> Result<Vec<RowWithOps>> {
+        self.read_queue(|conn, queue, tables| {
+            keys.iter()
+                .map(|(table, id)| {
+                    let info = tables.get(conn, table)?;
+                    Ok((read_row(conn, &info, id)?, queue.of_item(conn, table, id)?))
+                })
+                .collect()
         })
     }
 
@@ -421,6 +416,16 @@ fn write_batch(
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
+}
+
+/// One row by id.
+fn read_row(conn: &Connection, info: &TableInfo, id: &str) -> Result<Option<Item>> {
+    let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
+    let mut rows = stmt.query([id]).store()?;
+    match rows.next().store()? {
+        Some(row) => Ok(Some(crate::rows::read_item(row, &info.columns)?)),
+        None => Ok(None),
+    }
 }
 
 /// A table as reads and writes use it: its definition, columns and statements.

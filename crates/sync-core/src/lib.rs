@@ -64,7 +64,7 @@ pub use model::{
 pub use pull::{Cursor, ProgressFn, PullOptions, PullProgress, PullResult, cursor_key};
 pub use push::{PushOptions, PushResult, PushStatus};
 pub use queue::Transaction;
-pub use store::{LocalStore, QueryResult, Write, WriteBatch};
+pub use store::{LocalStore, QueryResult, RowWithOps, Write, WriteBatch};
 pub use transport::{
     BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Transport,
 };

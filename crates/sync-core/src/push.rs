@@ -14,7 +14,7 @@ use crate::context::Inner;
 use crate::error::{StoreError, TransportError};
 use crate::events::ChangeEvent;
 use crate::model::{OpKind, OpState, Operation, OperationError};
-use crate::queue::{conform_item, merge_into};
+use crate::queue::{QueueState, conform_item, merge_into};
 use crate::store::{Write, WriteBatch};
 use crate::transport::{BatchOperation, BatchOutcome};
 
@@ -140,6 +140,16 @@ struct Outgoing {
     if_match: Option<String>,
 }
 
+/// What [`Inner::prepare`] made of an op.
+enum Prepare {
+    /// Marked attempted: send it.
+    Send(Prepared),
+    /// Resolved or collapsed away meanwhile: nothing to send.
+    Gone,
+    /// An insert or update whose local row is missing.
+    Missing(Operation),
+}
+
 /// An op marked attempted, with what to send for it.
 struct Prepared {
     op: Operation,
@@ -203,14 +213,29 @@ impl Inner {
         if ops.is_empty() {
             return Ok(None);
         }
-        // Every op of the batch is marked attempted in one store write, before
-        // anything is sent.
+        // Under the queue lock, one store read for every op's row and queued ops;
+        // every op of the batch is then marked attempted in one store write,
+        // before anything is sent.
         let mut prepared = Vec::with_capacity(ops.len());
+        let mut missing = Vec::new();
         let mut marks = WriteBatch::new();
-        for op in ops {
-            if let Some(p) = self.prepare(op, &mut marks, walk, result)? {
-                prepared.push(p);
+        {
+            let mut state = self.lock_queue();
+            let keys: Vec<(&str, &str)> = ops
+                .iter()
+                .map(|op| (op.table.as_str(), op.item_id.as_str()))
+                .collect();
+            let current = self.store.get_many_with_operations(&keys)?;
+            for (op, (row, item_ops)) in ops.iter().zip(current) {
+                match self.prepare(op, row, &item_ops, &mut state, &mut marks)? {
+                    Prepare::Send(p) => prepared.push(p),
+                    Prepare::Gone => {}
+                    Prepare::Missing(op) => missing.push(op),
+                }
             }
+        }
+        for op in missing {
+            self.missing_row(op, walk, result)?;
         }
         self.store.write(&marks)?;
         if prepared.is_empty() {
@@ -337,54 +362,29 @@ impl Inner {
         Ok(taken)
     }
 
-    /// Reads what to send for an op and marks it attempted, in one step under the
-    /// queue lock. `None` when there is nothing to send (the op went away, or its
-    /// row is missing, which is recorded as an error).
+    /// Works out what to send for an op from its current row and queued ops (read
+    /// by the caller under the queue lock, which it still holds) and marks it
+    /// attempted.
     fn prepare(
         &self,
-        listed: Operation,
+        listed: &Operation,
+        row: Option<Item>,
+        ops: &[Operation],
+        state: &mut QueueState,
         marks: &mut WriteBatch,
-        walk: &mut Walk,
-        result: &mut PushResult,
-    ) -> Result<Option<Prepared>, StoreError> {
-        let mut state = self.lock_queue();
-        // One read for the op, the ops queued behind it and the row to send.
-        let (row, ops) = self
-            .store
-            .get_with_operations(&listed.table, &listed.item_id)?;
+    ) -> Result<Prepare, StoreError> {
         let Some(mut op) = ops.iter().find(|o| o.id == listed.id).cloned() else {
-            return Ok(None); // resolved or collapsed away meanwhile
+            return Ok(Prepare::Gone); // resolved or collapsed away meanwhile
         };
-        if !self.fold_follow_up(&mut op, &ops)? {
-            return Ok(None);
+        if !self.fold_follow_up(&mut op, ops)? {
+            return Ok(Prepare::Gone);
         }
         let item = match op.kind {
             OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
             OpKind::Insert | OpKind::Update => row,
         };
         let Some(mut item) = item else {
-            drop(state);
-            let error = OperationError {
-                operation_id: op.id.clone(),
-                operation_version: op.version,
-                kind: op.kind,
-                table: op.table.clone(),
-                item_id: op.item_id.clone(),
-                status: None,
-                item: Some(id_only(&op.item_id)),
-                server_item: None,
-                raw_result: None,
-                message: "the local item is missing".to_owned(),
-            };
-            self.fail_op(&op, Some(error.clone()))?;
-            self.emit(ChangeEvent::PushFailed {
-                table: op.table.clone(),
-                id: op.item_id.clone(),
-                status: None,
-            });
-            result.errors.push(error);
-            walk.blocked.insert((op.table.clone(), op.item_id.clone()));
-            return Ok(None);
+            return Ok(Prepare::Missing(op));
         };
         item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
         let if_match = item
@@ -406,7 +406,38 @@ impl Inner {
             item,
             if_match,
         };
-        Ok(Some(Prepared { op, send, earlier }))
+        Ok(Prepare::Send(Prepared { op, send, earlier }))
+    }
+
+    /// An insert or update whose local row is gone: recorded as an error, and
+    /// its item's later ops wait for the next push.
+    fn missing_row(
+        &self,
+        op: Operation,
+        walk: &mut Walk,
+        result: &mut PushResult,
+    ) -> Result<(), StoreError> {
+        let error = OperationError {
+            operation_id: op.id.clone(),
+            operation_version: op.version,
+            kind: op.kind,
+            table: op.table.clone(),
+            item_id: op.item_id.clone(),
+            status: None,
+            item: Some(id_only(&op.item_id)),
+            server_item: None,
+            raw_result: None,
+            message: "the local item is missing".to_owned(),
+        };
+        self.fail_op(&op, Some(error.clone()))?;
+        self.emit(ChangeEvent::PushFailed {
+            table: op.table.clone(),
+            id: op.item_id.clone(),
+            status: None,
+        });
+        result.errors.push(error);
+        walk.blocked.insert((op.table, op.item_id));
+        Ok(())
     }
 
     /// An op that failed (or was cut off by a crash) while a later write of the
@@ -622,10 +653,15 @@ impl Inner {
             return Ok(());
         }
         let mut state = self.lock_queue();
+        let keys: Vec<(&str, &str)> = done
+            .iter()
+            .map(|(op, _)| (op.table.as_str(), op.item_id.as_str()))
+            .collect();
+        let current = self.store.get_many_with_operations(&keys)?;
         let mut batch = WriteBatch::new();
-        for (op, server_item) in &done {
+        for ((op, server_item), (row, ops)) in done.iter().zip(current) {
             state.in_flight.remove(&op.id);
-            self.completion(op, server_item.clone(), &mut batch)?;
+            self.completion(op, server_item.clone(), row, ops, &mut batch)?;
         }
         self.store.write(&batch)?;
         drop(state);
@@ -639,14 +675,16 @@ impl Inner {
         Ok(())
     }
 
-    /// The writes that complete one acknowledged op; the caller holds the queue lock.
+    /// The writes that complete one acknowledged op, given its item's current row
+    /// and ops; the caller holds the queue lock.
     fn completion(
         &self,
         op: &Operation,
         server_item: Option<Item>,
+        row: Option<Item>,
+        ops: Vec<Operation>,
         batch: &mut WriteBatch,
     ) -> Result<(), StoreError> {
-        let (row, ops) = self.store.get_with_operations(&op.table, &op.item_id)?;
         if ops.iter().any(|o| o.id == op.id) {
             batch.push(Write::DeleteOperation { id: op.id.clone() });
         }

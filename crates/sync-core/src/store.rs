@@ -15,6 +15,9 @@ pub struct QueryResult {
     pub count: Option<u64>,
 }
 
+/// A local row (if any) with its item's queued ops, oldest first.
+pub type RowWithOps = (Option<Item>, Vec<Operation>);
+
 /// One change inside a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
@@ -164,6 +167,22 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
         id: &str,
     ) -> Result<(Option<Item>, Vec<Operation>), StoreError> {
         Ok((self.get(table, id)?, self.operations_for(table, id)?))
+    }
+
+    /// [`get_with_operations`](LocalStore::get_with_operations) for many items,
+    /// answered in the order asked (what a push batch needs before sending and
+    /// after the answer). The default asks one item at a time; stores override
+    /// it when one read for all is cheaper.
+    ///
+    /// # Errors
+    /// As [`get_with_operations`](LocalStore::get_with_operations).
+    fn get_many_with_operations(
+        &self,
+        keys: &[(&str, &str)],
+    ) -> Result<Vec<RowWithOps>, StoreError> {
+        keys.iter()
+            .map(|(table, id)| self.get_with_operations(table, id))
+            .collect()
     }
 
     /// The queued op with this id.

@@ -128,6 +128,7 @@ macro_rules! store_conformance {
                 delete_items_order_top,
                 queue_put_and_lookup,
                 row_with_operations,
+                many_rows_with_operations,
                 queue_paging_across_tables,
                 queue_replace_operation,
                 queue_order_survives_reopen,

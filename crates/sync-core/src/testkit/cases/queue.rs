@@ -56,6 +56,52 @@ pub fn row_with_operations(factory: &dyn StoreFactory) {
     ));
 }
 
+/// `get_many_with_operations` answers each key as `get_with_operations` does,
+/// in the order asked, repeated and missing keys included.
+pub fn many_rows_with_operations(factory: &dyn StoreFactory) {
+    let (_place, store) = queue_store(factory);
+    write(
+        &*store,
+        vec![
+            Write::PutItem {
+                table: "todo".into(),
+                item: item(json!({"id": "a", "text": "row a"})),
+            },
+            Write::PutItem {
+                table: "todo".into(),
+                item: item(json!({"id": "b", "text": "row b"})),
+            },
+            Write::PutOperation(op("op-1", 1, "todo", "b", OpKind::Update)),
+            Write::PutOperation(op("op-2", 2, "todo", "a", OpKind::Update)),
+            Write::PutOperation(op("op-3", 3, "fx", "c", OpKind::Delete)),
+            Write::PutOperation(op("op-4", 4, "todo", "a", OpKind::Delete)),
+        ],
+    );
+    let keys = [
+        ("todo", "b"),
+        ("fx", "c"),
+        ("todo", "none"),
+        ("todo", "a"),
+        ("todo", "b"),
+    ];
+    let many = store.get_many_with_operations(&keys).unwrap();
+    assert_eq!(many.len(), keys.len());
+    for ((table, id), got) in keys.iter().zip(&many) {
+        assert_eq!(
+            got,
+            &store.get_with_operations(table, id).unwrap(),
+            "{table}/{id}"
+        );
+    }
+    assert_eq!(op_ids(&many[3].1), vec!["op-2", "op-4"]);
+    assert_eq!(many[0].0.as_ref().unwrap()["text"], "row b");
+    assert!(store.get_many_with_operations(&[]).unwrap().is_empty());
+    assert!(matches!(
+        store.get_many_with_operations(&[("todo", "a"), ("nope", "a")]),
+        Err(crate::error::StoreError::UnknownTable(_))
+    ));
+}
+
 /// `PutOperation`, `DeleteOperation` and the lookups: by id, by (table, item),
 /// counts and the largest sequence; ops keep their `item` and `base` JSON.
 pub fn queue_put_and_lookup(factory: &dyn StoreFactory) {
