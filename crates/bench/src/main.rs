@@ -34,16 +34,20 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str =
-    "usage: tidesync-bench [--quick] [--json] [--only local|remote|live] | --child-pull URL ROWS";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live] | --child-pull URL ROWS [PAGE]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let ["--child-pull", url, rows] = args.as_slice() {
-        return match rows.parse::<u64>() {
-            Ok(rows) => finish(remote::child_pull(url, rows)),
-            Err(_) => {
+    if let ["--child-pull", url, rows, page @ ..] = args.as_slice() {
+        let page = match page {
+            [] => Some(remote::PAGE),
+            [page] => page.parse::<u64>().ok(),
+            _ => None,
+        };
+        return match (rows.parse::<u64>(), page) {
+            (Ok(rows), Some(page)) => finish(remote::child_pull(url, rows, page)),
+            _ => {
                 eprintln!("{USAGE}");
                 ExitCode::from(2)
             }

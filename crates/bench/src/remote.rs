@@ -19,7 +19,7 @@ use crate::output::{Figure, Goal};
 use crate::{Plan, progress};
 
 /// Rows per page, asked by the client and allowed by the server.
-const PAGE: u64 = 1000;
+pub(crate) const PAGE: u64 = 1000;
 /// Ops per seeding request.
 const SEED_BATCH: usize = 1000;
 /// Rows per transaction in the push floor (the engine's default batch size).
@@ -59,6 +59,15 @@ async fn serve() -> anyhow::Result<Served> {
 }
 
 fn client(url: &str, protocol: Protocol, file: &Path) -> anyhow::Result<SyncContext> {
+    client_with_pages(url, protocol, file, PAGE)
+}
+
+fn client_with_pages(
+    url: &str,
+    protocol: Protocol,
+    file: &Path,
+    page: u64,
+) -> anyhow::Result<SyncContext> {
     let store = SqliteStore::open(file)?;
     store.define_table(&item_table())?;
     let transport = HttpTransport::builder(url)
@@ -68,7 +77,7 @@ fn client(url: &str, protocol: Protocol, file: &Path) -> anyhow::Result<SyncCont
     Ok(SyncContext::builder()
         .store(store)
         .transport(transport)
-        .page_size(PAGE)
+        .page_size(page)
         .build()?)
 }
 
@@ -349,20 +358,23 @@ fn child_rss(url: &str, rows: usize) -> anyhow::Result<f64> {
     Ok(kb / 1024.0)
 }
 
-/// The child: pull every row of `url` into an empty SQLite store, print `vmhwm_kb=N`.
-pub(crate) fn child_pull(url: &str, rows: u64) -> anyhow::Result<()> {
+/// The child: pull every row of `url` into an empty SQLite store asking for
+/// pages of `page` rows, print `vmhwm_kb=N` and `seconds=S` (the pull alone; run
+/// by hand with other page sizes to see what fewer requests would save).
+pub(crate) fn child_pull(url: &str, rows: u64, page: u64) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let result = runtime.block_on(async {
-        let context = client(url, Protocol::Auto, &dir.path().join("child.db"))?;
+    let (result, seconds) = runtime.block_on(async {
+        let context = client_with_pages(url, Protocol::Auto, &dir.path().join("child.db"), page)?;
+        let start = Instant::now();
         let pulled = context
             .table::<Value>("Item")
             .pull("all", Query::all())
             .await?;
-        anyhow::Ok(pulled)
+        anyhow::Ok((pulled, start.elapsed().as_secs_f64()))
     })?;
     anyhow::ensure!(
         result.upserted == rows,
@@ -379,5 +391,6 @@ pub(crate) fn child_pull(url: &str, rows: u64) -> anyhow::Result<()> {
         .trim()
         .to_owned();
     println!("vmhwm_kb={kb}");
+    println!("seconds={seconds:.3}");
     Ok(())
 }

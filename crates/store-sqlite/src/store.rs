@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::types::{ToSqlOutput, Value as SqlValue};
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
+use rusqlite::{
+    CachedStatement, Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior,
+};
 use tidesync_core::{
     ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, RowWithOps,
     StoreError, TableDef, Write, WriteBatch, check_value,
@@ -406,9 +408,26 @@ fn write_batch(
         if ops.refresh(conn)? {
             tables.clear();
         }
+        // Consecutive rows of one table (a pulled page) share one prepared
+        // statement, looked up once.
+        let mut put: Option<(&str, Arc<TableInfo>, CachedStatement<'_>)> = None;
         for write in &batch.writes {
-            apply(conn, tables, ops, write)?;
+            let Write::PutItem { table, item } = write else {
+                apply(conn, tables, ops, write)?;
+                continue;
+            };
+            let current = match put.take() {
+                Some(same) if same.0 == table.as_str() => same,
+                _ => {
+                    let info = tables.get(conn, table)?;
+                    let statement = conn.prepare_cached(&info.insert_sql).store()?;
+                    (table.as_str(), info, statement)
+                }
+            };
+            let (_, info, statement) = put.insert(current);
+            put_item(statement, info, item)?;
         }
+        drop(put);
         execute(conn, "COMMIT", [])
     })();
     if result.is_err() && !conn.is_autocommit() {
@@ -470,7 +489,11 @@ fn apply(
     write: &Write,
 ) -> Result<()> {
     match write {
-        Write::PutItem { table, item } => put_item(conn, &*tables.get(conn, table)?, item),
+        Write::PutItem { table, item } => {
+            let info = tables.get(conn, table)?;
+            let mut statement = conn.prepare_cached(&info.insert_sql).store()?;
+            put_item(&mut statement, &info, item)
+        }
         Write::DeleteItem { table, id } => {
             execute(conn, &tables.get(conn, table)?.delete_sql, [id])
         }
@@ -523,7 +546,8 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 /// Checks the item as `MemoryStore` does (a string id, then each property in
 /// order: a known column, a value of its type) and replaces the whole row.
 /// Values already in normal form are bound as they are, without a copy.
-fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
+/// `statement` is the table's `insert_sql`.
+fn put_item(statement: &mut Statement<'_>, info: &TableInfo, item: &Item) -> Result<()> {
     let table = info.def.name();
     if item.get("id").and_then(|v| v.as_str()).is_none() {
         return Err(StoreError::MissingId {
@@ -547,8 +571,7 @@ fn put_item(conn: &Connection, info: &TableInfo, item: &Item) -> Result<()> {
             Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
         };
     }
-    conn.prepare_cached(&info.insert_sql)
-        .store()?
+    statement
         .execute(rusqlite::params_from_iter(params))
         .store()?;
     Ok(())
