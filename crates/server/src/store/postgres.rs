@@ -198,8 +198,7 @@ impl Store for PostgresStore {
     }
 
     async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        let cached = self.schemas.get(table)?;
-        if cached.missing_columns(values)?.is_empty() {
+        if self.schemas.missing_columns(table, values)?.is_empty() {
             return Ok(());
         }
         let schema = self.fresh_schema(table).await?;
