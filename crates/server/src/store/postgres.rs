@@ -433,16 +433,7 @@ impl PostgresStore {
         deleted: bool,
     ) -> Result<Row, ServerError> {
         let clock = tx
-            .query_one(
-                &format!(
-                    "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                         (extract(epoch from clock_timestamp()) * 1000)::bigint),
-                       version = version + 1
-                     WHERE name = $1 RETURNING clock_ms, version",
-                    self.bookkeeping()
-                ),
-                &[&table],
-            )
+            .query_one(&self.clock_sql(), &[&table])
             .await
             .map_err(pg_error)?;
         let updated_at_ms: i64 = clock.get(0);
@@ -462,6 +453,17 @@ impl PostgresStore {
             .collect();
         tx.execute(&query, &refs).await.map_err(pg_error)?;
         Ok(row)
+    }
+
+    /// The statement that moves a table's clock (`$1`: the table) and returns the stamp.
+    pub(super) fn clock_sql(&self) -> String {
+        format!(
+            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
+               version = version + 1
+             WHERE name = $1 RETURNING clock_ms, version",
+            self.bookkeeping()
+        )
     }
 
     fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {
