@@ -1,7 +1,10 @@
 //! The batch extension on PostgreSQL: one transaction per batch, each op decided before
-//! anything of it is written (see `store::batch`). An op id is locked (transaction-scoped
-//! advisory lock) before it is looked up, so two servers given the same batch at once apply
-//! it once: the second waits, then finds the first one's remembered result.
+//! anything of it is written (see `store::batch`). The batch's op ids are locked
+//! (transaction-scoped advisory locks, taken sorted in one statement) before they are looked
+//! up, so two servers given the same batch at once apply it once: the second waits, then finds
+//! the first one's remembered results. The lookup is one query and the results to remember
+//! are inserted with one statement after the last op; the per-op statements come from the
+//! connection's statement cache.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
