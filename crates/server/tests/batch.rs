@@ -222,3 +222,219 @@ async fn owner_tables_keep_batches_to_the_user() {
         vec![400]
     );
 }
+
+/// The version text of a result or item, as its counter.
+fn counter(version: &Value) -> u64 {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(version.as_str().unwrap())
+        .unwrap();
+    u64::from_be_bytes(bytes.try_into().unwrap())
+}
+
+/// What a batch must keep when ops repeat an item or an op id, mix new and remembered ops,
+/// touch two tables, and are followed by single writes.
+async fn repeats(c: &Client) {
+    let bearer = format!("Bearer {}", token("alice"));
+    let auth = [("authorization", bearer.as_str())];
+    // The same item twice: the second op sees the first one's write.
+    let resp = post(
+        c,
+        &json!({"operations": [
+            insert("s1", "same", "one"),
+            {"id": "s2", "kind": "update", "table": "TodoItem", "itemId": "same",
+             "item": {"complete": true}},
+            {"id": "s3", "kind": "insert", "table": "AuthTodoItem", "itemId": "other",
+             "item": {"text": "two"}},
+            {"id": "s4", "kind": "delete", "table": "TodoItem", "itemId": "same"},
+            {"id": "s5", "kind": "update", "table": "TodoItem", "itemId": "same",
+             "item": {"text": "gone"}},
+        ]}),
+        &auth,
+    )
+    .await;
+    assert_eq!(
+        statuses(&resp),
+        vec![201, 200, 201, 204, 410],
+        "{}",
+        resp.text
+    );
+    let r = &resp.body["results"];
+    assert_eq!(r[1]["item"]["text"], "one");
+    assert_eq!(r[1]["item"]["complete"], true);
+    assert!(counter(&r[1]["item"]["version"]) > counter(&r[0]["item"]["version"]));
+    assert_eq!(r[0]["item"]["createdAt"], r[1]["item"]["createdAt"]);
+    assert!(r[1]["item"]["updatedAt"].as_str() > r[0]["item"]["updatedAt"].as_str());
+    let gone = c
+        .v3(
+            "GET",
+            "/tables/TodoItem/same?__includedeleted=true",
+            &[],
+            None,
+        )
+        .await;
+    assert_eq!(gone.body["deleted"], true, "{}", gone.text);
+
+    // A single write after the batch is stamped after every row of it (the batch's clock
+    // was written back), in both tables.
+    let single = c
+        .v3(
+            "POST",
+            "/tables/TodoItem",
+            &[],
+            Some(json!({"id": "later", "text": "later"})),
+        )
+        .await;
+    assert_eq!(single.status, 201, "{}", single.text);
+    assert!(counter(&single.body["version"]) > counter(&gone.body["version"]));
+    assert!(single.body["updatedAt"].as_str() > gone.body["updatedAt"].as_str());
+    let single = c
+        .v3(
+            "POST",
+            "/tables/AuthTodoItem",
+            &auth,
+            Some(json!({"id": "later2", "text": "later"})),
+        )
+        .await;
+    assert_eq!(single.status, 201, "{}", single.text);
+    assert!(counter(&single.body["version"]) > counter(&r[2]["item"]["version"]));
+
+    // An op id repeated inside one batch: with the same content it answers the first one's
+    // result (applied once); with other content it is a new op; a refused op is decided
+    // again.
+    let resp = post(
+        c,
+        &json!({"operations": [
+            insert("r1", "dup", "x"),
+            insert("r1", "dup", "x"),
+            insert("r1", "dup", "y"),
+            insert("r2", "later", "z"),
+            insert("r2", "later", "z"),
+        ]}),
+        &[],
+    )
+    .await;
+    assert_eq!(
+        statuses(&resp),
+        vec![201, 201, 409, 409, 409],
+        "{}",
+        resp.text
+    );
+    let r = resp.body["results"].as_array().unwrap().clone();
+    assert_eq!(r[0], r[1]);
+    assert_eq!(r[2]["item"]["text"], "x");
+    // The op id now stands for its last applied content... which was refused, so the first
+    // content is still remembered.
+    let again = post(c, &json!({"operations": [insert("r1", "dup", "x")]}), &[]).await;
+    assert_eq!(again.body["results"][0], r[0]);
+
+    // New and remembered ops mixed: the remembered ones answer as before and are not
+    // applied again, the new ones are applied, in order.
+    let first = post(
+        c,
+        &json!({"operations": [insert("m1", "m1", "a"), insert("m2", "m2", "b")]}),
+        &[],
+    )
+    .await;
+    assert_eq!(statuses(&first), vec![201, 201]);
+    let mixed = post(
+        c,
+        &json!({"operations": [
+            insert("m1", "m1", "a"),
+            insert("m3", "m3", "c"),
+            {"id": "m4", "kind": "update", "table": "TodoItem", "itemId": "m2",
+             "item": {"text": "b2"}},
+            insert("m2", "m2", "b"),
+        ]}),
+        &[],
+    )
+    .await;
+    assert_eq!(statuses(&mixed), vec![201, 201, 200, 201], "{}", mixed.text);
+    assert_eq!(mixed.body["results"][0], first.body["results"][0]);
+    assert_eq!(mixed.body["results"][3], first.body["results"][1]);
+    assert_eq!(mixed.body["results"][2]["item"]["text"], "b2");
+    let m1 = c.v3("GET", "/tables/TodoItem/m1", &[], None).await;
+    assert_eq!(
+        m1.body["version"],
+        first.body["results"][0]["item"]["version"]
+    );
+}
+
+#[tokio::test]
+async fn repeated_items_and_op_ids_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = builder()
+        .sqlite(dir.path().join("repeats.db"))
+        .build()
+        .await
+        .unwrap();
+    repeats(&Client {
+        router: app.router(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn repeated_items_and_op_ids_on_postgres() {
+    let Some(schema) = pg_schema("batch_repeats").await else {
+        return;
+    };
+    let app = builder()
+        .postgres(pg_url(), Some(schema.clone()))
+        .build()
+        .await
+        .unwrap();
+    repeats(&Client {
+        router: app.router(),
+    })
+    .await;
+    drop_pg_schema(&schema).await;
+}
+
+/// Remembered ops are forgotten after the retention: the op is then applied as new.
+async fn expiry(c: &Client) {
+    let op = json!({"operations": [insert("e1", "e", "x")]});
+    let first = post(c, &op, &[]).await;
+    assert_eq!(statuses(&first), vec![201]);
+    assert_eq!(post(c, &op, &[]).await.body, first.body);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(statuses(&post(c, &op, &[]).await), vec![409]);
+}
+
+fn short_retention() -> ServerBuilder {
+    golden_builder().batch(BatchConfig {
+        max_operations: 5,
+        op_retention_secs: 1,
+    })
+}
+
+#[tokio::test]
+async fn remembered_ops_expire_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = short_retention()
+        .sqlite(dir.path().join("expiry.db"))
+        .build()
+        .await
+        .unwrap();
+    expiry(&Client {
+        router: app.router(),
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn remembered_ops_expire_on_postgres() {
+    let Some(schema) = pg_schema("batch_expiry").await else {
+        return;
+    };
+    let app = short_retention()
+        .postgres(pg_url(), Some(schema.clone()))
+        .build()
+        .await
+        .unwrap();
+    expiry(&Client {
+        router: app.router(),
+    })
+    .await;
+    drop_pg_schema(&schema).await;
+}

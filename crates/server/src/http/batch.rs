@@ -28,7 +28,7 @@ use super::context::{apply_owner, etag_matches, strip_system, visible};
 use super::response::{ItemResponse, JSON_CONTENT_TYPE};
 use crate::config::Access;
 use crate::error::ServerError;
-use crate::store::{BatchWrite, Decide, Mutation, Rendered, Row, Written, fingerprint};
+use crate::store::{BatchWrite, Decide, Fingerprint, Mutation, Rendered, Row, Written};
 
 /// What an op asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +104,9 @@ async fn run(
     }
     let user_id = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
     let mut results: Vec<Option<String>> = vec![None; operations.len()];
-    let mut writes = Vec::new();
-    let mut slots = Vec::new();
-    for (slot, raw) in operations.iter().enumerate() {
+    let mut writes = Vec::with_capacity(operations.len());
+    let mut slots = Vec::with_capacity(operations.len());
+    for (slot, raw) in operations.into_iter().enumerate() {
         let op = match check(state, user.as_ref().map(|u| u.id.as_str()), user_id, raw) {
             Ok(op) => op,
             Err(error) => {
@@ -148,17 +148,18 @@ async fn run(
 }
 
 /// Reads and checks one op; the error is the op's result.
-fn check(
-    state: &Shared,
-    user: Option<&str>,
-    user_id: &str,
-    raw: &Value,
-) -> Result<Op, ServerError> {
-    let Value::Object(fields) = raw else {
+fn check(state: &Shared, user: Option<&str>, user_id: &str, raw: Value) -> Result<Op, ServerError> {
+    let Value::Object(mut fields) = raw else {
         return Err(ServerError::bad_request(
             "an operation must be a JSON object",
         ));
     };
+    // The hash of the user and the op's JSON text, streamed rather than rendered.
+    let mut hash = Fingerprint::new();
+    hash.bytes(user_id.as_bytes());
+    hash.end_part();
+    serde_json::to_writer(&mut hash, &fields).map_err(|e| ServerError::Internal(e.to_string()))?;
+    hash.end_part();
     let text = |name: &str| -> Result<String, ServerError> {
         match fields.get(name) {
             Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
@@ -181,14 +182,14 @@ fn check(
             )));
         }
     };
-    let table = state.table(&text("table")?)?.clone();
+    let table = state.table(&text("table")?)?;
     if table.access != Access::Anonymous && user.is_none() {
         return Err(ServerError::Unauthenticated);
     }
     let item_id = text("itemId")?;
     validate_id(&item_id).map_err(|e| ServerError::bad_request(format!("invalid id: {e}")))?;
-    let mut item = match (kind, fields.get("item")) {
-        (_, Some(Value::Object(item))) => item.clone(),
+    let mut item = match (kind, fields.remove("item")) {
+        (_, Some(Value::Object(item))) => item,
         (Kind::Delete, None | Some(Value::Null)) => Item::new(),
         _ => {
             return Err(ServerError::bad_request(
@@ -218,9 +219,8 @@ fn check(
         Some(Value::String(version)) => Some(ETag::Strong(version.clone())),
         Some(_) => return Err(ServerError::bad_request("\"ifMatch\" must be a string")),
     };
-    let raw_text = raw.to_string();
     Ok(Op {
-        fingerprint: fingerprint(&[user_id.as_bytes(), raw_text.as_bytes()]),
+        fingerprint: hash.finish(),
         op_id,
         kind,
         table: table.name.clone(),
@@ -294,26 +294,29 @@ fn into_write(op: Op) -> BatchWrite {
             })
         }),
     };
-    let render = Box::new(move |outcome: Result<Written, ServerError>| match outcome {
-        Ok(written) => {
+    let render = Box::new(move |outcome: Result<Written, ServerError>| {
+        let applied = outcome.and_then(|written| {
             let (status, item) = match (kind, written) {
-                (Kind::Delete, _) => (StatusCode::NO_CONTENT, Value::Null),
+                (Kind::Delete, _) => (StatusCode::NO_CONTENT, None),
                 (Kind::Insert, Written::Stored(row) | Written::Removed(row)) => {
-                    (StatusCode::CREATED, Value::Object(row.to_item(soft_delete)))
+                    (StatusCode::CREATED, Some(row.into_item(soft_delete)))
                 }
                 (Kind::Update, Written::Stored(row) | Written::Removed(row)) => {
-                    (StatusCode::OK, Value::Object(row.to_item(soft_delete)))
+                    (StatusCode::OK, Some(row.into_item(soft_delete)))
                 }
             };
-            Rendered {
-                json: json!({ "status": status.as_u16(), "item": item, "error": null }).to_string(),
+            success(status, item.as_ref())
+        });
+        match applied {
+            Ok(json) => Rendered {
+                json,
                 remember: true,
-            }
+            },
+            Err(error) => Rendered {
+                json: refusal(&error),
+                remember: false,
+            },
         }
-        Err(error) => Rendered {
-            json: refusal(&error),
-            remember: false,
-        },
     });
     BatchWrite {
         op_id,
@@ -323,6 +326,20 @@ fn into_write(op: Op) -> BatchWrite {
         decide,
         render,
     }
+}
+
+/// The result of an applied op: `{"error":null,"item":…,"status":…}`, the keys in the order
+/// `serde_json` gives a map, written without building a `Value` first.
+fn success(status: StatusCode, item: Option<&Item>) -> Result<String, ServerError> {
+    let mut json = Vec::with_capacity(256);
+    json.extend_from_slice(b"{\"error\":null,\"item\":");
+    match item {
+        Some(item) => serde_json::to_writer(&mut json, item)
+            .map_err(|e| ServerError::Internal(e.to_string()))?,
+        None => json.extend_from_slice(b"null"),
+    }
+    json.extend_from_slice(format!(",\"status\":{}}}", status.as_u16()).as_bytes());
+    String::from_utf8(json).map_err(|e| ServerError::Internal(e.to_string()))
 }
 
 /// The result of an op that was refused.

@@ -60,14 +60,63 @@ impl std::fmt::Debug for BatchWrite {
 
 /// A stable 64-bit FNV-1a hash of `parts` (each followed by a 0 byte), as 16 hex digits.
 pub fn fingerprint(parts: &[&[u8]]) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut hash = Fingerprint::new();
     for part in parts {
-        for byte in part.iter().chain(std::iter::once(&0u8)) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        hash.bytes(part);
+        hash.end_part();
+    }
+    hash.finish()
+}
+
+/// [`fingerprint`] computed as the parts are written (e.g. by `serde_json::to_writer`), so
+/// that a part need not be built as one buffer first.
+#[derive(Debug, Clone, Copy)]
+pub struct Fingerprint {
+    hash: u64,
+}
+
+impl Default for Fingerprint {
+    fn default() -> Fingerprint {
+        Fingerprint::new()
+    }
+}
+
+impl Fingerprint {
+    /// The hash of nothing.
+    pub fn new() -> Fingerprint {
+        Fingerprint {
+            hash: 0xcbf2_9ce4_8422_2325,
         }
     }
-    format!("{hash:016x}")
+
+    /// Adds bytes to the current part.
+    pub fn bytes(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.hash ^= u64::from(*byte);
+            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// Ends the current part (the 0 byte that separates parts).
+    pub fn end_part(&mut self) {
+        self.bytes(&[0]);
+    }
+
+    /// The hash as 16 hex digits.
+    pub fn finish(&self) -> String {
+        format!("{:016x}", self.hash)
+    }
+}
+
+impl std::io::Write for Fingerprint {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -79,5 +128,19 @@ mod tests {
         assert_eq!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"ab", b"c"]));
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
         assert_eq!(fingerprint(&[]), "cbf29ce484222325");
+    }
+
+    #[test]
+    fn a_streamed_fingerprint_equals_the_one_of_the_text() {
+        let op = serde_json::json!({"id": "op", "item": {"text": "é\"x", "n": 1.5, "b": [true]}});
+        let mut streamed = Fingerprint::new();
+        streamed.bytes(b"alice");
+        streamed.end_part();
+        serde_json::to_writer(&mut streamed, &op).unwrap();
+        streamed.end_part();
+        assert_eq!(
+            streamed.finish(),
+            fingerprint(&[b"alice", op.to_string().as_bytes()])
+        );
     }
 }

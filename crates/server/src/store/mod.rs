@@ -20,7 +20,7 @@ use tidesync_protocol::odata::{Expr, OrderBy};
 use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
-pub use batch::{BatchWrite, OPS_TABLE, Render, Rendered, fingerprint};
+pub use batch::{BatchWrite, Fingerprint, OPS_TABLE, Render, Rendered, fingerprint};
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
@@ -66,8 +66,13 @@ impl Row {
     /// The row as a wire item: user columns, then `id`, `createdAt`, `updatedAt`, `version`
     /// and, when the table has soft delete, `deleted`.
     pub fn to_item(&self, soft_delete: bool) -> Item {
-        let mut item = self.values.clone();
-        item.insert(system::ID.to_owned(), Value::String(self.id.clone()));
+        self.clone().into_item(soft_delete)
+    }
+
+    /// [`Row::to_item`] without copying the values.
+    pub fn into_item(self, soft_delete: bool) -> Item {
+        let mut item = self.values;
+        item.insert(system::ID.to_owned(), Value::String(self.id));
         item.insert(
             system::CREATED_AT.to_owned(),
             Value::String(tidesync_protocol::format_timestamp(ms_to_time(
@@ -76,11 +81,13 @@ impl Row {
         );
         item.insert(
             system::UPDATED_AT.to_owned(),
-            Value::String(tidesync_protocol::format_timestamp(self.updated_at())),
+            Value::String(tidesync_protocol::format_timestamp(ms_to_time(
+                self.updated_at_ms,
+            ))),
         );
         item.insert(
             system::VERSION.to_owned(),
-            Value::String(self.version_text()),
+            Value::String(encode_version(self.version)),
         );
         if soft_delete {
             item.insert(system::DELETED.to_owned(), Value::Bool(self.deleted));

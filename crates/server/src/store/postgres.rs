@@ -198,8 +198,7 @@ impl Store for PostgresStore {
     }
 
     async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        let cached = self.schemas.get(table)?;
-        if cached.missing_columns(values)?.is_empty() {
+        if self.schemas.missing_columns(table, values)?.is_empty() {
             return Ok(());
         }
         let schema = self.fresh_schema(table).await?;
@@ -434,16 +433,7 @@ impl PostgresStore {
         deleted: bool,
     ) -> Result<Row, ServerError> {
         let clock = tx
-            .query_one(
-                &format!(
-                    "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                         (extract(epoch from clock_timestamp()) * 1000)::bigint),
-                       version = version + 1
-                     WHERE name = $1 RETURNING clock_ms, version",
-                    self.bookkeeping()
-                ),
-                &[&table],
-            )
+            .query_one(&self.clock_sql(), &[&table])
             .await
             .map_err(pg_error)?;
         let updated_at_ms: i64 = clock.get(0);
@@ -463,6 +453,17 @@ impl PostgresStore {
             .collect();
         tx.execute(&query, &refs).await.map_err(pg_error)?;
         Ok(row)
+    }
+
+    /// The statement that moves a table's clock (`$1`: the table) and returns the stamp.
+    pub(super) fn clock_sql(&self) -> String {
+        format!(
+            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
+                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
+               version = version + 1
+             WHERE name = $1 RETURNING clock_ms, version",
+            self.bookkeeping()
+        )
     }
 
     fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {

@@ -1,18 +1,31 @@
 //! The batch extension on PostgreSQL: one transaction per batch, each op decided before
-//! anything of it is written (see `store::batch`). An op id is locked (transaction-scoped
-//! advisory lock) before it is looked up, so two servers given the same batch at once apply
-//! it once: the second waits, then finds the first one's remembered result.
+//! anything of it is written (see `store::batch`). The batch's op ids are locked
+//! (transaction-scoped advisory locks, taken sorted in one statement) before they are looked
+//! up, so two servers given the same batch at once apply it once: the second waits, then finds
+//! the first one's remembered results. The lookup is one query and the results to remember
+//! are inserted with one statement after the last op; the per-op statements come from the
+//! connection's statement cache.
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Written, now_ms};
+use super::super::{Decide, Mutation, Row, Written, now_ms};
 use super::{PostgresStore, decode_row, pg_error, quote};
 use crate::error::ServerError;
+use tidesync_protocol::Item;
+use tokio_postgres::types::ToSql;
+
+/// What the batch knows about an op id besides its fingerprint.
+enum Known {
+    /// The result remembered by an earlier batch.
+    Stored(String),
+    /// Applied by this batch: the index of its result, remembered at the end.
+    Applied(usize),
+}
 
 /// The DDL of the remembered-ops table in `schema` (run by `prepare_table`, under the
 /// schema lock).
@@ -59,36 +72,36 @@ impl PostgresStore {
         )
         .await
         .map_err(pg_error)?;
+        // Lock every op id of the batch (sorted, so two batches sharing ids cannot deadlock on
+        // them), then recall the remembered ones, in one round trip each.
+        let op_ids: Vec<&str> = writes.iter().map(|w| w.op_id.as_str()).collect();
         let lock = tx
-            .prepare("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
+                   hashtextextended('op/' || k, 1) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+            )
             .await
             .map_err(pg_error)?;
+        tx.execute(&lock, &[&op_ids]).await.map_err(pg_error)?;
         let recall = tx
-            .prepare(&format!(
-                "SELECT fingerprint, result FROM {ops} WHERE op_id = $1"
+            .prepare_cached(&format!(
+                "SELECT op_id, fingerprint, result FROM {ops} WHERE op_id = ANY($1::text[])"
             ))
             .await
             .map_err(pg_error)?;
-        let remember = tx
-            .prepare(&format!(
-                "INSERT INTO {ops} (op_id, fingerprint, result, at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-                   result = EXCLUDED.result, at = EXCLUDED.at"
-            ))
-            .await
-            .map_err(pg_error)?;
-        let mut results = Vec::with_capacity(writes.len());
+        let mut known: HashMap<String, (String, Known)> = HashMap::with_capacity(writes.len());
+        for row in tx.query(&recall, &[&op_ids]).await.map_err(pg_error)? {
+            known.insert(row.get(0), (row.get(1), Known::Stored(row.get(2))));
+        }
+        let mut results: Vec<String> = Vec::with_capacity(writes.len());
         for write in writes {
-            let key = format!("op/{}", write.op_id);
-            tx.execute(&lock, &[&key]).await.map_err(pg_error)?;
-            if let Some(known) = tx
-                .query_opt(&recall, &[&write.op_id])
-                .await
-                .map_err(pg_error)?
-            {
-                let fingerprint: String = known.get(0);
-                if fingerprint == write.fingerprint {
-                    results.push(known.get::<_, String>(1));
+            if let Some((fingerprint, result)) = known.get(&write.op_id) {
+                if *fingerprint == write.fingerprint {
+                    let result = match result {
+                        Known::Stored(result) => result.clone(),
+                        Known::Applied(at) => results.get(*at).cloned().unwrap_or_default(),
+                    };
+                    results.push(result);
                     continue;
                 }
             }
@@ -103,14 +116,40 @@ impl PostgresStore {
             };
             let rendered = (write.render)(outcome);
             if rendered.remember {
-                tx.execute(
-                    &remember,
-                    &[&write.op_id, &write.fingerprint, &rendered.json, &now],
-                )
-                .await
-                .map_err(pg_error)?;
+                known.insert(
+                    write.op_id,
+                    (write.fingerprint, Known::Applied(results.len())),
+                );
             }
             results.push(rendered.json);
+        }
+        // The results this batch applied (the last one per op id), in one statement.
+        let mut remembered: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        for (op_id, (fingerprint, result)) in &known {
+            if let Known::Applied(at) = result {
+                if let Some(result) = results.get(*at) {
+                    remembered.0.push(op_id);
+                    remembered.1.push(fingerprint);
+                    remembered.2.push(result);
+                }
+            }
+        }
+        if !remembered.0.is_empty() {
+            let remember = tx
+                .prepare_cached(&format!(
+                    "INSERT INTO {ops} (op_id, fingerprint, result, at)
+                     SELECT o, f, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (o, f, r)
+                     ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                       result = EXCLUDED.result, at = EXCLUDED.at"
+                ))
+                .await
+                .map_err(pg_error)?;
+            tx.execute(
+                &remember,
+                &[&remembered.0, &remembered.1, &remembered.2, &now],
+            )
+            .await
+            .map_err(pg_error)?;
         }
         tx.commit().await.map_err(pg_error)?;
         Ok(results)
@@ -127,21 +166,21 @@ impl PostgresStore {
     ) -> Result<Result<Written, ServerError>, ServerError> {
         let table = schema.spec.name.as_str();
         let key = format!("{table}/{id}");
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&key],
-        )
-        .await
-        .map_err(pg_error)?;
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&lock, &[&key]).await.map_err(pg_error)?;
+        let select = tx
+            .prepare_cached(&format!(
+                "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
+                Self::column_list(schema),
+                self.table(table)
+            ))
+            .await
+            .map_err(pg_error)?;
         let existing = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                    Self::column_list(schema),
-                    self.table(table)
-                ),
-                &[&id],
-            )
+            .query_opt(&select, &[&id])
             .await
             .map_err(pg_error)?
             .map(|r| decode_row(&r, schema))
@@ -155,12 +194,14 @@ impl PostgresStore {
                 let Some(row) = existing else {
                     return Ok(Err(ServerError::NotFound));
                 };
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
-                    &[&id],
-                )
-                .await
-                .map_err(pg_error)?;
+                let delete = tx
+                    .prepare_cached(&format!(
+                        "DELETE FROM {} WHERE \"id\" = $1",
+                        self.table(table)
+                    ))
+                    .await
+                    .map_err(pg_error)?;
+                tx.execute(&delete, &[&id]).await.map_err(pg_error)?;
                 Ok(Ok(Written::Removed(row)))
             }
             Mutation::Put { values, deleted } => {
@@ -175,10 +216,48 @@ impl PostgresStore {
                     Err(refused) => return Ok(Err(refused)),
                 }
                 let row = self
-                    .stamp_and_store(tx, table, schema, id, existing.as_ref(), &values, deleted)
+                    .stamp_and_store_cached(tx, schema, id, existing.as_ref(), &values, deleted)
                     .await?;
                 Ok(Ok(Written::Stored(row)))
             }
         }
+    }
+
+    /// `stamp_and_store` with the connection's cached prepared statements (the batch runs
+    /// the same few statements for every op).
+    async fn stamp_and_store_cached(
+        &self,
+        tx: &Transaction<'_>,
+        schema: &TableSchema,
+        id: &str,
+        existing: Option<&Row>,
+        values: &Item,
+        deleted: bool,
+    ) -> Result<Row, ServerError> {
+        let clock = tx
+            .prepare_cached(&self.clock_sql())
+            .await
+            .map_err(pg_error)?;
+        let clock = tx
+            .query_one(&clock, &[&schema.spec.name])
+            .await
+            .map_err(pg_error)?;
+        let version: i64 = clock.get(1);
+        let row = schema.stamped_row(
+            id,
+            existing,
+            clock.get(0),
+            u64::try_from(version).unwrap_or(0),
+            deleted,
+            values,
+        );
+        let (query, params) = self.store_statement(schema, &row, existing.is_some());
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let store = tx.prepare_cached(&query).await.map_err(pg_error)?;
+        tx.execute(&store, &refs).await.map_err(pg_error)?;
+        Ok(row)
     }
 }

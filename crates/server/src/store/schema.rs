@@ -98,6 +98,36 @@ impl TableSchema {
         }
     }
 
+    /// [`TableSchema::stamped_row`] that moves the values out of `values` instead of
+    /// copying them.
+    pub fn into_stamped_row(
+        &self,
+        id: &str,
+        existing: Option<&super::Row>,
+        updated_at_ms: i64,
+        version: u64,
+        deleted: bool,
+        mut values: tidesync_protocol::Item,
+    ) -> super::Row {
+        super::Row {
+            id: id.to_owned(),
+            created_at_ms: existing.map_or(updated_at_ms, |r| r.created_at_ms),
+            updated_at_ms,
+            version,
+            deleted,
+            values: self
+                .columns
+                .iter()
+                .map(|(name, _)| {
+                    (
+                        name.clone(),
+                        values.remove(name).unwrap_or(serde_json::Value::Null),
+                    )
+                })
+                .collect(),
+        }
+    }
+
     /// A schema with only the declared columns.
     pub fn new(spec: TableSpec) -> TableSchema {
         let columns = if spec.owned {
@@ -220,6 +250,24 @@ impl SchemaCache {
             .ok_or_else(|| ServerError::UnknownTable {
                 table: table.to_owned(),
             })
+    }
+
+    /// [`TableSchema::missing_columns`] of the cached schema, without copying it.
+    pub(crate) fn missing_columns(
+        &self,
+        table: &str,
+        values: &Item,
+    ) -> Result<Vec<(String, ColumnType)>, ServerError> {
+        let tables = self
+            .tables
+            .read()
+            .map_err(|_| ServerError::Internal("schema cache poisoned".to_owned()))?;
+        tables
+            .get(table)
+            .ok_or_else(|| ServerError::UnknownTable {
+                table: table.to_owned(),
+            })?
+            .missing_columns(values)
     }
 
     pub(crate) fn put(&self, schema: TableSchema) -> Result<(), ServerError> {

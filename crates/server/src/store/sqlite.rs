@@ -157,8 +157,12 @@ impl Store for SqliteStore {
     }
 
     async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        let schema = self.inner.schemas.get(table)?;
-        if schema.missing_columns(values)?.is_empty() {
+        if self
+            .inner
+            .schemas
+            .missing_columns(table, values)?
+            .is_empty()
+        {
             return Ok(());
         }
         let values = values.clone();
@@ -438,17 +442,31 @@ fn column_list(schema: &TableSchema) -> String {
     names.join(", ")
 }
 
+/// `SELECT <all columns> FROM <table> WHERE "id" = ?1`.
+fn select_sql(schema: &TableSchema) -> String {
+    format!(
+        "SELECT {} FROM {} WHERE \"id\" = ?1",
+        column_list(schema),
+        quote(&schema.spec.name)
+    )
+}
+
 fn select_row(
     conn: &Connection,
     schema: &TableSchema,
     id: &str,
 ) -> Result<Option<Row>, ServerError> {
-    let query = format!(
-        "SELECT {} FROM {} WHERE \"id\" = ?1",
-        column_list(schema),
-        quote(&schema.spec.name)
-    );
-    conn.prepare_cached(&query)
+    select_row_with(conn, schema, &select_sql(schema), id)
+}
+
+/// [`select_row`] with the query text already built (see [`select_sql`]).
+fn select_row_with(
+    conn: &Connection,
+    schema: &TableSchema,
+    query: &str,
+    id: &str,
+) -> Result<Option<Row>, ServerError> {
+    conn.prepare_cached(query)
         .and_then(|mut s| s.query_row([id], |r| Ok(decode_row(r, schema))).optional())
         .map_err(ServerError::store)?
         .transpose()
@@ -492,21 +510,41 @@ fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, Server
 
 /// The next (updatedAt, version) of the table: the clock moves by at least a millisecond.
 fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), ServerError> {
-    let (clock_ms, version): (i64, i64) = conn
-        .query_row(
-            &format!("SELECT clock_ms, version FROM {BOOKKEEPING} WHERE name = ?1"),
-            [table],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .map_err(ServerError::store)?;
-    let next_ms = now_ms().max(clock_ms.saturating_add(1));
-    let next_version = version.saturating_add(1);
-    conn.execute(
-        &format!("UPDATE {BOOKKEEPING} SET clock_ms = ?2, version = ?3 WHERE name = ?1"),
-        rusqlite::params![table, next_ms, next_version],
-    )
-    .map_err(ServerError::store)?;
+    let (clock_ms, version) = read_clock(conn, table)?;
+    let (next_ms, next_version) = next_stamp(clock_ms, version);
+    write_clock(conn, table, next_ms, next_version)?;
     Ok((next_ms, u64::try_from(next_version).unwrap_or(0)))
+}
+
+/// The table's write clock: the last `updatedAt` stamped and the last version.
+fn read_clock(conn: &Connection, table: &str) -> Result<(i64, i64), ServerError> {
+    conn.prepare_cached(&format!(
+        "SELECT clock_ms, version FROM {BOOKKEEPING} WHERE name = ?1"
+    ))
+    .and_then(|mut s| s.query_row([table], |r| Ok((r.get(0)?, r.get(1)?))))
+    .map_err(ServerError::store)
+}
+
+/// The stamp after `(clock_ms, version)`: the clock moves by at least a millisecond.
+fn next_stamp(clock_ms: i64, version: i64) -> (i64, i64) {
+    (
+        now_ms().max(clock_ms.saturating_add(1)),
+        version.saturating_add(1),
+    )
+}
+
+fn write_clock(
+    conn: &Connection,
+    table: &str,
+    clock_ms: i64,
+    version: i64,
+) -> Result<(), ServerError> {
+    conn.prepare_cached(&format!(
+        "UPDATE {BOOKKEEPING} SET clock_ms = ?2, version = ?3 WHERE name = ?1"
+    ))
+    .and_then(|mut s| s.execute(rusqlite::params![table, clock_ms, version]))
+    .map(|_| ())
+    .map_err(ServerError::store)
 }
 
 fn store_row(
@@ -515,52 +553,87 @@ fn store_row(
     row: &Row,
     exists: bool,
 ) -> Result<(), ServerError> {
-    let mut params: Vec<SqlValue> = vec![
-        SqlValue::Text(row.id.clone()),
-        SqlValue::Integer(row.created_at_ms),
-        SqlValue::Integer(row.updated_at_ms),
-        SqlValue::Integer(i64::try_from(row.version).unwrap_or(i64::MAX)),
-        SqlValue::Integer(i64::from(row.deleted)),
-    ];
-    for (name, _) in &schema.columns {
-        params.push(json_value(row.values.get(name).unwrap_or(&Value::Null)));
-    }
-    let table = quote(&schema.spec.name);
-    let names: Vec<String> = ["id", "createdAt", "updatedAt", "version", "deleted"]
+    let query = if exists {
+        update_sql(schema)
+    } else {
+        insert_sql(schema)
+    };
+    store_row_with(conn, schema, &query, row)
+}
+
+/// The quoted names of all columns, system columns first (the order of [`bind_row`]).
+fn column_names(schema: &TableSchema) -> Vec<String> {
+    ["id", "createdAt", "updatedAt", "version", "deleted"]
         .into_iter()
         .map(quote)
         .chain(schema.columns.iter().map(|(name, _)| quote(name)))
+        .collect()
+}
+
+/// `INSERT` of a whole row, parameters as [`bind_row`] binds them.
+fn insert_sql(schema: &TableSchema) -> String {
+    let names = column_names(schema);
+    let placeholders: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
+    format!(
+        "INSERT INTO {} ({}) VALUES ({})",
+        quote(&schema.spec.name),
+        names.join(", "),
+        placeholders.join(", ")
+    )
+}
+
+/// `UPDATE` of a whole row by id (`?1`), parameters as [`bind_row`] binds them.
+fn update_sql(schema: &TableSchema) -> String {
+    let sets: Vec<String> = column_names(schema)
+        .iter()
+        .enumerate()
+        .skip(1)
+        .map(|(index, name)| format!("{name} = ?{}", index + 1))
         .collect();
-    let query = if exists {
-        let sets: Vec<String> = names
-            .iter()
-            .enumerate()
-            .skip(1)
-            .map(|(index, name)| format!("{name} = ?{}", index + 1))
-            .collect();
-        format!("UPDATE {table} SET {} WHERE \"id\" = ?1", sets.join(", "))
-    } else {
-        let placeholders: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
-        format!(
-            "INSERT INTO {table} ({}) VALUES ({})",
-            names.join(", "),
-            placeholders.join(", ")
-        )
-    };
-    conn.prepare_cached(&query)
-        .and_then(|mut s| s.execute(params_from_iter(params.iter())))
-        .map_err(ServerError::store)?;
+    format!(
+        "UPDATE {} SET {} WHERE \"id\" = ?1",
+        quote(&schema.spec.name),
+        sets.join(", ")
+    )
+}
+
+/// Runs `query` (an [`insert_sql`] or [`update_sql`] of `schema`) for `row`.
+fn store_row_with(
+    conn: &Connection,
+    schema: &TableSchema,
+    query: &str,
+    row: &Row,
+) -> Result<(), ServerError> {
+    let mut statement = conn.prepare_cached(query).map_err(ServerError::store)?;
+    bind_row(&mut statement, schema, row).map_err(ServerError::store)?;
+    statement.raw_execute().map_err(ServerError::store)?;
     Ok(())
 }
 
-fn json_value(value: &Value) -> SqlValue {
-    match value {
-        Value::Null => SqlValue::Null,
-        Value::Bool(b) => SqlValue::Integer(i64::from(*b)),
-        Value::Number(n) => n.as_f64().map_or(SqlValue::Null, SqlValue::Real),
-        Value::String(s) => SqlValue::Text(s.clone()),
-        Value::Array(_) | Value::Object(_) => SqlValue::Text(value.to_string()),
+/// Binds the system columns, then the user columns in schema order, without copying values.
+fn bind_row(
+    statement: &mut rusqlite::Statement<'_>,
+    schema: &TableSchema,
+    row: &Row,
+) -> rusqlite::Result<()> {
+    statement.raw_bind_parameter(1, row.id.as_str())?;
+    statement.raw_bind_parameter(2, row.created_at_ms)?;
+    statement.raw_bind_parameter(3, row.updated_at_ms)?;
+    statement.raw_bind_parameter(4, i64::try_from(row.version).unwrap_or(i64::MAX))?;
+    statement.raw_bind_parameter(5, i64::from(row.deleted))?;
+    for (index, (name, _)) in schema.columns.iter().enumerate() {
+        let at = index + 6;
+        match row.values.get(name).unwrap_or(&Value::Null) {
+            Value::Null => statement.raw_bind_parameter(at, rusqlite::types::Null)?,
+            Value::Bool(b) => statement.raw_bind_parameter(at, i64::from(*b))?,
+            Value::Number(n) => statement.raw_bind_parameter(at, n.as_f64())?,
+            Value::String(s) => statement.raw_bind_parameter(at, s.as_str())?,
+            value @ (Value::Array(_) | Value::Object(_)) => {
+                statement.raw_bind_parameter(at, value.to_string())?;
+            }
+        }
     }
+    Ok(())
 }
 
 fn param_value(param: &Param) -> SqlValue {

@@ -1,14 +1,26 @@
 //! The batch extension on SQLite: one `IMMEDIATE` transaction per batch on the writer
 //! connection, each op decided before anything of it is written (see `store::batch`).
+//!
+//! The per-op work is kept close to the row write itself: the batch's remembered ops are
+//! looked up in one query, each table's schema, statement texts and write clock are set up
+//! once per batch (the clock is written back once, before the commit), and the results to
+//! remember are stored after the last op.
 
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use std::collections::HashMap;
+
+use rusqlite::{Connection, TransactionBehavior};
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
+use super::super::schema::TableSchema;
 use super::super::{Decide, Mutation, Written, now_ms};
-use super::{Inner, SqliteStore, quote, select_row, stamp, store_row};
+use super::{
+    SqliteStore, insert_sql, next_stamp, quote, read_clock, select_row_with, select_sql,
+    store_row_with, update_sql, write_clock,
+};
 use crate::error::ServerError;
 
-/// The DDL of the remembered-ops table (run when the store opens).
+/// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
+/// are appended in order, only the small `op_id` and `at` index entries land at random.
 pub(super) fn ops_table_ddl() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {OPS_TABLE} (
@@ -19,6 +31,54 @@ pub(super) fn ops_table_ddl() -> String {
         );
         CREATE INDEX IF NOT EXISTS {OPS_TABLE}_at ON {OPS_TABLE} (at);"
     )
+}
+
+/// What the batch knows about an op id: remembered before it, or applied by it.
+struct Known {
+    fingerprint: String,
+    result: KnownResult,
+}
+
+enum KnownResult {
+    /// The result remembered by an earlier batch.
+    Stored(String),
+    /// Applied by this batch: the index of its result, to remember at the end.
+    Applied(usize),
+}
+
+/// A table the batch writes: its schema, its statement texts and its write clock.
+struct BatchTable {
+    schema: TableSchema,
+    select: String,
+    insert: String,
+    update: String,
+    delete: String,
+    /// The last stamp given, once the clock was read; written back before the commit.
+    clock: Option<(i64, i64)>,
+}
+
+impl BatchTable {
+    fn new(schema: TableSchema) -> BatchTable {
+        BatchTable {
+            select: select_sql(&schema),
+            insert: insert_sql(&schema),
+            update: update_sql(&schema),
+            delete: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&schema.spec.name)),
+            schema,
+            clock: None,
+        }
+    }
+
+    /// The next `(updatedAt, version)`, as `sqlite::stamp` gives it, kept in memory.
+    fn stamp(&mut self, conn: &Connection) -> Result<(i64, u64), ServerError> {
+        let (clock_ms, version) = match self.clock {
+            Some(clock) => clock,
+            None => read_clock(conn, &self.schema.spec.name)?,
+        };
+        let next = next_stamp(clock_ms, version);
+        self.clock = Some(next);
+        Ok((next.0, u64::try_from(next.1).unwrap_or(0)))
+    }
 }
 
 impl SqliteStore {
@@ -35,42 +95,48 @@ impl SqliteStore {
             tx.prepare_cached(&format!("DELETE FROM {OPS_TABLE} WHERE at < ?1"))
                 .and_then(|mut s| s.execute([now.saturating_sub(retention_ms)]))
                 .map_err(ServerError::store)?;
-            let mut results = Vec::with_capacity(writes.len());
+            let mut known = recall(&tx, &writes)?;
+            let mut tables: HashMap<String, Option<BatchTable>> = HashMap::new();
+            let mut results: Vec<String> = Vec::with_capacity(writes.len());
             for write in writes {
-                let known: Option<(String, String)> = tx
-                    .prepare_cached(&format!(
-                        "SELECT fingerprint, result FROM {OPS_TABLE} WHERE op_id = ?1"
-                    ))
-                    .and_then(|mut s| {
-                        s.query_row([&write.op_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                            .optional()
-                    })
-                    .map_err(ServerError::store)?;
-                if let Some((fingerprint, result)) = known {
-                    if fingerprint == write.fingerprint {
+                if let Some(entry) = known.get(&write.op_id) {
+                    if entry.fingerprint == write.fingerprint {
+                        let result = match &entry.result {
+                            KnownResult::Stored(result) => result.clone(),
+                            KnownResult::Applied(at) => {
+                                results.get(*at).cloned().unwrap_or_default()
+                            }
+                        };
                         results.push(result);
                         continue;
                     }
                 }
-                let outcome = apply_one(&tx, inner, &write.table, &write.id, write.decide)?;
+                if !tables.contains_key(&write.table) {
+                    let table = inner.schemas.get(&write.table).ok().map(BatchTable::new);
+                    tables.insert(write.table.clone(), table);
+                }
+                let outcome = match tables.get_mut(&write.table) {
+                    Some(Some(table)) => apply_one(&tx, table, &write.id, write.decide)?,
+                    _ => Err(ServerError::UnknownTable { table: write.table }),
+                };
                 let rendered = (write.render)(outcome);
                 if rendered.remember {
-                    tx.prepare_cached(&format!(
-                        "INSERT OR REPLACE INTO {OPS_TABLE} (op_id, fingerprint, result, at)
-                         VALUES (?1, ?2, ?3, ?4)"
-                    ))
-                    .and_then(|mut s| {
-                        s.execute(rusqlite::params![
-                            write.op_id,
-                            write.fingerprint,
-                            rendered.json,
-                            now
-                        ])
-                    })
-                    .map_err(ServerError::store)?;
+                    known.insert(
+                        write.op_id,
+                        Known {
+                            fingerprint: write.fingerprint,
+                            result: KnownResult::Applied(results.len()),
+                        },
+                    );
                 }
                 results.push(rendered.json);
             }
+            for (name, table) in &tables {
+                if let Some((clock_ms, version)) = table.as_ref().and_then(|t| t.clock) {
+                    write_clock(&tx, name, clock_ms, version)?;
+                }
+            }
+            remember(&tx, &known, &results, now)?;
             tx.commit().map_err(ServerError::store)?;
             Ok(results)
         })
@@ -78,20 +144,71 @@ impl SqliteStore {
     }
 }
 
+/// The remembered ops of the batch's op ids, in one query.
+fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<String, Known>, ServerError> {
+    let mut known = HashMap::with_capacity(writes.len());
+    if writes.is_empty() {
+        return Ok(known);
+    }
+    let ids: Vec<&str> = writes.iter().map(|w| w.op_id.as_str()).collect();
+    let ids = serde_json::to_string(&ids).map_err(ServerError::store)?;
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "SELECT op_id, fingerprint, result FROM {OPS_TABLE}
+             WHERE op_id IN (SELECT value FROM json_each(?1))"
+        ))
+        .map_err(ServerError::store)?;
+    let mut rows = statement.query([ids]).map_err(ServerError::store)?;
+    while let Some(row) = rows.next().map_err(ServerError::store)? {
+        let op_id: String = row.get(0).map_err(ServerError::store)?;
+        known.insert(
+            op_id,
+            Known {
+                fingerprint: row.get(1).map_err(ServerError::store)?,
+                result: KnownResult::Stored(row.get(2).map_err(ServerError::store)?),
+            },
+        );
+    }
+    Ok(known)
+}
+
+/// Remembers the results of the ops this batch applied (the last one per op id). One row per
+/// statement run: a multi-row insert would need a statement journal, which costs more.
+fn remember(
+    conn: &Connection,
+    known: &HashMap<String, Known>,
+    results: &[String],
+    now: i64,
+) -> Result<(), ServerError> {
+    let mut statement = conn
+        .prepare_cached(&format!(
+            "INSERT OR REPLACE INTO {OPS_TABLE} (op_id, fingerprint, result, at)
+             VALUES (?1, ?2, ?3, ?4)"
+        ))
+        .map_err(ServerError::store)?;
+    for (op_id, entry) in known {
+        let KnownResult::Applied(at) = entry.result else {
+            continue;
+        };
+        let Some(result) = results.get(at) else {
+            continue;
+        };
+        statement
+            .execute(rusqlite::params![op_id, entry.fingerprint, result, now])
+            .map_err(ServerError::store)?;
+    }
+    Ok(())
+}
+
 /// Decides and writes one op. The outer error aborts the batch (the database failed); the
 /// inner one is the op's own refusal, and then nothing of the op was written.
 fn apply_one(
     conn: &Connection,
-    inner: &Inner,
-    table: &str,
+    table: &mut BatchTable,
     id: &str,
     decide: Decide,
 ) -> Result<Result<Written, ServerError>, ServerError> {
-    let schema = match inner.schemas.get(table) {
-        Ok(schema) => schema,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    let existing = select_row(conn, &schema, id)?;
+    let existing = select_row_with(conn, &table.schema, &table.select, id)?;
     let mutation = match decide(existing.as_ref()) {
         Ok(mutation) => mutation,
         Err(refused) => return Ok(Err(refused)),
@@ -101,13 +218,13 @@ fn apply_one(
             let Some(row) = existing else {
                 return Ok(Err(ServerError::NotFound));
             };
-            conn.prepare_cached(&format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)))
+            conn.prepare_cached(&table.delete)
                 .and_then(|mut s| s.execute([id]))
                 .map_err(ServerError::store)?;
             Ok(Ok(Written::Removed(row)))
         }
         Mutation::Put { values, deleted } => {
-            match schema.missing_columns(&values) {
+            match table.schema.missing_columns(&values) {
                 Ok(missing) if missing.is_empty() => {}
                 Ok(missing) => {
                     let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
@@ -117,16 +234,21 @@ fn apply_one(
                 }
                 Err(refused) => return Ok(Err(refused)),
             }
-            let (updated_at_ms, version) = stamp(conn, table)?;
-            let row = schema.stamped_row(
+            let (updated_at_ms, version) = table.stamp(conn)?;
+            let row = table.schema.into_stamped_row(
                 id,
                 existing.as_ref(),
                 updated_at_ms,
                 version,
                 deleted,
-                &values,
+                values,
             );
-            store_row(conn, &schema, &row, existing.is_some())?;
+            let query = if existing.is_some() {
+                &table.update
+            } else {
+                &table.insert
+            };
+            store_row_with(conn, &table.schema, query, &row)?;
             Ok(Ok(Written::Stored(row)))
         }
     }
