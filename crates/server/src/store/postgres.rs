@@ -11,7 +11,7 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Config, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use deadpool_postgres::{Config, GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use serde_json::Value;
 use tidesync_protocol::Item;
 use tokio_postgres::types::ToSql;
@@ -93,6 +93,17 @@ impl PostgresStore {
 
     async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, ServerError> {
         let client = self.client().await?;
+        self.load_schema_in(&client, spec).await
+    }
+
+    /// [`Self::load_schema`] through `client`: inside a repeatable-read transaction, the
+    /// columns as its snapshot has them, so that every row it reads decodes with every
+    /// column it was written with.
+    async fn load_schema_in<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        spec: TableSpec,
+    ) -> Result<TableSchema, ServerError> {
         let rows = client
             .query(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -231,10 +242,18 @@ impl Store for PostgresStore {
     }
 
     async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
-        // Reloaded: another server may have added columns.
-        let schema = self.fresh_schema(table).await?;
-        let client = self.client().await?;
-        let row = client
+        // Reloaded in the read's own snapshot: another server may have added columns.
+        let spec = self.schemas.get(table)?.spec;
+        let mut client = self.client().await?;
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .await
+            .map_err(pg_error)?;
+        let schema = self.load_schema_in(&tx, spec).await?;
+        let row = tx
             .query_opt(
                 &format!(
                     "SELECT {} FROM {} WHERE \"id\" = $1",
@@ -245,6 +264,7 @@ impl Store for PostgresStore {
             )
             .await
             .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
         row.map(|r| decode_row(&r, &schema)).transpose()
     }
 
@@ -303,7 +323,7 @@ impl Store for PostgresStore {
     }
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
-        let schema = self.fresh_schema(table).await?;
+        let schema = self.schemas.get(table)?;
         let translated = sql::translate(Flavor::Postgres, &schema, request)?;
         let params: Params = translated.params.iter().map(param_value).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params
@@ -320,6 +340,9 @@ impl Store for PostgresStore {
             .start()
             .await
             .map_err(pg_error)?;
+        // The columns as this snapshot has them (another server may have added some); the
+        // filter was checked against the cached ones, a subset.
+        let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
         let query = format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
             Self::column_list(&schema),

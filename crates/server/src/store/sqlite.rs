@@ -182,10 +182,16 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
-        let schema = self.inner.schemas.get(table)?;
+        let spec = self.inner.schemas.get(table)?.spec;
         let id = id.to_owned();
-        self.with_reader(move |conn, _| select_row(conn, &schema, &id))
-            .await
+        self.with_reader(move |conn, _| {
+            let tx = conn.transaction().map_err(ServerError::store)?;
+            let schema = snapshot_schema(&tx, spec)?;
+            let row = select_row(&tx, &schema, &id)?;
+            tx.commit().map_err(ServerError::store)?;
+            Ok(row)
+        })
+        .await
     }
 
     async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
@@ -242,6 +248,10 @@ impl Store for SqliteStore {
         let want_count = request.count;
         self.with_reader(move |conn, _| {
             let tx = conn.transaction().map_err(ServerError::store)?;
+            // The columns as this transaction's snapshot has them: the cached schema may
+            // predate a column another request just added, and a row written with it
+            // would be read without that column (and a cursor would move past it).
+            let schema = snapshot_schema(&tx, schema.spec.clone())?;
             let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
             let query = format!(
                 "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
@@ -367,13 +377,29 @@ async fn run_blocking<T: Send + 'static>(
 }
 
 /// A database error while running a translated query: SQLite may still refuse an expression
-/// the type checker let through (e.g. an integer overflow); that is the query's fault.
+/// the type checker let through (e.g. an integer overflow, `SQLITE_ERROR`); that is the
+/// query's fault (400). A busy or locked database is 503; I/O errors, corruption, a full
+/// disk and the rest are the server's (500), never blamed on the query.
 fn query_error(error: rusqlite::Error) -> ServerError {
-    match error {
-        rusqlite::Error::SqliteFailure(_, Some(message)) => {
+    use rusqlite::ErrorCode;
+    match &error {
+        rusqlite::Error::SqliteFailure(failure, Some(message))
+            if matches!(
+                failure.code,
+                ErrorCode::Unknown | ErrorCode::TooBig | ErrorCode::TypeMismatch
+            ) =>
+        {
             ServerError::bad_request(format!("the query cannot be evaluated: {message}"))
         }
-        other => ServerError::store(other),
+        rusqlite::Error::SqliteFailure(failure, _)
+            if matches!(
+                failure.code,
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+            ) =>
+        {
+            ServerError::Unavailable(error.to_string())
+        }
+        _ => ServerError::store(error),
     }
 }
 
@@ -399,6 +425,16 @@ fn add_column(
         declared_type(ty)
     ))
     .map_err(ServerError::store)
+}
+
+/// Starts the read snapshot of `tx` (a read of the schema table) and loads the table's
+/// columns as that snapshot has them, so that every row the transaction reads decodes with
+/// every column it was written with.
+fn snapshot_schema(tx: &Connection, spec: TableSpec) -> Result<TableSchema, ServerError> {
+    tx.prepare_cached("SELECT 1 FROM sqlite_master LIMIT 1")
+        .and_then(|mut statement| statement.query([])?.next().map(|_| ()))
+        .map_err(ServerError::store)?;
+    load_schema(tx, spec)
 }
 
 fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, ServerError> {
@@ -642,5 +678,60 @@ fn param_value(param: &Param) -> SqlValue {
         Param::Int(i) => SqlValue::Integer(*i),
         Param::Float(f) => SqlValue::Real(*f),
         Param::Text(s) => SqlValue::Text(s.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+    use rusqlite::ffi;
+
+    use super::query_error;
+
+    fn failure(code: i32, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message.to_owned()))
+    }
+
+    #[test]
+    fn only_errors_of_the_query_itself_are_bad_requests() {
+        let cases = [
+            (
+                ffi::SQLITE_ERROR,
+                "integer overflow",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ffi::SQLITE_TOOBIG,
+                "string or blob too big",
+                StatusCode::BAD_REQUEST,
+            ),
+            (
+                ffi::SQLITE_BUSY,
+                "database is locked",
+                StatusCode::SERVICE_UNAVAILABLE,
+            ),
+            (
+                ffi::SQLITE_IOERR,
+                "disk I/O error",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ffi::SQLITE_CORRUPT,
+                "database disk image is malformed",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+            (
+                ffi::SQLITE_FULL,
+                "database or disk is full",
+                StatusCode::INTERNAL_SERVER_ERROR,
+            ),
+        ];
+        for (code, message, status) in cases {
+            assert_eq!(
+                query_error(failure(code, message)).status(),
+                status,
+                "{message}"
+            );
+        }
     }
 }
