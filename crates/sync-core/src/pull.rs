@@ -145,8 +145,12 @@ fn check_pull_args(query_id: Option<&str>, query: &Query) -> Result<()> {
     Ok(())
 }
 
-/// `(updatedAt gt T) or ((updatedAt eq T) and (id gt 'X'))`, the filter that reads
-/// strictly after a cursor.
+/// `(updatedAt ge T) and ((updatedAt gt T) or (id gt 'X'))`, the filter that reads
+/// strictly after a cursor. It selects the same rows as `(updatedAt gt T) or
+/// ((updatedAt eq T) and (id gt 'X'))`, but its leading `updatedAt ge T` lets a server
+/// seek its `(updatedAt, id)` index instead of scanning it from the start: with the
+/// other form SQLite scanned the index up to the cursor on every page, so each page
+/// cost more than the last (5 ms at row 50,000 of 100,000, against 0.9 ms).
 fn after_cursor(cursor: &Cursor) -> Result<Expr> {
     let at = parse_timestamp(&cursor.updated_at)
         .map_err(|e| Error::Internal(format!("stored cursor is damaged: {e}")))?;
@@ -154,11 +158,11 @@ fn after_cursor(cursor: &Cursor) -> Result<Expr> {
     let stamp = || Box::new(Expr::Literal(Literal::DateTime(at)));
     let binary = |op, left, right| Expr::Binary { op, left, right };
     Ok(binary(
-        BinaryOp::Or,
-        Box::new(binary(BinaryOp::Gt, updated(), stamp())),
+        BinaryOp::And,
+        Box::new(binary(BinaryOp::Ge, updated(), stamp())),
         Box::new(binary(
-            BinaryOp::And,
-            Box::new(binary(BinaryOp::Eq, updated(), stamp())),
+            BinaryOp::Or,
+            Box::new(binary(BinaryOp::Gt, updated(), stamp())),
             Box::new(binary(
                 BinaryOp::Gt,
                 Box::new(Expr::Member(ID.to_owned())),

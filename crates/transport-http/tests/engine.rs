@@ -167,7 +167,7 @@ async fn the_tutorial_flow_puts_the_spec_requests_on_the_wire() {
             (
                 "$filter".to_owned(),
                 format!(
-                    "(updatedAt gt datetimeoffset'{T3}') or ((updatedAt eq datetimeoffset'{T3}') and (id gt 'item-3'))"
+                    "(updatedAt ge datetimeoffset'{T3}') and ((updatedAt gt datetimeoffset'{T3}') or (id gt 'item-3'))"
                 )
             ),
             ("$orderby".to_owned(), "updatedAt,id".to_owned()),
