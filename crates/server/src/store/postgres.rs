@@ -245,13 +245,7 @@ impl Store for PostgresStore {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = read_snapshot(&mut client).await?;
         let schema = self.load_schema_in(&tx, spec).await?;
         let row = tx
             .query_opt(
@@ -333,13 +327,7 @@ impl Store for PostgresStore {
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
         let mut client = self.client().await?;
-        let tx = client
-            .build_transaction()
-            .isolation_level(IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(pg_error)?;
+        let tx = read_snapshot(&mut client).await?;
         // The columns as this snapshot has them (another server may have added some); the
         // filter was checked against the cached ones, a subset.
         let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
@@ -600,4 +588,17 @@ fn pg_error(error: tokio_postgres::Error) -> ServerError {
         return ServerError::Unavailable(error.to_string());
     }
     ServerError::store(error)
+}
+
+/// A read-only repeatable-read transaction: every statement in it sees one snapshot.
+async fn read_snapshot(
+    client: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, ServerError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_error)
 }

@@ -79,23 +79,12 @@ impl TableSchema {
         deleted: bool,
         values: &tidesync_protocol::Item,
     ) -> super::Row {
-        super::Row {
-            id: id.to_owned(),
-            created_at_ms: existing.map_or(updated_at_ms, |r| r.created_at_ms),
-            updated_at_ms,
-            version,
-            deleted,
-            values: self
-                .columns
-                .iter()
-                .map(|(name, _)| {
-                    (
-                        name.clone(),
-                        values.get(name).cloned().unwrap_or(serde_json::Value::Null),
-                    )
-                })
-                .collect(),
-        }
+        let values = self
+            .columns
+            .iter()
+            .filter_map(|(name, _)| values.get(name).map(|v| (name.clone(), v.clone())))
+            .collect();
+        self.into_stamped_row(id, existing, updated_at_ms, version, deleted, values)
     }
 
     /// [`TableSchema::stamped_row`] that moves the values out of `values` instead of
