@@ -66,7 +66,8 @@ pub use push::{PushOptions, PushResult, PushStatus};
 pub use queue::Transaction;
 pub use store::{LocalStore, QueryResult, RowWithOps, Write, WriteBatch};
 pub use transport::{
-    BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Transport,
+    BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
+    SnapshotRequest, Transport,
 };
 pub use watch::{Backoff, WatchOptions, Watcher};
 

@@ -15,12 +15,13 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::context::Inner;
+use crate::error::TransportError;
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, SyncAction};
 use crate::push::{PushOptions, PushResult};
 use crate::queue::conform_owned;
 use crate::store::{Write, WriteBatch};
-use crate::transport::ReadRequest;
+use crate::transport::{ReadRequest, SnapshotRequest};
 
 /// Progress of a running pull, reported as each page arrives (it is then applied while
 /// the next page is read).
@@ -90,6 +91,9 @@ pub struct PullResult {
     /// than the server's tombstone horizon (local rows the server no longer has
     /// were removed and are counted in `deleted`).
     pub resynced: bool,
+    /// True when the rows came first from the server's snapshot extension (one
+    /// streamed response) rather than page by page.
+    pub snapshot: bool,
 }
 
 impl PullResult {
@@ -299,6 +303,21 @@ impl Inner {
             },
             None => None,
         };
+        // A query pulled for the first time into an empty table reads the table in one
+        // streamed snapshot when the server offers one, then pages on from its cursor.
+        if key.is_some() && cursor.is_none() && self.table_is_empty(table)? {
+            let (end, requests, applied) = self
+                .snapshot_pull(table, key.as_deref(), &query, &options, &cancel, page_size)
+                .await?;
+            if requests > 0 {
+                cursor = end;
+                result.snapshot = true;
+                result.requests += requests;
+                result.upserted += applied.upserted;
+                result.deleted += applied.deleted;
+                result.skipped += applied.skipped;
+            }
+        }
         let mut skip = query.skip.unwrap_or(0);
         let mut remaining = query.top;
         // Pipelined: while a page is applied, the next one is already being read. The next
@@ -477,6 +496,82 @@ impl Inner {
             "pull finished"
         );
         Ok(result)
+    }
+
+    /// True when the local table has no row.
+    fn table_is_empty(&self, table: &str) -> Result<bool> {
+        let probe = Query {
+            select: Some(vec![ID.to_owned()]),
+            top: Some(1),
+            ..Query::default()
+        };
+        Ok(self.store.query(table, &probe)?.items.is_empty())
+    }
+
+    /// Reads `table` through the transport's snapshot, applying each batch as it
+    /// arrives (the transport reads ahead meanwhile). Returns the cursor after the
+    /// last row, the requests made (0 when the transport has no snapshot) and the
+    /// counts. A failure part-way leaves the batches applied so far and their cursor
+    /// stored: the next pull pages on from there.
+    async fn snapshot_pull(
+        self: &Arc<Self>,
+        table: &str,
+        key: Option<&str>,
+        query: &Query,
+        options: &PullOptions,
+        cancel: &CancellationToken,
+        page_size: u64,
+    ) -> Result<(Option<Cursor>, u64, Applied)> {
+        let request = SnapshotRequest {
+            table: table.to_owned(),
+            filter: query.filter.clone(),
+            batch_rows: usize::try_from(page_size).unwrap_or(usize::MAX),
+        };
+        let mut total = Applied::default();
+        let mut batches = match self.transport.snapshot(&request).await {
+            Ok(batches) => batches,
+            Err(TransportError::Unsupported(_)) => return Ok((None, 0, total)),
+            Err(e) => return Err(e.into()),
+        };
+        tracing::info!(table, "reading the table's snapshot");
+        let mut cursor = None;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                next = batches.recv() => next,
+            };
+            let Some(items) = next else {
+                break;
+            };
+            let items = items?;
+            if items.is_empty() {
+                continue;
+            }
+            let received = items.len() as u64;
+            if let Some(progress) = &options.progress {
+                progress(PullProgress {
+                    received: total.upserted + total.deleted + total.skipped + received,
+                    requests: 1,
+                    total: None,
+                });
+            }
+            let applied = self
+                .clone()
+                .apply_page(table, key.map(str::to_owned), cursor.clone(), items)
+                .await?;
+            self.emit(ChangeEvent::Pulled {
+                table: table.to_owned(),
+                upserted: applied.upserted,
+                deleted: applied.deleted,
+            });
+            total.upserted += applied.upserted;
+            total.deleted += applied.deleted;
+            total.skipped += applied.skipped;
+            cursor = applied.cursor;
+            tracing::debug!(rows = received, "snapshot batch applied");
+        }
+        Ok((cursor, 1, total))
     }
 
     /// The ids of a table's items with a queued op, read in one pass over the

@@ -76,6 +76,25 @@ pub struct FeedEvent {
 /// drops, the sender side is dropped and `recv` returns `None`.
 pub type ChangeFeed = tokio::sync::mpsc::Receiver<FeedEvent>;
 
+/// A bootstrap read of a whole table (the tidesync snapshot extension): every row
+/// the filter selects, tombstones included, in ascending `(updatedAt, id)` order,
+/// in one streamed response instead of one request per page.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapshotRequest {
+    /// The table.
+    pub table: String,
+    /// The pull's own filter, if any.
+    pub filter: Option<tidesync_protocol::odata::Expr>,
+    /// Rows per batch handed to the engine (it applies one batch per store write).
+    pub batch_rows: usize,
+}
+
+/// An open snapshot: batches of rows in `(updatedAt, id)` order arrive on the
+/// receiver. The channel closes after the last batch once the server said the
+/// snapshot is complete; anything else (a cut connection, a server failure
+/// after the headers) arrives as an `Err` before it closes.
+pub type Snapshot = tokio::sync::mpsc::Receiver<Result<Vec<Item>, TransportError>>;
+
 /// The remote table API.
 ///
 /// Async and object-safe (through `async-trait`) so that a
@@ -130,6 +149,17 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     async fn change_feed(&self, tables: &[String]) -> Result<ChangeFeed, TransportError> {
         let _ = tables;
         Err(TransportError::Unsupported("change feed"))
+    }
+
+    /// Opens a snapshot of a table (the tidesync extension) for a client that has
+    /// none of its rows yet.
+    ///
+    /// # Errors
+    /// `Unsupported` when the server (or transport) has no snapshot; the engine
+    /// then pages as usual. `Network`, `Auth`, `Http` when it cannot be opened.
+    async fn snapshot(&self, request: &SnapshotRequest) -> Result<Snapshot, TransportError> {
+        let _ = request;
+        Err(TransportError::Unsupported("snapshot"))
     }
 
     /// True when [`batch`](Transport::batch) is available (our server advertises it).

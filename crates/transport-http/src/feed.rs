@@ -49,26 +49,54 @@ impl HttpTransport {
             }
             return Err(TransportError::Unsupported("change feed"));
         }
-        let mut url = self.url_for(&self.feed_path(), &[]);
+        let mut url = self.url_for(&self.extension_path(EXTENSION), &[]);
         url.query_pairs_mut()
             .append_pair("tables", &tables.join(","));
         let span = tracing::debug_span!("feed", url = %url);
+        let response = self
+            .open_stream(url, "text/event-stream", "opening the change feed failed")
+            .instrument(span.clone())
+            .await?;
+        let (sender, receiver) = mpsc::channel(CHANNEL);
+        tokio::spawn(pump(response, sender).instrument(span));
+        Ok(receiver)
+    }
+
+    /// An extension route: the capabilities path with its last segment replaced by `tail`.
+    pub(crate) fn extension_path(&self, tail: &str) -> String {
+        let capabilities = &self.inner.settings.capabilities_path;
+        match capabilities.rsplit_once('/') {
+            Some((parent, _)) => format!("{parent}/{tail}"),
+            None => format!("/{tail}"),
+        }
+    }
+
+    /// Opens a long streamed `GET` (the feed, a snapshot) with the table requests'
+    /// headers and credentials (refreshed once after a 401) and `Accept: accept`; the
+    /// client's request timeout would cut the stream, so none applies.
+    ///
+    /// # Errors
+    /// `Network` when no answer came (`what` says what was being opened), the
+    /// classified error of a non-success answer.
+    pub(crate) async fn open_stream(
+        &self,
+        url: reqwest::Url,
+        accept: &'static str,
+        what: &str,
+    ) -> Result<reqwest::Response, TransportError> {
         let mut refreshed = false;
-        let response = loop {
-            let headers = self.feed_headers().await?;
+        loop {
+            let headers = self.stream_headers(accept).await?;
             let response = self
                 .inner
                 .settings
                 .client
                 .get(url.clone())
                 .headers(headers)
-                // The client's request timeout would cut the stream: the idle timeout
-                // below watches it instead.
                 .timeout(Duration::from_secs(365 * 24 * 3600))
                 .send()
-                .instrument(span.clone())
                 .await
-                .map_err(|e| network("opening the change feed failed", &e))?;
+                .map_err(|e| network(what, &e))?;
             let status = response.status();
             if status == StatusCode::UNAUTHORIZED && !refreshed {
                 if let Some(auth) = &self.inner.settings.auth {
@@ -79,7 +107,7 @@ impl HttpTransport {
                 }
             }
             if status.is_success() {
-                break response;
+                return Ok(response);
             }
             let headers = response.headers().clone();
             let body = response
@@ -92,26 +120,14 @@ impl HttpTransport {
                 headers,
                 body,
             }));
-        };
-        let (sender, receiver) = mpsc::channel(CHANNEL);
-        tokio::spawn(pump(response, sender).instrument(span));
-        Ok(receiver)
-    }
-
-    /// The feed route: the capabilities path with its last segment replaced by `feed`.
-    fn feed_path(&self) -> String {
-        let capabilities = &self.inner.settings.capabilities_path;
-        match capabilities.rsplit_once('/') {
-            Some((parent, _)) => format!("{parent}/{EXTENSION}"),
-            None => format!("/{EXTENSION}"),
         }
     }
 
-    /// The configured headers, the credentials and `Accept: text/event-stream`.
-    async fn feed_headers(&self) -> Result<HeaderMap, TransportError> {
+    /// The configured headers, the credentials and `Accept: accept`.
+    async fn stream_headers(&self, accept: &'static str) -> Result<HeaderMap, TransportError> {
         let settings = &self.inner.settings;
         let mut headers = settings.headers.clone();
-        headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        headers.insert(ACCEPT, HeaderValue::from_static(accept));
         if let Some(auth) = &settings.auth {
             let credentials = auth.headers().await.map_err(|e| TransportError::Auth {
                 message: format!("no credentials: {e}"),

@@ -10,7 +10,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tidesync_core::{
-    BatchOperation, BatchOutcome, ChangeFeed, Page, ReadRequest, Transport, TransportError,
+    BatchOperation, BatchOutcome, ChangeFeed, Page, ReadRequest, Snapshot, SnapshotRequest,
+    Transport, TransportError,
 };
 use tidesync_protocol::odata::Dialect;
 use tidesync_protocol::system::{ID, is_system_property};
@@ -27,6 +28,8 @@ use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from,
 mod batch;
 #[path = "feed.rs"]
 mod feed;
+#[path = "snapshot.rs"]
+mod snapshot;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits
 /// and `- _ . ! ~ * ' ( )` (what JavaScript's `encodeURIComponent` keeps).
@@ -430,6 +433,10 @@ impl Transport for HttpTransport {
     /// The server's change feed, when its capabilities list `feed` (see `feed.rs`).
     async fn change_feed(&self, tables: &[String]) -> Result<ChangeFeed, TransportError> {
         self.open_feed(tables).await
+    }
+
+    async fn snapshot(&self, request: &SnapshotRequest) -> Result<Snapshot, TransportError> {
+        self.open_snapshot(request).await
     }
 }
 
