@@ -17,6 +17,7 @@
 //! v2_max_top = 1000       # a larger $top is refused with 400 (v2)
 //! v3_page_size = 100      # the most rows per v3 page
 //! v3_max_top = 128000     # a larger $top is refused with 400 (v3)
+//! snapshot_page_size = 2000  # rows the snapshot extension reads per internal page
 //!
 //! [batch]
 //! max_operations = 1000   # the most ops one batch request may carry (batch extension)
@@ -122,6 +123,8 @@ pub struct Paging {
     pub v3_page_size: u64,
     /// Largest v3 `$top`.
     pub v3_max_top: u64,
+    /// Rows the snapshot extension reads from the store at a time (its memory bound).
+    pub snapshot_page_size: u64,
 }
 
 impl Default for Paging {
@@ -132,6 +135,7 @@ impl Default for Paging {
             v2_max_top: 1000,
             v3_page_size: 100,
             v3_max_top: 128_000,
+            snapshot_page_size: 2000,
         }
     }
 }
@@ -145,6 +149,11 @@ impl Paging {
     /// The v3 page size after the `page_size` override.
     pub fn v3(&self) -> u64 {
         self.page_size.unwrap_or(self.v3_page_size).max(1)
+    }
+
+    /// The snapshot extension's internal page size (at least 1).
+    pub fn snapshot(&self) -> u64 {
+        self.snapshot_page_size.max(1)
     }
 }
 

@@ -179,6 +179,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets how many rows the snapshot extension reads from the store at a time.
+    #[must_use]
+    pub fn snapshot_page_size(mut self, rows: u64) -> ServerBuilder {
+        self.config.paging.snapshot_page_size = rows;
+        self
+    }
+
     /// Sets the batch extension's limits.
     #[must_use]
     pub fn batch(mut self, batch: crate::config::BatchConfig) -> ServerBuilder {

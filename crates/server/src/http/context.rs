@@ -37,11 +37,7 @@ impl Ctx {
         let table = state.table(table)?.clone();
         let pairs = query_pairs(uri)?;
         let version = api_version(state, headers, &pairs).ok_or(ServerError::InvalidApiVersion)?;
-        state.auth.check_api_key(headers)?;
-        let user = state.auth.user(headers)?;
-        if table.access != Access::Anonymous && user.is_none() {
-            return Err(ServerError::Unauthenticated);
-        }
+        let user = authorize(state, &table, headers)?;
         Ok(Ctx {
             table,
             version,
@@ -56,10 +52,7 @@ impl Ctx {
 
     /// The owner restriction of this request (owner-mode tables only).
     pub(crate) fn owner(&self) -> Option<String> {
-        match (self.table.access, &self.user) {
-            (Access::Owner, Some(user)) => Some(user.id.clone()),
-            _ => None,
-        }
+        owner_of(&self.table, self.user.as_ref())
     }
 
     /// Whether the include-deleted flag is on (`__includedeleted`, any case, `true` or `1`).
@@ -68,6 +61,30 @@ impl Ctx {
             name.eq_ignore_ascii_case("__includedeleted")
                 && (value.eq_ignore_ascii_case("true") || value == "1")
         })
+    }
+}
+
+/// The credentials rule of a table read or write, without the version rule (the extension
+/// routes use it too): the API key when one is configured, a valid token when one is sent,
+/// and a user for every table that is not anonymous. Returns the user, if any.
+pub(crate) fn authorize(
+    state: &Shared,
+    table: &TableConfig,
+    headers: &HeaderMap,
+) -> Result<Option<User>, ServerError> {
+    state.auth.check_api_key(headers)?;
+    let user = state.auth.user(headers)?;
+    if table.access != Access::Anonymous && user.is_none() {
+        return Err(ServerError::Unauthenticated);
+    }
+    Ok(user)
+}
+
+/// The owner restriction of a request on `table` by `user` (owner-mode tables only).
+pub(crate) fn owner_of(table: &TableConfig, user: Option<&User>) -> Option<String> {
+    match (table.access, user) {
+        (Access::Owner, Some(user)) => Some(user.id.clone()),
+        _ => None,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The tidesync extension routes under [`super::EXTENSION_PREFIX`]: outside `/tables`, so the
 //! `ZUMO-API-VERSION` rule does not apply. The capabilities document tells clients which
-//! protocols and extensions this server offers and its paging limits.
+//! protocols and extensions this server offers and its paging limits. The snapshot route
+//! lives in `snapshot.rs`, the batch and feed routes in their own modules.
 
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -40,6 +41,10 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
             "extensions": {
                 "capabilities": format!("{EXTENSION_PREFIX}/capabilities"),
                 "tombstoneHorizon": format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
+                "snapshot": {
+                    "path": format!("{EXTENSION_PREFIX}/tables/{{table}}/snapshot"),
+                    "format": "ndjson",
+                },
                 "batch": {
                     "path": format!("{EXTENSION_PREFIX}/batch"),
                     "maxOperations": state.batch.max_operations,

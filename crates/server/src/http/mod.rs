@@ -1,4 +1,5 @@
-//! The axum router: table routes, health, the tidesync extension routes and the middleware
+//! The axum router: table routes, health, the tidesync extension routes (capabilities,
+//! horizon, snapshot, batch, feed) and the middleware
 //! (request ids, tracing, body limit, CORS, cache headers).
 
 mod batch;
@@ -8,6 +9,7 @@ pub mod feed;
 mod items;
 mod query;
 pub mod response;
+mod snapshot;
 
 use std::sync::Arc;
 
@@ -87,6 +89,10 @@ pub(crate) fn router(state: Shared) -> Router {
         .route(
             &format!("{EXTENSION_PREFIX}/tables/{{table}}/horizon"),
             get(ext::horizon),
+        )
+        .route(
+            &format!("{EXTENSION_PREFIX}/tables/{{table}}/snapshot"),
+            get(snapshot::snapshot),
         )
         .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch))
         .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed));
