@@ -125,6 +125,18 @@ async fn cases(c: &Client) {
     assert_eq!(rows[18]["id"], "row-00");
     assert_eq!(rows[19]["text"], "changed");
 
+    // With `__includedeleted=true` the three tombstones come too, in their place.
+    let all = snapshot(c, "?__includedeleted=true", &[]).await;
+    assert_eq!(all.len(), 23);
+    assert_ordered(&all);
+    assert_eq!(
+        all.iter().filter(|r| r["deleted"] == json!(true)).count(),
+        3
+    );
+    let path = "/tables/TodoItem?$orderby=updatedAt,id&$top=1000&__includedeleted=true";
+    let listed_all = c.v3("GET", path, &[], None).await;
+    assert_eq!(Value::Array(all), listed_all.body["items"]);
+
     // `$filter` narrows (and ends on a short page).
     let rows = snapshot(c, "?$filter=n%20ge%2010", &[]).await;
     assert_eq!(rows.len(), 13);

@@ -255,3 +255,80 @@ async fn a_snapshot_cut_off_keeps_the_rows_applied_and_the_next_pull_pages_from_
     assert!(!again.snapshot);
     assert_eq!(again.requests, 1);
 }
+
+/// Against tidesync-server on loopback: client A writes rows (some then deleted), client
+/// B's first pull of its empty table reads them through the snapshot, and its later pulls
+/// page on with A's new changes, deletes included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_client_bootstraps_from_the_server_snapshot_and_pages_on() {
+    use tidesync_server::Server;
+    use tidesync_transport_http::HttpTransport;
+
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::builder()
+        .sqlite(dir.path().join("server.db"))
+        .table(TODO)
+        .bind("127.0.0.1:0")
+        .start()
+        .await
+        .unwrap();
+    let connect = |page: u64| {
+        let store = MemoryStore::new();
+        store
+            .define_table(&TableDef::new(TODO).column("text", ColumnType::String))
+            .unwrap();
+        let context = SyncContext::builder()
+            .store(store.clone())
+            .transport(HttpTransport::builder(server.url()).build().unwrap())
+            .page_size(page)
+            .build()
+            .unwrap();
+        (context, store)
+    };
+    let (a, _) = connect(100);
+    let table_a = a.table::<Value>(TODO);
+    for n in 0..250 {
+        table_a
+            .insert(&json!({"id": format!("row-{n:03}"), "text": format!("text {n}")}))
+            .await
+            .unwrap();
+    }
+    a.push().await.unwrap();
+    for n in (0..250).step_by(10) {
+        table_a.delete_id(&format!("row-{n:03}")).await.unwrap();
+    }
+    a.push().await.unwrap();
+
+    let (b, store_b) = connect(40);
+    let table_b = b.table::<Value>(TODO);
+    let first = table_b.pull("all", Query::all()).await.unwrap();
+    assert!(first.snapshot, "{first:?}");
+    let live = store_b.query(TODO, &Query::all()).unwrap().items;
+    assert_eq!(live.len(), 225);
+    assert!(live.iter().all(|i| i["id"].as_str().unwrap() != "row-000"));
+    assert_eq!(
+        store_b.get(TODO, "row-001").unwrap().unwrap()["text"],
+        "text 1"
+    );
+
+    // A's later changes reach B by paging from the snapshot's cursor.
+    table_a
+        .update(&json!({"id": "row-001", "text": "changed"}))
+        .await
+        .unwrap();
+    table_a.delete_id("row-002").await.unwrap();
+    table_a
+        .insert(&json!({"id": "row-new", "text": "new"}))
+        .await
+        .unwrap();
+    a.push().await.unwrap();
+    let next = table_b.pull("all", Query::all()).await.unwrap();
+    assert!(!next.snapshot);
+    assert_eq!(
+        store_b.get(TODO, "row-001").unwrap().unwrap()["text"],
+        "changed"
+    );
+    assert!(store_b.get(TODO, "row-002").unwrap().is_none());
+    assert!(store_b.get(TODO, "row-new").unwrap().is_some());
+    server.shutdown().await.unwrap();
+}

@@ -57,11 +57,16 @@ impl Ctx {
 
     /// Whether the include-deleted flag is on (`__includedeleted`, any case, `true` or `1`).
     pub(crate) fn include_deleted(&self) -> bool {
-        self.pairs.iter().any(|(name, value)| {
-            name.eq_ignore_ascii_case("__includedeleted")
-                && (value.eq_ignore_ascii_case("true") || value == "1")
-        })
+        include_deleted(&self.pairs)
     }
+}
+
+/// Whether the query pairs ask for tombstones too (`__includeDeleted=true`, any case, or 1).
+pub(crate) fn include_deleted(pairs: &[(String, String)]) -> bool {
+    pairs.iter().any(|(name, value)| {
+        name.eq_ignore_ascii_case("__includedeleted")
+            && (value.eq_ignore_ascii_case("true") || value == "1")
+    })
 }
 
 /// The credentials rule of a table read or write, without the version rule (the extension

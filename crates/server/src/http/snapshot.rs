@@ -7,7 +7,9 @@
 //! table is a 404, missing or bad credentials a 401, a bad `$filter` (syntax, unknown column,
 //! type mismatch) a 400.
 //!
-//! The only query option is `$filter` (v3 dialect); others are ignored. The answer is
+//! The query options are `$filter` (v3 dialect) and `__includedeleted=true` (tombstones
+//! too, as `/tables` has it: a client bootstrapping while rows are deleted needs the
+//! deletes of rows it may already have received); others are ignored. The answer is
 //! `200` with `content-type: application/x-ndjson`, one JSON object per line, each line
 //! ending in `\n`:
 //!
@@ -17,8 +19,8 @@
 //! {"end":true,"rows":2}
 //! ```
 //!
-//! Rows are shaped as a v3 `GET /tables/{table}` returns them, live rows only (never
-//! tombstones), in ascending `(updatedAt, id)` order. The last line `{"end":true,"rows":N}`
+//! Rows are shaped as a v3 `GET /tables/{table}` returns them, live rows only unless
+//! `__includedeleted=true`, in ascending `(updatedAt, id)` order. The last line `{"end":true,"rows":N}`
 //! says how many rows were sent. When the store fails after the status was sent, the body
 //! ends with `{"error":"…"}` and no end line: a body without the end line is cut off.
 //!
@@ -41,7 +43,7 @@ use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
 
 use super::Shared;
-use super::context::{authorize, owner_of, query_pairs};
+use super::context::{authorize, include_deleted, owner_of, query_pairs};
 use crate::error::ServerError;
 use crate::store::{ReadRequest, Row, ms_to_time};
 
@@ -80,7 +82,9 @@ async fn start(
     )
     .map_err(|e| ServerError::bad_request(e.to_string()))?;
     let owner = owner_of(&table, user.as_ref());
+    let include_deleted = include_deleted(&pairs);
     let mut stream = Snapshot {
+        include_deleted,
         page_size: state.paging.snapshot(),
         state,
         table: table.name,
@@ -114,6 +118,8 @@ struct Snapshot {
     page_size: u64,
     /// The client's `$filter`.
     filter: Option<Expr>,
+    /// Tombstones too.
+    include_deleted: bool,
     owner: Option<String>,
     /// The `(updatedAt ms, id)` of the last row sent.
     after: Option<(i64, String)>,
@@ -137,7 +143,7 @@ impl Snapshot {
             order_by: vec![ascending(UPDATED_AT), ascending(ID)],
             skip: 0,
             limit: self.page_size,
-            include_deleted: false,
+            include_deleted: self.include_deleted,
             owner: self.owner.clone(),
             count: false,
         };
