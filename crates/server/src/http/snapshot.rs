@@ -38,7 +38,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::json;
-use tidesync_protocol::odata::{BinaryOp, Expr, Literal, OrderBy, ParseLimits, Query};
+use tidesync_protocol::odata::{BinaryOp, Expr, OrderBy, ParseLimits, Query, after_keyset};
 use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
 
@@ -204,25 +204,10 @@ fn ascending(member: &str) -> OrderBy {
     }
 }
 
-/// `(updatedAt ge T) and ((updatedAt gt T) or (id gt X))`: the rows after `(T, X)`, led by
-/// the `ge` so that the store can seek its `(updatedAt, id)` index.
+/// The rows after `(T, X)` ([`after_keyset`]: led by `updatedAt ge T`, so that the store can
+/// seek its `(updatedAt, id)` index).
 fn after_cursor(ms: i64, id: &str) -> Expr {
-    let updated = || Box::new(Expr::Member(UPDATED_AT.to_owned()));
-    let stamp = || Box::new(Expr::Literal(Literal::DateTime(ms_to_time(ms))));
-    let binary = |op, left, right| Expr::Binary { op, left, right };
-    binary(
-        BinaryOp::And,
-        Box::new(binary(BinaryOp::Ge, updated(), stamp())),
-        Box::new(binary(
-            BinaryOp::Or,
-            Box::new(binary(BinaryOp::Gt, updated(), stamp())),
-            Box::new(binary(
-                BinaryOp::Gt,
-                Box::new(Expr::Member(ID.to_owned())),
-                Box::new(Expr::Literal(Literal::String(id.to_owned()))),
-            )),
-        )),
-    )
+    after_keyset(ms_to_time(ms), id)
 }
 
 /// `a and b`, or `b` alone.
