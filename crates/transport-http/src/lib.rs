@@ -32,7 +32,9 @@
 //! proportion to its size; the engine bounds pages with `$top`. With [`Protocol::Auto`] the
 //! tidesync batch extension (`POST /tidesync/v1/batch`, `docs/protocol.md`) carries many ops
 //! per request, each answered and classified as a single call would be; a server without it
-//! gets the ops one by one.
+//! gets the ops one by one. Also with `Auto`, the snapshot extension
+//! (`GET /tidesync/v1/tables/{table}/snapshot`) streams a whole table for an empty
+//! client's first pull, read as it arrives (never whole) in batches.
 //!
 //! ```
 //! use std::time::Duration;
