@@ -307,7 +307,7 @@ impl Store for PostgresStore {
                     )));
                 }
                 let row = self
-                    .stamp_and_store(&tx, table, &schema, id, existing.as_ref(), &values, deleted)
+                    .stamp_and_store(&tx, &schema, id, existing.as_ref(), &values, deleted)
                     .await?;
                 Written::Stored(row)
             }
@@ -431,12 +431,11 @@ impl PostgresStore {
     /// Stamps a write from the table's clock row and stores the row. The clock
     /// row's lock is taken last in the writing transaction and held until commit,
     /// so stamps commit in stamp order (an incremental reader never passes a row
-    /// that commits later).
-    #[allow(clippy::too_many_arguments)]
+    /// that commits later). Statements come from the connection's cache (a batch
+    /// runs the same few for every op).
     pub(super) async fn stamp_and_store(
         &self,
-        tx: &tokio_postgres::Transaction<'_>,
-        table: &str,
+        tx: &deadpool_postgres::Transaction<'_>,
         schema: &TableSchema,
         id: &str,
         existing: Option<&Row>,
@@ -444,15 +443,18 @@ impl PostgresStore {
         deleted: bool,
     ) -> Result<Row, ServerError> {
         let clock = tx
-            .query_one(&self.clock_sql(), &[&table])
+            .prepare_cached(&self.clock_sql())
             .await
             .map_err(pg_error)?;
-        let updated_at_ms: i64 = clock.get(0);
+        let clock = tx
+            .query_one(&clock, &[&schema.spec.name])
+            .await
+            .map_err(pg_error)?;
         let version: i64 = clock.get(1);
         let row = schema.stamped_row(
             id,
             existing,
-            updated_at_ms,
+            clock.get(0),
             u64::try_from(version).unwrap_or(0),
             deleted,
             values,
@@ -462,7 +464,8 @@ impl PostgresStore {
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
             .collect();
-        tx.execute(&query, &refs).await.map_err(pg_error)?;
+        let store = tx.prepare_cached(&query).await.map_err(pg_error)?;
+        tx.execute(&store, &refs).await.map_err(pg_error)?;
         Ok(row)
     }
 

@@ -13,11 +13,9 @@ use deadpool_postgres::Transaction;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Row, Written, now_ms};
+use super::super::{Decide, Mutation, Written, now_ms};
 use super::{PostgresStore, decode_row, pg_error, quote};
 use crate::error::ServerError;
-use tidesync_protocol::Item;
-use tokio_postgres::types::ToSql;
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -216,48 +214,10 @@ impl PostgresStore {
                     Err(refused) => return Ok(Err(refused)),
                 }
                 let row = self
-                    .stamp_and_store_cached(tx, schema, id, existing.as_ref(), &values, deleted)
+                    .stamp_and_store(tx, schema, id, existing.as_ref(), &values, deleted)
                     .await?;
                 Ok(Ok(Written::Stored(row)))
             }
         }
-    }
-
-    /// `stamp_and_store` with the connection's cached prepared statements (the batch runs
-    /// the same few statements for every op).
-    async fn stamp_and_store_cached(
-        &self,
-        tx: &Transaction<'_>,
-        schema: &TableSchema,
-        id: &str,
-        existing: Option<&Row>,
-        values: &Item,
-        deleted: bool,
-    ) -> Result<Row, ServerError> {
-        let clock = tx
-            .prepare_cached(&self.clock_sql())
-            .await
-            .map_err(pg_error)?;
-        let clock = tx
-            .query_one(&clock, &[&schema.spec.name])
-            .await
-            .map_err(pg_error)?;
-        let version: i64 = clock.get(1);
-        let row = schema.stamped_row(
-            id,
-            existing,
-            clock.get(0),
-            u64::try_from(version).unwrap_or(0),
-            deleted,
-            values,
-        );
-        let (query, params) = self.store_statement(schema, &row, existing.is_some());
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let store = tx.prepare_cached(&query).await.map_err(pg_error)?;
-        tx.execute(&store, &refs).await.map_err(pg_error)?;
-        Ok(row)
     }
 }
