@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use reqwest::StatusCode;
-use reqwest::header::{ACCEPT, HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde_json::Value;
 use tidesync_core::{ChangeFeed, FeedEvent, TransportError};
 use tokio::sync::mpsc;
@@ -125,22 +125,9 @@ impl HttpTransport {
 
     /// The configured headers, the credentials and `Accept: accept`.
     async fn stream_headers(&self, accept: &'static str) -> Result<HeaderMap, TransportError> {
-        let settings = &self.inner.settings;
-        let mut headers = settings.headers.clone();
+        let mut headers = self.inner.settings.headers.clone();
         headers.insert(ACCEPT, HeaderValue::from_static(accept));
-        if let Some(auth) = &settings.auth {
-            let credentials = auth.headers().await.map_err(|e| TransportError::Auth {
-                message: format!("no credentials: {e}"),
-            })?;
-            for (name, value) in credentials {
-                let bad = |e: &dyn std::fmt::Display| TransportError::Auth {
-                    message: format!("credential header {name:?} is not valid: {e}"),
-                };
-                let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
-                let value = HeaderValue::from_str(&value).map_err(|e| bad(&e))?;
-                headers.insert(header, value);
-            }
-        }
+        self.add_credentials(&mut headers).await?;
         Ok(headers)
     }
 }

@@ -231,6 +231,28 @@ impl HttpTransport {
         }
     }
 
+    /// Adds the auth provider's credential headers, if there is a provider.
+    pub(crate) async fn add_credentials(
+        &self,
+        headers: &mut HeaderMap,
+    ) -> Result<(), TransportError> {
+        let Some(auth) = &self.inner.settings.auth else {
+            return Ok(());
+        };
+        let credentials = auth.headers().await.map_err(|e| TransportError::Auth {
+            message: format!("no credentials: {e}"),
+        })?;
+        for (name, value) in credentials {
+            let bad = |e: &dyn std::fmt::Display| TransportError::Auth {
+                message: format!("credential header {name:?} is not valid: {e}"),
+            };
+            let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
+            let value = HeaderValue::from_str(&value).map_err(|e| bad(&e))?;
+            headers.insert(header, value);
+        }
+        Ok(())
+    }
+
     /// One round trip. Failures without an answer are `Network`.
     async fn attempt(&self, request: &Outgoing<'_>) -> Result<Reply, TransportError> {
         let settings = &self.inner.settings;
@@ -242,19 +264,7 @@ impl HttpTransport {
                 HeaderValue::from_static(version.as_header_value()),
             );
         }
-        if let Some(auth) = &settings.auth {
-            let credentials = auth.headers().await.map_err(|e| TransportError::Auth {
-                message: format!("no credentials: {e}"),
-            })?;
-            for (name, value) in credentials {
-                let bad = |e: &dyn std::fmt::Display| TransportError::Auth {
-                    message: format!("credential header {name:?} is not valid: {e}"),
-                };
-                let header = HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(&e))?;
-                let value = HeaderValue::from_str(&value).map_err(|e| bad(&e))?;
-                headers.insert(header, value);
-            }
-        }
+        self.add_credentials(&mut headers).await?;
         if let Some(version) = request.if_match {
             let etag = HeaderValue::from_str(&format_etag(version)).map_err(|_| {
                 TransportError::Protocol(format!("version {version:?} cannot be sent as an ETag"))
