@@ -408,24 +408,9 @@ fn write_batch(
         if ops.refresh(conn)? {
             tables.clear();
         }
-        // Consecutive rows of one table (a pulled page) share one prepared
-        // statement, looked up once.
-        let mut put: Option<(&str, Arc<TableInfo>, CachedStatement<'_>)> = None;
+        let mut put = None;
         for write in &batch.writes {
-            let Write::PutItem { table, item } = write else {
-                apply(conn, tables, ops, write)?;
-                continue;
-            };
-            let current = match put.take() {
-                Some(same) if same.0 == table.as_str() => same,
-                _ => {
-                    let info = tables.get(conn, table)?;
-                    let statement = conn.prepare_cached(&info.insert_sql).store()?;
-                    (table.as_str(), info, statement)
-                }
-            };
-            let (_, info, statement) = put.insert(current);
-            put_item(statement, info, item)?;
+            apply(conn, tables, ops, &mut put, write)?;
         }
         drop(put);
         execute(conn, "COMMIT", [])
@@ -482,17 +467,29 @@ impl TableInfo {
     }
 }
 
-fn apply(
-    conn: &Connection,
+/// The insert statement of the table a batch last put a row in: consecutive rows
+/// of one table (a pulled page) share one prepared statement, looked up once.
+type LastPut<'w, 'c> = Option<(&'w str, Arc<TableInfo>, CachedStatement<'c>)>;
+
+fn apply<'w, 'c>(
+    conn: &'c Connection,
     tables: &mut WriterTables,
     ops: &mut OpIndex,
-    write: &Write,
+    put: &mut LastPut<'w, 'c>,
+    write: &'w Write,
 ) -> Result<()> {
     match write {
         Write::PutItem { table, item } => {
-            let info = tables.get(conn, table)?;
-            let mut statement = conn.prepare_cached(&info.insert_sql).store()?;
-            put_item(&mut statement, &info, item)
+            let current = match put.take() {
+                Some(same) if same.0 == table.as_str() => same,
+                _ => {
+                    let info = tables.get(conn, table)?;
+                    let statement = conn.prepare_cached(&info.insert_sql).store()?;
+                    (table.as_str(), info, statement)
+                }
+            };
+            let (_, info, statement) = put.insert(current);
+            put_item(statement, info, item)
         }
         Write::DeleteItem { table, id } => {
             execute(conn, &tables.get(conn, table)?.delete_sql, [id])
