@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tidesync_protocol::Item;
-use tidesync_protocol::odata::{BinaryOp, Expr, OrderBy, Query, after_keyset};
+use tidesync_protocol::odata::{Expr, OrderBy, Query, after_keyset, and_maybe};
 use tidesync_protocol::system::{DELETED, ID, UPDATED_AT};
 use tidesync_protocol::time_fmt::parse_timestamp;
 use time::OffsetDateTime;
@@ -155,17 +155,6 @@ fn after_cursor(cursor: &Cursor) -> Result<Expr> {
     let at = parse_timestamp(&cursor.updated_at)
         .map_err(|e| Error::Internal(format!("stored cursor is damaged: {e}")))?;
     Ok(after_keyset(at, &cursor.id))
-}
-
-fn and(a: Option<Expr>, b: Expr) -> Expr {
-    match a {
-        Some(a) => Expr::Binary {
-            op: BinaryOp::And,
-            left: Box::new(a),
-            right: Box::new(b),
-        },
-        None => b,
-    }
 }
 
 /// True when the cursor is older than the server's tombstone horizon.
@@ -315,7 +304,7 @@ impl Inner {
             };
             if key.is_some() {
                 if let Some(c) = cursor {
-                    page_query.filter = Some(and(page_query.filter.take(), after_cursor(c)?));
+                    page_query.filter = Some(and_maybe(page_query.filter.take(), after_cursor(c)?));
                 }
                 page_query.order_by = vec![
                     OrderBy {

@@ -23,6 +23,14 @@ pub fn after_keyset(updated_at: OffsetDateTime, id: &str) -> Expr {
     )
 }
 
+/// `filter and more`, or `more` alone when there is no filter.
+pub fn and_maybe(filter: Option<Expr>, more: Expr) -> Expr {
+    match filter {
+        Some(filter) => filter.and(more),
+        None => more,
+    }
+}
+
 /// A constant. Non-finite floats become [`Literal::Null`].
 pub fn lit(value: impl Into<Literal>) -> Expr {
     Expr::Literal(value.into())

@@ -11,7 +11,7 @@ mod printer;
 mod query;
 
 pub use ast::{BinaryOp, Expr, Function, Literal, OrderBy, Query};
-pub use builder::{after_keyset, col, lit};
+pub use builder::{after_keyset, and_maybe, col, lit};
 pub use error::ParseError;
 pub use parser::{ParseLimits, parse_filter, parse_filter_with, parse_order_by, parse_select};
 pub use query::{Dialect, QueryError};

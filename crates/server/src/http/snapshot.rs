@@ -38,7 +38,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::json;
-use tidesync_protocol::odata::{BinaryOp, Expr, OrderBy, ParseLimits, Query, after_keyset};
+use tidesync_protocol::odata::{Expr, OrderBy, ParseLimits, Query, after_keyset, and_maybe};
 use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
 
@@ -135,7 +135,7 @@ impl Snapshot {
     /// Reads the page after the cursor.
     async fn read_page(&self) -> Result<Vec<Row>, ServerError> {
         let filter = match &self.after {
-            Some((ms, id)) => Some(and(self.filter.clone(), after_cursor(*ms, id))),
+            Some((ms, id)) => Some(and_maybe(self.filter.clone(), after_cursor(*ms, id))),
             None => self.filter.clone(),
         };
         let request = ReadRequest {
@@ -208,16 +208,4 @@ fn ascending(member: &str) -> OrderBy {
 /// seek its `(updatedAt, id)` index).
 fn after_cursor(ms: i64, id: &str) -> Expr {
     after_keyset(ms_to_time(ms), id)
-}
-
-/// `a and b`, or `b` alone.
-fn and(a: Option<Expr>, b: Expr) -> Expr {
-    match a {
-        Some(a) => Expr::Binary {
-            op: BinaryOp::And,
-            left: Box::new(a),
-            right: Box::new(b),
-        },
-        None => b,
-    }
 }
