@@ -245,11 +245,8 @@ impl Inner {
             let Some(Prepared { op, send, earlier }) = prepared.pop() else {
                 return Ok(Some(Step::Next));
             };
-            let call = self.send(&op.table, &op.item_id, &send);
-            let outcome = tokio::select! {
-                biased;
-                () = cancel.cancelled() => return Ok(Some(Step::Stop(PushStatus::CancelledByToken))),
-                outcome = call => outcome,
+            let Some(outcome) = self.send_unless_cancelled(&op, &send, cancel).await else {
+                return Ok(Some(Step::Stop(PushStatus::CancelledByToken)));
             };
             return self
                 .settle(op, send, earlier, outcome, cancel, walk, result)
@@ -542,12 +539,10 @@ impl Inner {
                 rounds += 1;
                 tracing::debug!(table = %op.table, id = %op.item_id, "conflict is our own earlier write: resending the newer one");
                 (op, send) = self.retry_with(&op, sent_copy(&send), server)?;
-                let call = self.send(&op.table, &op.item_id, &send);
-                outcome = tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
-                    outcome = call => outcome,
+                let Some(next) = self.send_unless_cancelled(&op, &send, cancel).await else {
+                    return Ok(Step::Stop(PushStatus::CancelledByToken));
                 };
+                outcome = next;
                 continue;
             }
             if matches!(error, TransportError::Conflict { .. })
@@ -584,12 +579,10 @@ impl Inner {
                 };
                 if let Some((next_op, next_send)) = retry {
                     (op, send) = (next_op, next_send);
-                    let call = self.send(&op.table, &op.item_id, &send);
-                    outcome = tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
-                        outcome = call => outcome,
+                    let Some(next) = self.send_unless_cancelled(&op, &send, cancel).await else {
+                        return Ok(Step::Stop(PushStatus::CancelledByToken));
                     };
+                    outcome = next;
                     continue;
                 }
             }
@@ -617,6 +610,20 @@ impl Inner {
             result.errors.push(record);
             walk.blocked.insert((op.table.clone(), op.item_id.clone()));
             return Ok(Step::Next);
+        }
+    }
+
+    /// [`send`](Self::send) for `op`, or `None` when `cancel` fires first.
+    async fn send_unless_cancelled(
+        &self,
+        op: &Operation,
+        send: &Outgoing,
+        cancel: &CancellationToken,
+    ) -> Option<Result<Option<Item>, TransportError>> {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => None,
+            outcome = self.send(&op.table, &op.item_id, send) => Some(outcome),
         }
     }
 
