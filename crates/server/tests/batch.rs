@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, Resp, drop_pg_schema, golden_builder, pg_schema, pg_url, token};
+use common::{Client, Resp, drop_pg_schema, golden_builder, postgres_client, sqlite_client, token};
 use serde_json::{Value, json};
 use tidesync_server::{BatchConfig, ServerBuilder};
 
@@ -162,31 +162,15 @@ async fn cases(c: &Client) {
 #[tokio::test]
 async fn batch_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let app = builder()
-        .sqlite(dir.path().join("batch.db"))
-        .build()
-        .await
-        .unwrap();
-    cases(&Client {
-        router: app.router(),
-    })
-    .await;
+    cases(&sqlite_client(builder(), dir.path()).await).await;
 }
 
 #[tokio::test]
 async fn batch_on_postgres() {
-    let Some(schema) = pg_schema("batch").await else {
+    let Some((client, schema)) = postgres_client(builder(), "batch").await else {
         return;
     };
-    let app = builder()
-        .postgres(pg_url(), Some(schema.clone()))
-        .build()
-        .await
-        .unwrap();
-    cases(&Client {
-        router: app.router(),
-    })
-    .await;
+    cases(&client).await;
     drop_pg_schema(&schema).await;
 }
 
@@ -363,31 +347,15 @@ async fn repeats(c: &Client) {
 #[tokio::test]
 async fn repeated_items_and_op_ids_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let app = builder()
-        .sqlite(dir.path().join("repeats.db"))
-        .build()
-        .await
-        .unwrap();
-    repeats(&Client {
-        router: app.router(),
-    })
-    .await;
+    repeats(&sqlite_client(builder(), dir.path()).await).await;
 }
 
 #[tokio::test]
 async fn repeated_items_and_op_ids_on_postgres() {
-    let Some(schema) = pg_schema("batch_repeats").await else {
+    let Some((client, schema)) = postgres_client(builder(), "batch_repeats").await else {
         return;
     };
-    let app = builder()
-        .postgres(pg_url(), Some(schema.clone()))
-        .build()
-        .await
-        .unwrap();
-    repeats(&Client {
-        router: app.router(),
-    })
-    .await;
+    repeats(&client).await;
     drop_pg_schema(&schema).await;
 }
 
@@ -411,30 +379,14 @@ fn short_retention() -> ServerBuilder {
 #[tokio::test]
 async fn remembered_ops_expire_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let app = short_retention()
-        .sqlite(dir.path().join("expiry.db"))
-        .build()
-        .await
-        .unwrap();
-    expiry(&Client {
-        router: app.router(),
-    })
-    .await;
+    expiry(&sqlite_client(short_retention(), dir.path()).await).await;
 }
 
 #[tokio::test]
 async fn remembered_ops_expire_on_postgres() {
-    let Some(schema) = pg_schema("batch_expiry").await else {
+    let Some((client, schema)) = postgres_client(short_retention(), "batch_expiry").await else {
         return;
     };
-    let app = short_retention()
-        .postgres(pg_url(), Some(schema.clone()))
-        .build()
-        .await
-        .unwrap();
-    expiry(&Client {
-        router: app.router(),
-    })
-    .await;
+    expiry(&client).await;
     drop_pg_schema(&schema).await;
 }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use async_trait::async_trait;
-use common::{Client, Resp, SECRET, drop_pg_schema, pg_schema, pg_url, token};
+use common::{Client, Resp, SECRET, drop_pg_schema, postgres_client, sqlite_client, token};
 use serde_json::{Value, json};
 use tidesync_protocol::Item;
 use tidesync_server::store::{
@@ -221,31 +221,15 @@ async fn cases(c: &Client) {
 #[tokio::test]
 async fn snapshot_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let app = builder()
-        .sqlite(dir.path().join("snapshot.db"))
-        .build()
-        .await
-        .unwrap();
-    cases(&Client {
-        router: app.router(),
-    })
-    .await;
+    cases(&sqlite_client(builder(), dir.path()).await).await;
 }
 
 #[tokio::test]
 async fn snapshot_on_postgres() {
-    let Some(schema) = pg_schema("snapshot").await else {
+    let Some((client, schema)) = postgres_client(builder(), "snapshot").await else {
         return;
     };
-    let app = builder()
-        .postgres(pg_url(), Some(schema.clone()))
-        .build()
-        .await
-        .unwrap();
-    cases(&Client {
-        router: app.router(),
-    })
-    .await;
+    cases(&client).await;
     drop_pg_schema(&schema).await;
 }
 

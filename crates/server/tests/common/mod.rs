@@ -191,6 +191,31 @@ pub async fn pg_schema(test: &str) -> Option<String> {
     }
 }
 
+/// A client of the server `builder` makes over a fresh SQLite file in `dir`.
+pub async fn sqlite_client(builder: ServerBuilder, dir: &std::path::Path) -> Client {
+    let app = builder.sqlite(dir.join("server.db")).build().await.unwrap();
+    Client {
+        router: app.router(),
+    }
+}
+
+/// A client of the server `builder` makes over a fresh PostgreSQL schema for `test`, and the
+/// schema to drop afterwards; `None` (skip) as [`pg_schema`] says.
+pub async fn postgres_client(builder: ServerBuilder, test: &str) -> Option<(Client, String)> {
+    let schema = pg_schema(test).await?;
+    let app = builder
+        .postgres(pg_url(), Some(schema.clone()))
+        .build()
+        .await
+        .unwrap();
+    Some((
+        Client {
+            router: app.router(),
+        },
+        schema,
+    ))
+}
+
 /// Drops a test schema.
 pub async fn drop_pg_schema(schema: &str) {
     let (client, connection) = tokio_postgres::connect(&pg_url(), tokio_postgres::NoTls)
