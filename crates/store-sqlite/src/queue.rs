@@ -1,19 +1,27 @@
-//! The operation queue: `__operations` rows in a plain rowid table with no
-//! secondary index, and [`OpIndex`], the in-memory map that answers "which rows
-//! hold op `id`", "which rows hold the ops of item `(table, id)`" and "the ops
-//! in sequence order".
+//! The operation queue and [`OpIndex`], the in-memory map that answers "where
+//! is op `id`", "which ops has item `(table, id)`" and "the ops in sequence
+//! order".
 //!
-//! Why in memory: every local write adds or changes an op, and each index on
-//! `__operations` costs one more B-tree page written at every commit (three
-//! indexes made an engine insert cost 2.7 times a raw row insert; the plain
-//! row, 1.1 times). The queue is small next to the app's data, so the store
-//! reads the ids, sequences and items of all ops once and keeps them.
+//! Where ops live: an op whose item has a row is kept **in that row**, in the
+//! hidden column [`OP_COLUMN`] (one op per row); every other op (a delete's,
+//! or a second op of an item whose row already holds one) is a row of
+//! `__operations`, a plain rowid table with no index. A local write thus
+//! writes the app row with its op in it, one B-tree page instead of two: the
+//! row and its primary-key entry, as a plain insert does. When a row holding
+//! an op is deleted, its op moves to `__operations` in the same transaction.
+//!
+//! Why a map in memory: with no index on the queue, finding an op by id, by
+//! item or in order needs one. Each index on disk would be one more page written
+//! at every commit (three indexes made an engine insert cost 2.7 times a raw
+//! row insert). The queue is small next to the app's data, so the store reads
+//! it once — `__operations` whole, and the rows of each app table whose op
+//! column is set, a scan of the table — and keeps the keys.
 //!
 //! The map is only used on the writer connection, inside a transaction, and is
 //! checked against `PRAGMA data_version` there: that number changes when another
 //! connection (another handle or process on the same file) commits, and then
-//! the map is read again from the table. A write that fails leaves the map
-//! marked stale, so it is rebuilt from what was really committed.
+//! the map is read again. A write that fails leaves the map marked stale, so it
+//! is rebuilt from what was really committed.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -22,7 +30,11 @@ use rusqlite::types::Value as SqlValue;
 use tidesync_core::Operation;
 
 use crate::error::{Result, SqlResultExt, corrupt};
-use crate::rows::{operation_columns, operation_params, read_operation};
+use crate::rows::{
+    OP_COLUMN, operation_columns, operation_params, read_operation, read_row_op, row_op_key,
+    row_op_text,
+};
+use crate::schema::quote;
 
 const INSERT_SQL: &str = concat!(
     "INSERT INTO __operations (",
@@ -40,37 +52,55 @@ const SELECT_SQL: &str = concat!(
     " FROM __operations WHERE rowid = ?1"
 );
 
+/// Where an op's record is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    /// A row of `__operations`, by rowid.
+    Queue(i64),
+    /// The op column of its item's row.
+    Row,
+}
+
 /// Where one op lives and how it is ordered.
 #[derive(Debug, Clone)]
 struct Entry {
-    rowid: i64,
+    place: Place,
     sequence: u64,
     table: String,
     item_id: String,
 }
 
-/// An op's place in the push order: its sequence, then its rowid (two ops
-/// never share a sequence in practice; if they did, both are kept, the older
-/// row first).
-type Key = (u64, i64);
+/// An op's place in the push order: its sequence, then its id (two ops never
+/// share a sequence in practice; if they did, both are kept, ordered by id).
+type Key = (u64, String);
 
 /// The queue's keys, as of `PRAGMA data_version` = `version` of the writer.
 #[derive(Debug, Default)]
 pub(crate) struct OpIndex {
-    /// `None`: stale, read the table again before use.
+    /// `None`: stale, read the queue again before use.
     version: Option<i64>,
     by_id: HashMap<String, Entry>,
     /// Every op in push order.
     order: BTreeSet<Key>,
-    /// `(table, item id)` → its ops, oldest first.
-    by_item: HashMap<(String, String), Vec<Key>>,
+    /// table → item id → its ops, oldest first (nested, so that lookups by
+    /// `&str` need no allocation).
+    by_item: HashMap<String, HashMap<String, Vec<Key>>>,
+}
+
+/// `UPDATE` of a row's op column, by the row's id.
+fn set_row_op_sql(table: &str) -> String {
+    format!(
+        "UPDATE {} SET {} = ?1 WHERE \"id\" = ?2",
+        quote(table),
+        quote(OP_COLUMN)
+    )
 }
 
 impl OpIndex {
     /// Makes the map current for `conn`, which must be inside a transaction
     /// (the `data_version` read starts its snapshot, so the rebuild below and
     /// the caller's reads see the same state). `true` when it had to read the
-    /// table again: another connection committed (or a write failed) since.
+    /// queue again: another connection committed (or a write failed) since.
     pub(crate) fn refresh(&mut self, conn: &Connection) -> Result<bool> {
         let version: i64 = conn
             .prepare_cached("PRAGMA data_version")
@@ -81,6 +111,22 @@ impl OpIndex {
             return Ok(false);
         }
         *self = OpIndex::default();
+        self.read_queue_table(conn)?;
+        let tables: Vec<String> = conn
+            .prepare_cached("SELECT name FROM __tables")
+            .store()?
+            .query_map([], |r| r.get(0))
+            .store()?
+            .collect::<rusqlite::Result<_>>()
+            .store()?;
+        for table in tables {
+            self.read_row_ops(conn, &table)?;
+        }
+        self.version = Some(version);
+        Ok(true)
+    }
+
+    fn read_queue_table(&mut self, conn: &Connection) -> Result<()> {
         let mut stmt = conn
             .prepare_cached("SELECT rowid, id, sequence, tableName, itemId FROM __operations")
             .store()?;
@@ -88,7 +134,7 @@ impl OpIndex {
         while let Some(row) = rows.next().store()? {
             let sequence: i64 = row.get(2).store()?;
             let entry = Entry {
-                rowid: row.get(0).store()?,
+                place: Place::Queue(row.get(0).store()?),
                 sequence: u64::try_from(sequence)
                     .map_err(|_| corrupt(format!("sequence {sequence}")))?,
                 table: row.get(3).store()?,
@@ -96,8 +142,35 @@ impl OpIndex {
             };
             self.add(row.get(1).store()?, entry);
         }
-        self.version = Some(version);
-        Ok(true)
+        Ok(())
+    }
+
+    /// The ops held in the rows of `table`: a scan of the table.
+    fn read_row_ops(&mut self, conn: &Connection, table: &str) -> Result<()> {
+        let sql = format!(
+            "SELECT \"id\", {op} FROM {} WHERE {op} IS NOT NULL",
+            quote(table),
+            op = quote(OP_COLUMN)
+        );
+        let mut stmt = conn.prepare(&sql).store()?;
+        let mut rows = stmt.query([]).store()?;
+        while let Some(row) = rows.next().store()? {
+            let item_id: String = row.get(0).store()?;
+            let text = row
+                .get_ref(1)
+                .store()?
+                .as_str()
+                .map_err(|e| corrupt(format!("queued op in row {item_id} of {table}: {e}")))?;
+            let (id, sequence) = row_op_key(text, table, &item_id)?;
+            let entry = Entry {
+                place: Place::Row,
+                sequence,
+                table: table.to_owned(),
+                item_id,
+            };
+            self.add(id, entry);
+        }
+        Ok(())
     }
 
     /// Marks the map stale (after a failed write).
@@ -106,55 +179,129 @@ impl OpIndex {
     }
 
     fn add(&mut self, id: String, entry: Entry) {
-        let key = (entry.sequence, entry.rowid);
-        self.order.insert(key);
+        let key = (entry.sequence, id.clone());
         let ops = self
             .by_item
-            .entry((entry.table.clone(), entry.item_id.clone()))
+            .entry(entry.table.clone())
+            .or_default()
+            .entry(entry.item_id.clone())
             .or_default();
         let at = ops.partition_point(|k| *k < key);
-        ops.insert(at, key);
+        ops.insert(at, key.clone());
+        self.order.insert(key);
         self.by_id.insert(id, entry);
     }
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let entry = self.by_id.remove(id)?;
-        let key = (entry.sequence, entry.rowid);
+        let key = (entry.sequence, id.to_owned());
         self.order.remove(&key);
-        let item = (entry.table.clone(), entry.item_id.clone());
-        if let Some(ops) = self.by_item.get_mut(&item) {
-            ops.retain(|k| *k != key);
-            if ops.is_empty() {
-                self.by_item.remove(&item);
+        if let Some(items) = self.by_item.get_mut(&entry.table) {
+            if let Some(ops) = items.get_mut(&entry.item_id) {
+                ops.retain(|k| *k != key);
+                if ops.is_empty() {
+                    items.remove(&entry.item_id);
+                }
+            }
+            if items.is_empty() {
+                self.by_item.remove(&entry.table);
             }
         }
         Some(entry)
     }
 
-    /// Adds or replaces an op (by id).
+    /// The keys of the ops of one item, oldest first.
+    fn keys_of(&self, table: &str, item_id: &str) -> &[Key] {
+        self.by_item
+            .get(table)
+            .and_then(|items| items.get(item_id))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// The id of the op kept in row `item_id` of `table`, if any.
+    fn row_op(&self, table: &str, item_id: &str) -> Option<&str> {
+        self.keys_of(table, item_id)
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .find(|id| self.by_id.get(*id).is_some_and(|e| e.place == Place::Row))
+    }
+
+    /// True when `op` may be written into row `item_id` of `table` together
+    /// with the row (the caller then writes [`row_op_text`] into the op column
+    /// and calls [`OpIndex::placed_in_row`]): it is that row's op, and the row
+    /// holds no other op.
+    pub(crate) fn fits_row(&self, op: &Operation, table: &str, item_id: &str) -> bool {
+        if op.table != table || op.item_id != item_id {
+            return false;
+        }
+        match self.by_id.get(&op.id) {
+            Some(entry) => entry.place == Place::Row,
+            None => self.row_op(table, item_id).is_none(),
+        }
+    }
+
+    /// Records that `op` was written into its item's row (see [`OpIndex::fits_row`]).
+    pub(crate) fn placed_in_row(&mut self, op: &Operation) {
+        self.remove(&op.id);
+        self.add(
+            op.id.clone(),
+            Entry {
+                place: Place::Row,
+                sequence: op.sequence,
+                table: op.table.clone(),
+                item_id: op.item_id.clone(),
+            },
+        );
+    }
+
+    /// Adds or replaces an op (by id): in its item's row when the row exists
+    /// and holds no other op, else in `__operations`.
     pub(crate) fn put(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
-        let params = operation_params(op)?;
-        let rowid = match self.remove(&op.id) {
-            Some(old) => {
-                let values = params.into_iter().chain([SqlValue::Integer(old.rowid)]);
+        let old = self.remove(&op.id);
+        let moved = old
+            .as_ref()
+            .is_some_and(|e| e.table != op.table || e.item_id != op.item_id);
+        if moved {
+            // Not something the engine does; kept correct all the same.
+            if let Some(old) = &old {
+                self.erase(conn, &op.id, old)?;
+            }
+        }
+        let place = match old {
+            Some(Entry {
+                place: Place::Queue(rowid),
+                ..
+            }) if !moved => {
+                let params = operation_params(op)?;
+                let values = params.into_iter().chain([SqlValue::Integer(rowid)]);
                 conn.prepare_cached(UPDATE_SQL)
                     .store()?
                     .execute(rusqlite::params_from_iter(values))
                     .store()?;
-                old.rowid
+                Place::Queue(rowid)
             }
-            None => {
-                conn.prepare_cached(INSERT_SQL)
+            Some(Entry {
+                place: Place::Row, ..
+            }) if !moved => {
+                let changed = conn
+                    .prepare_cached(&set_row_op_sql(&op.table))
                     .store()?
-                    .execute(params)
+                    .execute((row_op_text(op)?, &op.item_id))
                     .store()?;
-                conn.last_insert_rowid()
+                if changed != 1 {
+                    return Err(corrupt(format!(
+                        "the row {} of {} holding op {} vanished",
+                        op.item_id, op.table, op.id
+                    )));
+                }
+                Place::Row
             }
+            _ => self.insert(conn, op)?,
         };
         self.add(
             op.id.clone(),
             Entry {
-                rowid,
+                place,
                 sequence: op.sequence,
                 table: op.table.clone(),
                 item_id: op.item_id.clone(),
@@ -163,23 +310,85 @@ impl OpIndex {
         Ok(())
     }
 
+    /// Writes a new op: into its item's row when there is one free, else
+    /// into `__operations`.
+    fn insert(&self, conn: &Connection, op: &Operation) -> Result<Place> {
+        if self.row_op(&op.table, &op.item_id).is_none() {
+            let sql = format!(
+                "UPDATE {} SET {op} = ?1 WHERE \"id\" = ?2 AND {op} IS NULL",
+                quote(&op.table),
+                op = quote(OP_COLUMN)
+            );
+            let changed = conn
+                .prepare_cached(&sql)
+                .store()?
+                .execute((row_op_text(op)?, &op.item_id))
+                .store()?;
+            if changed == 1 {
+                return Ok(Place::Row);
+            }
+        }
+        conn.prepare_cached(INSERT_SQL)
+            .store()?
+            .execute(operation_params(op)?)
+            .store()?;
+        Ok(Place::Queue(conn.last_insert_rowid()))
+    }
+
+    /// Removes an op's record where it is (the map is the caller's business).
+    fn erase(&self, conn: &Connection, id: &str, entry: &Entry) -> Result<()> {
+        match entry.place {
+            Place::Queue(rowid) => {
+                conn.prepare_cached("DELETE FROM __operations WHERE rowid = ?1")
+                    .store()?
+                    .execute([rowid])
+                    .store()?;
+            }
+            Place::Row => {
+                let changed = conn
+                    .prepare_cached(&set_row_op_sql(&entry.table))
+                    .store()?
+                    .execute((SqlValue::Null, &entry.item_id))
+                    .store()?;
+                if changed != 1 {
+                    return Err(corrupt(format!(
+                        "the row {} of {} holding op {id} vanished",
+                        entry.item_id, entry.table
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Deletes an op by id; nothing if there is none.
     pub(crate) fn delete(&mut self, conn: &Connection, id: &str) -> Result<()> {
         if let Some(entry) = self.remove(id) {
-            conn.prepare_cached("DELETE FROM __operations WHERE rowid = ?1")
-                .store()?
-                .execute([entry.rowid])
-                .store()?;
+            self.erase(conn, id, &entry)?;
         }
+        Ok(())
+    }
+
+    /// Moves the op kept in row `item_id` of `table` (if any) to
+    /// `__operations`: called before that row is deleted.
+    pub(crate) fn evict(&mut self, conn: &Connection, table: &str, item_id: &str) -> Result<()> {
+        let Some(id) = self.row_op(table, item_id).map(str::to_owned) else {
+            return Ok(());
+        };
+        let op = Self::read_from_row(conn, table, item_id)?;
+        let Some(entry) = self.by_id.get_mut(&id) else {
+            return Ok(());
+        };
+        conn.prepare_cached(INSERT_SQL)
+            .store()?
+            .execute(operation_params(&op)?)
+            .store()?;
+        entry.place = Place::Queue(conn.last_insert_rowid());
         Ok(())
     }
 
     /// Deletes every op of a table.
     pub(crate) fn delete_table(&mut self, conn: &Connection, table: &str) -> Result<()> {
-        conn.prepare_cached("DELETE FROM __operations WHERE tableName = ?1")
-            .store()?
-            .execute([table])
-            .store()?;
         let ids: Vec<String> = self
             .by_id
             .iter()
@@ -187,18 +396,60 @@ impl OpIndex {
             .map(|(id, _)| id.clone())
             .collect();
         for id in ids {
-            self.remove(&id);
+            if let Some(entry) = self.remove(&id) {
+                if entry.place == Place::Row {
+                    self.erase(conn, &id, &entry)?;
+                }
+            }
         }
+        conn.prepare_cached("DELETE FROM __operations WHERE tableName = ?1")
+            .store()?
+            .execute([table])
+            .store()?;
         Ok(())
     }
 
-    fn read(conn: &Connection, rowid: i64) -> Result<Operation> {
-        let mut stmt = conn.prepare_cached(SELECT_SQL).store()?;
-        let mut rows = stmt.query([rowid]).store()?;
-        match rows.next().store()? {
-            Some(row) => read_operation(row),
-            None => Err(corrupt(format!("queue row {rowid} vanished"))),
+    fn read_from_row(conn: &Connection, table: &str, item_id: &str) -> Result<Operation> {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE \"id\" = ?1",
+            quote(OP_COLUMN),
+            quote(table)
+        );
+        let mut stmt = conn.prepare_cached(&sql).store()?;
+        let mut rows = stmt.query([item_id]).store()?;
+        let text = match rows.next().store()? {
+            Some(row) => row.get::<_, Option<String>>(0).store()?,
+            None => None,
+        };
+        let text = text
+            .ok_or_else(|| corrupt(format!("the op kept in row {item_id} of {table} vanished")))?;
+        read_row_op(&text, table, item_id)
+    }
+
+    fn read(conn: &Connection, id: &str, entry: &Entry) -> Result<Operation> {
+        let op = match entry.place {
+            Place::Queue(rowid) => {
+                let mut stmt = conn.prepare_cached(SELECT_SQL).store()?;
+                let mut rows = stmt.query([rowid]).store()?;
+                match rows.next().store()? {
+                    Some(row) => read_operation(row)?,
+                    None => return Err(corrupt(format!("queue row {rowid} vanished"))),
+                }
+            }
+            Place::Row => Self::read_from_row(conn, &entry.table, &entry.item_id)?,
+        };
+        if op.id != id {
+            return Err(corrupt(format!("op {id} is stored as op {}", op.id)));
         }
+        Ok(op)
+    }
+
+    fn read_key(&self, conn: &Connection, (_, id): &Key) -> Result<Operation> {
+        let entry = self
+            .by_id
+            .get(id)
+            .ok_or_else(|| corrupt(format!("op {id} is ordered but not indexed")))?;
+        Self::read(conn, id, entry)
     }
 
     /// Up to `limit` ops with a sequence above `after`, in order.
@@ -212,9 +463,9 @@ impl OpIndex {
             return Ok(Vec::new());
         };
         self.order
-            .range((from, i64::MIN)..)
+            .range((from, String::new())..)
             .take(limit)
-            .map(|(_, rowid)| Self::read(conn, *rowid))
+            .map(|key| self.read_key(conn, key))
             .collect()
     }
 
@@ -225,11 +476,9 @@ impl OpIndex {
         table: &str,
         item_id: &str,
     ) -> Result<Vec<Operation>> {
-        let Some(keys) = self.by_item.get(&(table.to_owned(), item_id.to_owned())) else {
-            return Ok(Vec::new());
-        };
-        keys.iter()
-            .map(|(_, rowid)| Self::read(conn, *rowid))
+        self.keys_of(table, item_id)
+            .iter()
+            .map(|key| self.read_key(conn, key))
             .collect()
     }
 
@@ -237,8 +486,13 @@ impl OpIndex {
     pub(crate) fn get(&self, conn: &Connection, id: &str) -> Result<Option<Operation>> {
         self.by_id
             .get(id)
-            .map(|e| Self::read(conn, e.rowid))
+            .map(|e| Self::read(conn, id, e))
             .transpose()
+    }
+
+    /// The sequence of op `id`, if it is queued.
+    pub(crate) fn sequence_of(&self, id: &str) -> Option<u64> {
+        self.by_id.get(id).map(|e| e.sequence)
     }
 
     /// How many ops, of one table or of all.

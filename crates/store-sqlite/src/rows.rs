@@ -1,6 +1,8 @@
 //! Rows ↔ JSON: binding item values by column type and reading rows back into
 //! [`Item`]s, plus the queue and error records.
 
+use std::borrow::Cow;
+
 use rusqlite::Row;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use serde_json::{Number, Value};
@@ -166,7 +168,7 @@ pub(crate) fn error_params(e: &OperationError) -> Result<[SqlValue; 10]> {
     ])
 }
 
-/// Reads an `__errors` row selected as [`ERROR_COLUMNS`] (with a table prefix).
+/// Reads an `__errors` row selected as [`ERROR_COLUMNS`].
 pub(crate) fn read_error(row: &Row<'_>) -> Result<OperationError> {
     let get_err = crate::error::map_err;
     let version: i64 = row.get(1).map_err(get_err)?;
@@ -187,4 +189,71 @@ pub(crate) fn read_error(row: &Row<'_>) -> Result<OperationError> {
         raw_result: row.get(8).map_err(get_err)?,
         message: row.get(9).map_err(get_err)?,
     })
+}
+
+/// The hidden column of every app table that holds the queued op living in
+/// that row (see `queue`), as JSON; null when the row holds none.
+pub(crate) const OP_COLUMN: &str = "__tidesync_op";
+
+/// An op as stored in [`OP_COLUMN`]: its table and item are the row's.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RowOp<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    kind: i64,
+    state: i64,
+    seq: u64,
+    version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    item: Option<Cow<'a, Item>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base: Option<Cow<'a, Item>>,
+}
+
+/// The id and sequence of an [`OP_COLUMN`] value (what the queue map needs).
+#[derive(serde::Deserialize)]
+struct RowOpKey<'a> {
+    #[serde(borrow)]
+    id: Cow<'a, str>,
+    seq: u64,
+}
+
+/// The [`OP_COLUMN`] text of `op`.
+pub(crate) fn row_op_text(op: &Operation) -> Result<String> {
+    serde_json::to_string(&RowOp {
+        id: Cow::Borrowed(&op.id),
+        kind: op.kind.code(),
+        state: op.state.code(),
+        seq: op.sequence,
+        version: op.version,
+        item: op.item.as_ref().map(Cow::Borrowed),
+        base: op.base.as_ref().map(Cow::Borrowed),
+    })
+    .map_err(StoreError::backend)
+}
+
+/// The op of row `item_id` of `table` from its [`OP_COLUMN`] text.
+pub(crate) fn read_row_op(text: &str, table: &str, item_id: &str) -> Result<Operation> {
+    let op: RowOp<'_> = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("queued op in row {item_id} of {table}: {e}")))?;
+    Ok(Operation {
+        id: op.id.into_owned(),
+        kind: OpKind::from_code(op.kind)
+            .ok_or_else(|| corrupt(format!("operation kind {}", op.kind)))?,
+        state: OpState::from_code(op.state)
+            .ok_or_else(|| corrupt(format!("operation state {}", op.state)))?,
+        table: table.to_owned(),
+        item_id: item_id.to_owned(),
+        item: op.item.map(Cow::into_owned),
+        base: op.base.map(Cow::into_owned),
+        sequence: op.seq,
+        version: op.version,
+    })
+}
+
+/// The op id and sequence in an [`OP_COLUMN`] text.
+pub(crate) fn row_op_key(text: &str, table: &str, item_id: &str) -> Result<(String, u64)> {
+    let key: RowOpKey<'_> = serde_json::from_str(text)
+        .map_err(|e| corrupt(format!("queued op in row {item_id} of {table}: {e}")))?;
+    Ok((key.id.into_owned(), key.seq))
 }

@@ -25,6 +25,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction};
 use tidesync_core::{ColumnDef, ColumnType, StoreError, TableDef};
 
 use crate::error::{Result, SqlResultExt, corrupt};
+use crate::rows::OP_COLUMN;
 
 /// `PRAGMA application_id` of a tidesync store ("tide" in ASCII).
 pub(crate) const APPLICATION_ID: i32 = 0x7469_6465;
@@ -34,7 +35,7 @@ pub(crate) const APPLICATION_ID: i32 = 0x7469_6465;
 type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
 
 /// The migrations, oldest first. The current format version is their number.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2];
+const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
 
 /// The format version this build writes.
 pub(crate) fn current_version() -> u32 {
@@ -86,12 +87,7 @@ fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
 /// index on app tables: the client never reads its rows in that order often
 /// enough to pay an index write on every local write.
 fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    let names: Vec<String> = {
-        let mut stmt = tx.prepare("SELECT name FROM __tables")?;
-        stmt.query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?
-    };
-    for name in names {
+    for name in table_names(tx)? {
         tx.execute_batch(&format!(
             "DROP INDEX IF EXISTS {}",
             quote(&format!("__idx_{name}_updatedAt_id"))
@@ -115,6 +111,24 @@ fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
          DROP TABLE __operations;
          ALTER TABLE __operations_v2 RENAME TO __operations;",
     )
+}
+
+/// The op column on every app table (see `queue`): ops already queued stay
+/// in `__operations`, where the queue still looks for them.
+fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    for name in table_names(tx)? {
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN {} TEXT",
+            quote(&name),
+            quote(OP_COLUMN)
+        ))?;
+    }
+    Ok(())
+}
+
+fn table_names(tx: &Transaction<'_>) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = tx.prepare("SELECT name FROM __tables")?;
+    stmt.query_map([], |r| r.get(0))?.collect()
 }
 
 /// Brings the file to the current format inside one `BEGIN IMMEDIATE`
@@ -249,6 +263,16 @@ pub(crate) fn define(tx: &Transaction<'_>, def: &TableDef) -> Result<TableDef> {
         )));
     }
     check_case_collisions(def)?;
+    if let Some(c) = def
+        .columns()
+        .iter()
+        .find(|c| c.name.eq_ignore_ascii_case(OP_COLUMN))
+    {
+        return Err(invalid(format!(
+            "column name {} of table {name} is reserved by the SQLite store",
+            c.name
+        )));
+    }
     match load_definition(tx, name)? {
         None => {
             let others = load_definitions(tx)?;
@@ -257,7 +281,8 @@ pub(crate) fn define(tx: &Transaction<'_>, def: &TableDef) -> Result<TableDef> {
                     "table {name} differs from table {other} only in letter case"
                 )));
             }
-            let columns: Vec<String> = def.all_columns().map(|c| column_sql(&c)).collect();
+            let mut columns: Vec<String> = def.all_columns().map(|c| column_sql(&c)).collect();
+            columns.push(format!("{} TEXT", quote(OP_COLUMN)));
             let table = quote(name);
             tx.execute_batch(&format!("CREATE TABLE {table} ({})", columns.join(", "),))
                 .store()?;

@@ -18,7 +18,9 @@ use tidesync_core::{
 use crate::error::{Result, SqlResultExt};
 use crate::query::{columns_of, run, select_ids};
 use crate::queue::OpIndex;
-use crate::rows::{ERROR_COLUMNS, error_params, read_error, to_sql, to_sql_ref};
+use crate::rows::{
+    ERROR_COLUMNS, OP_COLUMN, error_params, read_error, row_op_text, to_sql, to_sql_ref,
+};
 use crate::schema::{self, quote};
 
 /// SQLite's `synchronous` setting in WAL mode.
@@ -350,23 +352,21 @@ impl LocalStore for SqliteStore {
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {
-        self.read(|conn| {
-            let columns: Vec<String> = ERROR_COLUMNS
-                .split(", ")
-                .map(|c| format!("e.{}", c.trim()))
-                .collect();
-            let sql = format!(
-                "SELECT {} FROM __errors e LEFT JOIN __operations o ON o.id = e.id \
-                 ORDER BY o.sequence IS NULL, o.sequence, e.id",
-                columns.join(", ")
-            );
+        // In the order of their ops (errors of ops no longer queued last, by id):
+        // the ops' sequences are in the queue map.
+        self.read_queue(|conn, queue, _| {
+            let sql = format!("SELECT {ERROR_COLUMNS} FROM __errors");
             let mut stmt = conn.prepare_cached(&sql).store()?;
             let mut rows = stmt.query([]).store()?;
             let mut errors = Vec::new();
             while let Some(row) = rows.next().store()? {
-                errors.push(read_error(row)?);
+                let error = read_error(row)?;
+                let sequence = queue.sequence_of(&error.operation_id);
+                errors.push((sequence.is_none(), sequence, error));
             }
-            Ok(errors)
+            errors
+                .sort_by(|a, b| (a.0, a.1, &a.2.operation_id).cmp(&(b.0, b.1, &b.2.operation_id)));
+            Ok(errors.into_iter().map(|(_, _, e)| e).collect())
         })
     }
 
@@ -409,7 +409,23 @@ fn write_batch(
             tables.clear();
         }
         let mut put = None;
-        for write in &batch.writes {
+        let mut writes = batch.writes.iter().peekable();
+        while let Some(write) = writes.next() {
+            // A row followed by its op: one statement writes both (the op in
+            // the row's op column, see `queue`).
+            if let (Write::PutItem { table, item }, Some(Write::PutOperation(op))) =
+                (write, writes.peek())
+            {
+                let id = item.get("id").and_then(|v| v.as_str());
+                if id.is_some_and(|id| ops.fits_row(op, table, id)) {
+                    let info = tables.get(conn, table)?;
+                    let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
+                    put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
+                    ops.placed_in_row(op);
+                    writes.next();
+                    continue;
+                }
+            }
             apply(conn, tables, ops, &mut put, write)?;
         }
         drop(put);
@@ -438,7 +454,10 @@ struct TableInfo {
     def: TableDef,
     columns: Vec<(String, ColumnType)>,
     select_sql: String,
-    insert_sql: String,
+    /// Inserts the row or replaces its columns, keeping the op kept in it.
+    put_sql: String,
+    /// As `put_sql`, also setting the op column (one more parameter).
+    put_with_op_sql: String,
     delete_sql: String,
 }
 
@@ -447,19 +466,31 @@ impl TableInfo {
         let def = SqliteStore::definition(conn, table)?;
         let columns = columns_of(&def);
         let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-        let marks: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+        let upsert = |extra: Option<&str>| {
+            let mut names = names.clone();
+            names.extend(extra.map(quote));
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            let sets: Vec<String> = names
+                .iter()
+                .filter(|n| n.as_str() != "\"id\"")
+                .map(|n| format!("{n} = excluded.{n}"))
+                .collect();
+            format!(
+                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
+                quote(table),
+                names.join(", "),
+                marks.join(", "),
+                sets.join(", ")
+            )
+        };
         Ok(TableInfo {
             select_sql: format!(
                 "SELECT {} FROM {} WHERE \"id\" = ?1",
                 names.join(", "),
                 quote(table)
             ),
-            insert_sql: format!(
-                "INSERT OR REPLACE INTO {} ({}) VALUES ({})",
-                quote(table),
-                names.join(", "),
-                marks.join(", ")
-            ),
+            put_sql: upsert(None),
+            put_with_op_sql: upsert(Some(OP_COLUMN)),
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
             def,
             columns,
@@ -484,19 +515,22 @@ fn apply<'w, 'c>(
                 Some(same) if same.0 == table.as_str() => same,
                 _ => {
                     let info = tables.get(conn, table)?;
-                    let statement = conn.prepare_cached(&info.insert_sql).store()?;
+                    let statement = conn.prepare_cached(&info.put_sql).store()?;
                     (table.as_str(), info, statement)
                 }
             };
             let (_, info, statement) = put.insert(current);
-            put_item(statement, info, item)
+            put_item(statement, info, item, None)
         }
         Write::DeleteItem { table, id } => {
-            execute(conn, &tables.get(conn, table)?.delete_sql, [id])
+            let info = tables.get(conn, table)?;
+            ops.evict(conn, table, id)?;
+            execute(conn, &info.delete_sql, [id])
         }
         Write::DeleteItems { table, query } => {
             let info = tables.get(conn, table)?;
             for id in select_ids(conn, &info.def, query)? {
+                ops.evict(conn, table, &id)?;
                 execute(conn, &info.delete_sql, [id])?;
             }
             Ok(())
@@ -543,8 +577,14 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 /// Checks the item as `MemoryStore` does (a string id, then each property in
 /// order: a known column, a value of its type) and replaces the whole row.
 /// Values already in normal form are bound as they are, without a copy.
-/// `statement` is the table's `insert_sql`.
-fn put_item(statement: &mut Statement<'_>, info: &TableInfo, item: &Item) -> Result<()> {
+/// `statement` is the table's `put_sql`, or its `put_with_op_sql` with the op
+/// column's text in `op`.
+fn put_item(
+    statement: &mut Statement<'_>,
+    info: &TableInfo,
+    item: &Item,
+    op: Option<String>,
+) -> Result<()> {
     let table = info.def.name();
     if item.get("id").and_then(|v| v.as_str()).is_none() {
         return Err(StoreError::MissingId {
@@ -568,6 +608,7 @@ fn put_item(statement: &mut Statement<'_>, info: &TableInfo, item: &Item) -> Res
             Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
         };
     }
+    params.extend(op.map(|text| ToSqlOutput::Owned(SqlValue::Text(text))));
     statement
         .execute(rusqlite::params_from_iter(params))
         .store()?;

@@ -1,5 +1,5 @@
-//! The file format: a pinned fixture written by format version 1 opens and
-//! reads back, and files this build must not use are refused clearly.
+//! The file format: pinned fixtures written by each format version open and
+//! read back, and files this build must not use are refused clearly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ fn fixture(version: u32) -> PathBuf {
 }
 
 /// The format this build writes.
-const CURRENT: u32 = 2;
+const CURRENT: u32 = 3;
 
 fn todo_def() -> TableDef {
     TableDef::new("TodoItem")
@@ -121,7 +121,35 @@ fn opens_the_format_v1_fixture() {
 #[test]
 fn opens_the_format_v2_fixture() {
     let dir = tempfile::tempdir().unwrap();
-    opens_fixture(2, dir.path());
+    let path = opens_fixture(2, dir.path());
+    // The migration added the op column; the queued op stayed in `__operations`.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (queued, in_rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM __operations), \
+                    (SELECT count(*) FROM TodoItem WHERE __tidesync_op IS NOT NULL)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((queued, in_rows), (1, 0));
+}
+
+#[test]
+fn opens_the_format_v3_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = opens_fixture(3, dir.path());
+    // Format 3 keeps the op in its item's row.
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (queued, in_rows): (i64, i64) = conn
+        .query_row(
+            "SELECT (SELECT count(*) FROM __operations), \
+                    (SELECT count(*) FROM TodoItem WHERE __tidesync_op IS NOT NULL)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((queued, in_rows), (0, 1));
 }
 
 /// Opens a copy of the fixture of `version`, checks its content, writes to it
