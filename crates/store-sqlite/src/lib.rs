@@ -17,12 +17,16 @@
 //!   index (each index is one more page written per local write). A
 //!   definition that grows adds columns with `ALTER TABLE`; definitions are
 //!   kept in `__tables`.
-//! * **The queue and metadata** in `__operations`, `__errors` and `__config`,
-//!   written in the same transaction as the items (`LocalStore::write` is one
-//!   `BEGIN IMMEDIATE` transaction with cached prepared statements). The queue
-//!   table has no index: the store keeps each op's id, item and sequence in
-//!   memory, re-reads them when another connection has committed (`PRAGMA
-//!   data_version`) and reads the queue on the writer connection.
+//! * **The queue and metadata** written in the same transaction as the items
+//!   (`LocalStore::write` is one `BEGIN IMMEDIATE` transaction with cached
+//!   prepared statements). An op whose item has a row is kept in that row (a
+//!   hidden column, written by the row's own statement), so a local write
+//!   costs a plain insert's two B-tree pages; other ops are rows of
+//!   `__operations`, a table with no index. The store keeps each op's id,
+//!   item and sequence in memory, reads them again when another connection
+//!   has committed (`PRAGMA data_version`) — a scan of each table some of
+//!   whose rows hold ops — and reads the queue on the writer connection.
+//!   Errors and sync metadata are in `__errors` and `__config`.
 //! * **A format version** in `PRAGMA user_version`, upgraded by one migration
 //!   function per version step when a file is opened.
 //!

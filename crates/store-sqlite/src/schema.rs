@@ -1,23 +1,28 @@
 //! The file format: the format version and its migrations, the metadata tables,
 //! and the SQL tables behind table definitions.
 //!
-//! Format version 2 (`PRAGMA user_version = 2`, `PRAGMA application_id` =
+//! Format version 3 (`PRAGMA user_version = 3`, `PRAGMA application_id` =
 //! [`APPLICATION_ID`]):
 //! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
+//! * one table per defined table, `id` its primary key, with no other index,
+//!   and a hidden last column `__tidesync_op`: the queued op kept in that row,
+//!   as JSON, or null (see `queue`). App tables keep their rowid: a
+//!   `WITHOUT ROWID` table would also make a local write one page cheaper,
+//!   but bulk pulls of random ids into it were 1.7 times slower (whole rows
+//!   move at each page split), and bulk sync matters more;
+//! * `__row_op_tables(name TEXT PRIMARY KEY)`: the tables some of whose rows
+//!   hold an op (the only ones the queue scans when it reads the queue again);
 //! * `__operations(id, kind, state, tableName, itemId, item, base, sequence, version)`:
-//!   a rowid table with no index at all, its keys kept in memory (see `queue`);
+//!   the ops not kept in a row, a rowid table with no index at all, its keys
+//!   kept in memory (see `queue`);
 //! * `__errors(id, operationVersion, operationKind, tableName, itemId, httpStatus,
 //!   item, serverItem, rawResult, message)`, keyed by the op id;
-//! * `__config(id TEXT PRIMARY KEY, value TEXT)`;
-//! * one table per defined table, `id` its primary key, with no other index.
-//!   App tables keep their rowid: a `WITHOUT ROWID` table would make a local
-//!   write one page cheaper (row and key in one B-tree), but bulk pulls of
-//!   random ids into it were 1.7 times slower (whole rows move at each page
-//!   split), and bulk sync matters more.
+//! * `__config(id TEXT PRIMARY KEY, value TEXT)`.
 //!
 //! Version 1 had `__operations` keyed by `id` with indexes on `sequence` and
 //! `(tableName, itemId, sequence)`, and an `(updatedAt, id)` index on each app
-//! table; opening such a file rebuilds `__operations` and drops the indexes.
+//! table; version 2 dropped those indexes and kept every op in `__operations`.
+//! Opening an older file migrates it step by step.
 
 use std::collections::HashMap;
 
@@ -43,7 +48,13 @@ pub(crate) fn current_version() -> u32 {
 }
 
 /// The metadata tables every store has, reserved as table names.
-const RESERVED: [&str; 4] = ["__tables", "__operations", "__errors", "__config"];
+const RESERVED: [&str; 5] = [
+    "__tables",
+    "__operations",
+    "__errors",
+    "__config",
+    "__row_op_tables",
+];
 
 fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     tx.execute_batch(
@@ -113,9 +124,11 @@ fn v1_to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     )
 }
 
-/// The op column on every app table (see `queue`): ops already queued stay
-/// in `__operations`, where the queue still looks for them.
+/// The op column on every app table and the list of tables whose rows hold
+/// ops (see `queue`): ops already queued stay in `__operations`, where the
+/// queue still looks for them.
 fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE __row_op_tables (name TEXT PRIMARY KEY NOT NULL)")?;
     for name in table_names(tx)? {
         tx.execute_batch(&format!(
             "ALTER TABLE {} ADD COLUMN {} TEXT",

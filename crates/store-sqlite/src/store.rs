@@ -419,6 +419,7 @@ fn write_batch(
                 let id = item.get("id").and_then(|v| v.as_str());
                 if id.is_some_and(|id| ops.fits_row(op, table, id)) {
                     let info = tables.get(conn, table)?;
+                    ops.prepare_row(conn, op)?;
                     let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
                     put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
                     ops.placed_in_row(op);
@@ -429,6 +430,7 @@ fn write_batch(
             apply(conn, tables, ops, &mut put, write)?;
         }
         drop(put);
+        ops.unmark_empty(conn)?;
         execute(conn, "COMMIT", [])
     })();
     if result.is_err() && !conn.is_autocommit() {

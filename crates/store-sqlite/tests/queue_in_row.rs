@@ -45,7 +45,8 @@ fn write(store: &SqliteStore, writes: Vec<Write>) {
     store.write(&WriteBatch { writes }).unwrap();
 }
 
-/// `(queue rows, rows holding an op)` as the file holds them.
+/// `(queue rows, rows holding an op)` as the file holds them, after checking
+/// that the table is listed in `__row_op_tables` exactly when a row holds an op.
 fn places(path: &Path) -> (Vec<String>, Vec<String>) {
     let conn = rusqlite::Connection::open(path).unwrap();
     let strings = |sql: &str| -> Vec<String> {
@@ -56,9 +57,17 @@ fn places(path: &Path) -> (Vec<String>, Vec<String>) {
             .collect::<Result<_, _>>()
             .unwrap()
     };
+    let in_rows = strings("SELECT id FROM t WHERE __tidesync_op IS NOT NULL ORDER BY id");
+    let listed = strings("SELECT name FROM __row_op_tables");
+    let expected: Vec<String> = if in_rows.is_empty() {
+        vec![]
+    } else {
+        vec!["t".into()]
+    };
+    assert_eq!(listed, expected, "tables listed as holding ops in rows");
     (
         strings("SELECT id FROM __operations ORDER BY sequence"),
-        strings("SELECT id FROM t WHERE __tidesync_op IS NOT NULL ORDER BY id"),
+        in_rows,
     )
 }
 
