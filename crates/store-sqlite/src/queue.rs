@@ -27,7 +27,8 @@
 //! the map is read again. A write that fails leaves the map marked stale, so it
 //! is rebuilt from what was really committed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
@@ -70,25 +71,34 @@ enum Place {
 struct Entry {
     place: Place,
     sequence: u64,
-    table: String,
+    table: Arc<str>,
     item_id: String,
 }
 
+/// An op id, shared by the maps below (one allocation per op).
+type Id = Arc<str>;
+
 /// An op's place in the push order: its sequence, then its id (two ops never
 /// share a sequence in practice; if they did, both are kept, ordered by id).
-type Key = (u64, String);
+type Key = (u64, Id);
+
+/// The maps' hasher: the keys are op ids, table names and item ids, hashed
+/// several times per local write; SipHash showed in profiles.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The queue's keys, as of `PRAGMA data_version` = `version` of the writer.
 #[derive(Debug, Default)]
 pub(crate) struct OpIndex {
     /// `None`: stale, read the queue again before use.
     version: Option<i64>,
-    by_id: HashMap<String, Entry>,
+    by_id: HashMap<Id, Entry>,
     /// Every op in push order.
     order: BTreeSet<Key>,
     /// table → item id → its ops, oldest first (nested, so that lookups by
     /// `&str` need no allocation).
-    by_item: HashMap<String, HashMap<String, Vec<Key>>>,
+    by_item: HashMap<Arc<str>, HashMap<String, Vec<Key>>>,
+    /// The table names the entries share.
+    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// The tables listed in `__row_op_tables`, with how many of their rows
     /// hold an op.
     row_tables: HashMap<String, usize>,
@@ -141,14 +151,17 @@ impl OpIndex {
         let mut rows = stmt.query([]).store()?;
         while let Some(row) = rows.next().store()? {
             let sequence: i64 = row.get(2).store()?;
-            let entry = Entry {
-                place: Place::Queue(row.get(0).store()?),
-                sequence: u64::try_from(sequence)
-                    .map_err(|_| corrupt(format!("sequence {sequence}")))?,
-                table: row.get(3).store()?,
-                item_id: row.get(4).store()?,
-            };
-            self.add(row.get(1).store()?, entry);
+            let sequence =
+                u64::try_from(sequence).map_err(|_| corrupt(format!("sequence {sequence}")))?;
+            let table: String = row.get(3).store()?;
+            let entry = self.entry(
+                Place::Queue(row.get(0).store()?),
+                sequence,
+                &table,
+                row.get(4).store()?,
+            );
+            let id: String = row.get(1).store()?;
+            self.add(&id, entry);
         }
         Ok(())
     }
@@ -170,13 +183,8 @@ impl OpIndex {
                 .as_str()
                 .map_err(|e| corrupt(format!("queued op in row {item_id} of {table}: {e}")))?;
             let (id, sequence) = row_op_key(text, table, &item_id)?;
-            let entry = Entry {
-                place: Place::Row,
-                sequence,
-                table: table.to_owned(),
-                item_id,
-            };
-            self.add(id, entry);
+            let entry = self.entry(Place::Row, sequence, table, item_id);
+            self.add(&id, entry);
         }
         Ok(())
     }
@@ -228,17 +236,38 @@ impl OpIndex {
         }
     }
 
-    fn add(&mut self, id: String, entry: Entry) {
+    /// An entry, its table name shared with the other entries of the table.
+    fn entry(&mut self, place: Place, sequence: u64, table: &str, item_id: String) -> Entry {
+        let table = match self.names.get(table) {
+            Some(name) => name.clone(),
+            None => {
+                let name: Arc<str> = Arc::from(table);
+                self.names.insert(name.clone());
+                name
+            }
+        };
+        Entry {
+            place,
+            sequence,
+            table,
+            item_id,
+        }
+    }
+
+    fn add(&mut self, id: &str, entry: Entry) {
         if entry.place == Place::Row {
             self.count_row_op(&entry.table, true);
         }
+        let id: Id = Arc::from(id);
         let key = (entry.sequence, id.clone());
-        let ops = self
-            .by_item
-            .entry(entry.table.clone())
-            .or_default()
-            .entry(entry.item_id.clone())
-            .or_default();
+        let items = match self.by_item.get_mut(&*entry.table) {
+            Some(items) => items,
+            None => self.by_item.entry(entry.table.clone()).or_default(),
+        };
+        let ops = match items.get_mut(&entry.item_id) {
+            Some(ops) => ops,
+            None => items.entry(entry.item_id.clone()).or_default(),
+        };
         let at = ops.partition_point(|k| *k < key);
         ops.insert(at, key.clone());
         self.order.insert(key);
@@ -246,11 +275,11 @@ impl OpIndex {
     }
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
-        let entry = self.by_id.remove(id)?;
+        let (id, entry) = self.by_id.remove_entry(id)?;
         if entry.place == Place::Row {
             self.count_row_op(&entry.table, false);
         }
-        let key = (entry.sequence, id.to_owned());
+        let key = (entry.sequence, id);
         self.order.remove(&key);
         if let Some(items) = self.by_item.get_mut(&entry.table) {
             if let Some(ops) = items.get_mut(&entry.item_id) {
@@ -278,7 +307,7 @@ impl OpIndex {
     fn row_op(&self, table: &str, item_id: &str) -> Option<&str> {
         self.keys_of(table, item_id)
             .iter()
-            .map(|(_, id)| id.as_str())
+            .map(|(_, id)| &**id)
             .find(|id| self.by_id.get(*id).is_some_and(|e| e.place == Place::Row))
     }
 
@@ -290,7 +319,7 @@ impl OpIndex {
         if op.table != table || op.item_id != item_id {
             return false;
         }
-        match self.by_id.get(&op.id) {
+        match self.by_id.get(op.id.as_str()) {
             Some(entry) => entry.place == Place::Row,
             None => self.row_op(table, item_id).is_none(),
         }
@@ -306,15 +335,8 @@ impl OpIndex {
     /// [`OpIndex::prepare_row`]).
     pub(crate) fn placed_in_row(&mut self, op: &Operation) {
         self.remove(&op.id);
-        self.add(
-            op.id.clone(),
-            Entry {
-                place: Place::Row,
-                sequence: op.sequence,
-                table: op.table.clone(),
-                item_id: op.item_id.clone(),
-            },
-        );
+        let entry = self.entry(Place::Row, op.sequence, &op.table, op.item_id.clone());
+        self.add(&op.id, entry);
     }
 
     /// Adds or replaces an op (by id): in its item's row when the row exists
@@ -323,7 +345,7 @@ impl OpIndex {
         let old = self.remove(&op.id);
         let moved = old
             .as_ref()
-            .is_some_and(|e| e.table != op.table || e.item_id != op.item_id);
+            .is_some_and(|e| *e.table != *op.table || e.item_id != op.item_id);
         if moved {
             // Not something the engine does; kept correct all the same.
             if let Some(old) = &old {
@@ -361,15 +383,8 @@ impl OpIndex {
             }
             _ => self.insert(conn, op)?,
         };
-        self.add(
-            op.id.clone(),
-            Entry {
-                place,
-                sequence: op.sequence,
-                table: op.table.clone(),
-                item_id: op.item_id.clone(),
-            },
-        );
+        let entry = self.entry(place, op.sequence, &op.table, op.item_id.clone());
+        self.add(&op.id, entry);
         Ok(())
     }
 
@@ -445,7 +460,7 @@ impl OpIndex {
             .execute(operation_params(&op)?)
             .store()?;
         let rowid = conn.last_insert_rowid();
-        if let Some(entry) = self.by_id.get_mut(&id) {
+        if let Some(entry) = self.by_id.get_mut(id.as_str()) {
             entry.place = Place::Queue(rowid);
             self.count_row_op(table, false);
         }
@@ -457,8 +472,8 @@ impl OpIndex {
         let ids: Vec<String> = self
             .by_id
             .iter()
-            .filter(|(_, e)| e.table == table)
-            .map(|(id, _)| id.clone())
+            .filter(|(_, e)| &*e.table == table)
+            .map(|(id, _)| id.to_string())
             .collect();
         for id in ids {
             if let Some(entry) = self.remove(&id) {
@@ -528,7 +543,7 @@ impl OpIndex {
             return Ok(Vec::new());
         };
         self.order
-            .range((from, String::new())..)
+            .range((from, Id::from(""))..)
             .take(limit)
             .map(|key| self.read_key(conn, key))
             .collect()
@@ -564,7 +579,7 @@ impl OpIndex {
     pub(crate) fn count(&self, table: Option<&str>) -> u64 {
         let n = match table {
             None => self.by_id.len(),
-            Some(t) => self.by_id.values().filter(|e| e.table == t).count(),
+            Some(t) => self.by_id.values().filter(|e| &*e.table == t).count(),
         };
         u64::try_from(n).unwrap_or(u64::MAX)
     }
