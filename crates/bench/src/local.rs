@@ -138,8 +138,10 @@ pub(crate) fn local_write_sqlite(plan: Plan) -> anyhow::Result<Figure> {
 const RAW_TABLE: TableDefinition<&str, &[u8]> = TableDefinition::new("Item");
 
 pub(crate) fn local_write_redb(plan: Plan) -> anyhow::Result<Figure> {
-    // redb commits with an fsync by default on both sides, so far fewer writes suffice.
-    let writes = (plan.local_writes / 10).max(200);
+    // redb commits with an fsync by default on both sides (~0.2 ms), so fewer writes are
+    // affordable; but fsync times swing with whatever else uses the disk, and 300 a side
+    // (--quick) gave ratios from 1.08 to 1.95 in one hour: at least 1,000 a side.
+    let writes = (plan.local_writes / 10).max(1_000);
     progress(&format!("local_write_redb: {writes} inserts each side"));
     let dir = tempfile::tempdir()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
