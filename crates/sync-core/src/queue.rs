@@ -123,10 +123,14 @@ pub struct Transaction<'a> {
     tables: &'a TableCache,
     in_flight: &'a HashSet<String>,
     next_sequence: u64,
+    /// The rows this transaction wrote (`None`: deleted), for its own reads.
     items: HashMap<(String, String), Option<Item>>,
+    /// The queued ops of the items this transaction wrote, as they now stand.
     ops: HashMap<(String, String), Vec<Operation>>,
     batch: WriteBatch,
-    written: Vec<ChangeEvent>,
+    /// Each write's kind and the batch position of its row change, for the
+    /// change events (built only when someone listens).
+    written: Vec<(OpKind, usize)>,
 }
 
 impl<'a> Transaction<'a> {
@@ -155,7 +159,8 @@ impl<'a> Transaction<'a> {
     /// [`Error::QueueRefused`] per the collapse matrix, [`Error::InvalidArgument`]
     /// for a bad id, [`StoreError`] for an unknown table, column or a type mismatch.
     pub fn insert(&mut self, table: &str, item: Item) -> Result<Item> {
-        self.write(OpKind::Insert, table, item)
+        let at = self.write(OpKind::Insert, table, item)?;
+        stored_row(&self.batch, at).cloned()
     }
 
     /// Updates an item (creating the local row if it is missing, as the reference
@@ -164,7 +169,8 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// As [`insert`](Self::insert), but never `AlreadyExists`.
     pub fn update(&mut self, table: &str, item: Item) -> Result<Item> {
-        self.write(OpKind::Update, table, item)
+        let at = self.write(OpKind::Update, table, item)?;
+        stored_row(&self.batch, at).cloned()
     }
 
     /// Deletes an item locally and queues its delete. The given object is the
@@ -220,7 +226,11 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
+    /// Applies one local write to the batch and returns the batch position of its
+    /// row change: a [`Write::PutItem`] holding the row as stored, or a
+    /// [`Write::DeleteItem`]. The row is kept once, there; callers that hand it
+    /// back copy it from there ([`stored_row`]) or take it after the commit.
+    pub(crate) fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<usize> {
         let def = self.tables.get(self.store, table)?;
         let mut item = item;
         let (id, fresh) = take_id(kind, &mut item)?;
@@ -256,16 +266,22 @@ impl<'a> Transaction<'a> {
             });
         }
 
-        // The local row.
-        let result = match kind {
+        // The op's base: the row as it was, when it carries a server version.
+        let base = row
+            .as_ref()
+            .filter(|r| r.get(VERSION).is_some_and(|v| !v.is_null()))
+            .cloned();
+
+        // The local row; a delete's item becomes its op's snapshot.
+        let at = self.batch.len();
+        let snapshot = match kind {
             OpKind::Insert => {
-                self.put_item(table, &id, item.clone());
-                item.clone()
+                self.put_item(table, &id, item);
+                None
             }
             OpKind::Update => {
-                let merged = merge_into(row.clone().unwrap_or_default(), item.clone());
-                self.put_item(table, &id, merged.clone());
-                merged
+                self.put_item(table, &id, merge_into(row.unwrap_or_default(), item));
+                None
             }
             OpKind::Delete => {
                 self.items.insert((table.to_owned(), id.clone()), None);
@@ -273,16 +289,15 @@ impl<'a> Transaction<'a> {
                     table: table.to_owned(),
                     id: id.clone(),
                 });
-                item.clone()
+                Some(item)
             }
         };
 
         // The queue.
-        let base = row.filter(|r| r.get(VERSION).is_some_and(|v| !v.is_null()));
-        let snapshot = (kind == OpKind::Delete).then(|| item.clone());
         match (decision, newest) {
             (Collapse::Enqueue, _) | (_, None) => {
                 let op = self.new_op(kind, table, &id, snapshot, base, 1);
+                self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
             (Collapse::Merge, Some(mut existing)) => {
@@ -301,16 +316,13 @@ impl<'a> Transaction<'a> {
                 self.drop_op(&existing.id);
                 ops.pop();
                 let op = self.new_op(kind, table, &id, snapshot, existing.base.clone(), 2);
+                self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
         }
-        self.written.push(ChangeEvent::LocalWrite {
-            table: table.to_owned(),
-            id: id.clone(),
-            kind,
-        });
+        self.written.push((kind, at));
         self.ops.insert((table.to_owned(), id), ops);
-        Ok(result)
+        Ok(at)
     }
 
     fn put_item(&mut self, table: &str, id: &str, item: Item) {
@@ -322,6 +334,7 @@ impl<'a> Transaction<'a> {
         });
     }
 
+    /// A new pending op taking the next sequence number; the caller queues it.
     fn new_op(
         &mut self,
         kind: OpKind,
@@ -343,7 +356,6 @@ impl<'a> Transaction<'a> {
             version,
         };
         self.next_sequence += 1;
-        self.batch.push(Write::PutOperation(op.clone()));
         op
     }
 
@@ -360,14 +372,66 @@ impl<'a> Transaction<'a> {
         });
     }
 
-    /// Writes everything; returns the next free sequence number and the events
-    /// to announce.
-    pub(crate) fn commit(self) -> Result<(u64, Vec<ChangeEvent>)> {
+    /// Writes everything; returns the next free sequence number, the batch
+    /// written and what the events will say.
+    pub(crate) fn commit(self) -> Result<Committed> {
         if !self.batch.is_empty() {
             self.store.write(&self.batch)?;
         }
-        Ok((self.next_sequence, self.written))
+        Ok(Committed {
+            next_sequence: self.next_sequence,
+            batch: self.batch,
+            written: self.written,
+        })
     }
+}
+
+/// A committed [`Transaction`]: its batch, kept so that the stored rows can be
+/// handed back without a copy and the change events built only when wanted.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// The sequence number the next new op gets.
+    pub next_sequence: u64,
+    batch: WriteBatch,
+    written: Vec<(OpKind, usize)>,
+}
+
+impl Committed {
+    /// The change events of the transaction's writes, in order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = ChangeEvent> + '_ {
+        self.written.iter().filter_map(|&(kind, at)| {
+            let (table, id) = match self.batch.writes.get(at)? {
+                Write::PutItem { table, item } => (table, item.get(ID)?.as_str()?),
+                Write::DeleteItem { table, id } => (table, id.as_str()),
+                _ => return None,
+            };
+            Some(ChangeEvent::LocalWrite {
+                table: table.clone(),
+                id: id.to_owned(),
+                kind,
+            })
+        })
+    }
+
+    /// Moves out the row that the write at `at` stored (see [`Transaction::write`]).
+    pub(crate) fn take_row(mut self, at: usize) -> Result<Item> {
+        match self.batch.writes.get_mut(at) {
+            Some(Write::PutItem { item, .. }) => Ok(std::mem::take(item)),
+            _ => Err(not_a_stored_row(at)),
+        }
+    }
+}
+
+/// The row that the write at `at` stored (see [`Transaction::write`]).
+fn stored_row(batch: &WriteBatch, at: usize) -> Result<&Item> {
+    match batch.writes.get(at) {
+        Some(Write::PutItem { item, .. }) => Ok(item),
+        _ => Err(not_a_stored_row(at)),
+    }
+}
+
+fn not_a_stored_row(at: usize) -> Error {
+    Error::Internal(format!("batch entry {at} is not a stored row"))
 }
 
 /// Takes the item's id out of it, generating one for an insert without; `true`
