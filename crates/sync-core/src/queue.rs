@@ -127,6 +127,11 @@ pub struct Transaction<'a> {
     items: HashMap<(String, String), Option<Item>>,
     /// The queued ops of the items this transaction wrote, as they now stand.
     ops: HashMap<(String, String), Vec<Operation>>,
+    /// Inserts under an id generated here that are not yet in `items` and `ops`:
+    /// the batch positions of their row and op. Only the caller learns such an id,
+    /// from the insert's answer, so they are indexed at the transaction's next
+    /// read; a transaction that never reads (a lone insert) never builds the maps.
+    unindexed: Vec<(usize, usize)>,
     batch: WriteBatch,
     /// Each write's kind and the batch position of its row change, for the
     /// change events (built only when someone listens).
@@ -146,6 +151,7 @@ impl<'a> Transaction<'a> {
             next_sequence: state.next_sequence,
             items: HashMap::new(),
             ops: HashMap::new(),
+            unindexed: Vec::new(),
             batch: WriteBatch::new(),
             written: Vec::new(),
         }
@@ -199,6 +205,7 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// [`StoreError`] from the store.
     pub fn get(&mut self, table: &str, id: &str) -> Result<Option<Item>> {
+        self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
         if let Some(row) = self.items.get(&key) {
             return Ok(row.clone());
@@ -209,6 +216,7 @@ impl<'a> Transaction<'a> {
     /// The row and its ops as this transaction sees them: from the store in one
     /// read unless the transaction already changed either.
     fn row_and_ops(&mut self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
+        self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
         match (self.items.get(&key), self.ops.get(&key)) {
             (None, None) => Ok(self.store.get_with_operations(table, id)?),
@@ -238,12 +246,10 @@ impl<'a> Transaction<'a> {
         let mut item = conform_owned(&def, item, false)?;
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
-        // An id generated just now has no row and no ops yet: no read needed.
-        let (row, mut ops) = if fresh {
-            (None, Vec::new())
-        } else {
-            self.row_and_ops(table, &id)?
-        };
+        if fresh {
+            return Ok(self.insert_fresh(table, &id, item));
+        }
+        let (row, mut ops) = self.row_and_ops(table, &id)?;
         let newest = ops.last().cloned();
         let in_flight = newest
             .as_ref()
@@ -323,6 +329,36 @@ impl<'a> Transaction<'a> {
         self.written.push((kind, at));
         self.ops.insert((table.to_owned(), id), ops);
         Ok(at)
+    }
+
+    /// An insert under an id generated just now: it has no row and no ops yet, so
+    /// nothing is read and the collapse matrix has nothing to say (a new op).
+    fn insert_fresh(&mut self, table: &str, id: &str, item: Item) -> usize {
+        let at = self.batch.len();
+        self.batch.push(Write::PutItem {
+            table: table.to_owned(),
+            item,
+        });
+        let op = self.new_op(OpKind::Insert, table, id, None, None, 1);
+        self.unindexed.push((at, self.batch.len()));
+        self.batch.push(Write::PutOperation(op));
+        self.written.push((OpKind::Insert, at));
+        at
+    }
+
+    /// Adds the inserts of [`insert_fresh`](Self::insert_fresh) to `items` and
+    /// `ops`, copying their row and op from the batch.
+    fn index_fresh(&mut self) {
+        for (row_at, op_at) in std::mem::take(&mut self.unindexed) {
+            let writes = &self.batch.writes;
+            if let (Some(Write::PutItem { item, .. }), Some(Write::PutOperation(op))) =
+                (writes.get(row_at), writes.get(op_at))
+            {
+                let key = (op.table.clone(), op.item_id.clone());
+                self.items.insert(key.clone(), Some(item.clone()));
+                self.ops.insert(key, vec![op.clone()]);
+            }
+        }
     }
 
     fn put_item(&mut self, table: &str, id: &str, item: Item) {
