@@ -247,7 +247,7 @@ impl<'a> Transaction<'a> {
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
         if fresh {
-            return Ok(self.insert_fresh(table, &id, item));
+            return Ok(self.insert_fresh(table, id, item));
         }
         let (row, mut ops) = self.row_and_ops(table, &id)?;
         let newest = ops.last().cloned();
@@ -302,7 +302,7 @@ impl<'a> Transaction<'a> {
         // The queue.
         match (decision, newest) {
             (Collapse::Enqueue, _) | (_, None) => {
-                let op = self.new_op(kind, table, &id, snapshot, base, 1);
+                let op = self.new_op(kind, table, id.clone(), snapshot, base, 1);
                 self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
@@ -321,7 +321,8 @@ impl<'a> Transaction<'a> {
             (Collapse::ReplaceWithDelete, Some(existing)) => {
                 self.drop_op(&existing.id);
                 ops.pop();
-                let op = self.new_op(kind, table, &id, snapshot, existing.base.clone(), 2);
+                let base = existing.base.clone();
+                let op = self.new_op(kind, table, id.clone(), snapshot, base, 2);
                 self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
@@ -333,7 +334,7 @@ impl<'a> Transaction<'a> {
 
     /// An insert under an id generated just now: it has no row and no ops yet, so
     /// nothing is read and the collapse matrix has nothing to say (a new op).
-    fn insert_fresh(&mut self, table: &str, id: &str, item: Item) -> usize {
+    fn insert_fresh(&mut self, table: &str, id: String, item: Item) -> usize {
         let at = self.batch.len();
         self.batch.push(Write::PutItem {
             table: table.to_owned(),
@@ -375,17 +376,17 @@ impl<'a> Transaction<'a> {
         &mut self,
         kind: OpKind,
         table: &str,
-        id: &str,
+        item_id: String,
         snapshot: Option<Item>,
         base: Option<Item>,
         version: u32,
     ) -> Operation {
         let op = Operation {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_op_id(),
             kind,
             state: OpState::Pending,
             table: table.to_owned(),
-            item_id: id.to_owned(),
+            item_id,
             item: snapshot,
             base,
             sequence: self.next_sequence,
@@ -470,6 +471,16 @@ fn not_a_stored_row(at: usize) -> Error {
     Error::Internal(format!("batch entry {at} is not a stored row"))
 }
 
+/// A new op id: a UUID v7 (ordered by time), hyphenated lowercase, encoded
+/// straight into a buffer rather than through `Display`.
+fn new_op_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
+}
+
 /// Takes the item's id out of it, generating one for an insert without; `true`
 /// with an id generated here.
 fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
@@ -492,8 +503,11 @@ fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
             )));
         }
     };
-    tidesync_protocol::ids::validate_id(&id)
-        .map_err(|e| Error::InvalidArgument(format!("invalid id {id:?}: {e}")))?;
+    // A generated id is valid by construction (32 hex digits); only given ones are checked.
+    if !fresh {
+        tidesync_protocol::ids::validate_id(&id)
+            .map_err(|e| Error::InvalidArgument(format!("invalid id {id:?}: {e}")))?;
+    }
     // A property spelled `Id` or `ID` is ambiguous with the key: refuse it.
     if let Some(k) = item.keys().find(|k| k.eq_ignore_ascii_case(ID)) {
         return Err(Error::InvalidArgument(format!(
@@ -582,6 +596,17 @@ mod tests {
         for (existing, new, expect) in rows {
             check_collapse(existing, false, new, expect);
         }
+    }
+
+    #[test]
+    fn generated_ids_need_no_check() {
+        let id = tidesync_protocol::ids::new_client_id();
+        assert_eq!(tidesync_protocol::ids::validate_id(&id), Ok(()));
+        let op_id = new_op_id();
+        assert_eq!(
+            uuid::Uuid::parse_str(&op_id).map(|u| u.to_string()),
+            Ok(op_id)
+        );
     }
 
     #[test]
