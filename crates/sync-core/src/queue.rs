@@ -104,7 +104,11 @@ pub(crate) fn conform_owned(def: &TableDef, mut item: Item, from_server: bool) -
 
 /// Removes `createdAt`, `updatedAt` and `deleted` (any case), keeping `version`.
 pub(crate) fn strip_all_but_version(item: &mut Item) {
-    item.retain(|k, _| k == VERSION || !is_system_property(k));
+    let strip = |k: &str| k != VERSION && is_system_property(k);
+    // App items rarely carry any: looking costs less than `retain` walking the map.
+    if item.keys().any(|k| strip(k)) {
+        item.retain(|k, _| !strip(k));
+    }
 }
 
 /// Overlays `changes` on `row` (the reference store's column merge).
