@@ -18,7 +18,9 @@ use crate::events::{ChangeEvent, EVENT_BUFFER, SyncAction};
 use crate::model::{OpKind, OpState, Operation, OperationError, TableDef};
 use crate::pull::{PullOptions, PullResult};
 use crate::push::{PushOptions, PushResult, PushStatus};
-use crate::queue::{QueueState, Transaction, conform_item, merge_into, strip_all_but_version};
+use crate::queue::{
+    Committed, QueueState, Transaction, conform_item, merge_into, strip_all_but_version,
+};
 use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
 use crate::transport::Transport;
 
@@ -321,16 +323,34 @@ impl SyncContext {
     /// # Errors
     /// The first error the closure returns (nothing is written), or a store failure.
     pub fn transaction<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R>) -> Result<R> {
+        self.run_transaction(f).map(|(value, _)| value)
+    }
+
+    /// One local insert or update in its own transaction; returns the stored row,
+    /// moved out of the committed batch rather than copied.
+    fn write_one(&self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
+        let (at, committed) = self.run_transaction(|tx| tx.write(kind, table, item))?;
+        committed.take_row(at)
+    }
+
+    /// Runs and commits a transaction, then announces its writes (events are
+    /// built only when someone listens).
+    fn run_transaction<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R>,
+    ) -> Result<(R, Committed)> {
         let mut state = self.inner.lock_queue();
         let mut tx = Transaction::new(&*self.inner.store, &self.inner.tables, &state);
         let value = f(&mut tx)?;
-        let (next, events) = tx.commit()?;
-        state.next_sequence = next;
+        let committed = tx.commit()?;
+        state.next_sequence = committed.next_sequence;
         drop(state);
-        for event in events {
-            self.inner.emit(event);
+        if self.inner.events.receiver_count() > 0 {
+            for event in committed.events() {
+                self.inner.emit(event);
+            }
         }
-        Ok(value)
+        Ok((value, committed))
     }
 
     /// One local row.
@@ -586,8 +606,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`Transaction::insert`].
     pub async fn insert(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        let stored = self.ctx.transaction(|tx| tx.insert(&self.name, item))?;
-        from_item(stored)
+        from_item(self.ctx.write_one(OpKind::Insert, &self.name, item)?)
     }
 
     /// Updates an item locally and queues its update.
@@ -596,8 +615,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`Transaction::update`].
     pub async fn update(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        let stored = self.ctx.transaction(|tx| tx.update(&self.name, item))?;
-        from_item(stored)
+        from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
     }
 
     /// Deletes an item locally and queues its delete (its `version`, if given,

@@ -104,7 +104,11 @@ pub(crate) fn conform_owned(def: &TableDef, mut item: Item, from_server: bool) -
 
 /// Removes `createdAt`, `updatedAt` and `deleted` (any case), keeping `version`.
 pub(crate) fn strip_all_but_version(item: &mut Item) {
-    item.retain(|k, _| k == VERSION || !is_system_property(k));
+    let strip = |k: &str| k != VERSION && is_system_property(k);
+    // App items rarely carry any: looking costs less than `retain` walking the map.
+    if item.keys().any(|k| strip(k)) {
+        item.retain(|k, _| !strip(k));
+    }
 }
 
 /// Overlays `changes` on `row` (the reference store's column merge).
@@ -123,10 +127,19 @@ pub struct Transaction<'a> {
     tables: &'a TableCache,
     in_flight: &'a HashSet<String>,
     next_sequence: u64,
+    /// The rows this transaction wrote (`None`: deleted), for its own reads.
     items: HashMap<(String, String), Option<Item>>,
+    /// The queued ops of the items this transaction wrote, as they now stand.
     ops: HashMap<(String, String), Vec<Operation>>,
+    /// Inserts under an id generated here that are not yet in `items` and `ops`:
+    /// the batch positions of their row and op. Only the caller learns such an id,
+    /// from the insert's answer, so they are indexed at the transaction's next
+    /// read; a transaction that never reads (a lone insert) never builds the maps.
+    unindexed: Vec<(usize, usize)>,
     batch: WriteBatch,
-    written: Vec<ChangeEvent>,
+    /// Each write's kind and the batch position of its row change, for the
+    /// change events (built only when someone listens).
+    written: Vec<(OpKind, usize)>,
 }
 
 impl<'a> Transaction<'a> {
@@ -142,6 +155,7 @@ impl<'a> Transaction<'a> {
             next_sequence: state.next_sequence,
             items: HashMap::new(),
             ops: HashMap::new(),
+            unindexed: Vec::new(),
             batch: WriteBatch::new(),
             written: Vec::new(),
         }
@@ -155,7 +169,8 @@ impl<'a> Transaction<'a> {
     /// [`Error::QueueRefused`] per the collapse matrix, [`Error::InvalidArgument`]
     /// for a bad id, [`StoreError`] for an unknown table, column or a type mismatch.
     pub fn insert(&mut self, table: &str, item: Item) -> Result<Item> {
-        self.write(OpKind::Insert, table, item)
+        let at = self.write(OpKind::Insert, table, item)?;
+        stored_row(&self.batch, at).cloned()
     }
 
     /// Updates an item (creating the local row if it is missing, as the reference
@@ -164,7 +179,8 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// As [`insert`](Self::insert), but never `AlreadyExists`.
     pub fn update(&mut self, table: &str, item: Item) -> Result<Item> {
-        self.write(OpKind::Update, table, item)
+        let at = self.write(OpKind::Update, table, item)?;
+        stored_row(&self.batch, at).cloned()
     }
 
     /// Deletes an item locally and queues its delete. The given object is the
@@ -193,6 +209,7 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// [`StoreError`] from the store.
     pub fn get(&mut self, table: &str, id: &str) -> Result<Option<Item>> {
+        self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
         if let Some(row) = self.items.get(&key) {
             return Ok(row.clone());
@@ -203,6 +220,7 @@ impl<'a> Transaction<'a> {
     /// The row and its ops as this transaction sees them: from the store in one
     /// read unless the transaction already changed either.
     fn row_and_ops(&mut self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
+        self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
         match (self.items.get(&key), self.ops.get(&key)) {
             (None, None) => Ok(self.store.get_with_operations(table, id)?),
@@ -220,7 +238,11 @@ impl<'a> Transaction<'a> {
         }
     }
 
-    fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<Item> {
+    /// Applies one local write to the batch and returns the batch position of its
+    /// row change: a [`Write::PutItem`] holding the row as stored, or a
+    /// [`Write::DeleteItem`]. The row is kept once, there; callers that hand it
+    /// back copy it from there ([`stored_row`]) or take it after the commit.
+    pub(crate) fn write(&mut self, kind: OpKind, table: &str, item: Item) -> Result<usize> {
         let def = self.tables.get(self.store, table)?;
         let mut item = item;
         let (id, fresh) = take_id(kind, &mut item)?;
@@ -228,12 +250,10 @@ impl<'a> Transaction<'a> {
         let mut item = conform_owned(&def, item, false)?;
         item.insert(ID.to_owned(), Value::String(id.clone()));
 
-        // An id generated just now has no row and no ops yet: no read needed.
-        let (row, mut ops) = if fresh {
-            (None, Vec::new())
-        } else {
-            self.row_and_ops(table, &id)?
-        };
+        if fresh {
+            return Ok(self.insert_fresh(table, id, item));
+        }
+        let (row, mut ops) = self.row_and_ops(table, &id)?;
         let newest = ops.last().cloned();
         let in_flight = newest
             .as_ref()
@@ -256,16 +276,22 @@ impl<'a> Transaction<'a> {
             });
         }
 
-        // The local row.
-        let result = match kind {
+        // The op's base: the row as it was, when it carries a server version.
+        let base = row
+            .as_ref()
+            .filter(|r| r.get(VERSION).is_some_and(|v| !v.is_null()))
+            .cloned();
+
+        // The local row; a delete's item becomes its op's snapshot.
+        let at = self.batch.len();
+        let snapshot = match kind {
             OpKind::Insert => {
-                self.put_item(table, &id, item.clone());
-                item.clone()
+                self.put_item(table, &id, item);
+                None
             }
             OpKind::Update => {
-                let merged = merge_into(row.clone().unwrap_or_default(), item.clone());
-                self.put_item(table, &id, merged.clone());
-                merged
+                self.put_item(table, &id, merge_into(row.unwrap_or_default(), item));
+                None
             }
             OpKind::Delete => {
                 self.items.insert((table.to_owned(), id.clone()), None);
@@ -273,16 +299,15 @@ impl<'a> Transaction<'a> {
                     table: table.to_owned(),
                     id: id.clone(),
                 });
-                item.clone()
+                Some(item)
             }
         };
 
         // The queue.
-        let base = row.filter(|r| r.get(VERSION).is_some_and(|v| !v.is_null()));
-        let snapshot = (kind == OpKind::Delete).then(|| item.clone());
         match (decision, newest) {
             (Collapse::Enqueue, _) | (_, None) => {
-                let op = self.new_op(kind, table, &id, snapshot, base, 1);
+                let op = self.new_op(kind, table, id.clone(), snapshot, base, 1);
+                self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
             (Collapse::Merge, Some(mut existing)) => {
@@ -300,17 +325,45 @@ impl<'a> Transaction<'a> {
             (Collapse::ReplaceWithDelete, Some(existing)) => {
                 self.drop_op(&existing.id);
                 ops.pop();
-                let op = self.new_op(kind, table, &id, snapshot, existing.base.clone(), 2);
+                let base = existing.base.clone();
+                let op = self.new_op(kind, table, id.clone(), snapshot, base, 2);
+                self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
             }
         }
-        self.written.push(ChangeEvent::LocalWrite {
-            table: table.to_owned(),
-            id: id.clone(),
-            kind,
-        });
+        self.written.push((kind, at));
         self.ops.insert((table.to_owned(), id), ops);
-        Ok(result)
+        Ok(at)
+    }
+
+    /// An insert under an id generated just now: it has no row and no ops yet, so
+    /// nothing is read and the collapse matrix has nothing to say (a new op).
+    fn insert_fresh(&mut self, table: &str, id: String, item: Item) -> usize {
+        let at = self.batch.len();
+        self.batch.push(Write::PutItem {
+            table: table.to_owned(),
+            item,
+        });
+        let op = self.new_op(OpKind::Insert, table, id, None, None, 1);
+        self.unindexed.push((at, self.batch.len()));
+        self.batch.push(Write::PutOperation(op));
+        self.written.push((OpKind::Insert, at));
+        at
+    }
+
+    /// Adds the inserts of [`insert_fresh`](Self::insert_fresh) to `items` and
+    /// `ops`, copying their row and op from the batch.
+    fn index_fresh(&mut self) {
+        for (row_at, op_at) in std::mem::take(&mut self.unindexed) {
+            let writes = &self.batch.writes;
+            if let (Some(Write::PutItem { item, .. }), Some(Write::PutOperation(op))) =
+                (writes.get(row_at), writes.get(op_at))
+            {
+                let key = (op.table.clone(), op.item_id.clone());
+                self.items.insert(key.clone(), Some(item.clone()));
+                self.ops.insert(key, vec![op.clone()]);
+            }
+        }
     }
 
     fn put_item(&mut self, table: &str, id: &str, item: Item) {
@@ -322,28 +375,28 @@ impl<'a> Transaction<'a> {
         });
     }
 
+    /// A new pending op taking the next sequence number; the caller queues it.
     fn new_op(
         &mut self,
         kind: OpKind,
         table: &str,
-        id: &str,
+        item_id: String,
         snapshot: Option<Item>,
         base: Option<Item>,
         version: u32,
     ) -> Operation {
         let op = Operation {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: new_op_id(),
             kind,
             state: OpState::Pending,
             table: table.to_owned(),
-            item_id: id.to_owned(),
+            item_id,
             item: snapshot,
             base,
             sequence: self.next_sequence,
             version,
         };
         self.next_sequence += 1;
-        self.batch.push(Write::PutOperation(op.clone()));
         op
     }
 
@@ -360,14 +413,76 @@ impl<'a> Transaction<'a> {
         });
     }
 
-    /// Writes everything; returns the next free sequence number and the events
-    /// to announce.
-    pub(crate) fn commit(self) -> Result<(u64, Vec<ChangeEvent>)> {
+    /// Writes everything; returns the next free sequence number, the batch
+    /// written and what the events will say.
+    pub(crate) fn commit(self) -> Result<Committed> {
         if !self.batch.is_empty() {
             self.store.write(&self.batch)?;
         }
-        Ok((self.next_sequence, self.written))
+        Ok(Committed {
+            next_sequence: self.next_sequence,
+            batch: self.batch,
+            written: self.written,
+        })
     }
+}
+
+/// A committed [`Transaction`]: its batch, kept so that the stored rows can be
+/// handed back without a copy and the change events built only when wanted.
+#[derive(Debug)]
+pub(crate) struct Committed {
+    /// The sequence number the next new op gets.
+    pub next_sequence: u64,
+    batch: WriteBatch,
+    written: Vec<(OpKind, usize)>,
+}
+
+impl Committed {
+    /// The change events of the transaction's writes, in order.
+    pub(crate) fn events(&self) -> impl Iterator<Item = ChangeEvent> + '_ {
+        self.written.iter().filter_map(|&(kind, at)| {
+            let (table, id) = match self.batch.writes.get(at)? {
+                Write::PutItem { table, item } => (table, item.get(ID)?.as_str()?),
+                Write::DeleteItem { table, id } => (table, id.as_str()),
+                _ => return None,
+            };
+            Some(ChangeEvent::LocalWrite {
+                table: table.clone(),
+                id: id.to_owned(),
+                kind,
+            })
+        })
+    }
+
+    /// Moves out the row that the write at `at` stored (see [`Transaction::write`]).
+    pub(crate) fn take_row(mut self, at: usize) -> Result<Item> {
+        match self.batch.writes.get_mut(at) {
+            Some(Write::PutItem { item, .. }) => Ok(std::mem::take(item)),
+            _ => Err(not_a_stored_row(at)),
+        }
+    }
+}
+
+/// The row that the write at `at` stored (see [`Transaction::write`]).
+fn stored_row(batch: &WriteBatch, at: usize) -> Result<&Item> {
+    match batch.writes.get(at) {
+        Some(Write::PutItem { item, .. }) => Ok(item),
+        _ => Err(not_a_stored_row(at)),
+    }
+}
+
+fn not_a_stored_row(at: usize) -> Error {
+    Error::Internal(format!("batch entry {at} is not a stored row"))
+}
+
+/// A new op id: a UUID v7 (ordered by time), hyphenated lowercase, encoded
+/// straight into a buffer rather than through `Display`.
+fn new_op_id() -> String {
+    let mut buffer = uuid::Uuid::encode_buffer();
+    uuid::Uuid::now_v7()
+        .hyphenated()
+        .encode_lower(&mut buffer)
+        .to_owned()
 }
 
 /// Takes the item's id out of it, generating one for an insert without; `true`
@@ -392,8 +507,11 @@ fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
             )));
         }
     };
-    tidesync_protocol::ids::validate_id(&id)
-        .map_err(|e| Error::InvalidArgument(format!("invalid id {id:?}: {e}")))?;
+    // A generated id is valid by construction (32 hex digits); only given ones are checked.
+    if !fresh {
+        tidesync_protocol::ids::validate_id(&id)
+            .map_err(|e| Error::InvalidArgument(format!("invalid id {id:?}: {e}")))?;
+    }
     // A property spelled `Id` or `ID` is ambiguous with the key: refuse it.
     if let Some(k) = item.keys().find(|k| k.eq_ignore_ascii_case(ID)) {
         return Err(Error::InvalidArgument(format!(
@@ -482,6 +600,17 @@ mod tests {
         for (existing, new, expect) in rows {
             check_collapse(existing, false, new, expect);
         }
+    }
+
+    #[test]
+    fn generated_ids_need_no_check() {
+        let id = tidesync_protocol::ids::new_client_id();
+        assert_eq!(tidesync_protocol::ids::validate_id(&id), Ok(()));
+        let op_id = new_op_id();
+        assert_eq!(
+            uuid::Uuid::parse_str(&op_id).map(|u| u.to_string()),
+            Ok(op_id)
+        );
     }
 
     #[test]

@@ -445,6 +445,39 @@ async fn a_transaction_sees_its_own_writes() {
 }
 
 #[tokio::test]
+async fn a_transaction_sees_its_own_inserts_under_generated_ids() {
+    let f = Fixture::new();
+    let (first, second) = f
+        .client
+        .transaction(|tx| {
+            let first = tx.insert(TODO, obj(json!({"text": "one"})))?;
+            let first = first["id"].as_str().unwrap().to_owned();
+            let second = tx.insert(TODO, obj(json!({"text": "other"})))?;
+            let second = second["id"].as_str().unwrap().to_owned();
+            assert_eq!(text_of(&tx.get(TODO, &first)?.unwrap()), "one");
+            tx.update(TODO, obj(json!({"id": first, "text": "two"})))?;
+            // Inserting either id again is refused: both are queued already.
+            let again = tx.insert(TODO, obj(json!({"id": second, "text": "x"})));
+            assert!(
+                matches!(again, Err(Error::QueueRefused { .. })),
+                "{again:?}"
+            );
+            Ok((first, second))
+        })
+        .unwrap();
+    // The update folded into the first insert; the second insert stands alone.
+    assert_eq!(
+        f.queue(),
+        vec![
+            (OpKind::Insert, OpState::Pending, 1, 2),
+            (OpKind::Insert, OpState::Pending, 2, 1)
+        ]
+    );
+    assert_eq!(text_of(&f.local(TODO, &first).unwrap()), "two");
+    assert_eq!(text_of(&f.local(TODO, &second).unwrap()), "other");
+}
+
+#[tokio::test]
 async fn the_queue_survives_a_restart_and_the_sequence_continues() {
     let mut f = Fixture::new();
     f.todo().insert(&json!({"id": "a"})).await.unwrap();
