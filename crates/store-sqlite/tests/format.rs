@@ -123,16 +123,7 @@ fn opens_the_format_v2_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = opens_fixture(2, dir.path());
     // The migration added the op column; the queued op stayed in `__operations`.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let (queued, in_rows): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM __operations), \
-                    (SELECT count(*) FROM TodoItem WHERE __tidesync_op IS NOT NULL)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((queued, in_rows), (1, 0));
+    assert_eq!(op_places(&path), (1, 0));
 }
 
 #[test]
@@ -140,16 +131,19 @@ fn opens_the_format_v3_fixture() {
     let dir = tempfile::tempdir().unwrap();
     let path = opens_fixture(3, dir.path());
     // Format 3 keeps the op in its item's row.
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let (queued, in_rows): (i64, i64) = conn
-        .query_row(
-            "SELECT (SELECT count(*) FROM __operations), \
-                    (SELECT count(*) FROM TodoItem WHERE __tidesync_op IS NOT NULL)",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .unwrap();
-    assert_eq!((queued, in_rows), (0, 1));
+    assert_eq!(op_places(&path), (0, 1));
+}
+
+/// How many ops the file at `path` holds in `__operations` and in `TodoItem` rows.
+fn op_places(path: &Path) -> (i64, i64) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row(
+        "SELECT (SELECT count(*) FROM __operations), \
+                (SELECT count(*) FROM TodoItem WHERE __tidesync_op IS NOT NULL)",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
 }
 
 /// Opens a copy of the fixture of `version`, checks its content, writes to it
