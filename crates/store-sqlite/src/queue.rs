@@ -6,9 +6,10 @@
 //! hidden column [`OP_COLUMN`] (one op per row); every other op (a delete's,
 //! or a second op of an item whose row already holds one) is a row of
 //! `__operations`, a plain rowid table with no index. A local write thus
-//! writes the app row with its op in it, one B-tree page instead of two: the
-//! row and its primary-key entry, as a plain insert does. When a row holding
-//! an op is deleted, its op moves to `__operations` in the same transaction.
+//! writes the app row with its op in it: two B-tree pages per commit (the
+//! row's and its primary-key entry's), as a plain insert, instead of three.
+//! When a row holding an op is deleted, its op moves to `__operations` in the
+//! same transaction.
 //!
 //! Why a map in memory: with no index on the queue, finding an op by id, by
 //! item or in order needs one. Each index on disk would be one more page written
@@ -16,7 +17,7 @@
 //! row insert). The queue is small next to the app's data, so the store reads
 //! it once and keeps the keys: `__operations` whole, and the rows holding an op
 //! in each table listed in `__row_op_tables` — a scan of that table (about
-//! 55 ms per million rows from the page cache here). A table is listed, in the
+//! 50 ms per million rows from the page cache here). A table is listed, in the
 //! same transaction, before any of its rows gets an op, and unlisted when a
 //! write leaves none of its rows holding one, so tables without local edits
 //! (reference data, say) are never scanned.
@@ -320,28 +321,35 @@ impl OpIndex {
             return false;
         }
         match self.by_id.get(op.id.as_str()) {
-            Some(entry) => entry.place == Place::Row,
+            // Already in this row: rewritten in place.
+            Some(entry) => {
+                entry.place == Place::Row && *entry.table == *table && entry.item_id == item_id
+            }
             None => self.row_op(table, item_id).is_none(),
         }
     }
 
-    /// Lists the table of `op` (see [`OpIndex::mark`]) before the caller
-    /// writes `op` into its item's row (see [`OpIndex::fits_row`]).
-    pub(crate) fn prepare_row(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
-        self.mark(conn, &op.table)
-    }
-
-    /// Records that `op` was written into its item's row (after
-    /// [`OpIndex::prepare_row`]).
-    pub(crate) fn placed_in_row(&mut self, op: &Operation) {
+    /// Records that `op` was written into its item's row (see
+    /// [`OpIndex::fits_row`]), listing its table (same transaction).
+    pub(crate) fn placed_in_row(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
+        self.mark(conn, &op.table)?;
         self.remove(&op.id);
         let entry = self.entry(Place::Row, op.sequence, &op.table, op.item_id.clone());
         self.add(&op.id, entry);
+        Ok(())
     }
 
     /// Adds or replaces an op (by id): in its item's row when the row exists
     /// and holds no other op, else in `__operations`.
-    pub(crate) fn put(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
+    ///
+    /// `table_exists`: whether `op.table` is a defined table (an op may name
+    /// one that is not; it can only live in `__operations` then).
+    pub(crate) fn put(
+        &mut self,
+        conn: &Connection,
+        op: &Operation,
+        table_exists: bool,
+    ) -> Result<()> {
         let old = self.remove(&op.id);
         let moved = old
             .as_ref()
@@ -381,7 +389,7 @@ impl OpIndex {
                 }
                 Place::Row
             }
-            _ => self.insert(conn, op)?,
+            _ => self.insert(conn, op, table_exists)?,
         };
         let entry = self.entry(place, op.sequence, &op.table, op.item_id.clone());
         self.add(&op.id, entry);
@@ -390,9 +398,8 @@ impl OpIndex {
 
     /// Writes a new op: into its item's row when there is one free, else
     /// into `__operations`.
-    fn insert(&mut self, conn: &Connection, op: &Operation) -> Result<Place> {
-        if self.row_op(&op.table, &op.item_id).is_none() {
-            self.mark(conn, &op.table)?;
+    fn insert(&mut self, conn: &Connection, op: &Operation, table_exists: bool) -> Result<Place> {
+        if table_exists && self.row_op(&op.table, &op.item_id).is_none() {
             let sql = format!(
                 "UPDATE {} SET {op} = ?1 WHERE \"id\" = ?2 AND {op} IS NULL",
                 quote(&op.table),
@@ -404,6 +411,7 @@ impl OpIndex {
                 .execute((row_op_text(op)?, &op.item_id))
                 .store()?;
             if changed == 1 {
+                self.mark(conn, &op.table)?;
                 return Ok(Place::Row);
             }
         }

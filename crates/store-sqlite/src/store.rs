@@ -419,10 +419,9 @@ fn write_batch(
                 let id = item.get("id").and_then(|v| v.as_str());
                 if id.is_some_and(|id| ops.fits_row(op, table, id)) {
                     let info = tables.get(conn, table)?;
-                    ops.prepare_row(conn, op)?;
                     let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
                     put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
-                    ops.placed_in_row(op);
+                    ops.placed_in_row(conn, op)?;
                     writes.next();
                     continue;
                 }
@@ -537,7 +536,14 @@ fn apply<'w, 'c>(
             }
             Ok(())
         }
-        Write::PutOperation(op) => ops.put(conn, op),
+        Write::PutOperation(op) => {
+            let table_exists = match tables.get(conn, &op.table) {
+                Ok(_) => true,
+                Err(StoreError::UnknownTable(_)) => false,
+                Err(other) => return Err(other),
+            };
+            ops.put(conn, op, table_exists)
+        }
         Write::DeleteOperation { id } => ops.delete(conn, id),
         Write::DeleteTableOperations { table } => {
             ops.delete_table(conn, table)?;

@@ -317,3 +317,14 @@ fn the_op_column_name_is_reserved() {
         .unwrap_err();
     assert!(matches!(err, StoreError::InvalidDefinition(_)), "{err:?}");
 }
+
+#[test]
+fn an_op_of_an_undefined_table_is_kept_in_the_queue_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let mut elsewhere = op("op1", OpKind::Delete, 1, "a");
+    elsewhere.table = "Undefined".into();
+    write(&store, vec![Write::PutOperation(elsewhere.clone())]);
+    assert_eq!(places(&dir.path().join("q.db")), (vec!["op1".into()], vec![]));
+    assert_eq!(store.operations(0, 10).unwrap(), vec![elsewhere]);
+}
