@@ -5,7 +5,7 @@
 //! [`APPLICATION_ID`]):
 //! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
 //! * one table per defined table, `id` its primary key, with no other index,
-//!   and a hidden last column `__tidesync_op`: the queued op kept in that row,
+//!   and a hidden column `__tidesync_op`: the queued op kept in that row,
 //!   as JSON, or null (see `queue`). App tables keep their rowid: a
 //!   `WITHOUT ROWID` table would also make a local write one page cheaper,
 //!   but bulk pulls of random ids into it were 1.7 times slower (whole rows

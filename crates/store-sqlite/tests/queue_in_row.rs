@@ -325,6 +325,9 @@ fn an_op_of_an_undefined_table_is_kept_in_the_queue_table() {
     let mut elsewhere = op("op1", OpKind::Delete, 1, "a");
     elsewhere.table = "Undefined".into();
     write(&store, vec![Write::PutOperation(elsewhere.clone())]);
-    assert_eq!(places(&dir.path().join("q.db")), (vec!["op1".into()], vec![]));
+    assert_eq!(
+        places(&dir.path().join("q.db")),
+        (vec!["op1".into()], vec![])
+    );
     assert_eq!(store.operations(0, 10).unwrap(), vec![elsewhere]);
 }
