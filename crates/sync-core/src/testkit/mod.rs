@@ -132,6 +132,7 @@ macro_rules! store_conformance {
                 queue_paging_across_tables,
                 queue_replace_operation,
                 queue_order_survives_reopen,
+                queue_follows_the_memory_store,
                 delete_table_operations,
                 errors_ordered_by_sequence,
                 config_set_overwrite_remove,
