@@ -218,8 +218,10 @@ struct RowOpKey<'a> {
     seq: u64,
 }
 
-/// The [`OP_COLUMN`] text of `op`.
+/// The [`OP_COLUMN`] text of `op`. Its sequence must fit `__operations`
+/// (an `i64`), where the op moves when its row is deleted.
 pub(crate) fn row_op_text(op: &Operation) -> Result<String> {
+    to_i64(op.sequence, "operation sequence")?;
     serde_json::to_string(&RowOp {
         id: Cow::Borrowed(&op.id),
         kind: op.kind.code(),
