@@ -13,7 +13,7 @@ use tidesync_core::{
     TableDef, Transport, TransportError, cursor_key,
 };
 use tidesync_protocol::odata::col;
-use tidesync_transport_http::Protocol;
+use tidesync_transport_http::{HttpTransport, Protocol};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
@@ -173,14 +173,19 @@ async fn no_snapshot_without_the_extension_or_with_a_fixed_protocol() {
 }
 
 fn client(mock: &MockServer) -> (SyncContext, MemoryStore) {
+    todo_context(builder(mock, Protocol::Auto).build().unwrap(), 2)
+}
+
+/// A context over a memory store with the todo table, pulling `page` rows a page.
+fn todo_context(transport: HttpTransport, page: u64) -> (SyncContext, MemoryStore) {
     let store = MemoryStore::new();
     store
         .define_table(&TableDef::new(TODO).column("text", ColumnType::String))
         .unwrap();
     let context = SyncContext::builder()
         .store(store.clone())
-        .transport(builder(mock, Protocol::Auto).build().unwrap())
-        .page_size(2)
+        .transport(transport)
+        .page_size(page)
         .build()
         .unwrap();
     (context, store)
@@ -262,7 +267,6 @@ async fn a_snapshot_cut_off_keeps_the_rows_applied_and_the_next_pull_pages_from_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_client_bootstraps_from_the_server_snapshot_and_pages_on() {
     use tidesync_server::Server;
-    use tidesync_transport_http::HttpTransport;
 
     let dir = tempfile::tempdir().unwrap();
     let server = Server::builder()
@@ -272,19 +276,8 @@ async fn an_empty_client_bootstraps_from_the_server_snapshot_and_pages_on() {
         .start()
         .await
         .unwrap();
-    let connect = |page: u64| {
-        let store = MemoryStore::new();
-        store
-            .define_table(&TableDef::new(TODO).column("text", ColumnType::String))
-            .unwrap();
-        let context = SyncContext::builder()
-            .store(store.clone())
-            .transport(HttpTransport::builder(server.url()).build().unwrap())
-            .page_size(page)
-            .build()
-            .unwrap();
-        (context, store)
-    };
+    let connect =
+        |page: u64| todo_context(HttpTransport::builder(server.url()).build().unwrap(), page);
     let (a, _) = connect(100);
     let table_a = a.table::<Value>(TODO);
     for n in 0..250 {
