@@ -4,6 +4,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 use tidesync_protocol::odata::Query;
 
@@ -567,20 +569,6 @@ pub fn concurrent_reader_during_write(factory: &dyn StoreFactory) {
     assert_eq!(store.count_operations(None).unwrap(), BATCHES as u64);
 }
 
-/// A small seeded generator (xorshift64*), so that the model case below needs
-/// no dependency and a failure names the seed that reproduces it.
-struct Seeded(u64);
-
-impl Seeded {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        let x = self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 32;
-        usize::try_from(x).unwrap_or(0) % n
-    }
-}
-
 const MODEL_TABLES: [&str; 2] = ["ma", "mb"];
 const MODEL_ITEMS: [&str; 4] = ["1", "2", "3", "4"];
 const MODEL_OPS: [&str; 6] = ["o1", "o2", "o3", "o4", "o5", "o6"];
@@ -588,12 +576,12 @@ const MODEL_OPS: [&str; 6] = ["o1", "o2", "o3", "o4", "o5", "o6"];
 /// One random write of the model case. Op ids keep one sequence each for the
 /// whole script (`sequences`), since two ops sharing a sequence have no
 /// defined order.
-fn model_write(rng: &mut Seeded, sequences: &mut [u64; 6], next: &mut u64) -> Write {
-    let table = MODEL_TABLES[rng.below(2)].to_owned();
-    let id = MODEL_ITEMS[rng.below(4)];
-    let n = i64::try_from(rng.below(100)).unwrap_or(0);
+fn model_write(rng: &mut StdRng, sequences: &mut [u64; 6], next: &mut u64) -> Write {
+    let table = MODEL_TABLES[rng.random_range(0..2)].to_owned();
+    let id = MODEL_ITEMS[rng.random_range(0..4)];
+    let n: i64 = rng.random_range(0..100);
     let row = |id: &str, n: i64| item(json!({"id": id, "n": n}));
-    match rng.below(15) {
+    match rng.random_range(0..15) {
         0..=3 => Write::PutItem {
             table,
             item: row(id, n),
@@ -610,26 +598,27 @@ fn model_write(rng: &mut Seeded, sequences: &mut [u64; 6], next: &mut u64) -> Wr
             ),
         },
         7..=11 => {
-            let which = rng.below(6);
+            let which = rng.random_range(0..6);
             if sequences[which] == 0 {
                 *next += 1;
                 sequences[which] = *next;
             }
-            let kind = [OpKind::Insert, OpKind::Update, OpKind::Delete][rng.below(3)];
+            let kind = [OpKind::Insert, OpKind::Update, OpKind::Delete][rng.random_range(0..3)];
             Write::PutOperation(Operation {
                 id: MODEL_OPS[which].to_owned(),
                 kind,
-                state: [OpState::Pending, OpState::Attempted, OpState::Failed][rng.below(3)],
+                state: [OpState::Pending, OpState::Attempted, OpState::Failed]
+                    [rng.random_range(0..3)],
                 table,
                 item_id: id.to_owned(),
                 item: (kind == OpKind::Delete).then(|| row(id, -1)),
-                base: (rng.below(2) == 0).then(|| row(id, -2)),
+                base: (rng.random_range(0..2) == 0).then(|| row(id, -2)),
                 sequence: sequences[which],
                 version: u32::try_from(n).unwrap_or(0),
             })
         }
         12 | 13 => Write::DeleteOperation {
-            id: MODEL_OPS[rng.below(6)].to_owned(),
+            id: MODEL_OPS[rng.random_range(0..6)].to_owned(),
         },
         _ => Write::DeleteTableOperations { table },
     }
@@ -667,7 +656,7 @@ fn model_view(store: &dyn LocalStore) -> String {
 pub fn queue_follows_the_memory_store(factory: &dyn StoreFactory) {
     let def = |name: &str| TableDef::new(name).column("n", ColumnType::Integer);
     for seed in 1..=48u64 {
-        let mut rng = Seeded(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = StdRng::seed_from_u64(seed);
         let (place, mut store) = fresh(factory);
         let reference = MemoryStore::new();
         for table in MODEL_TABLES {
@@ -676,7 +665,7 @@ pub fn queue_follows_the_memory_store(factory: &dyn StoreFactory) {
         }
         let (mut sequences, mut next) = ([0u64; 6], 0u64);
         for batch_no in 0..12 {
-            let len = 1 + rng.below(5);
+            let len = 1 + rng.random_range(0..5);
             let batch = WriteBatch {
                 writes: (0..len)
                     .map(|_| model_write(&mut rng, &mut sequences, &mut next))
@@ -689,7 +678,7 @@ pub fn queue_follows_the_memory_store(factory: &dyn StoreFactory) {
                 got.is_ok(),
                 "seed {seed}, batch {batch_no}: {expected:?} vs {got:?} for {batch:?}"
             );
-            if factory.capabilities().durable && rng.below(5) == 0 {
+            if factory.capabilities().durable && rng.random_range(0..5) == 0 {
                 drop(store);
                 store = open(factory, &place);
             }
