@@ -15,11 +15,14 @@ use tidesync_protocol::system::{ID, VERSION};
 use crate::conflict::{ConflictHandler, FailOnConflict};
 use crate::error::{Error, Result, StoreError};
 use crate::events::{ChangeEvent, EVENT_BUFFER, SyncAction};
-use crate::model::{OpKind, OpState, Operation, OperationError, TableDef};
+use crate::model::{
+    ColumnType, OpKind, OpState, Operation, OperationError, TableDef, UNMAPPED_COLUMN,
+};
 use crate::pull::{PullOptions, PullResult};
 use crate::push::{PushOptions, PushResult, PushStatus};
 use crate::queue::{
-    Committed, QueueState, Transaction, conform_item, merge_into, strip_all_but_version,
+    Committed, QueueState, Transaction, app_view, conform_item, merge_into, overlay_server_copy,
+    strip_all_but_version, with_server_unmapped,
 };
 use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
 use crate::transport::Transport;
@@ -35,9 +38,15 @@ impl TableCache {
         if let Some(def) = self.map.read().unwrap_or_else(|e| e.into_inner()).get(name) {
             return Ok(def.clone());
         }
-        let def = store
+        let mut def = store
             .table(name)?
             .ok_or_else(|| StoreError::UnknownTable(name.to_owned()))?;
+        if def.column_type(UNMAPPED_COLUMN).is_none() {
+            // Tables defined before the engine first used them lack the hidden
+            // column; growing a table is idempotent, so two racing users agree.
+            def = def.column(UNMAPPED_COLUMN, ColumnType::Json);
+            store.define_table(&def)?;
+        }
         let def = Arc::new(def);
         self.map
             .write()
@@ -358,7 +367,7 @@ impl SyncContext {
     /// # Errors
     /// Unknown table, store failures.
     pub fn get(&self, table: &str, id: &str) -> Result<Option<Item>> {
-        Ok(self.inner.store.get(table, id)?)
+        Ok(self.inner.store.get(table, id)?.map(app_view))
     }
 
     /// A local query.
@@ -366,7 +375,9 @@ impl SyncContext {
     /// # Errors
     /// Unknown table or column, store failures.
     pub fn query(&self, table: &str, query: &Query) -> Result<QueryResult> {
-        Ok(self.inner.store.query(table, query)?)
+        let mut result = self.inner.store.query(table, query)?;
+        result.items = result.items.into_iter().map(app_view).collect();
+        Ok(result)
     }
 
     /// Pushes every table's queued ops in sequence order.
@@ -516,6 +527,9 @@ impl SyncContext {
             op.item = Some(item);
         } else {
             let def = self.inner.tables.get(&*self.inner.store, &op.table)?;
+            if let Some(server) = &error.server_item {
+                item = with_server_unmapped(&def, item, server);
+            }
             let row = conform_item(&def, &item, true)?;
             let current = self
                 .inner
@@ -524,7 +538,10 @@ impl SyncContext {
                 .unwrap_or_default();
             batch.push(Write::PutItem {
                 table: op.table.clone(),
-                item: merge_into(current, row),
+                item: match &error.server_item {
+                    Some(_) => overlay_server_copy(current, row),
+                    None => merge_into(current, row),
+                },
             });
             let has_version = item.get(VERSION).is_some_and(|v| !v.is_null());
             if op.kind == OpKind::Insert && error.status == Some(409) && has_version {

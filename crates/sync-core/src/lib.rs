@@ -59,7 +59,7 @@ pub use events::{ChangeEvent, SyncAction};
 pub use memory::MemoryStore;
 pub use model::{
     ColumnDef, ColumnType, OpKind, OpState, Operation, OperationError, SYSTEM_COLUMNS, TableDef,
-    check_value, format_stored_timestamp, normalize_value,
+    UNMAPPED_COLUMN, check_value, format_stored_timestamp, normalize_value,
 };
 pub use pull::{Cursor, ProgressFn, PullOptions, PullProgress, PullResult, cursor_key};
 pub use push::{PushOptions, PushResult, PushStatus};

@@ -46,6 +46,15 @@ pub const SYSTEM_COLUMNS: [(&str, ColumnType); 4] = [
     (VERSION, ColumnType::String),
 ];
 
+/// The hidden column in which a local row keeps the properties of its server
+/// copy that the local table does not define (a JSON object, absent when there
+/// are none). A local table may define fewer columns than the server has; push
+/// sends these properties back with the row, so an update (a full replace in
+/// the v3 protocol) never erases server columns the app does not know. The
+/// engine adds the column to every table it uses and hides it from app reads;
+/// apps cannot write it. Other names starting with `__tidesync_` are reserved.
+pub const UNMAPPED_COLUMN: &str = "__tidesync_unmapped";
+
 /// The definition of a local table: its name and declared columns. The system
 /// columns `id`, `createdAt`, `updatedAt` and `version` are always present and
 /// need not be declared. A local table may keep a subset of the server's columns.
@@ -111,7 +120,9 @@ impl TableDef {
     /// Checks the names: 1–128 characters, a letter or `_` first, then letters,
     /// digits or `_`; table names starting with `__` or `sqlite_` are reserved;
     /// no two columns whose names differ only in letter case (SQL identifiers
-    /// ignore case); no column declared with a system column's name and another type.
+    /// ignore case); no column declared with a system column's name and another
+    /// type; column names starting with `__tidesync_` are reserved (the engine's
+    /// own [`UNMAPPED_COLUMN`], of type [`ColumnType::Json`], is the one allowed).
     ///
     /// # Errors
     /// [`StoreError::InvalidDefinition`] naming the problem.
@@ -142,6 +153,13 @@ impl TableDef {
                     c.name, self.name
                 ))
             })?;
+            let reserved = c.name.to_ascii_lowercase().starts_with("__tidesync_");
+            if reserved && !(c.name == UNMAPPED_COLUMN && c.ty == ColumnType::Json) {
+                return Err(StoreError::InvalidDefinition(format!(
+                    "column name {} of table {} is reserved for tidesync's own use",
+                    c.name, self.name
+                )));
+            }
             if let Some((_, ty)) = SYSTEM_COLUMNS.iter().find(|(n, _)| *n == c.name) {
                 if *ty != c.ty {
                     return Err(StoreError::InvalidDefinition(format!(

@@ -13,8 +13,11 @@ use crate::conflict::{Conflict, Resolution};
 use crate::context::Inner;
 use crate::error::{StoreError, TransportError};
 use crate::events::ChangeEvent;
+use crate::model::UNMAPPED_COLUMN;
 use crate::model::{OpKind, OpState, Operation, OperationError};
-use crate::queue::{QueueState, conform_item, merge_into};
+use crate::queue::{
+    QueueState, conform_item, overlay_server_copy, server_view, with_server_unmapped,
+};
 use crate::store::{Write, WriteBatch};
 use crate::transport::{BatchOperation, BatchOutcome};
 
@@ -384,6 +387,9 @@ impl Inner {
             return Ok(Prepare::Missing(op));
         };
         item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
+        // The server's properties that the local table does not define go back
+        // with the row: a v3 update replaces the whole item.
+        server_view(&mut item);
         let if_match = item
             .remove(VERSION)
             .and_then(|v| v.as_str().map(str::to_owned))
@@ -554,7 +560,10 @@ impl Inner {
                     status: error.status().unwrap_or(409),
                     local_item: Some(sent_copy(&send)),
                     server_item: server_item.clone(),
-                    base_item: op.base.clone(),
+                    base_item: op.base.clone().map(|mut base| {
+                        server_view(&mut base);
+                        base
+                    }),
                 };
                 let resolution = self.handler.resolve(&conflict).await;
                 tracing::debug!(table = %op.table, id = %op.item_id, ?resolution, "conflict resolution");
@@ -711,7 +720,7 @@ impl Inner {
                 None => {
                     batch.push(Write::PutItem {
                         table: op.table.clone(),
-                        item: merge_into(row.unwrap_or_default(), server),
+                        item: overlay_server_copy(row.unwrap_or_default(), server),
                     });
                 }
                 Some(mut next) => {
@@ -727,6 +736,12 @@ impl Inner {
                                 row.insert(key.to_owned(), v.clone());
                             }
                         }
+                        // What the server holds of columns the app does not
+                        // define is the server's to say (the follow-up sends it back).
+                        match server.get(UNMAPPED_COLUMN) {
+                            Some(v) => row.insert(UNMAPPED_COLUMN.to_owned(), v.clone()),
+                            None => row.remove(UNMAPPED_COLUMN),
+                        };
                         batch.push(Write::PutItem {
                             table: op.table.clone(),
                             item: row,
@@ -812,6 +827,7 @@ impl Inner {
                 .tables
                 .get(&*self.store, &op.table)
                 .map_err(into_store_error)?;
+            item = with_server_unmapped(&def, item, server);
             let mut local = conform_item(&def, &item, true).map_err(into_store_error)?;
             if let Some(v) = &server_version {
                 local.insert(VERSION.to_owned(), Value::String(v.clone()));
@@ -819,7 +835,7 @@ impl Inner {
             let row = self.store.get(&op.table, &op.item_id)?.unwrap_or_default();
             batch.push(Write::PutItem {
                 table: op.table.clone(),
-                item: merge_into(row, local),
+                item: overlay_server_copy(row, local),
             });
             // The server has the item now: an insert becomes an update.
             op.kind = OpKind::Update;

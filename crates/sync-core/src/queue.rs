@@ -12,7 +12,7 @@ use tidesync_protocol::system::{ID, VERSION, is_system_property};
 use crate::context::TableCache;
 use crate::error::{Error, QueueRefusal, Result, StoreError};
 use crate::events::ChangeEvent;
-use crate::model::{OpKind, OpState, Operation, TableDef, check_value};
+use crate::model::{OpKind, OpState, Operation, TableDef, UNMAPPED_COLUMN, check_value};
 use crate::store::{LocalStore, Write, WriteBatch};
 
 /// What a new local write does to the queue, given the newest op of its item.
@@ -67,7 +67,8 @@ pub(crate) struct QueueState {
 }
 
 /// Keeps only the columns a table has, checking and normalising their values.
-/// App data refuses unknown properties; server data ignores them.
+/// App data refuses unknown properties; server data keeps the ones that are not
+/// system properties in [`UNMAPPED_COLUMN`], so that push can send them back.
 pub(crate) fn conform_item(def: &TableDef, item: &Item, from_server: bool) -> Result<Item> {
     conform_owned(def, item.clone(), from_server)
 }
@@ -76,7 +77,7 @@ pub(crate) fn conform_item(def: &TableDef, item: &Item, from_server: bool) -> Re
 pub(crate) fn conform_owned(def: &TableDef, mut item: Item, from_server: bool) -> Result<Item> {
     let mut unknown = false;
     for (name, value) in &mut item {
-        match def.column_type(name) {
+        match defined_type(def, name) {
             Some(ty) => {
                 let normal = match check_value(def.name(), name, ty, value)? {
                     Cow::Borrowed(_) => None,
@@ -96,10 +97,71 @@ pub(crate) fn conform_owned(def: &TableDef, mut item: Item, from_server: bool) -
             }
         }
     }
-    if unknown {
-        item.retain(|name, _| def.column_type(name).is_some());
+    if !unknown {
+        return Ok(item);
+    }
+    let mut unmapped = Item::new();
+    item.retain(|name, value| {
+        if defined_type(def, name).is_some() {
+            return true;
+        }
+        if from_server && !is_system_property(name) && name != UNMAPPED_COLUMN {
+            unmapped.insert(name.clone(), std::mem::take(value));
+        }
+        false
+    });
+    if !unmapped.is_empty() {
+        item.insert(UNMAPPED_COLUMN.to_owned(), Value::Object(unmapped));
     }
     Ok(item)
+}
+
+/// The type of a column the app may write: every column of the table but the
+/// engine's hidden [`UNMAPPED_COLUMN`].
+fn defined_type(def: &TableDef, name: &str) -> Option<crate::model::ColumnType> {
+    if name == UNMAPPED_COLUMN {
+        return None;
+    }
+    def.column_type(name)
+}
+
+/// A stored row as the app sees it: without the engine's hidden column.
+pub(crate) fn app_view(mut row: Item) -> Item {
+    row.remove(UNMAPPED_COLUMN);
+    row
+}
+
+/// A stored row as the server knows it: the properties kept in the hidden
+/// column are put back beside the defined ones (which win on a clash).
+pub(crate) fn server_view(row: &mut Item) {
+    if let Some(Value::Object(unmapped)) = row.remove(UNMAPPED_COLUMN) {
+        for (name, value) in unmapped {
+            row.entry(name).or_insert(value);
+        }
+    }
+}
+
+/// `item` for a write resent against the server's copy (client wins, a merge,
+/// a retry after an error): what the local table defines comes from `item`,
+/// the properties it does not define from `server`. The app never edits those
+/// (it cannot see them), so the server's values are the current ones; taking
+/// them keeps a full replace from erasing or rolling back another client's
+/// change to a column this app does not know.
+pub(crate) fn with_server_unmapped(def: &TableDef, mut item: Item, server: &Item) -> Item {
+    item.retain(|name, _| defined_type(def, name).is_some());
+    for (name, value) in server {
+        if !is_system_property(name) && defined_type(def, name).is_none() {
+            item.insert(name.clone(), value.clone());
+        }
+    }
+    item
+}
+
+/// Overlays a server copy (already conformed) on the stored row: the server's
+/// values win, and the row's hidden column is the server copy's.
+pub(crate) fn overlay_server_copy(mut row: Item, server: Item) -> Item {
+    row.remove(UNMAPPED_COLUMN);
+    merge_into(row, server)
 }
 
 /// Removes `createdAt`, `updatedAt` and `deleted` (any case), keeping `version`.
@@ -170,7 +232,7 @@ impl<'a> Transaction<'a> {
     /// for a bad id, [`StoreError`] for an unknown table, column or a type mismatch.
     pub fn insert(&mut self, table: &str, item: Item) -> Result<Item> {
         let at = self.write(OpKind::Insert, table, item)?;
-        stored_row(&self.batch, at).cloned()
+        stored_row(&self.batch, at).cloned().map(app_view)
     }
 
     /// Updates an item (creating the local row if it is missing, as the reference
@@ -180,7 +242,7 @@ impl<'a> Transaction<'a> {
     /// As [`insert`](Self::insert), but never `AlreadyExists`.
     pub fn update(&mut self, table: &str, item: Item) -> Result<Item> {
         let at = self.write(OpKind::Update, table, item)?;
-        stored_row(&self.batch, at).cloned()
+        stored_row(&self.batch, at).cloned().map(app_view)
     }
 
     /// Deletes an item locally and queues its delete. The given object is the
@@ -211,10 +273,11 @@ impl<'a> Transaction<'a> {
     pub fn get(&mut self, table: &str, id: &str) -> Result<Option<Item>> {
         self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
-        if let Some(row) = self.items.get(&key) {
-            return Ok(row.clone());
-        }
-        Ok(self.store.get(table, id)?)
+        let row = match self.items.get(&key) {
+            Some(row) => row.clone(),
+            None => self.store.get(table, id)?,
+        };
+        Ok(row.map(app_view))
     }
 
     /// The row and its ops as this transaction sees them: from the store in one
@@ -454,10 +517,11 @@ impl Committed {
         })
     }
 
-    /// Moves out the row that the write at `at` stored (see [`Transaction::write`]).
+    /// Moves out the row that the write at `at` stored (see [`Transaction::write`]),
+    /// as the app sees it.
     pub(crate) fn take_row(mut self, at: usize) -> Result<Item> {
         match self.batch.writes.get_mut(at) {
-            Some(Write::PutItem { item, .. }) => Ok(std::mem::take(item)),
+            Some(Write::PutItem { item, .. }) => Ok(app_view(std::mem::take(item))),
             _ => Err(not_a_stored_row(at)),
         }
     }

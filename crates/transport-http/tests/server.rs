@@ -408,3 +408,76 @@ async fn an_api_key_server_accepts_the_default_header() {
     assert_eq!(pushed.status, PushStatus::CancelledByAuthenticationError);
     server.shutdown().await.unwrap();
 }
+
+/// A client whose local table defines fewer columns than the server has updates a
+/// row: the server keeps the other columns (a v3 update is a full `PUT`, so the
+/// client sends back what the server last gave it), on per-op v2 and v3 and on the
+/// batch extension (Auto). Alice keeps her rows in a SQLite file.
+async fn update_keeps_columns_the_client_does_not_define(protocol: Protocol) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(&dir.path().join("todo.db"), "127.0.0.1:0").await;
+    let url = server.url();
+    let store = tidesync_store_sqlite::SqliteStore::open(dir.path().join("alice.db")).unwrap();
+    store
+        .define_table(
+            &TableDef::new("TodoItem")
+                .column("text", ColumnType::String)
+                .column("complete", ColumnType::Bool),
+        )
+        .unwrap();
+    let alice = SyncContext::builder()
+        .store(store)
+        .transport(transport(&url, protocol))
+        .build()
+        .unwrap();
+    let bob_store = MemoryStore::new();
+    bob_store
+        .define_table(
+            &TableDef::new("TodoItem")
+                .column("text", ColumnType::String)
+                .column("complete", ColumnType::Bool)
+                .column("priority", ColumnType::Integer),
+        )
+        .unwrap();
+    let bob = SyncContext::builder()
+        .store(bob_store)
+        .transport(transport(&url, protocol))
+        .build()
+        .unwrap();
+    let bob_todo = bob.table::<Value>("TodoItem");
+    bob_todo
+        .insert(&json!({"id": "a", "text": "buy milk", "complete": false, "priority": 5}))
+        .await
+        .unwrap();
+    assert!(bob.push().await.unwrap().is_success());
+
+    let todo = alice.table::<Value>("TodoItem");
+    todo.pull("all", Query::all()).await.unwrap();
+    let mut item = todo.get("a").await.unwrap().unwrap();
+    assert!(item.get("priority").is_none(), "{item}");
+    item["complete"] = json!(true);
+    todo.update(&item).await.unwrap();
+    let pushed = alice.push().await.unwrap();
+    assert!(pushed.is_success(), "{pushed:?}");
+
+    bob_todo.pull("all", Query::all()).await.unwrap();
+    let seen = bob_todo.get("a").await.unwrap().unwrap();
+    assert_eq!(seen["complete"], json!(true), "{protocol:?}");
+    assert_eq!(seen["priority"], json!(5), "{protocol:?}: {seen}");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_update_keeps_columns_the_client_does_not_define_v2() {
+    update_keeps_columns_the_client_does_not_define(Protocol::V2).await;
+}
+
+#[tokio::test]
+async fn an_update_keeps_columns_the_client_does_not_define_v3() {
+    update_keeps_columns_the_client_does_not_define(Protocol::V3).await;
+}
+
+#[tokio::test]
+async fn an_update_keeps_columns_the_client_does_not_define_auto() {
+    update_keeps_columns_the_client_does_not_define(Protocol::Auto).await;
+}
