@@ -22,7 +22,6 @@ use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written};
 use crate::error::ServerError;
 
-#[path = "postgres_batch.rs"]
 mod batch;
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).

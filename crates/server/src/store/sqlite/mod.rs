@@ -16,7 +16,6 @@ use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written, now_ms};
 use crate::error::ServerError;
 
-#[path = "sqlite_batch.rs"]
 mod batch;
 
 const BOOKKEEPING: &str = "_tidesync_tables";
