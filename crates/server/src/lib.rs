@@ -39,6 +39,7 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod http;
+mod policy;
 mod server;
 pub mod store;
 

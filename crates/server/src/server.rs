@@ -13,9 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, TableConfig};
-use crate::error::ServerError;
 use crate::http::{self, AppState, Shared};
-use crate::store::{SqliteStore, Store, TableSpec, check_table_name, now_ms};
+use crate::store::{SqliteStore, Store, StoreError, TableSpec, check_table_name, now_ms};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +65,7 @@ pub enum StartError {
     Config(String),
     /// The database could not be opened or prepared.
     #[error("database: {0}")]
-    Database(#[source] ServerError),
+    Database(#[source] StoreError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -271,6 +270,7 @@ impl ServerBuilder {
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
         let state = Arc::new(AppState {
             store,
+            policies: http::access_policies(&config.tables),
             tables: config.tables.clone(),
             paging: config.paging,
             auth,

@@ -2,20 +2,24 @@
 //! anything of it is written (see `store::batch`). The batch's op ids are locked
 //! (transaction-scoped advisory locks, taken sorted in one statement) before they are looked
 //! up, so two servers given the same batch at once apply it once: the second waits, then finds
-//! the first one's remembered results. The lookup is one query and the results to remember
-//! are inserted with one statement after the last op; the per-op statements come from the
-//! connection's statement cache.
+//! the first one's remembered results. Then the batch's items are locked, sorted, in one
+//! statement, before any table is touched, so batches sharing items cannot deadlock. The
+//! lookup is one query and the results to remember are inserted with one statement after the
+//! last op; the per-op statements come from the connection's statement cache.
+//!
+//! An op whose decision adds columns needs its table's ACCESS EXCLUSIVE lock, which must be
+//! taken before any other lock on the table: the batch then starts over with that table
+//! locked up front (decisions are pure, so running them again is safe). The ops' results are
+//! rendered once, after the last op, so a restart renders nothing twice.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::Transaction;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
-use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Written, now_ms};
-use super::{PostgresStore, decode_row, pg_error, quote};
-use crate::error::ServerError;
+use super::super::schema::{TableSchema, TableSpec};
+use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
+use super::{PostgresStore, decode_row, lock_items, pg_error, quote};
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -23,6 +27,49 @@ enum Known {
     Stored(String),
     /// Applied by this batch: the index of its result, remembered at the end.
     Applied(usize),
+}
+
+/// The result of one op, before it is rendered.
+enum Slot {
+    /// Remembered by an earlier batch: the result as it was sent then.
+    Remembered(String),
+    /// A repeat of an op id this batch applied: the result of that op.
+    SameAs(usize),
+    /// Decided (and, if `Ok`, written) now.
+    Decided(Outcome),
+}
+
+/// One op as the transaction needs it (the render step stays outside: it runs once, after
+/// the last op).
+struct Plan {
+    op_id: String,
+    fingerprint: String,
+    table: String,
+    id: String,
+    decide: Decide,
+}
+
+/// A table the batch writes, as its transaction sees it.
+struct BatchTable {
+    schema: TableSchema,
+    /// Whether an op added columns (the cache takes the schema after the commit).
+    learned: bool,
+}
+
+/// What one attempt at the batch did, before its results are rendered.
+struct Attempt {
+    slots: Vec<Slot>,
+    known: HashMap<String, (String, Known)>,
+    /// The schemas of the tables the batch added columns to (cached after the commit).
+    learned: Vec<TableSchema>,
+}
+
+/// How applying one op went.
+enum Applied {
+    /// Decided (and written, if `Ok`).
+    Done(Outcome),
+    /// The op adds columns to a table the batch has not locked: start over with it locked.
+    NeedsTableLock(String),
 }
 
 /// The DDL of the remembered-ops table in `schema` (run by `prepare_table`, under the
@@ -46,24 +93,84 @@ impl PostgresStore {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
-        // Reloaded once per batch: another server may have added columns.
-        let mut schemas: HashMap<String, Result<TableSchema, String>> = HashMap::new();
-        let tables: Vec<String> = writes.iter().map(|w| w.table.clone()).collect();
-        for table in tables {
-            if let Entry::Vacant(slot) = schemas.entry(table) {
-                let schema = match self.fresh_schema(slot.key()).await {
-                    Ok(schema) => Ok(schema),
-                    Err(ServerError::UnknownTable { table }) => Err(table),
-                    Err(other) => return Err(other),
-                };
-                slot.insert(schema);
+    ) -> Result<Vec<String>, StoreError> {
+        let mut specs: HashMap<String, TableSpec> = HashMap::new();
+        let mut plans = Vec::with_capacity(writes.len());
+        let mut renders = Vec::with_capacity(writes.len());
+        for write in writes {
+            if !specs.contains_key(&write.table) {
+                let spec = self.schemas.get(&write.table)?.spec;
+                specs.insert(write.table.clone(), spec);
             }
+            plans.push(Plan {
+                op_id: write.op_id,
+                fingerprint: write.fingerprint,
+                table: write.table,
+                id: write.id,
+                decide: write.decide,
+            });
+            renders.push(write.render);
         }
+        let mut locked_tables: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let now = now_ms();
+            let attempt = match self
+                .run_batch(&tx, &plans, &specs, &locked_tables, now, retention_ms)
+                .await?
+            {
+                Ok(done) => done,
+                Err(table) => {
+                    tx.rollback().await.map_err(pg_error)?;
+                    locked_tables.insert(table);
+                    continue;
+                }
+            };
+            let Attempt {
+                slots,
+                mut known,
+                learned,
+            } = attempt;
+            let mut results: Vec<String> = Vec::with_capacity(slots.len());
+            for (index, (slot, render)) in slots.into_iter().zip(renders).enumerate() {
+                let result = match slot {
+                    Slot::Remembered(result) => result,
+                    Slot::SameAs(at) => results.get(at).cloned().unwrap_or_default(),
+                    Slot::Decided(outcome) => {
+                        let rendered = render(outcome);
+                        if !rendered.remember {
+                            known.retain(
+                                |_, (_, k)| !matches!(k, Known::Applied(at) if *at == index),
+                            );
+                        }
+                        rendered.json
+                    }
+                };
+                results.push(result);
+            }
+            self.remember(&tx, &known, &results, now).await?;
+            tx.commit().await.map_err(pg_error)?;
+            for schema in learned {
+                self.schemas.put(schema)?;
+            }
+            return Ok(results);
+        }
+    }
+
+    /// Locks, recalls and applies every op of the batch in `tx`. The inner `Err` names a
+    /// table an op must add columns to that is not in `locked_tables` (nothing is kept of
+    /// this attempt then).
+    async fn run_batch(
+        &self,
+        tx: &Transaction<'_>,
+        plans: &[Plan],
+        specs: &HashMap<String, TableSpec>,
+        locked_tables: &BTreeSet<String>,
+        now: i64,
+        retention_ms: i64,
+    ) -> Result<Result<Attempt, String>, StoreError> {
         let ops = format!("{}.{}", quote(&self.schema), quote(OPS_TABLE));
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let now = now_ms();
         tx.execute(
             &format!("DELETE FROM {ops} WHERE at < $1"),
             &[&now.saturating_sub(retention_ms)],
@@ -72,7 +179,7 @@ impl PostgresStore {
         .map_err(pg_error)?;
         // Lock every op id of the batch (sorted, so two batches sharing ids cannot deadlock on
         // them), then recall the remembered ones, in one round trip each.
-        let op_ids: Vec<&str> = writes.iter().map(|w| w.op_id.as_str()).collect();
+        let op_ids: Vec<&str> = plans.iter().map(|p| p.op_id.as_str()).collect();
         let lock = tx
             .prepare_cached(
                 "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
@@ -81,49 +188,88 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         tx.execute(&lock, &[&op_ids]).await.map_err(pg_error)?;
+        let items: Vec<(&str, &str)> = plans
+            .iter()
+            .map(|p| (p.table.as_str(), p.id.as_str()))
+            .collect();
+        lock_items(tx, &items).await?;
+        for table in locked_tables {
+            self.lock_table(tx, table).await?;
+        }
         let recall = tx
             .prepare_cached(&format!(
                 "SELECT op_id, fingerprint, result FROM {ops} WHERE op_id = ANY($1::text[])"
             ))
             .await
             .map_err(pg_error)?;
-        let mut known: HashMap<String, (String, Known)> = HashMap::with_capacity(writes.len());
+        let mut known: HashMap<String, (String, Known)> = HashMap::with_capacity(plans.len());
         for row in tx.query(&recall, &[&op_ids]).await.map_err(pg_error)? {
             known.insert(row.get(0), (row.get(1), Known::Stored(row.get(2))));
         }
-        let mut results: Vec<String> = Vec::with_capacity(writes.len());
-        for write in writes {
-            if let Some((fingerprint, result)) = known.get(&write.op_id) {
-                if *fingerprint == write.fingerprint {
-                    let result = match result {
-                        Known::Stored(result) => result.clone(),
-                        Known::Applied(at) => results.get(*at).cloned().unwrap_or_default(),
-                    };
-                    results.push(result);
+        // Loaded in the transaction: another server may have added columns.
+        let mut tables: HashMap<&str, BatchTable> = HashMap::with_capacity(specs.len());
+        for (name, spec) in specs {
+            let schema = self.columns_in(tx, spec.clone()).await?;
+            tables.insert(
+                name.as_str(),
+                BatchTable {
+                    schema,
+                    learned: false,
+                },
+            );
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(plans.len());
+        for plan in plans {
+            if let Some((fingerprint, result)) = known.get(&plan.op_id) {
+                if *fingerprint == plan.fingerprint {
+                    slots.push(match result {
+                        Known::Stored(result) => Slot::Remembered(result.clone()),
+                        Known::Applied(at) => Slot::SameAs(*at),
+                    });
                     continue;
                 }
             }
-            let outcome = match schemas.get(&write.table) {
-                Some(Ok(schema)) => self.apply_one(&tx, schema, &write.id, write.decide).await?,
-                Some(Err(table)) => Err(ServerError::UnknownTable {
-                    table: table.clone(),
-                }),
-                None => Err(ServerError::UnknownTable {
-                    table: write.table.clone(),
-                }),
+            let Some(table) = tables.get_mut(plan.table.as_str()) else {
+                return Err(StoreError::UnknownTable {
+                    table: plan.table.clone(),
+                });
             };
-            let rendered = (write.render)(outcome);
-            if rendered.remember {
+            let locked = locked_tables.contains(&plan.table);
+            let outcome = match self.apply_one(tx, table, locked, plan).await? {
+                Applied::Done(outcome) => outcome,
+                Applied::NeedsTableLock(table) => return Ok(Err(table)),
+            };
+            if outcome.is_ok() {
                 known.insert(
-                    write.op_id,
-                    (write.fingerprint, Known::Applied(results.len())),
+                    plan.op_id.clone(),
+                    (plan.fingerprint.clone(), Known::Applied(slots.len())),
                 );
             }
-            results.push(rendered.json);
+            slots.push(Slot::Decided(outcome));
         }
-        // The results this batch applied (the last one per op id), in one statement.
+        let learned = tables
+            .into_values()
+            .filter(|t| t.learned)
+            .map(|t| t.schema)
+            .collect();
+        Ok(Ok(Attempt {
+            slots,
+            known,
+            learned,
+        }))
+    }
+
+    /// Remembers the results this batch applied (the last one per op id), in one statement.
+    async fn remember(
+        &self,
+        tx: &Transaction<'_>,
+        known: &HashMap<String, (String, Known)>,
+        results: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ops = format!("{}.{}", quote(&self.schema), quote(OPS_TABLE));
         let mut remembered: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-        for (op_id, (fingerprint, result)) in &known {
+        for (op_id, (fingerprint, result)) in known {
             if let Known::Applied(at) = result {
                 if let Some(result) = results.get(*at) {
                     remembered.0.push(op_id);
@@ -132,48 +278,44 @@ impl PostgresStore {
                 }
             }
         }
-        if !remembered.0.is_empty() {
-            let remember = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO {ops} (op_id, fingerprint, result, at)
-                     SELECT o, f, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (o, f, r)
-                     ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-                       result = EXCLUDED.result, at = EXCLUDED.at"
-                ))
-                .await
-                .map_err(pg_error)?;
-            tx.execute(
-                &remember,
-                &[&remembered.0, &remembered.1, &remembered.2, &now],
-            )
+        if remembered.0.is_empty() {
+            return Ok(());
+        }
+        let remember = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {ops} (op_id, fingerprint, result, at)
+                 SELECT o, f, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (o, f, r)
+                 ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                   result = EXCLUDED.result, at = EXCLUDED.at"
+            ))
             .await
             .map_err(pg_error)?;
-        }
-        tx.commit().await.map_err(pg_error)?;
-        Ok(results)
+        tx.execute(
+            &remember,
+            &[&remembered.0, &remembered.1, &remembered.2, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+        Ok(())
     }
 
-    /// Decides and writes one op, as `write` does. The outer error aborts the batch; the
-    /// inner one is the op's refusal, and then nothing of the op was written.
+    /// Decides and writes one op, as `write` does (its item is locked already). The outer
+    /// error aborts the batch; a refusal is the op's outcome, and then nothing of the op was
+    /// written.
     async fn apply_one(
         &self,
         tx: &Transaction<'_>,
-        schema: &TableSchema,
-        id: &str,
-        decide: Decide,
-    ) -> Result<Result<Written, ServerError>, ServerError> {
-        let table = schema.spec.name.as_str();
-        let key = format!("{table}/{id}");
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
-            .await
-            .map_err(pg_error)?;
-        tx.execute(&lock, &[&key]).await.map_err(pg_error)?;
+        table: &mut BatchTable,
+        locked: bool,
+        plan: &Plan,
+    ) -> Result<Applied, StoreError> {
+        let name = table.schema.spec.name.clone();
+        let id = plan.id.as_str();
         let select = tx
             .prepare_cached(&format!(
                 "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                Self::column_list(schema),
-                self.table(table)
+                Self::column_list(&table.schema),
+                self.table(&name)
             ))
             .await
             .map_err(pg_error)?;
@@ -181,42 +323,45 @@ impl PostgresStore {
             .query_opt(&select, &[&id])
             .await
             .map_err(pg_error)?
-            .map(|r| decode_row(&r, schema))
+            .map(|r| decode_row(&r, &table.schema))
             .transpose()?;
-        let mutation = match decide(existing.as_ref()) {
+        let mutation = match (plan.decide)(existing.as_ref(), &table.schema) {
             Ok(mutation) => mutation,
-            Err(refused) => return Ok(Err(refused)),
+            Err(refused) => return Ok(Applied::Done(Err(refused))),
         };
         match mutation {
             Mutation::Remove => {
                 let Some(row) = existing else {
-                    return Ok(Err(ServerError::NotFound));
+                    return Ok(Applied::Done(Err(Refusal::NotFound)));
                 };
                 let delete = tx
                     .prepare_cached(&format!(
                         "DELETE FROM {} WHERE \"id\" = $1",
-                        self.table(table)
+                        self.table(&name)
                     ))
                     .await
                     .map_err(pg_error)?;
                 tx.execute(&delete, &[&id]).await.map_err(pg_error)?;
-                Ok(Ok(Written::Removed(row)))
+                Ok(Applied::Done(Ok(Written::Removed(row))))
             }
-            Mutation::Put { values, deleted } => {
-                match schema.missing_columns(&values) {
-                    Ok(missing) if missing.is_empty() => {}
-                    Ok(missing) => {
-                        let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-                        return Ok(Err(ServerError::Internal(format!(
-                            "columns {names:?} were not learned before the write"
-                        ))));
+            Mutation::Put {
+                values,
+                deleted,
+                new_columns,
+            } => {
+                if !new_columns.is_empty() {
+                    if !locked {
+                        return Ok(Applied::NeedsTableLock(name));
                     }
-                    Err(refused) => return Ok(Err(refused)),
+                    let schema = table.schema.clone();
+                    table.schema = self.add_columns(tx, schema, &new_columns).await?;
+                    table.learned = true;
                 }
+                table.schema.check_known(&values)?;
                 let row = self
-                    .stamp_and_store(tx, schema, id, existing.as_ref(), &values, deleted)
+                    .stamp_and_store(tx, &table.schema, id, existing.as_ref(), &values, deleted)
                     .await?;
-                Ok(Ok(Written::Stored(row)))
+                Ok(Applied::Done(Ok(Written::Stored(row))))
             }
         }
     }

@@ -19,8 +19,10 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written};
-use crate::error::ServerError;
+use super::{
+    Decide, Mutation, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Refusal, Row, Store,
+    StoreError, Written,
+};
 
 mod batch;
 
@@ -51,10 +53,11 @@ impl PostgresStore {
     ///
     /// # Errors
     ///
-    /// [`ServerError::Unavailable`] when the database cannot be reached.
-    pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, ServerError> {
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, StoreError> {
         let schema = schema.unwrap_or("public").to_owned();
-        super::schema::check_table_name(&schema).map_err(ServerError::bad_request)?;
+        super::schema::check_table_name(&schema)
+            .map_err(|message| StoreError::Config { message })?;
         let config = Config {
             url: Some(url.to_owned()),
             manager: Some(ManagerConfig {
@@ -65,7 +68,7 @@ impl PostgresStore {
         };
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = PostgresStore {
             pool,
             schema,
@@ -83,26 +86,41 @@ impl PostgresStore {
         format!("{}.\"_tidesync_tables\"", quote(&self.schema))
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, ServerError> {
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
             .await
-            .map_err(|e| ServerError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, ServerError> {
+    async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, StoreError> {
         let client = self.client().await?;
-        self.load_schema_in(&client, spec).await
+        let schema = self.columns_in(&client, spec).await?;
+        self.schemas.put(schema.clone())?;
+        Ok(schema)
     }
 
-    /// [`Self::load_schema`] through `client`: inside a repeatable-read transaction, the
-    /// columns as its snapshot has them, so that every row it reads decodes with every
-    /// column it was written with.
+    /// [`Self::load_schema`] in a read snapshot (`client` is a repeatable-read transaction):
+    /// the columns as the snapshot has them, so that every row it reads decodes with every
+    /// column it was written with. The snapshot holds committed columns only, so the cache
+    /// takes them.
     async fn load_schema_in<C: GenericClient + Sync>(
         &self,
         client: &C,
         spec: TableSpec,
-    ) -> Result<TableSchema, ServerError> {
+    ) -> Result<TableSchema, StoreError> {
+        let schema = self.columns_in(client, spec).await?;
+        self.schemas.put(schema.clone())?;
+        Ok(schema)
+    }
+
+    /// The table's columns as `client` sees them (inside a write transaction: possibly
+    /// columns it added and has not committed, so they are not cached).
+    async fn columns_in<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        spec: TableSpec,
+    ) -> Result<TableSchema, StoreError> {
         let rows = client
             .query(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns
@@ -130,12 +148,11 @@ impl PostgresStore {
             };
             schema.columns.push((name, ty));
         }
-        self.schemas.put(schema.clone())?;
         Ok(schema)
     }
 
     /// The cached spec, with the columns reloaded (other servers may have added some).
-    async fn fresh_schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn fresh_schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         let spec = self.schemas.get(table)?.spec;
         self.load_schema(spec).await
     }
@@ -154,7 +171,7 @@ impl PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
@@ -203,44 +220,11 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.fresh_schema(table).await
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        if self.schemas.missing_columns(table, values)?.is_empty() {
-            return Ok(());
-        }
-        let schema = self.fresh_schema(table).await?;
-        let missing = schema.missing_columns(values)?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let client = self.client().await?;
-        for (name, ty) in &missing {
-            let declared = match ty {
-                ColumnType::String => "TEXT COLLATE \"C\"",
-                ColumnType::Number => "DOUBLE PRECISION",
-                ColumnType::Boolean => "BOOLEAN",
-                ColumnType::Json => "JSONB",
-            };
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {declared}",
-                    self.table(table),
-                    quote(name)
-                ))
-                .await
-                .map_err(pg_error)?;
-        }
-        // Never wait for a second pooled connection while holding one.
-        drop(client);
-        // Another server may have added a column of another type meanwhile: check again.
-        self.fresh_schema(table).await?.missing_columns(values)?;
-        Ok(())
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
         let mut client = self.client().await?;
@@ -261,61 +245,83 @@ impl Store for PostgresStore {
         row.map(|r| decode_row(&r, &schema)).transpose()
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
-        // Reloaded: another server may have added columns, which a full replace must clear.
-        let schema = self.fresh_schema(table).await?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let key = format!("{}/{}", table, id);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&key],
-        )
-        .await
-        .map_err(pg_error)?;
-        let existing = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                    Self::column_list(&schema),
-                    self.table(table)
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?
-            .map(|r| decode_row(&r, &schema))
-            .transpose()?;
-        let written = match decide(existing.as_ref())? {
-            Mutation::Remove => {
-                let Some(row) = existing else {
-                    return Err(ServerError::NotFound);
-                };
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
+        let spec = self.schemas.get(table)?.spec;
+        // A write that adds columns needs the table's ACCESS EXCLUSIVE lock. It is taken
+        // right after the item lock, before any other lock on the table, so that two such
+        // writes cannot deadlock upgrading their locks; the first attempt runs without it and
+        // only a decision that adds columns runs again under it (a refused write never
+        // locks the table).
+        let mut lock_table = false;
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            lock_items(&tx, &[(table, id)]).await?;
+            if lock_table {
+                self.lock_table(&tx, table).await?;
+            }
+            // Loaded in the transaction: another server may have added columns, which a
+            // full replace must clear.
+            let mut schema = self.columns_in(&tx, spec.clone()).await?;
+            let existing = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
+                        Self::column_list(&schema),
+                        self.table(table)
+                    ),
                     &[&id],
                 )
                 .await
-                .map_err(pg_error)?;
-                Written::Removed(row)
-            }
-            Mutation::Put { values, deleted } => {
-                if let Some((name, _)) = schema.missing_columns(&values)?.first() {
-                    return Err(ServerError::Internal(format!(
-                        "column '{name}' was not learned before the write"
-                    )));
+                .map_err(pg_error)?
+                .map(|r| decode_row(&r, &schema))
+                .transpose()?;
+            let mutation = match decide(existing.as_ref(), &schema) {
+                Ok(mutation) => mutation,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let written = match mutation {
+                Mutation::Remove => {
+                    let Some(row) = existing else {
+                        return Ok(Err(Refusal::NotFound));
+                    };
+                    tx.execute(
+                        &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
+                        &[&id],
+                    )
+                    .await
+                    .map_err(pg_error)?;
+                    Written::Removed(row)
                 }
-                let row = self
-                    .stamp_and_store(&tx, &schema, id, existing.as_ref(), &values, deleted)
-                    .await?;
-                Written::Stored(row)
+                Mutation::Put {
+                    values,
+                    deleted,
+                    new_columns,
+                } => {
+                    if !new_columns.is_empty() {
+                        if !lock_table {
+                            lock_table = true;
+                            tx.rollback().await.map_err(pg_error)?;
+                            continue;
+                        }
+                        schema = self.add_columns(&tx, schema, &new_columns).await?;
+                    }
+                    schema.check_known(&values)?;
+                    let row = self
+                        .stamp_and_store(&tx, &schema, id, existing.as_ref(), &values, deleted)
+                        .await?;
+                    Written::Stored(row)
+                }
+            };
+            tx.commit().await.map_err(pg_error)?;
+            if lock_table {
+                self.schemas.put(schema)?;
             }
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(written)
+            return Ok(Ok(written));
+        }
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.schemas.get(table)?;
         let translated = sql::translate(Flavor::Postgres, &schema, request)?;
         let params: Params = translated.params.iter().map(param_value).collect();
@@ -365,7 +371,7 @@ impl Store for PostgresStore {
         Ok(ReadResult { rows, count })
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let removed = tx
@@ -393,7 +399,7 @@ impl Store for PostgresStore {
         Ok(removed)
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -412,21 +418,57 @@ impl Store for PostgresStore {
         &self,
         writes: Vec<super::BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.apply_batch(writes, retention_ms).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .query_one("SELECT 1", &[])
             .await
             .map(|_| ())
-            .map_err(|e| ServerError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 
 impl PostgresStore {
+    /// Takes the table's ACCESS EXCLUSIVE lock for the rest of the transaction (before a
+    /// column is added).
+    pub(super) async fn lock_table(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        tx.batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            self.table(table)
+        ))
+        .await
+        .map_err(pg_error)
+    }
+
+    /// Adds `columns` inside the caller's transaction (which holds the table lock) and
+    /// returns the columns as the transaction now sees them.
+    pub(super) async fn add_columns(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: TableSchema,
+        columns: &[(String, ColumnType)],
+    ) -> Result<TableSchema, StoreError> {
+        for (name, ty) in columns {
+            tx.batch_execute(&format!(
+                "ALTER TABLE {} ADD COLUMN {} {}",
+                self.table(&schema.spec.name),
+                quote(name),
+                declared_type(*ty)
+            ))
+            .await
+            .map_err(pg_error)?;
+        }
+        self.columns_in(tx, schema.spec).await
+    }
+
     /// Stamps a write from the table's clock row and stores the row. The clock
     /// row's lock is taken last in the writing transaction and held until commit,
     /// so stamps commit in stamp order (an incremental reader never passes a row
@@ -440,7 +482,7 @@ impl PostgresStore {
         existing: Option<&Row>,
         values: &Item,
         deleted: bool,
-    ) -> Result<Row, ServerError> {
+    ) -> Result<Row, StoreError> {
         let clock = tx
             .prepare_cached(&self.clock_sql())
             .await
@@ -531,7 +573,7 @@ impl PostgresStore {
     }
 }
 
-fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, ServerError> {
+fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, StoreError> {
     let mut values = Item::new();
     for (index, (name, ty)) in schema.columns.iter().enumerate() {
         let at = index + 5;
@@ -549,7 +591,7 @@ fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, Serv
                 .map_err(pg_error)?
                 .map_or(Value::Null, Value::Bool),
             ColumnType::Json => match r.try_get::<_, Option<String>>(at).map_err(pg_error)? {
-                Some(text) => serde_json::from_str(&text).map_err(ServerError::store)?,
+                Some(text) => serde_json::from_str(&text).map_err(StoreError::backend)?,
                 None => Value::Null,
             },
         };
@@ -566,6 +608,35 @@ fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, Serv
     })
 }
 
+/// The SQL type of a user column.
+fn declared_type(ty: ColumnType) -> &'static str {
+    match ty {
+        ColumnType::String => "TEXT COLLATE \"C\"",
+        ColumnType::Number => "DOUBLE PRECISION",
+        ColumnType::Boolean => "BOOLEAN",
+        ColumnType::Json => "JSONB",
+    }
+}
+
+/// Takes the transaction-scoped lock of each `(table, id)`, in one fixed (sorted) order, so
+/// that writes sharing items serialise and two batches cannot deadlock on them. Every write
+/// takes its item locks before any table lock.
+pub(super) async fn lock_items(
+    tx: &deadpool_postgres::Transaction<'_>,
+    items: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    let keys: Vec<String> = items.iter().map(|(t, id)| format!("{t}/{id}")).collect();
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
+               hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+        )
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&lock, &[&keys]).await.map_err(pg_error)?;
+    Ok(())
+}
+
 fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
     match param {
         Param::Bool(b) => Box::new(*b),
@@ -576,26 +647,32 @@ fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
 }
 
 /// Data exceptions (SQLSTATE class 22: overflow, bad substring length…) come from the
-/// client's query; a lost connection is unavailability; the rest is a store error.
-fn pg_error(error: tokio_postgres::Error) -> ServerError {
+/// client's query; program limits (class 54: too many columns, a row too big) are a full
+/// table; a lost connection is unavailability; the rest is a store error.
+fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         if db.code().code().starts_with("22") {
-            return ServerError::bad_request(format!(
+            return StoreError::invalid_query(format!(
                 "the query cannot be evaluated: {}",
                 db.message()
             ));
         }
+        if db.code().code().starts_with("54") {
+            return StoreError::Full {
+                message: format!("the table cannot take this write: {}", db.message()),
+            };
+        }
     }
     if error.is_closed() {
-        return ServerError::Unavailable(error.to_string());
+        return StoreError::Unavailable(error.to_string());
     }
-    ServerError::store(error)
+    StoreError::backend(error)
 }
 
 /// A read-only repeatable-read transaction: every statement in it sees one snapshot.
 async fn read_snapshot(
     client: &mut deadpool_postgres::Object,
-) -> Result<deadpool_postgres::Transaction<'_>, ServerError> {
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
     client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

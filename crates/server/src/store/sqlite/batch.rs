@@ -12,12 +12,11 @@ use rusqlite::{Connection, TransactionBehavior};
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Written, now_ms};
+use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
 use super::{
-    SqliteStore, insert_sql, next_stamp, quote, read_clock, select_row_with, select_sql,
-    store_row_with, update_sql, write_clock,
+    SqliteStore, add_columns, insert_sql, next_stamp, quote, read_clock, select_row_with,
+    select_sql, store_row_with, update_sql, write_clock,
 };
-use crate::error::ServerError;
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
 /// are appended in order, only the small `op_id` and `at` index entries land at random.
@@ -55,6 +54,9 @@ struct BatchTable {
     delete: String,
     /// The last stamp given, once the clock was read; written back before the commit.
     clock: Option<(i64, i64)>,
+    /// Whether an op of the batch added columns (the store's cached schema is updated after
+    /// the commit).
+    learned: bool,
 }
 
 impl BatchTable {
@@ -66,11 +68,26 @@ impl BatchTable {
             delete: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&schema.spec.name)),
             schema,
             clock: None,
+            learned: false,
         }
     }
 
+    /// Adds columns (in the batch's transaction) and rebuilds the statement texts.
+    fn add_columns(
+        &mut self,
+        conn: &Connection,
+        columns: &[(String, super::super::ColumnType)],
+    ) -> Result<(), StoreError> {
+        let schema = add_columns(conn, self.schema.clone(), columns)?;
+        let clock = self.clock;
+        *self = BatchTable::new(schema);
+        self.clock = clock;
+        self.learned = true;
+        Ok(())
+    }
+
     /// The next `(updatedAt, version)`, as `sqlite::stamp` gives it, kept in memory.
-    fn stamp(&mut self, conn: &Connection) -> Result<(i64, u64), ServerError> {
+    fn stamp(&mut self, conn: &Connection) -> Result<(i64, u64), StoreError> {
         let (clock_ms, version) = match self.clock {
             Some(clock) => clock,
             None => read_clock(conn, &self.schema.spec.name)?,
@@ -86,17 +103,17 @@ impl SqliteStore {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.with_writer(move |conn, inner| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             let now = now_ms();
             tx.prepare_cached(&format!("DELETE FROM {OPS_TABLE} WHERE at < ?1"))
                 .and_then(|mut s| s.execute([now.saturating_sub(retention_ms)]))
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             let mut known = recall(&tx, &writes)?;
-            let mut tables: HashMap<String, Option<BatchTable>> = HashMap::new();
+            let mut tables: HashMap<String, BatchTable> = HashMap::new();
             let mut results: Vec<String> = Vec::with_capacity(writes.len());
             for write in writes {
                 if let Some(entry) = known.get(&write.op_id) {
@@ -111,14 +128,13 @@ impl SqliteStore {
                         continue;
                     }
                 }
-                if !tables.contains_key(&write.table) {
-                    let table = inner.schemas.get(&write.table).ok().map(BatchTable::new);
-                    tables.insert(write.table.clone(), table);
-                }
-                let outcome = match tables.get_mut(&write.table) {
-                    Some(Some(table)) => apply_one(&tx, table, &write.id, write.decide)?,
-                    _ => Err(ServerError::UnknownTable { table: write.table }),
+                let table = match tables.entry(write.table.clone()) {
+                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(entry) => {
+                        entry.insert(BatchTable::new(inner.schemas.get(&write.table)?))
+                    }
                 };
+                let outcome = apply_one(&tx, table, &write.id, write.decide)?;
                 let rendered = (write.render)(outcome);
                 if rendered.remember {
                     known.insert(
@@ -132,12 +148,17 @@ impl SqliteStore {
                 results.push(rendered.json);
             }
             for (name, table) in &tables {
-                if let Some((clock_ms, version)) = table.as_ref().and_then(|t| t.clock) {
+                if let Some((clock_ms, version)) = table.clock {
                     write_clock(&tx, name, clock_ms, version)?;
                 }
             }
             remember(&tx, &known, &results, now)?;
-            tx.commit().map_err(ServerError::store)?;
+            tx.commit().map_err(StoreError::backend)?;
+            for table in tables.into_values() {
+                if table.learned {
+                    inner.schemas.put(table.schema)?;
+                }
+            }
             Ok(results)
         })
         .await
@@ -145,27 +166,27 @@ impl SqliteStore {
 }
 
 /// The remembered ops of the batch's op ids, in one query.
-fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<String, Known>, ServerError> {
+fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<String, Known>, StoreError> {
     let mut known = HashMap::with_capacity(writes.len());
     if writes.is_empty() {
         return Ok(known);
     }
     let ids: Vec<&str> = writes.iter().map(|w| w.op_id.as_str()).collect();
-    let ids = serde_json::to_string(&ids).map_err(ServerError::store)?;
+    let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
     let mut statement = conn
         .prepare_cached(&format!(
             "SELECT op_id, fingerprint, result FROM {OPS_TABLE}
              WHERE op_id IN (SELECT value FROM json_each(?1))"
         ))
-        .map_err(ServerError::store)?;
-    let mut rows = statement.query([ids]).map_err(ServerError::store)?;
-    while let Some(row) = rows.next().map_err(ServerError::store)? {
-        let op_id: String = row.get(0).map_err(ServerError::store)?;
+        .map_err(StoreError::backend)?;
+    let mut rows = statement.query([ids]).map_err(StoreError::backend)?;
+    while let Some(row) = rows.next().map_err(StoreError::backend)? {
+        let op_id: String = row.get(0).map_err(StoreError::backend)?;
         known.insert(
             op_id,
             Known {
-                fingerprint: row.get(1).map_err(ServerError::store)?,
-                result: KnownResult::Stored(row.get(2).map_err(ServerError::store)?),
+                fingerprint: row.get(1).map_err(StoreError::backend)?,
+                result: KnownResult::Stored(row.get(2).map_err(StoreError::backend)?),
             },
         );
     }
@@ -179,13 +200,13 @@ fn remember(
     known: &HashMap<String, Known>,
     results: &[String],
     now: i64,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     let mut statement = conn
         .prepare_cached(&format!(
             "INSERT OR REPLACE INTO {OPS_TABLE} (op_id, fingerprint, result, at)
              VALUES (?1, ?2, ?3, ?4)"
         ))
-        .map_err(ServerError::store)?;
+        .map_err(StoreError::backend)?;
     for (op_id, entry) in known {
         let KnownResult::Applied(at) = entry.result else {
             continue;
@@ -195,7 +216,7 @@ fn remember(
         };
         statement
             .execute(rusqlite::params![op_id, entry.fingerprint, result, now])
-            .map_err(ServerError::store)?;
+            .map_err(StoreError::backend)?;
     }
     Ok(())
 }
@@ -207,33 +228,31 @@ fn apply_one(
     table: &mut BatchTable,
     id: &str,
     decide: Decide,
-) -> Result<Result<Written, ServerError>, ServerError> {
+) -> Result<Outcome, StoreError> {
     let existing = select_row_with(conn, &table.schema, &table.select, id)?;
-    let mutation = match decide(existing.as_ref()) {
+    let mutation = match decide(existing.as_ref(), &table.schema) {
         Ok(mutation) => mutation,
         Err(refused) => return Ok(Err(refused)),
     };
     match mutation {
         Mutation::Remove => {
             let Some(row) = existing else {
-                return Ok(Err(ServerError::NotFound));
+                return Ok(Err(Refusal::NotFound));
             };
             conn.prepare_cached(&table.delete)
                 .and_then(|mut s| s.execute([id]))
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             Ok(Ok(Written::Removed(row)))
         }
-        Mutation::Put { values, deleted } => {
-            match table.schema.missing_columns(&values) {
-                Ok(missing) if missing.is_empty() => {}
-                Ok(missing) => {
-                    let names: Vec<&str> = missing.iter().map(|(n, _)| n.as_str()).collect();
-                    return Ok(Err(ServerError::Internal(format!(
-                        "columns {names:?} were not learned before the write"
-                    ))));
-                }
-                Err(refused) => return Ok(Err(refused)),
+        Mutation::Put {
+            values,
+            deleted,
+            new_columns,
+        } => {
+            if !new_columns.is_empty() {
+                table.add_columns(conn, &new_columns)?;
             }
+            table.schema.check_known(&values)?;
             let (updated_at_ms, version) = table.stamp(conn)?;
             let row = table.schema.into_stamped_row(
                 id,

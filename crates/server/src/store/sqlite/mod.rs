@@ -13,8 +13,10 @@ use tidesync_protocol::Item;
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written, now_ms};
-use crate::error::ServerError;
+use super::{
+    Decide, Mutation, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Refusal, Row, Store,
+    StoreError, Written, now_ms,
+};
 
 mod batch;
 
@@ -41,7 +43,7 @@ impl SqliteStore {
     /// # Errors
     ///
     /// A store error when the file cannot be opened or configured.
-    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, ServerError> {
+    pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let writer = blocking(move || {
@@ -78,14 +80,14 @@ impl SqliteStore {
 
     async fn with_writer<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, ServerError> + Send + 'static,
-    ) -> Result<T, ServerError> {
+        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let mut conn = inner
                 .writer
                 .lock()
-                .map_err(|_| ServerError::Internal("sqlite writer lock poisoned".to_owned()))?;
+                .map_err(|_| StoreError::Internal("sqlite writer lock poisoned".to_owned()))?;
             work(&mut conn, &inner)
         })
         .await
@@ -93,14 +95,14 @@ impl SqliteStore {
 
     async fn with_reader<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, ServerError> + Send + 'static,
-    ) -> Result<T, ServerError> {
+        work: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let inner = Arc::clone(&self.inner);
         run_blocking(move || {
             let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&inner.path).map_err(ServerError::store)?,
+                None => open_connection(&inner.path).map_err(StoreError::backend)?,
             };
             let result = work(&mut conn, &inner);
             if let Ok(mut idle) = inner.readers.lock() {
@@ -116,11 +118,11 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         let spec = spec.clone();
         self.with_writer(move |conn, inner| {
             let table = quote(&spec.name);
-            let tx = conn.transaction().map_err(ServerError::store)?;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
             tx.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {table} (
                     \"id\" TEXT PRIMARY KEY NOT NULL,
@@ -132,121 +134,108 @@ impl Store for SqliteStore {
                 CREATE INDEX IF NOT EXISTS {} ON {table} (\"updatedAt\", \"id\");",
                 quote(&format!("{}_updatedAt_id", spec.name))
             ))
-            .map_err(ServerError::store)?;
+            .map_err(StoreError::backend)?;
             tx.execute(
                 &format!(
                     "INSERT OR IGNORE INTO {BOOKKEEPING} (name, clock_ms, version) VALUES (?1, 0, 0)"
                 ),
                 [&spec.name],
             )
-            .map_err(ServerError::store)?;
+            .map_err(StoreError::backend)?;
             let mut schema = load_schema(&tx, spec.clone())?;
             if spec.owned && schema.column(OWNER_COLUMN).is_none() {
                 add_column(&tx, &spec.name, OWNER_COLUMN, ColumnType::String)?;
                 schema = load_schema(&tx, spec)?;
             }
-            tx.commit().map_err(ServerError::store)?;
+            tx.commit().map_err(StoreError::backend)?;
             inner.schemas.put(schema)
         })
         .await
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.inner.schemas.get(table)
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        if self
-            .inner
-            .schemas
-            .missing_columns(table, values)?
-            .is_empty()
-        {
-            return Ok(());
-        }
-        let values = values.clone();
-        let table = table.to_owned();
-        self.with_writer(move |conn, inner| {
-            let schema = inner.schemas.get(&table)?;
-            let missing = schema.missing_columns(&values)?;
-            let tx = conn.transaction().map_err(ServerError::store)?;
-            for (name, ty) in &missing {
-                add_column(&tx, &table, name, *ty)?;
-            }
-            let schema = load_schema(&tx, schema.spec)?;
-            tx.commit().map_err(ServerError::store)?;
-            inner.schemas.put(schema)
-        })
-        .await
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         let spec = self.inner.schemas.get(table)?.spec;
         let id = id.to_owned();
         self.with_reader(move |conn, _| {
-            let tx = conn.transaction().map_err(ServerError::store)?;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
             let schema = snapshot_schema(&tx, spec)?;
             let row = select_row(&tx, &schema, &id)?;
-            tx.commit().map_err(ServerError::store)?;
+            tx.commit().map_err(StoreError::backend)?;
             Ok(row)
         })
         .await
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
         let table = table.to_owned();
         let id = id.to_owned();
         self.with_writer(move |conn, inner| {
-            let schema = inner.schemas.get(&table)?;
+            let mut schema = inner.schemas.get(&table)?;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             let existing = select_row(&tx, &schema, &id)?;
-            let written = match decide(existing.as_ref())? {
+            let mutation = match decide(existing.as_ref(), &schema) {
+                Ok(mutation) => mutation,
+                Err(refusal) => return Ok(Err(refusal)),
+            };
+            let mut learned = false;
+            let written = match mutation {
                 Mutation::Remove => {
                     let Some(row) = existing else {
-                        return Err(ServerError::NotFound);
+                        return Ok(Err(Refusal::NotFound));
                     };
                     tx.execute(
                         &format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&table)),
                         [&id],
                     )
-                    .map_err(ServerError::store)?;
+                    .map_err(StoreError::backend)?;
                     Written::Removed(row)
                 }
-                Mutation::Put { values, deleted } => {
-                    if let Some((name, _)) = schema.missing_columns(&values)?.first() {
-                        return Err(ServerError::Internal(format!(
-                            "column '{name}' was not learned before the write"
-                        )));
+                Mutation::Put {
+                    values,
+                    deleted,
+                    new_columns,
+                } => {
+                    if !new_columns.is_empty() {
+                        schema = add_columns(&tx, schema, &new_columns)?;
+                        learned = true;
                     }
+                    schema.check_known(&values)?;
                     let (updated_at_ms, version) = stamp(&tx, &table)?;
-                    let row = schema.stamped_row(
+                    let row = schema.into_stamped_row(
                         &id,
                         existing.as_ref(),
                         updated_at_ms,
                         version,
                         deleted,
-                        &values,
+                        values,
                     );
                     store_row(&tx, &schema, &row, existing.is_some())?;
                     Written::Stored(row)
                 }
             };
-            tx.commit().map_err(ServerError::store)?;
-            Ok(written)
+            tx.commit().map_err(StoreError::backend)?;
+            if learned {
+                inner.schemas.put(schema)?;
+            }
+            Ok(Ok(written))
         })
         .await
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.inner.schemas.get(table)?;
         let translated = sql::translate(Flavor::Sqlite, &schema, request)?;
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
         let want_count = request.count;
         self.with_reader(move |conn, _| {
-            let tx = conn.transaction().map_err(ServerError::store)?;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
             // The columns as this transaction's snapshot has them: the cached schema may
             // predate a column another request just added, and a row written with it
             // would be read without that column (and a cursor would move past it).
@@ -268,7 +257,7 @@ impl Store for SqliteStore {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(query_error)?
                 .into_iter()
-                .collect::<Result<Vec<Row>, ServerError>>()?;
+                .collect::<Result<Vec<Row>, StoreError>>()?;
             drop(statement);
             let count = if want_count {
                 let count_sql = format!(
@@ -283,16 +272,16 @@ impl Store for SqliteStore {
             } else {
                 None
             };
-            tx.commit().map_err(ServerError::store)?;
+            tx.commit().map_err(StoreError::backend)?;
             Ok(ReadResult { rows, count })
         })
         .await
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         let table = table.to_owned();
         self.with_writer(move |conn, _| {
-            let tx = conn.transaction().map_err(ServerError::store)?;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
             let removed = tx
                 .execute(
                     &format!(
@@ -301,7 +290,7 @@ impl Store for SqliteStore {
                     ),
                     [before_ms],
                 )
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             if removed > 0 {
                 tx.execute(
                     &format!(
@@ -309,15 +298,15 @@ impl Store for SqliteStore {
                     ),
                     rusqlite::params![table, before_ms],
                 )
-                .map_err(ServerError::store)?;
+                .map_err(StoreError::backend)?;
             }
-            tx.commit().map_err(ServerError::store)?;
+            tx.commit().map_err(StoreError::backend)?;
             Ok(u64::try_from(removed).unwrap_or(0))
         })
         .await
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         let table = table.to_owned();
         self.with_reader(move |conn, _| {
             conn.query_row(
@@ -327,7 +316,7 @@ impl Store for SqliteStore {
             )
             .optional()
             .map(Option::flatten)
-            .map_err(ServerError::store)
+            .map_err(StoreError::backend)
         })
         .await
     }
@@ -336,15 +325,15 @@ impl Store for SqliteStore {
         &self,
         writes: Vec<super::BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.apply_batch(writes, retention_ms).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|conn, _| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
-                .map_err(|e| ServerError::Unavailable(e.to_string()))
+                .map_err(|e| StoreError::Unavailable(e.to_string()))
         })
         .await
     }
@@ -363,23 +352,23 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
-) -> Result<T, ServerError> {
-    run_blocking(move || work().map_err(ServerError::store)).await
+) -> Result<T, StoreError> {
+    run_blocking(move || work().map_err(StoreError::backend)).await
 }
 
 async fn run_blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ServerError> + Send + 'static,
-) -> Result<T, ServerError> {
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| ServerError::Internal(format!("sqlite task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("sqlite task failed: {e}")))?
 }
 
 /// A database error while running a translated query: SQLite may still refuse an expression
 /// the type checker let through (e.g. an integer overflow, `SQLITE_ERROR`); that is the
 /// query's fault (400). A busy or locked database is 503; I/O errors, corruption, a full
 /// disk and the rest are the server's (500), never blamed on the query.
-fn query_error(error: rusqlite::Error) -> ServerError {
+fn query_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &error {
         rusqlite::Error::SqliteFailure(failure, Some(message))
@@ -388,7 +377,7 @@ fn query_error(error: rusqlite::Error) -> ServerError {
                 ErrorCode::Unknown | ErrorCode::TooBig | ErrorCode::TypeMismatch
             ) =>
         {
-            ServerError::bad_request(format!("the query cannot be evaluated: {message}"))
+            StoreError::invalid_query(format!("the query cannot be evaluated: {message}"))
         }
         rusqlite::Error::SqliteFailure(failure, _)
             if matches!(
@@ -396,9 +385,9 @@ fn query_error(error: rusqlite::Error) -> ServerError {
                 ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
             ) =>
         {
-            ServerError::Unavailable(error.to_string())
+            StoreError::Unavailable(error.to_string())
         }
-        _ => ServerError::store(error),
+        _ => StoreError::backend(error),
     }
 }
 
@@ -416,35 +405,48 @@ fn add_column(
     table: &str,
     name: &str,
     ty: ColumnType,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     conn.execute_batch(&format!(
         "ALTER TABLE {} ADD COLUMN {} {}",
         quote(table),
         quote(name),
         declared_type(ty)
     ))
-    .map_err(ServerError::store)
+    .map_err(StoreError::backend)
+}
+
+/// Adds `columns` to the table of `schema` inside the caller's transaction and returns the
+/// schema as the transaction now has it.
+fn add_columns(
+    tx: &Connection,
+    schema: TableSchema,
+    columns: &[(String, ColumnType)],
+) -> Result<TableSchema, StoreError> {
+    for (name, ty) in columns {
+        add_column(tx, &schema.spec.name, name, *ty)?;
+    }
+    load_schema(tx, schema.spec)
 }
 
 /// Starts the read snapshot of `tx` (a read of the schema table) and loads the table's
 /// columns as that snapshot has them, so that every row the transaction reads decodes with
 /// every column it was written with.
-fn snapshot_schema(tx: &Connection, spec: TableSpec) -> Result<TableSchema, ServerError> {
+fn snapshot_schema(tx: &Connection, spec: TableSpec) -> Result<TableSchema, StoreError> {
     tx.prepare_cached("SELECT 1 FROM sqlite_master LIMIT 1")
         .and_then(|mut statement| statement.query([])?.next().map(|_| ()))
-        .map_err(ServerError::store)?;
+        .map_err(StoreError::backend)?;
     load_schema(tx, spec)
 }
 
-fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, ServerError> {
+fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, StoreError> {
     let mut statement = conn
         .prepare(&format!("PRAGMA table_info({})", quote(&spec.name)))
-        .map_err(ServerError::store)?;
+        .map_err(StoreError::backend)?;
     let columns = statement
         .query_map([], |r| Ok((r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-        .map_err(ServerError::store)?
+        .map_err(StoreError::backend)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(ServerError::store)?;
+        .map_err(StoreError::backend)?;
     let mut schema = TableSchema {
         spec,
         columns: Vec::new(),
@@ -490,7 +492,7 @@ fn select_row(
     conn: &Connection,
     schema: &TableSchema,
     id: &str,
-) -> Result<Option<Row>, ServerError> {
+) -> Result<Option<Row>, StoreError> {
     select_row_with(conn, schema, &select_sql(schema), id)
 }
 
@@ -500,15 +502,15 @@ fn select_row_with(
     schema: &TableSchema,
     query: &str,
     id: &str,
-) -> Result<Option<Row>, ServerError> {
+) -> Result<Option<Row>, StoreError> {
     conn.prepare_cached(query)
         .and_then(|mut s| s.query_row([id], |r| Ok(decode_row(r, schema))).optional())
-        .map_err(ServerError::store)?
+        .map_err(StoreError::backend)?
         .transpose()
 }
 
-fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, ServerError> {
-    let get_error = |e: rusqlite::Error| ServerError::store(e);
+fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, StoreError> {
+    let get_error = |e: rusqlite::Error| StoreError::backend(e);
     let mut values = Item::new();
     for (index, (name, ty)) in schema.columns.iter().enumerate() {
         let at = index + 5;
@@ -526,7 +528,7 @@ fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, Server
                 .map_err(get_error)?
                 .map_or(Value::Null, |b| Value::Bool(b != 0)),
             ColumnType::Json => match r.get::<_, Option<String>>(at).map_err(get_error)? {
-                Some(text) => serde_json::from_str(&text).map_err(ServerError::store)?,
+                Some(text) => serde_json::from_str(&text).map_err(StoreError::backend)?,
                 None => Value::Null,
             },
         };
@@ -544,7 +546,7 @@ fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, Server
 }
 
 /// The next (updatedAt, version) of the table: the clock moves by at least a millisecond.
-fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), ServerError> {
+fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), StoreError> {
     let (clock_ms, version) = read_clock(conn, table)?;
     let (next_ms, next_version) = next_stamp(clock_ms, version);
     write_clock(conn, table, next_ms, next_version)?;
@@ -552,12 +554,12 @@ fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), ServerError> {
 }
 
 /// The table's write clock: the last `updatedAt` stamped and the last version.
-fn read_clock(conn: &Connection, table: &str) -> Result<(i64, i64), ServerError> {
+fn read_clock(conn: &Connection, table: &str) -> Result<(i64, i64), StoreError> {
     conn.prepare_cached(&format!(
         "SELECT clock_ms, version FROM {BOOKKEEPING} WHERE name = ?1"
     ))
     .and_then(|mut s| s.query_row([table], |r| Ok((r.get(0)?, r.get(1)?))))
-    .map_err(ServerError::store)
+    .map_err(StoreError::backend)
 }
 
 /// The stamp after `(clock_ms, version)`: the clock moves by at least a millisecond.
@@ -573,13 +575,13 @@ fn write_clock(
     table: &str,
     clock_ms: i64,
     version: i64,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     conn.prepare_cached(&format!(
         "UPDATE {BOOKKEEPING} SET clock_ms = ?2, version = ?3 WHERE name = ?1"
     ))
     .and_then(|mut s| s.execute(rusqlite::params![table, clock_ms, version]))
     .map(|_| ())
-    .map_err(ServerError::store)
+    .map_err(StoreError::backend)
 }
 
 fn store_row(
@@ -587,7 +589,7 @@ fn store_row(
     schema: &TableSchema,
     row: &Row,
     exists: bool,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     let query = if exists {
         update_sql(schema)
     } else {
@@ -638,10 +640,10 @@ fn store_row_with(
     schema: &TableSchema,
     query: &str,
     row: &Row,
-) -> Result<(), ServerError> {
-    let mut statement = conn.prepare_cached(query).map_err(ServerError::store)?;
-    bind_row(&mut statement, schema, row).map_err(ServerError::store)?;
-    statement.raw_execute().map_err(ServerError::store)?;
+) -> Result<(), StoreError> {
+    let mut statement = conn.prepare_cached(query).map_err(StoreError::backend)?;
+    bind_row(&mut statement, schema, row).map_err(StoreError::backend)?;
+    statement.raw_execute().map_err(StoreError::backend)?;
     Ok(())
 }
 
@@ -682,55 +684,43 @@ fn param_value(param: &Param) -> SqlValue {
 
 #[cfg(test)]
 mod tests {
-    use axum::http::StatusCode;
     use rusqlite::ffi;
 
-    use super::query_error;
+    use super::{StoreError, query_error};
 
     fn failure(code: i32, message: &str) -> rusqlite::Error {
         rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message.to_owned()))
     }
 
+    /// Which layer is at fault: the query (400), the load (503) or the server (500).
+    #[derive(Debug, PartialEq)]
+    enum Fault {
+        Query,
+        Load,
+        Server,
+    }
+
     #[test]
     fn only_errors_of_the_query_itself_are_bad_requests() {
         let cases = [
-            (
-                ffi::SQLITE_ERROR,
-                "integer overflow",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                ffi::SQLITE_TOOBIG,
-                "string or blob too big",
-                StatusCode::BAD_REQUEST,
-            ),
-            (
-                ffi::SQLITE_BUSY,
-                "database is locked",
-                StatusCode::SERVICE_UNAVAILABLE,
-            ),
-            (
-                ffi::SQLITE_IOERR,
-                "disk I/O error",
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
+            (ffi::SQLITE_ERROR, "integer overflow", Fault::Query),
+            (ffi::SQLITE_TOOBIG, "string or blob too big", Fault::Query),
+            (ffi::SQLITE_BUSY, "database is locked", Fault::Load),
+            (ffi::SQLITE_IOERR, "disk I/O error", Fault::Server),
             (
                 ffi::SQLITE_CORRUPT,
                 "database disk image is malformed",
-                StatusCode::INTERNAL_SERVER_ERROR,
+                Fault::Server,
             ),
-            (
-                ffi::SQLITE_FULL,
-                "database or disk is full",
-                StatusCode::INTERNAL_SERVER_ERROR,
-            ),
+            (ffi::SQLITE_FULL, "database or disk is full", Fault::Server),
         ];
-        for (code, message, status) in cases {
-            assert_eq!(
-                query_error(failure(code, message)).status(),
-                status,
-                "{message}"
-            );
+        for (code, message, fault) in cases {
+            let found = match query_error(failure(code, message)) {
+                StoreError::InvalidQuery { .. } => Fault::Query,
+                StoreError::Unavailable(_) => Fault::Load,
+                _ => Fault::Server,
+            };
+            assert_eq!(found, fault, "{message}");
         }
     }
 }
