@@ -43,8 +43,8 @@ mod policy;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, ServerConfig, TableConfig};
+pub use config::{Access, BatchConfig, SchemaConfig, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use feed::FeedConfig;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
-pub use store::{PostgresStore, SqliteStore, Store};
+pub use store::{ColumnType, PostgresStore, SqliteStore, Store};

@@ -217,7 +217,7 @@ fn plan(
         };
     }
     let soft_delete = table.soft_delete;
-    let decide = write::prepare(policy.as_ref(), soft_delete, caller, op)?;
+    let decide = write::prepare(state, &table, policy.as_ref(), caller, op)?;
     let committed = Arc::clone(committed);
     let render = Box::new(move |outcome: Outcome| {
         render(verb, soft_delete, outcome, |row| {

@@ -27,7 +27,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
-use crate::config::{BatchConfig, Paging, TableConfig};
+use crate::config::{BatchConfig, Paging, SchemaConfig, TableConfig};
 use crate::error::ServerError;
 use crate::policy::{AccessPolicy, Caller, TablePolicy};
 use crate::store::Store;
@@ -49,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) tombstone_retention_secs: Option<u64>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) batch: BatchConfig,
+    /// The caps on dynamic tables' schemas.
+    pub(crate) schema: SchemaConfig,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
@@ -79,6 +81,16 @@ impl AppState {
         self.auth.check_api_key(headers)?;
         Ok(Caller::new(self.auth.user(headers)?))
     }
+}
+
+/// Checks that a declared column's name is usable: the rules a dynamic table applies to a
+/// new property.
+///
+/// # Errors
+///
+/// Which rule the name breaks.
+pub(crate) fn check_declared_column(name: &str) -> Result<(), String> {
+    schema_check::check_column_name(name)
 }
 
 /// The built-in policy of every configured table.

@@ -23,9 +23,11 @@ use axum::http::{HeaderMap, header};
 use tidesync_protocol::{ETag, Item};
 use time::OffsetDateTime;
 
+use super::AppState;
 use super::context::{Ctx, date_header, etag_header, etag_matches};
 use super::response::ItemResponse;
 use super::schema_check;
+use crate::config::{SchemaConfig, TableConfig};
 use crate::error::ServerError;
 use crate::policy::{Caller, Operation, TablePolicy};
 use crate::store::{Decide, Mutation, Refusal, Row, RowScope, TableSchema, Written};
@@ -166,8 +168,9 @@ impl WriteOp {
 ///
 /// The policy's refusal.
 pub(crate) fn prepare(
+    state: &AppState,
+    table: &TableConfig,
     policy: &dyn TablePolicy,
-    soft_delete: bool,
     caller: &Caller,
     op: WriteOp,
 ) -> Result<Decide, ServerError> {
@@ -175,10 +178,22 @@ pub(crate) fn prepare(
     if op.verb.sends_item() {
         policy.before_write(caller, op.verb.operation(), &mut op.item)?;
     }
-    let scope = policy.scope(caller);
+    let rules = Rules {
+        scope: policy.scope(caller),
+        soft_delete: table.soft_delete,
+        limits: state.schema,
+    };
     Ok(Box::new(move |existing, schema| {
-        decide(&op, scope.as_ref(), soft_delete, existing, schema)
+        decide(&op, &rules, existing, schema)
     }))
+}
+
+/// What a decision knows besides the op: the caller's scope and the table's settings.
+#[derive(Debug, Clone)]
+struct Rules {
+    scope: Option<RowScope>,
+    soft_delete: bool,
+    limits: SchemaConfig,
 }
 
 /// The whole path for one single-item request whose caller `ctx` has authorized: returns
@@ -190,7 +205,7 @@ pub(crate) fn prepare(
 pub(crate) async fn apply(ctx: &Ctx, op: WriteOp) -> Result<Written, ServerError> {
     let operation = op.verb.operation();
     let id = op.id.clone();
-    let decide = prepare(ctx.policy.as_ref(), ctx.table.soft_delete, &ctx.caller, op)?;
+    let decide = prepare(&ctx.state, &ctx.table, ctx.policy.as_ref(), &ctx.caller, op)?;
     let written = ctx
         .state
         .store
@@ -229,17 +244,17 @@ pub(crate) fn written_row(written: &Written) -> &Row {
 /// Steps 3–4, inside the store's transaction.
 fn decide(
     op: &WriteOp,
-    scope: Option<&RowScope>,
-    soft_delete: bool,
+    rules: &Rules,
     existing: Option<&Row>,
     schema: &TableSchema,
 ) -> Result<Mutation, Refusal> {
+    let soft_delete = rules.soft_delete;
     let checked = if op.verb.sends_item() {
-        schema_check::check(schema, op.item.clone())?
+        schema_check::check(schema, op.item.clone(), &rules.limits)?
     } else {
         schema_check::Checked::default()
     };
-    let visible = |row: &&Row| scope.is_none_or(|scope| scope.admits(row));
+    let visible = |row: &&Row| rules.scope.as_ref().is_none_or(|scope| scope.admits(row));
     if op.verb == Verb::Insert {
         return match existing {
             Some(row) if !visible(&row) => Err(Refusal::IdNotAvailable),

@@ -14,6 +14,7 @@ mod postgres;
 mod schema;
 pub(crate) mod sql;
 mod sqlite;
+pub mod values;
 
 use std::fmt::Debug;
 
@@ -296,15 +297,4 @@ pub fn time_to_ms(t: OffsetDateTime) -> i64 {
 /// The wall clock in milliseconds.
 pub fn now_ms() -> i64 {
     time_to_ms(OffsetDateTime::now_utc())
-}
-
-/// A JSON number stored as a double, read back as an integer when it is one.
-pub(crate) fn number_value(number: f64) -> Value {
-    if number.fract() == 0.0 && number.abs() < 9.0e15 {
-        #[allow(clippy::cast_possible_truncation)]
-        let integer = number as i64;
-        Value::from(integer)
-    } else {
-        serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
-    }
 }

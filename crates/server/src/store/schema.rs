@@ -19,23 +19,51 @@ pub struct TableSpec {
     pub soft_delete: bool,
     /// Whether the table has the `userId` owner column.
     pub owned: bool,
+    /// The declared user columns: a table with them has a fixed schema (created when the
+    /// table is prepared); `None` for a dynamic table, whose columns are learned from writes.
+    pub declared: Option<Vec<(String, ColumnType)>>,
 }
 
-/// The type of a user column, fixed by the first non-null value stored in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl TableSpec {
+    /// A dynamic table (no declared columns).
+    pub fn new(name: impl Into<String>, soft_delete: bool, owned: bool) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            soft_delete,
+            owned,
+            declared: None,
+        }
+    }
+}
+
+/// The type of a user column: declared in the configuration, or fixed by the first non-null
+/// value a dynamic table stores in it. See `store::values` for how each type holds values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
 pub enum ColumnType {
-    /// JSON strings.
+    /// JSON strings (`string`).
+    #[serde(rename = "string")]
     String,
-    /// JSON numbers (stored as doubles).
-    Number,
-    /// JSON booleans.
+    /// JSON booleans (`bool`).
+    #[serde(rename = "bool")]
     Boolean,
-    /// JSON objects and arrays (stored as JSON text).
+    /// JSON integers in the signed 64-bit range, stored exactly (`integer`).
+    #[serde(rename = "integer")]
+    Integer,
+    /// JSON numbers: integers exactly, other numbers as doubles (`number`).
+    #[serde(rename = "number")]
+    Number,
+    /// ISO-8601 date-times, stored as instants at millisecond precision (`datetime`).
+    #[serde(rename = "datetime")]
+    DateTime,
+    /// JSON objects and arrays (stored as JSON text; never declared).
+    #[serde(skip)]
     Json,
 }
 
 impl ColumnType {
-    /// The type a JSON value asks for; `None` for null.
+    /// The type of the value a JSON value is (`None` for null): what a wrong value is
+    /// reported as.
     pub fn of(value: &Value) -> Option<ColumnType> {
         match value {
             Value::Null => None,
@@ -50,8 +78,10 @@ impl ColumnType {
     pub fn describe(self) -> &'static str {
         match self {
             ColumnType::String => "a string",
-            ColumnType::Number => "a number",
             ColumnType::Boolean => "a boolean",
+            ColumnType::Integer => "an integer",
+            ColumnType::Number => "a number",
+            ColumnType::DateTime => "a date-time",
             ColumnType::Json => "an object or array",
         }
     }
@@ -117,14 +147,49 @@ impl TableSchema {
         }
     }
 
-    /// A schema with only the declared columns.
-    pub fn new(spec: TableSpec) -> TableSchema {
-        let columns = if spec.owned {
-            vec![(OWNER_COLUMN.to_owned(), ColumnType::String)]
-        } else {
-            Vec::new()
-        };
-        TableSchema { spec, columns }
+    /// The columns the table must have before any write: `userId` on owner tables, and the
+    /// declared ones.
+    pub fn required_columns(spec: &TableSpec) -> Vec<(String, ColumnType)> {
+        let mut columns = Vec::new();
+        if spec.owned {
+            columns.push((OWNER_COLUMN.to_owned(), ColumnType::String));
+        }
+        for (name, ty) in spec.declared.iter().flatten() {
+            if !(spec.owned && name == OWNER_COLUMN) {
+                columns.push((name.clone(), *ty));
+            }
+        }
+        columns
+    }
+
+    /// Checks that the loaded columns have the types `required` gives them, and returns the
+    /// ones missing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] naming a column whose stored type differs.
+    pub fn missing(
+        &self,
+        required: &[(String, ColumnType)],
+    ) -> Result<Vec<(String, ColumnType)>, StoreError> {
+        let mut missing = Vec::new();
+        for (name, ty) in required {
+            match self.column(name) {
+                None => missing.push((name.clone(), *ty)),
+                Some(found) if found == *ty => {}
+                Some(found) => {
+                    return Err(StoreError::Config {
+                        message: format!(
+                            "column '{name}' of table '{}' holds {} in the database but is declared {}",
+                            self.spec.name,
+                            found.describe(),
+                            ty.describe()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// The type of user column `name` (exact case).

@@ -197,8 +197,9 @@ impl Translator<'_> {
             system::DELETED => Ty::Bool,
             _ => match self.schema.column(name) {
                 Some(ColumnType::String) => Ty::Str,
-                Some(ColumnType::Number) => Ty::Num,
+                Some(ColumnType::Integer | ColumnType::Number) => Ty::Num,
                 Some(ColumnType::Boolean) => Ty::Bool,
+                Some(ColumnType::DateTime) => Ty::Date,
                 Some(ColumnType::Json) => Ty::Json,
                 None => {
                     return Err(StoreError::UnknownColumn {
@@ -440,9 +441,19 @@ impl Translator<'_> {
                 Ok(format!("({l} {sql_op} {r})"))
             }
             BinaryOp::Div => {
+                // Integers divide as integers (OData); anything else as doubles, also where
+                // a number column happens to hold an integer (SQLite keeps those as
+                // integers, PostgreSQL as numeric).
+                let integers = self.integral(left) && self.integral(right);
                 let l = self.expr(left, None)?;
                 let r = self.expr(right, None)?;
-                Ok(format!("({l} / NULLIF({r}, 0))"))
+                Ok(match (integers, self.flavor) {
+                    (true, _) => format!("({l} / NULLIF({r}, 0))"),
+                    (false, Flavor::Sqlite) => format!("(CAST({l} AS REAL) / NULLIF({r}, 0))"),
+                    (false, Flavor::Postgres) => {
+                        format!("(CAST({l} AS float8) / NULLIF({r}, 0))")
+                    }
+                })
             }
             BinaryOp::Mod => {
                 let l = self.expr(left, None)?;
@@ -537,6 +548,36 @@ impl Translator<'_> {
                 }
             }
         })
+    }
+
+    /// Whether a numeric expression is an integer by its type: an integer literal or
+    /// `integer` column, integer functions, and arithmetic (other than `div` of a non-integer)
+    /// on those.
+    fn integral(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Literal(Literal::Int(_)) => true,
+            Expr::Member(name) => self.schema.column(name) == Some(ColumnType::Integer),
+            Expr::Neg(inner) => self.integral(inner),
+            Expr::Binary { op, left, right } => {
+                matches!(
+                    op,
+                    BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod
+                ) && self.integral(left)
+                    && self.integral(right)
+            }
+            Expr::Call { func, .. } => matches!(
+                func,
+                Function::Length
+                    | Function::IndexOf
+                    | Function::Year
+                    | Function::Month
+                    | Function::Day
+                    | Function::Hour
+                    | Function::Minute
+                    | Function::Second
+            ),
+            _ => false,
+        }
     }
 
     fn date_part(&self, ms: &str, pg_field: &str, sqlite_format: &str) -> String {

@@ -19,9 +19,9 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
+use super::values;
 use super::{
-    Decide, Mutation, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Refusal, Row, Store,
-    StoreError, Written,
+    Decide, Mutation, Outcome, ReadRequest, ReadResult, Refusal, Row, Store, StoreError, Written,
 };
 
 mod batch;
@@ -29,6 +29,9 @@ mod batch;
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
 const SYSTEM_COLUMNS: [&str; 5] = ["id", "createdAt", "updatedAt", "version", "deleted"];
+/// The domain (over `bigint` milliseconds) that marks a datetime column, in the store's
+/// schema: it tells datetime columns from integer ones when the columns are loaded.
+const DATETIME_DOMAIN: &str = "tidesync_datetime";
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -123,7 +126,8 @@ impl PostgresStore {
     ) -> Result<TableSchema, StoreError> {
         let rows = client
             .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                "SELECT column_name::text, data_type::text, domain_name::text
+                 FROM information_schema.columns
                  WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
                 &[&self.schema, &spec.name],
             )
@@ -136,14 +140,19 @@ impl PostgresStore {
         for row in rows {
             let name: String = row.get(0);
             let data_type: String = row.get(1);
+            let domain: Option<String> = row.get(2);
             if SYSTEM_COLUMNS.contains(&name.as_str()) {
                 continue;
             }
-            let ty = match data_type.as_str() {
-                "text" => ColumnType::String,
-                "double precision" => ColumnType::Number,
-                "boolean" => ColumnType::Boolean,
-                "jsonb" => ColumnType::Json,
+            let ty = match (data_type.as_str(), domain.as_deref()) {
+                ("text", _) => ColumnType::String,
+                ("boolean", _) => ColumnType::Boolean,
+                ("bigint", Some(DATETIME_DOMAIN)) => ColumnType::DateTime,
+                ("bigint", _) => ColumnType::Integer,
+                // double precision: number columns of databases written before numbers
+                // were exact.
+                ("numeric" | "double precision", _) => ColumnType::Number,
+                ("jsonb", _) => ColumnType::Json,
                 _ => continue,
             };
             schema.columns.push((name, ty));
@@ -161,7 +170,8 @@ impl PostgresStore {
         let mut names: Vec<String> = SYSTEM_COLUMNS.iter().map(|c| quote(c)).collect();
         for (name, ty) in &schema.columns {
             names.push(match ty {
-                ColumnType::Json => format!("{}::text", quote(name)),
+                ColumnType::Json | ColumnType::Number => format!("{}::text", quote(name)),
+                ColumnType::DateTime => format!("{}::bigint", quote(name)),
                 _ => quote(name),
             });
         }
@@ -199,13 +209,20 @@ impl Store for PostgresStore {
             index = quote(&format!("{}_updatedAt_id", spec.name)),
         );
         ddl.push_str(&batch::ops_table_ddl(&self.schema));
-        if spec.owned {
-            ddl.push_str(&format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} TEXT COLLATE \"C\";",
-                quote(OWNER_COLUMN)
-            ));
-        }
+        ddl.push_str(&format!(
+            "DO $$ BEGIN
+               CREATE DOMAIN {}.{} AS bigint;
+             EXCEPTION WHEN duplicate_object THEN NULL;
+             END $$;",
+            quote(&self.schema),
+            quote(DATETIME_DOMAIN)
+        ));
         tx.batch_execute(&ddl).await.map_err(pg_error)?;
+        let schema = self.columns_in(&tx, spec.clone()).await?;
+        let missing = schema.missing(&TableSchema::required_columns(spec))?;
+        if !missing.is_empty() {
+            self.add_columns(&tx, schema, &missing).await?;
+        }
         tx.execute(
             &format!(
                 "INSERT INTO {} (name, clock_ms, version) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
@@ -433,6 +450,18 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The SQL type of a user column (see `store::values` for what each holds).
+    fn declared_type(&self, ty: ColumnType) -> String {
+        match ty {
+            ColumnType::String => "TEXT COLLATE \"C\"".to_owned(),
+            ColumnType::Boolean => "BOOLEAN".to_owned(),
+            ColumnType::Integer => "BIGINT".to_owned(),
+            ColumnType::Number => "NUMERIC".to_owned(),
+            ColumnType::DateTime => format!("{}.{}", quote(&self.schema), quote(DATETIME_DOMAIN)),
+            ColumnType::Json => "JSONB".to_owned(),
+        }
+    }
+
     /// Takes the table's ACCESS EXCLUSIVE lock for the rest of the transaction (before a
     /// column is added).
     pub(super) async fn lock_table(
@@ -461,7 +490,7 @@ impl PostgresStore {
                 "ALTER TABLE {} ADD COLUMN {} {}",
                 self.table(&schema.spec.name),
                 quote(name),
-                declared_type(*ty)
+                self.declared_type(*ty)
             ))
             .await
             .map_err(pg_error)?;
@@ -538,7 +567,16 @@ impl PostgresStore {
                     Box::new(value.as_str().map(str::to_owned)),
                     format!("${n}::text"),
                 ),
-                ColumnType::Number => (Box::new(value.as_f64()), format!("${n}::float8")),
+                // The values are in their column's canonical form (`store::values`).
+                ColumnType::Integer => (Box::new(value.as_i64()), format!("${n}::bigint")),
+                ColumnType::Number => (
+                    Box::new(value.is_number().then(|| value.to_string())),
+                    format!("${n}::text::numeric"),
+                ),
+                ColumnType::DateTime => (
+                    Box::new(value.as_str().and_then(values::datetime_ms)),
+                    format!("${n}::bigint"),
+                ),
                 ColumnType::Boolean => (Box::new(value.as_bool()), format!("${n}::boolean")),
                 ColumnType::Json => (
                     Box::new((!value.is_null()).then(|| value.to_string())),
@@ -582,10 +620,19 @@ fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, Stor
                 .try_get::<_, Option<String>>(at)
                 .map_err(pg_error)?
                 .map_or(Value::Null, Value::String),
-            ColumnType::Number => r
-                .try_get::<_, Option<f64>>(at)
+            ColumnType::Integer => r
+                .try_get::<_, Option<i64>>(at)
                 .map_err(pg_error)?
-                .map_or(Value::Null, super::number_value),
+                .map_or(Value::Null, Value::from),
+            ColumnType::Number => r
+                .try_get::<_, Option<String>>(at)
+                .map_err(pg_error)?
+                .and_then(|text| values::number_from_text(&text))
+                .unwrap_or(Value::Null),
+            ColumnType::DateTime => r
+                .try_get::<_, Option<i64>>(at)
+                .map_err(pg_error)?
+                .map_or(Value::Null, |ms| Value::String(values::datetime_text(ms))),
             ColumnType::Boolean => r
                 .try_get::<_, Option<bool>>(at)
                 .map_err(pg_error)?
@@ -606,16 +653,6 @@ fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, Stor
         deleted: r.try_get(4).map_err(pg_error)?,
         values,
     })
-}
-
-/// The SQL type of a user column.
-fn declared_type(ty: ColumnType) -> &'static str {
-    match ty {
-        ColumnType::String => "TEXT COLLATE \"C\"",
-        ColumnType::Number => "DOUBLE PRECISION",
-        ColumnType::Boolean => "BOOLEAN",
-        ColumnType::Json => "JSONB",
-    }
 }
 
 /// Takes the transaction-scoped lock of each `(table, id)`, in one fixed (sorted) order, so

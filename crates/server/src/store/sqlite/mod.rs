@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use rusqlite::types::Value as SqlValue;
+use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 use serde_json::Value;
 use tidesync_protocol::Item;
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
+use super::values;
 use super::{
-    Decide, Mutation, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Refusal, Row, Store,
-    StoreError, Written, now_ms,
+    Decide, Mutation, Outcome, ReadRequest, ReadResult, Refusal, Row, Store, StoreError, Written,
+    now_ms,
 };
 
 mod batch;
@@ -143,9 +144,9 @@ impl Store for SqliteStore {
             )
             .map_err(StoreError::backend)?;
             let mut schema = load_schema(&tx, spec.clone())?;
-            if spec.owned && schema.column(OWNER_COLUMN).is_none() {
-                add_column(&tx, &spec.name, OWNER_COLUMN, ColumnType::String)?;
-                schema = load_schema(&tx, spec)?;
+            let missing = schema.missing(&TableSchema::required_columns(&spec))?;
+            if !missing.is_empty() {
+                schema = add_columns(&tx, schema, &missing)?;
             }
             tx.commit().map_err(StoreError::backend)?;
             inner.schemas.put(schema)
@@ -391,11 +392,16 @@ fn query_error(error: rusqlite::Error) -> StoreError {
     }
 }
 
+/// The declared SQL type of a user column: it gives the column its affinity (`NUMBER` and
+/// `DATETIME` have NUMERIC affinity, which keeps integers as integers) and tells
+/// [`load_schema`] the column's type.
 fn declared_type(ty: ColumnType) -> &'static str {
     match ty {
         ColumnType::String => "TEXT",
-        ColumnType::Number => "REAL",
         ColumnType::Boolean => "BOOLEAN",
+        ColumnType::Integer => "INTEGER",
+        ColumnType::Number => "NUMBER",
+        ColumnType::DateTime => "DATETIME",
         ColumnType::Json => "JSONTEXT",
     }
 }
@@ -412,7 +418,17 @@ fn add_column(
         quote(name),
         declared_type(ty)
     ))
-    .map_err(StoreError::backend)
+    .map_err(|error| match &error {
+        // SQLite's column limit (2,000 by default): the table is full, not broken.
+        rusqlite::Error::SqliteFailure(_, Some(message))
+            if message.contains("too many columns") =>
+        {
+            StoreError::Full {
+                message: format!("table '{table}' cannot take more columns: {message}"),
+            }
+        }
+        _ => StoreError::backend(error),
+    })
 }
 
 /// Adds `columns` to the table of `schema` inside the caller's transaction and returns the
@@ -457,8 +473,11 @@ fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, StoreE
         }
         let ty = match declared.to_ascii_uppercase().as_str() {
             "TEXT" => ColumnType::String,
-            "REAL" => ColumnType::Number,
             "BOOLEAN" => ColumnType::Boolean,
+            "INTEGER" => ColumnType::Integer,
+            // REAL: number columns of databases written before numbers were exact.
+            "NUMBER" | "REAL" => ColumnType::Number,
+            "DATETIME" => ColumnType::DateTime,
             "JSONTEXT" => ColumnType::Json,
             _ => continue,
         };
@@ -519,10 +538,19 @@ fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<Row, StoreE
                 .get::<_, Option<String>>(at)
                 .map_err(get_error)?
                 .map_or(Value::Null, Value::String),
-            ColumnType::Number => r
-                .get::<_, Option<f64>>(at)
+            ColumnType::Integer => r
+                .get::<_, Option<i64>>(at)
                 .map_err(get_error)?
-                .map_or(Value::Null, super::number_value),
+                .map_or(Value::Null, Value::from),
+            ColumnType::Number => match r.get_ref(at).map_err(get_error)? {
+                ValueRef::Integer(integer) => Value::from(integer),
+                ValueRef::Real(real) => values::number_from_f64(real),
+                _ => Value::Null,
+            },
+            ColumnType::DateTime => r
+                .get::<_, Option<i64>>(at)
+                .map_err(get_error)?
+                .map_or(Value::Null, |ms| Value::String(values::datetime_text(ms))),
             ColumnType::Boolean => r
                 .get::<_, Option<i64>>(at)
                 .map_err(get_error)?
@@ -658,14 +686,21 @@ fn bind_row(
     statement.raw_bind_parameter(3, row.updated_at_ms)?;
     statement.raw_bind_parameter(4, i64::try_from(row.version).unwrap_or(i64::MAX))?;
     statement.raw_bind_parameter(5, i64::from(row.deleted))?;
-    for (index, (name, _)) in schema.columns.iter().enumerate() {
+    for (index, (name, ty)) in schema.columns.iter().enumerate() {
         let at = index + 6;
-        match row.values.get(name).unwrap_or(&Value::Null) {
-            Value::Null => statement.raw_bind_parameter(at, rusqlite::types::Null)?,
-            Value::Bool(b) => statement.raw_bind_parameter(at, i64::from(*b))?,
-            Value::Number(n) => statement.raw_bind_parameter(at, n.as_f64())?,
-            Value::String(s) => statement.raw_bind_parameter(at, s.as_str())?,
-            value @ (Value::Array(_) | Value::Object(_)) => {
+        // The values are in their column's canonical form (`store::values`).
+        match (ty, row.values.get(name).unwrap_or(&Value::Null)) {
+            (_, Value::Null) => statement.raw_bind_parameter(at, rusqlite::types::Null)?,
+            (_, Value::Bool(b)) => statement.raw_bind_parameter(at, i64::from(*b))?,
+            (_, Value::Number(n)) => match n.as_i64() {
+                Some(integer) => statement.raw_bind_parameter(at, integer)?,
+                None => statement.raw_bind_parameter(at, n.as_f64())?,
+            },
+            (ColumnType::DateTime, Value::String(s)) => {
+                statement.raw_bind_parameter(at, values::datetime_ms(s))?;
+            }
+            (_, Value::String(s)) => statement.raw_bind_parameter(at, s.as_str())?,
+            (_, value @ (Value::Array(_) | Value::Object(_))) => {
                 statement.raw_bind_parameter(at, value.to_string())?;
             }
         }
@@ -698,6 +733,21 @@ mod tests {
         Query,
         Load,
         Server,
+    }
+
+    #[test]
+    fn a_table_at_sqlites_column_limit_is_full_not_broken() {
+        use super::super::{ColumnType, TableSchema, TableSpec};
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let columns: Vec<String> = (0..2000).map(|n| format!("c{n} TEXT")).collect();
+        conn.execute_batch(&format!("CREATE TABLE t ({})", columns.join(", ")))
+            .unwrap();
+        let schema = TableSchema {
+            spec: TableSpec::new("t", true, false),
+            columns: Vec::new(),
+        };
+        let added = super::add_columns(&conn, schema, &[("more".to_owned(), ColumnType::String)]);
+        assert!(matches!(added, Err(StoreError::Full { .. })), "{added:?}");
     }
 
     #[test]
