@@ -74,7 +74,8 @@ fn start_log(dir: &std::path::Path, args: &[&str]) -> String {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert!(line.starts_with("listening on"), "{line}");
+    assert!(line.starts_with("listening on http://"), "{line}");
+    // A SIGTERM right after the address appears stops the server cleanly.
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -87,7 +88,8 @@ fn start_log(dir: &std::path::Path, args: &[&str]) -> String {
         .unwrap()
         .read_to_string(&mut log)
         .unwrap();
-    assert!(child.wait().unwrap().success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}: {log}");
     log
 }
 
