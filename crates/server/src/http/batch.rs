@@ -28,7 +28,7 @@ use serde_json::{Value, json};
 use tidesync_protocol::{ETag, Item, parse_etag, validate_id};
 
 use super::Shared;
-use super::context::strip_system;
+use super::context::{same_id, strip_system};
 use super::response::JSON_CONTENT_TYPE;
 use super::write::{self, Conditions, Tombstones, Verb, WriteOp};
 use crate::error::ServerError;
@@ -191,7 +191,7 @@ fn plan(
     };
     match strip_system(&mut item) {
         None | Some(Value::Null) => {}
-        Some(Value::String(id)) if id == item_id => {}
+        Some(id) if same_id(&id, &item_id) => {}
         Some(_) => {
             return Err(ServerError::bad_request(
                 "the item's id differs from the operation's itemId",

@@ -215,6 +215,16 @@ pub(crate) fn strip_system(item: &mut Item) -> Option<Value> {
     take_any_case(item, system::ID)
 }
 
+/// Whether a body's `id` names the item of the URL: the same string, or a number whose text
+/// is that id (the official clients may send a numeric id; the official server takes it).
+pub(crate) fn same_id(body_id: &Value, url_id: &str) -> bool {
+    match body_id {
+        Value::String(id) => id == url_id,
+        Value::Number(number) => number.to_string() == url_id,
+        _ => false,
+    }
+}
+
 /// A parsed conditional header.
 pub(crate) fn etag_header(headers: &HeaderMap, name: header::HeaderName) -> Option<ETag> {
     headers

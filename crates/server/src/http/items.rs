@@ -15,7 +15,7 @@ use tidesync_protocol::{new_server_id, system, validate_id};
 use super::Shared;
 use super::context::{
     Ctx, check_reserved, date_header, detect_version, etag_header, etag_matches, finish, json_body,
-    strip_system, take_any_case,
+    same_id, strip_system, take_any_case,
 };
 use super::response::{self, ItemResponse};
 use super::write::{self, Conditions, Tombstones, Verb, WriteOp, written_row};
@@ -45,7 +45,9 @@ pub(crate) async fn insert(
             check_reserved(&item)?;
         }
         let id = match strip_system(&mut item) {
+            // The official server gives an empty id a new one too.
             None | Some(Value::Null) => new_server_id(),
+            Some(Value::String(id)) if id.is_empty() => new_server_id(),
             Some(Value::String(id)) => {
                 check_url_id(&id)?;
                 id
@@ -141,7 +143,7 @@ pub(crate) async fn patch(
         let mut changes = json_body(&ctx, &headers, body, state.body_limit)?;
         check_reserved(&changes)?;
         if let Some(body_id) = take_any_case(&mut changes, system::ID) {
-            if body_id != Value::String(id.clone()) {
+            if !same_id(&body_id, &id) {
                 return Err(ServerError::bad_request(
                     "The item ID and querystring ID did not match",
                 ));
@@ -186,7 +188,7 @@ pub(crate) async fn put(
             .and_then(|(_, v)| v.as_bool())
             .unwrap_or(false);
         match strip_system(&mut item) {
-            Some(Value::String(body_id)) if body_id == id => {}
+            Some(body_id) if same_id(&body_id, &id) => {}
             _ => {
                 return Err(ServerError::bad_request(
                     "the body must contain the id of the URL",

@@ -11,7 +11,8 @@
 //!   `max_new_columns_per_write` new properties per write, at most `max_columns_per_table`
 //!   user columns. The name must be usable in both stores (see [`check_column_name`]).
 //!
-//! Every value is put into its column's canonical form (`store::values::canonical`): the
+//! A value that is an object or array is refused whatever the table (the protocol has no
+//! nested values). Every value is put into its column's canonical form (`store::values::canonical`): the
 //! store holds exactly that, and the write is answered with it.
 
 use serde_json::Value;
@@ -58,6 +59,11 @@ pub(crate) fn check(
     };
     let mut n_new = 0;
     for (name, value) in values {
+        if value.is_object() || value.is_array() {
+            return Err(Refusal::invalid(format!(
+                "property '{name}' is an object or array: the table protocol has no nested values"
+            )));
+        }
         let ty = match (schema.column(&name), &schema.spec.declared) {
             (Some(ty), None) => ty,
             (Some(ty), Some(_)) if is_declared(schema, &name) => ty,

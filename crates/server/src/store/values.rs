@@ -97,16 +97,52 @@ pub fn datetime_text(ms: i64) -> String {
 }
 
 /// The column type a dynamic table learns from a value: booleans, numbers (the `number`
-/// type: it holds integers exactly and fractions too), strings, and objects and arrays.
+/// type: it holds integers exactly and fractions too), date-times (a string of the form
+/// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` that names a real instant: the form the official
+/// clients send and the official server recognises), other strings (a string that is not
+/// such a date-time stays a string), and objects and arrays (which the write path refuses).
 /// `None` for null.
 pub fn learned_type(value: &Value) -> Option<ColumnType> {
     match value {
         Value::Null => None,
         Value::Bool(_) => Some(ColumnType::Boolean),
         Value::Number(_) => Some(ColumnType::Number),
+        Value::String(text) if looks_like_datetime(text) => Some(ColumnType::DateTime),
         Value::String(_) => Some(ColumnType::String),
         Value::Array(_) | Value::Object(_) => Some(ColumnType::Json),
     }
+}
+
+/// `YYYY-MM-DDTHH:MM:SS`, an optional `.` and 1–9 digits, then `Z`, naming a real instant.
+fn looks_like_datetime(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| {
+        bytes
+            .get(range)
+            .is_some_and(|part| part.iter().all(u8::is_ascii_digit))
+    };
+    let separators = [(4, b'-'), (7, b'-'), (10, b'T'), (13, b':'), (16, b':')];
+    let shape = bytes.len() >= 20
+        && digits(0..4)
+        && digits(5..7)
+        && digits(8..10)
+        && digits(11..13)
+        && digits(14..16)
+        && digits(17..19)
+        && separators
+            .iter()
+            .all(|(at, byte)| bytes.get(*at) == Some(byte))
+        && bytes.last() == Some(&b'Z');
+    if !shape {
+        return false;
+    }
+    let fraction = bytes.get(19..bytes.len() - 1).unwrap_or_default();
+    let fraction_ok = fraction.is_empty()
+        || (fraction.len() >= 2
+            && fraction.len() <= 10
+            && fraction.first() == Some(&b'.')
+            && fraction.iter().skip(1).all(u8::is_ascii_digit));
+    fraction_ok && datetime_ms(text).is_some()
 }
 
 #[cfg(test)]
@@ -180,5 +216,38 @@ mod tests {
             canonical(ColumnType::DateTime, json!("soon")),
             Err(Misfit::NotADateTime)
         );
+    }
+
+    #[test]
+    fn only_the_official_clients_date_form_is_learned_as_a_date() {
+        for text in [
+            "2024-01-01T00:00:00Z",
+            "2024-01-01T00:00:00.000Z",
+            "1994-10-14T23:59:59.1234567Z",
+        ] {
+            assert_eq!(
+                learned_type(&json!(text)),
+                Some(ColumnType::DateTime),
+                "{text}"
+            );
+        }
+        for text in [
+            "2024-01-01",
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00+01:00",
+            "2024-02-30T00:00:00Z",
+            "2024-01-01T00:00:00.Z",
+            "2024-01-01T00:00:00.1234567890Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:00Zx",
+            "hello",
+            "",
+        ] {
+            assert_eq!(
+                learned_type(&json!(text)),
+                Some(ColumnType::String),
+                "{text}"
+            );
+        }
     }
 }
