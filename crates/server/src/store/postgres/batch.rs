@@ -19,7 +19,8 @@ use deadpool_postgres::Transaction;
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::{TableSchema, TableSpec};
 use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
-use super::{PostgresStore, decode_row, lock_items, pg_error, quote};
+use super::rows::{column_list, decode_row};
+use super::{PostgresStore, lock_items, pg_error, quote};
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -314,7 +315,7 @@ impl PostgresStore {
         let select = tx
             .prepare_cached(&format!(
                 "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                Self::column_list(&table.schema),
+                column_list(&table.schema),
                 self.table(&name)
             ))
             .await

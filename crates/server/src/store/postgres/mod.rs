@@ -12,23 +12,23 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde_json::Value;
 use tidesync_protocol::Item;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::values;
 use super::{
     Decide, Mutation, Outcome, ReadRequest, ReadResult, Refusal, Row, Store, StoreError, Written,
 };
 
 mod batch;
+mod rows;
+
+use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
-const SYSTEM_COLUMNS: [&str; 5] = ["id", "createdAt", "updatedAt", "version", "deleted"];
 /// The domain (over `bigint` milliseconds) that marks a datetime column, in the store's
 /// schema: it tells datetime columns from integer ones when the columns are loaded.
 const DATETIME_DOMAIN: &str = "tidesync_datetime";
@@ -48,8 +48,6 @@ impl std::fmt::Debug for PostgresStore {
             .finish_non_exhaustive()
     }
 }
-
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 impl PostgresStore {
     /// Connects to `url`; tables live in `schema` (default `public`), created if missing.
@@ -165,18 +163,6 @@ impl PostgresStore {
         let spec = self.schemas.get(table)?.spec;
         self.load_schema(spec).await
     }
-
-    fn column_list(schema: &TableSchema) -> String {
-        let mut names: Vec<String> = SYSTEM_COLUMNS.iter().map(|c| quote(c)).collect();
-        for (name, ty) in &schema.columns {
-            names.push(match ty {
-                ColumnType::Json | ColumnType::Number => format!("{}::text", quote(name)),
-                ColumnType::DateTime => format!("{}::bigint", quote(name)),
-                _ => quote(name),
-            });
-        }
-        names.join(", ")
-    }
 }
 
 #[async_trait]
@@ -251,7 +237,7 @@ impl Store for PostgresStore {
             .query_opt(
                 &format!(
                     "SELECT {} FROM {} WHERE \"id\" = $1",
-                    Self::column_list(&schema),
+                    column_list(&schema),
                     self.table(table)
                 ),
                 &[&id],
@@ -284,7 +270,7 @@ impl Store for PostgresStore {
                 .query_opt(
                     &format!(
                         "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                        Self::column_list(&schema),
+                        column_list(&schema),
                         self.table(table)
                     ),
                     &[&id],
@@ -355,7 +341,7 @@ impl Store for PostgresStore {
         let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
         let query = format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-            Self::column_list(&schema),
+            column_list(&schema),
             self.table(table),
             translated.where_sql,
             translated.order_sql
@@ -529,7 +515,12 @@ impl PostgresStore {
             deleted,
             values,
         );
-        let (query, params) = self.store_statement(schema, &row, existing.is_some());
+        let (query, params) = store_statement(
+            &self.table(&schema.spec.name),
+            schema,
+            &row,
+            existing.is_some(),
+        );
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
@@ -549,110 +540,6 @@ impl PostgresStore {
             self.bookkeeping()
         )
     }
-
-    fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {
-        let mut params: Params = vec![
-            Box::new(row.id.clone()),
-            Box::new(row.created_at_ms),
-            Box::new(row.updated_at_ms),
-            Box::new(i64::try_from(row.version).unwrap_or(i64::MAX)),
-            Box::new(row.deleted),
-        ];
-        let mut placeholders: Vec<String> = (1..=5).map(|n| format!("${n}")).collect();
-        for (name, ty) in &schema.columns {
-            let value = row.values.get(name).unwrap_or(&Value::Null);
-            let n = params.len() + 1;
-            let (param, placeholder): (Box<dyn ToSql + Sync + Send>, String) = match ty {
-                ColumnType::String => (
-                    Box::new(value.as_str().map(str::to_owned)),
-                    format!("${n}::text"),
-                ),
-                // The values are in their column's canonical form (`store::values`).
-                ColumnType::Integer => (Box::new(value.as_i64()), format!("${n}::bigint")),
-                ColumnType::Number => (
-                    Box::new(value.is_number().then(|| value.to_string())),
-                    format!("${n}::text::numeric"),
-                ),
-                ColumnType::DateTime => (
-                    Box::new(value.as_str().and_then(values::datetime_ms)),
-                    format!("${n}::bigint"),
-                ),
-                ColumnType::Boolean => (Box::new(value.as_bool()), format!("${n}::boolean")),
-                ColumnType::Json => (
-                    Box::new((!value.is_null()).then(|| value.to_string())),
-                    format!("${n}::text::jsonb"),
-                ),
-            };
-            params.push(param);
-            placeholders.push(placeholder);
-        }
-        let names: Vec<String> = SYSTEM_COLUMNS
-            .iter()
-            .map(|c| quote(c))
-            .chain(schema.columns.iter().map(|(name, _)| quote(name)))
-            .collect();
-        let table = self.table(&schema.spec.name);
-        let query = if exists {
-            let sets: Vec<String> = names
-                .iter()
-                .zip(&placeholders)
-                .skip(1)
-                .map(|(name, placeholder)| format!("{name} = {placeholder}"))
-                .collect();
-            format!("UPDATE {table} SET {} WHERE \"id\" = $1", sets.join(", "))
-        } else {
-            format!(
-                "INSERT INTO {table} ({}) VALUES ({})",
-                names.join(", "),
-                placeholders.join(", ")
-            )
-        };
-        (query, params)
-    }
-}
-
-fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, StoreError> {
-    let mut values = Item::new();
-    for (index, (name, ty)) in schema.columns.iter().enumerate() {
-        let at = index + 5;
-        let value = match ty {
-            ColumnType::String => r
-                .try_get::<_, Option<String>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, Value::String),
-            ColumnType::Integer => r
-                .try_get::<_, Option<i64>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, Value::from),
-            ColumnType::Number => r
-                .try_get::<_, Option<String>>(at)
-                .map_err(pg_error)?
-                .and_then(|text| values::number_from_text(&text))
-                .unwrap_or(Value::Null),
-            ColumnType::DateTime => r
-                .try_get::<_, Option<i64>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, |ms| Value::String(values::datetime_text(ms))),
-            ColumnType::Boolean => r
-                .try_get::<_, Option<bool>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, Value::Bool),
-            ColumnType::Json => match r.try_get::<_, Option<String>>(at).map_err(pg_error)? {
-                Some(text) => serde_json::from_str(&text).map_err(StoreError::backend)?,
-                None => Value::Null,
-            },
-        };
-        values.insert(name.clone(), value);
-    }
-    let version: i64 = r.try_get(3).map_err(pg_error)?;
-    Ok(Row {
-        id: r.try_get(0).map_err(pg_error)?,
-        created_at_ms: r.try_get(1).map_err(pg_error)?,
-        updated_at_ms: r.try_get(2).map_err(pg_error)?,
-        version: u64::try_from(version).unwrap_or(0),
-        deleted: r.try_get(4).map_err(pg_error)?,
-        values,
-    })
 }
 
 /// Takes the transaction-scoped lock of each `(table, id)`, in one fixed (sorted) order, so

@@ -13,10 +13,8 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::TableSchema;
 use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
-use super::{
-    SqliteStore, add_columns, insert_sql, next_stamp, quote, read_clock, select_row_with,
-    select_sql, store_row_with, update_sql, write_clock,
-};
+use super::rows::{insert_sql, select_row_with, select_sql, store_row_with, update_sql};
+use super::{SqliteStore, add_columns, next_stamp, quote, read_clock, write_clock};
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
 /// are appended in order, only the small `op_id` and `at` index entries land at random.
