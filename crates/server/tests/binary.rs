@@ -18,27 +18,38 @@ fn http_get(addr: &str, path: &str) -> String {
     response
 }
 
-#[test]
-fn binary_serves_and_shuts_down_on_sigterm() {
-    let dir = tempfile::tempdir().unwrap();
+/// Starts the binary with `args` in `dir` (logging at `warn`) and returns it once it
+/// printed its first line, with that line.
+fn start(dir: &std::path::Path, args: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidesync-server"))
-        .current_dir(dir.path())
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            "sqlite://x.db",
-            "--table",
-            "TodoItem",
-        ])
+        .current_dir(dir)
+        .args(args)
+        .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
+    (child, line)
+}
+
+#[test]
+fn binary_serves_and_shuts_down_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, line) = start(
+        dir.path(),
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "sqlite://x.db",
+            "--table",
+            "TodoItem",
+        ],
+    );
     let addr = line
         .trim()
         .strip_prefix("listening on http://")
@@ -62,18 +73,7 @@ fn binary_serves_and_shuts_down_on_sigterm() {
 /// Starts the binary with `args` in `dir`, waits until it listens, stops it and returns what
 /// it logged.
 fn start_log(dir: &std::path::Path, args: &[&str]) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tidesync-server"))
-        .current_dir(dir)
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (mut child, line) = start(dir, args);
     assert!(line.starts_with("listening on http://"), "{line}");
     // A SIGTERM right after the address appears stops the server cleanly.
     let status = Command::new("kill")

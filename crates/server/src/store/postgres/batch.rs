@@ -18,8 +18,8 @@ use deadpool_postgres::Transaction;
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::{TableSchema, TableSpec};
-use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
-use super::rows::{column_list, decode_row};
+use super::super::{Decide, Outcome, StoreError, now_ms};
+use super::write::{Applied, TableWriter};
 use super::{PostgresStore, lock_items, pg_error, quote};
 
 /// What the batch knows about an op id besides its fingerprint.
@@ -50,27 +50,12 @@ struct Plan {
     decide: Decide,
 }
 
-/// A table the batch writes, as its transaction sees it.
-struct BatchTable {
-    schema: TableSchema,
-    /// Whether an op added columns (the cache takes the schema after the commit).
-    learned: bool,
-}
-
 /// What one attempt at the batch did, before its results are rendered.
 struct Attempt {
     slots: Vec<Slot>,
     known: HashMap<String, (String, Known)>,
     /// The schemas of the tables the batch added columns to (cached after the commit).
     learned: Vec<TableSchema>,
-}
-
-/// How applying one op went.
-enum Applied {
-    /// Decided (and written, if `Ok`).
-    Done(Outcome),
-    /// The op adds columns to a table the batch has not locked: start over with it locked.
-    NeedsTableLock(String),
 }
 
 /// The DDL of the remembered-ops table in `schema` (run by `prepare_table`, under the
@@ -208,16 +193,10 @@ impl PostgresStore {
             known.insert(row.get(0), (row.get(1), Known::Stored(row.get(2))));
         }
         // Loaded in the transaction: another server may have added columns.
-        let mut tables: HashMap<&str, BatchTable> = HashMap::with_capacity(specs.len());
+        let mut tables: HashMap<&str, TableWriter> = HashMap::with_capacity(specs.len());
         for (name, spec) in specs {
             let schema = self.columns_in(tx, spec.clone()).await?;
-            tables.insert(
-                name.as_str(),
-                BatchTable {
-                    schema,
-                    learned: false,
-                },
-            );
+            tables.insert(name.as_str(), TableWriter::new(schema));
         }
         let mut slots: Vec<Slot> = Vec::with_capacity(plans.len());
         for plan in plans {
@@ -236,7 +215,10 @@ impl PostgresStore {
                 });
             };
             let locked = locked_tables.contains(&plan.table);
-            let outcome = match self.apply_one(tx, table, locked, plan).await? {
+            let outcome = match self
+                .apply_write(tx, table, locked, &plan.id, &plan.decide)
+                .await?
+            {
                 Applied::Done(outcome) => outcome,
                 Applied::NeedsTableLock(table) => return Ok(Err(table)),
             };
@@ -250,8 +232,7 @@ impl PostgresStore {
         }
         let learned = tables
             .into_values()
-            .filter(|t| t.learned)
-            .map(|t| t.schema)
+            .filter_map(TableWriter::learned)
             .collect();
         Ok(Ok(Attempt {
             slots,
@@ -298,72 +279,5 @@ impl PostgresStore {
         .await
         .map_err(pg_error)?;
         Ok(())
-    }
-
-    /// Decides and writes one op, as `write` does (its item is locked already). The outer
-    /// error aborts the batch; a refusal is the op's outcome, and then nothing of the op was
-    /// written.
-    async fn apply_one(
-        &self,
-        tx: &Transaction<'_>,
-        table: &mut BatchTable,
-        locked: bool,
-        plan: &Plan,
-    ) -> Result<Applied, StoreError> {
-        let name = table.schema.spec.name.clone();
-        let id = plan.id.as_str();
-        let select = tx
-            .prepare_cached(&format!(
-                "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                column_list(&table.schema),
-                self.table(&name)
-            ))
-            .await
-            .map_err(pg_error)?;
-        let existing = tx
-            .query_opt(&select, &[&id])
-            .await
-            .map_err(pg_error)?
-            .map(|r| decode_row(&r, &table.schema))
-            .transpose()?;
-        let mutation = match (plan.decide)(existing.as_ref(), &table.schema) {
-            Ok(mutation) => mutation,
-            Err(refused) => return Ok(Applied::Done(Err(refused))),
-        };
-        match mutation {
-            Mutation::Remove => {
-                let Some(row) = existing else {
-                    return Ok(Applied::Done(Err(Refusal::NotFound)));
-                };
-                let delete = tx
-                    .prepare_cached(&format!(
-                        "DELETE FROM {} WHERE \"id\" = $1",
-                        self.table(&name)
-                    ))
-                    .await
-                    .map_err(pg_error)?;
-                tx.execute(&delete, &[&id]).await.map_err(pg_error)?;
-                Ok(Applied::Done(Ok(Written::Removed(row))))
-            }
-            Mutation::Put {
-                values,
-                deleted,
-                new_columns,
-            } => {
-                if !new_columns.is_empty() {
-                    if !locked {
-                        return Ok(Applied::NeedsTableLock(name));
-                    }
-                    let schema = table.schema.clone();
-                    table.schema = self.add_columns(tx, schema, &new_columns).await?;
-                    table.learned = true;
-                }
-                table.schema.check_known(&values)?;
-                let row = self
-                    .stamp_and_store(tx, &table.schema, id, existing.as_ref(), &values, deleted)
-                    .await?;
-                Ok(Applied::Done(Ok(Written::Stored(row))))
-            }
-        }
     }
 }

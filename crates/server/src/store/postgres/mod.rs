@@ -18,14 +18,14 @@ use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{
-    Decide, Mutation, Outcome, ReadRequest, ReadResult, Refusal, Row, Store, StoreError, Written,
-};
+use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
 
 mod batch;
 mod rows;
+mod write;
 
 use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
+use write::{Applied, TableWriter};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
@@ -265,62 +265,25 @@ impl Store for PostgresStore {
             }
             // Loaded in the transaction: another server may have added columns, which a
             // full replace must clear.
-            let mut schema = self.columns_in(&tx, spec.clone()).await?;
-            let existing = tx
-                .query_opt(
-                    &format!(
-                        "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                        column_list(&schema),
-                        self.table(table)
-                    ),
-                    &[&id],
-                )
-                .await
-                .map_err(pg_error)?
-                .map(|r| decode_row(&r, &schema))
-                .transpose()?;
-            let mutation = match decide(existing.as_ref(), &schema) {
-                Ok(mutation) => mutation,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            let written = match mutation {
-                Mutation::Remove => {
-                    let Some(row) = existing else {
-                        return Ok(Err(Refusal::NotFound));
-                    };
-                    tx.execute(
-                        &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
-                        &[&id],
-                    )
-                    .await
-                    .map_err(pg_error)?;
-                    Written::Removed(row)
-                }
-                Mutation::Put {
-                    values,
-                    deleted,
-                    new_columns,
-                } => {
-                    if !new_columns.is_empty() {
-                        if !lock_table {
-                            lock_table = true;
-                            tx.rollback().await.map_err(pg_error)?;
-                            continue;
-                        }
-                        schema = self.add_columns(&tx, schema, &new_columns).await?;
-                    }
-                    schema.check_known(&values)?;
-                    let row = self
-                        .stamp_and_store(&tx, &schema, id, existing.as_ref(), &values, deleted)
-                        .await?;
-                    Written::Stored(row)
+            let mut writer = TableWriter::new(self.columns_in(&tx, spec.clone()).await?);
+            let outcome = match self
+                .apply_write(&tx, &mut writer, lock_table, id, &decide)
+                .await?
+            {
+                Applied::Done(outcome) => outcome,
+                Applied::NeedsTableLock(_) => {
+                    tx.rollback().await.map_err(pg_error)?;
+                    lock_table = true;
+                    continue;
                 }
             };
-            tx.commit().await.map_err(pg_error)?;
-            if lock_table {
-                self.schemas.put(schema)?;
+            if outcome.is_ok() {
+                tx.commit().await.map_err(pg_error)?;
+                if let Some(schema) = writer.learned() {
+                    self.schemas.put(schema)?;
+                }
             }
-            return Ok(Ok(written));
+            return Ok(outcome);
         }
     }
 

@@ -2,19 +2,18 @@
 //! connection, each op decided before anything of it is written (see `store::batch`).
 //!
 //! The per-op work is kept close to the row write itself: the batch's remembered ops are
-//! looked up in one query, each table's schema, statement texts and write clock are set up
-//! once per batch (the clock is written back once, before the commit), and the results to
-//! remember are stored after the last op.
+//! looked up in one query, each table's [`TableWriter`] (schema, statement texts, write
+//! clock) is set up once per batch (the clock is written back once, before the commit), and
+//! the results to remember are stored after the last op.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::super::batch::{BatchWrite, OPS_TABLE};
-use super::super::schema::TableSchema;
-use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written, now_ms};
-use super::rows::{insert_sql, select_row_with, select_sql, store_row_with, update_sql};
-use super::{SqliteStore, add_columns, next_stamp, quote, read_clock, write_clock};
+use super::super::{StoreError, now_ms};
+use super::SqliteStore;
+use super::write::TableWriter;
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
 /// are appended in order, only the small `op_id` and `at` index entries land at random.
@@ -43,59 +42,6 @@ enum KnownResult {
     Applied(usize),
 }
 
-/// A table the batch writes: its schema, its statement texts and its write clock.
-struct BatchTable {
-    schema: TableSchema,
-    select: String,
-    insert: String,
-    update: String,
-    delete: String,
-    /// The last stamp given, once the clock was read; written back before the commit.
-    clock: Option<(i64, i64)>,
-    /// Whether an op of the batch added columns (the store's cached schema is updated after
-    /// the commit).
-    learned: bool,
-}
-
-impl BatchTable {
-    fn new(schema: TableSchema) -> BatchTable {
-        BatchTable {
-            select: select_sql(&schema),
-            insert: insert_sql(&schema),
-            update: update_sql(&schema),
-            delete: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&schema.spec.name)),
-            schema,
-            clock: None,
-            learned: false,
-        }
-    }
-
-    /// Adds columns (in the batch's transaction) and rebuilds the statement texts.
-    fn add_columns(
-        &mut self,
-        conn: &Connection,
-        columns: &[(String, super::super::ColumnType)],
-    ) -> Result<(), StoreError> {
-        let schema = add_columns(conn, self.schema.clone(), columns)?;
-        let clock = self.clock;
-        *self = BatchTable::new(schema);
-        self.clock = clock;
-        self.learned = true;
-        Ok(())
-    }
-
-    /// The next `(updatedAt, version)`, as `sqlite::stamp` gives it, kept in memory.
-    fn stamp(&mut self, conn: &Connection) -> Result<(i64, u64), StoreError> {
-        let (clock_ms, version) = match self.clock {
-            Some(clock) => clock,
-            None => read_clock(conn, &self.schema.spec.name)?,
-        };
-        let next = next_stamp(clock_ms, version);
-        self.clock = Some(next);
-        Ok((next.0, u64::try_from(next.1).unwrap_or(0)))
-    }
-}
-
 impl SqliteStore {
     pub(super) async fn apply_batch(
         &self,
@@ -111,7 +57,7 @@ impl SqliteStore {
                 .and_then(|mut s| s.execute([now.saturating_sub(retention_ms)]))
                 .map_err(StoreError::backend)?;
             let mut known = recall(&tx, &writes)?;
-            let mut tables: HashMap<String, BatchTable> = HashMap::new();
+            let mut tables: HashMap<String, TableWriter> = HashMap::new();
             let mut results: Vec<String> = Vec::with_capacity(writes.len());
             for write in writes {
                 if let Some(entry) = known.get(&write.op_id) {
@@ -129,10 +75,10 @@ impl SqliteStore {
                 let table = match tables.entry(write.table.clone()) {
                     std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
                     std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(BatchTable::new(inner.schemas.get(&write.table)?))
+                        entry.insert(TableWriter::new(inner.schemas.get(&write.table)?))
                     }
                 };
-                let outcome = apply_one(&tx, table, &write.id, write.decide)?;
+                let outcome = table.apply(&tx, &write.id, &write.decide)?;
                 let rendered = (write.render)(outcome);
                 if rendered.remember {
                     known.insert(
@@ -145,16 +91,14 @@ impl SqliteStore {
                 }
                 results.push(rendered.json);
             }
-            for (name, table) in &tables {
-                if let Some((clock_ms, version)) = table.clock {
-                    write_clock(&tx, name, clock_ms, version)?;
-                }
+            for table in tables.values() {
+                table.save_clock(&tx)?;
             }
             remember(&tx, &known, &results, now)?;
             tx.commit().map_err(StoreError::backend)?;
             for table in tables.into_values() {
-                if table.learned {
-                    inner.schemas.put(table.schema)?;
+                if let Some(schema) = table.learned() {
+                    inner.schemas.put(schema)?;
                 }
             }
             Ok(results)
@@ -217,56 +161,4 @@ fn remember(
             .map_err(StoreError::backend)?;
     }
     Ok(())
-}
-
-/// Decides and writes one op. The outer error aborts the batch (the database failed); the
-/// inner one is the op's own refusal, and then nothing of the op was written.
-fn apply_one(
-    conn: &Connection,
-    table: &mut BatchTable,
-    id: &str,
-    decide: Decide,
-) -> Result<Outcome, StoreError> {
-    let existing = select_row_with(conn, &table.schema, &table.select, id)?;
-    let mutation = match decide(existing.as_ref(), &table.schema) {
-        Ok(mutation) => mutation,
-        Err(refused) => return Ok(Err(refused)),
-    };
-    match mutation {
-        Mutation::Remove => {
-            let Some(row) = existing else {
-                return Ok(Err(Refusal::NotFound));
-            };
-            conn.prepare_cached(&table.delete)
-                .and_then(|mut s| s.execute([id]))
-                .map_err(StoreError::backend)?;
-            Ok(Ok(Written::Removed(row)))
-        }
-        Mutation::Put {
-            values,
-            deleted,
-            new_columns,
-        } => {
-            if !new_columns.is_empty() {
-                table.add_columns(conn, &new_columns)?;
-            }
-            table.schema.check_known(&values)?;
-            let (updated_at_ms, version) = table.stamp(conn)?;
-            let row = table.schema.into_stamped_row(
-                id,
-                existing.as_ref(),
-                updated_at_ms,
-                version,
-                deleted,
-                values,
-            );
-            let query = if existing.is_some() {
-                &table.update
-            } else {
-                &table.insert
-            };
-            store_row_with(conn, &table.schema, query, &row)?;
-            Ok(Ok(Written::Stored(row)))
-        }
-    }
 }

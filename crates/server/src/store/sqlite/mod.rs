@@ -11,15 +11,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{
-    Decide, Mutation, Outcome, ReadRequest, ReadResult, Refusal, Row, Store, StoreError, Written,
-    now_ms,
-};
+use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError, now_ms};
 
 mod batch;
 mod rows;
+mod write;
 
-use rows::{column_list, decode_row, select_row, store_row};
+use rows::{column_list, decode_row, select_row};
+use write::TableWriter;
 
 const BOOKKEEPING: &str = "_tidesync_tables";
 const MAX_IDLE_READERS: usize = 8;
@@ -175,56 +174,20 @@ impl Store for SqliteStore {
         let table = table.to_owned();
         let id = id.to_owned();
         self.with_writer(move |conn, inner| {
-            let mut schema = inner.schemas.get(&table)?;
+            let mut writer = TableWriter::new(inner.schemas.get(&table)?);
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(StoreError::backend)?;
-            let existing = select_row(&tx, &schema, &id)?;
-            let mutation = match decide(existing.as_ref(), &schema) {
-                Ok(mutation) => mutation,
-                Err(refusal) => return Ok(Err(refusal)),
-            };
-            let mut learned = false;
-            let written = match mutation {
-                Mutation::Remove => {
-                    let Some(row) = existing else {
-                        return Ok(Err(Refusal::NotFound));
-                    };
-                    tx.execute(
-                        &format!("DELETE FROM {} WHERE \"id\" = ?1", quote(&table)),
-                        [&id],
-                    )
-                    .map_err(StoreError::backend)?;
-                    Written::Removed(row)
-                }
-                Mutation::Put {
-                    values,
-                    deleted,
-                    new_columns,
-                } => {
-                    if !new_columns.is_empty() {
-                        schema = add_columns(&tx, schema, &new_columns)?;
-                        learned = true;
-                    }
-                    schema.check_known(&values)?;
-                    let (updated_at_ms, version) = stamp(&tx, &table)?;
-                    let row = schema.into_stamped_row(
-                        &id,
-                        existing.as_ref(),
-                        updated_at_ms,
-                        version,
-                        deleted,
-                        values,
-                    );
-                    store_row(&tx, &schema, &row, existing.is_some())?;
-                    Written::Stored(row)
-                }
-            };
+            let outcome = writer.apply(&tx, &id, &decide)?;
+            if outcome.is_err() {
+                return Ok(outcome);
+            }
+            writer.save_clock(&tx)?;
             tx.commit().map_err(StoreError::backend)?;
-            if learned {
+            if let Some(schema) = writer.learned() {
                 inner.schemas.put(schema)?;
             }
-            Ok(Ok(written))
+            Ok(outcome)
         })
         .await
     }
@@ -484,14 +447,6 @@ fn load_schema(conn: &Connection, spec: TableSpec) -> Result<TableSchema, StoreE
         schema.columns.push((name, ty));
     }
     Ok(schema)
-}
-
-/// The next (updatedAt, version) of the table: the clock moves by at least a millisecond.
-fn stamp(conn: &Connection, table: &str) -> Result<(i64, u64), StoreError> {
-    let (clock_ms, version) = read_clock(conn, table)?;
-    let (next_ms, next_version) = next_stamp(clock_ms, version);
-    write_clock(conn, table, next_ms, next_version)?;
-    Ok((next_ms, u64::try_from(next_version).unwrap_or(0)))
 }
 
 /// The table's write clock: the last `updatedAt` stamped and the last version.

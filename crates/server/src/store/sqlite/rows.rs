@@ -99,20 +99,6 @@ pub(super) fn decode_row(r: &rusqlite::Row<'_>, schema: &TableSchema) -> Result<
     })
 }
 
-pub(super) fn store_row(
-    conn: &Connection,
-    schema: &TableSchema,
-    row: &Row,
-    exists: bool,
-) -> Result<(), StoreError> {
-    let query = if exists {
-        update_sql(schema)
-    } else {
-        insert_sql(schema)
-    };
-    store_row_with(conn, schema, &query, row)
-}
-
 /// The quoted names of all columns, system columns first (the order of [`bind_row`]).
 pub(super) fn column_names(schema: &TableSchema) -> Vec<String> {
     ["id", "createdAt", "updatedAt", "version", "deleted"]
