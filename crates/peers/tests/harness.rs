@@ -42,30 +42,48 @@ fn a_missing_node_is_a_skip_outside_ci_and_an_error_under_ci() {
     assert!(!cache.path().join("node_modules").exists());
 }
 
-/// A fake `node` and `npm` (shell scripts): `npm ci` appends a line to `npm-runs` in the
-/// cache and creates `node_modules`.
+/// A fake `node` and `npm` (shell scripts) in a temporary directory, and an empty cache:
+/// `npm ci` appends its arguments to `npm-runs` in the cache and creates `node_modules`.
 #[cfg(unix)]
-fn fake_toolchain(dir: &Path, node_version: &str) -> Toolchain {
+struct Fake {
+    tools: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    toolchain: Toolchain,
+}
+
+#[cfg(unix)]
+impl Fake {
+    fn new() -> Fake {
+        let tools = tempfile::tempdir().unwrap();
+        let toolchain = Fake::toolchain(tools.path(), "v20.0.0-fake");
+        Fake {
+            tools,
+            cache: tempfile::tempdir().unwrap(),
+            toolchain,
+        }
+    }
+
+    fn toolchain(dir: &Path, node_version: &str) -> Toolchain {
+        let node = dir.join(format!("node-{node_version}"));
+        script(&node, &format!("#!/bin/sh\necho {node_version}\n"));
+        let npm = dir.join("npm");
+        script(
+            &npm,
+            "#!/bin/sh\n\
+             if [ \"$1\" = --version ]; then echo 0.0.0-fake; exit 0; fi\n\
+             echo \"$*\" >> npm-runs\n\
+             mkdir -p node_modules\n",
+        );
+        Toolchain { node, npm }
+    }
+}
+
+/// Writes an executable script.
+#[cfg(unix)]
+fn script(path: &Path, text: &str) {
     use std::os::unix::fs::PermissionsExt;
-    let write = |name: &str, text: String| {
-        let path = dir.join(name);
-        std::fs::write(&path, text).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-        path
-    };
-    let node = write(
-        &format!("node-{node_version}"),
-        format!("#!/bin/sh\necho {node_version}\n"),
-    );
-    let npm = write(
-        "npm",
-        "#!/bin/sh\n\
-         if [ \"$1\" = --version ]; then echo 0.0.0-fake; exit 0; fi\n\
-         echo \"$*\" >> npm-runs\n\
-         mkdir -p node_modules\n"
-            .to_owned(),
-    );
-    Toolchain { node, npm }
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
 #[cfg(unix)]
@@ -80,9 +98,8 @@ fn npm_runs(cache: &Path) -> Vec<String> {
 #[cfg(unix)]
 #[test]
 fn processes_starting_at_once_share_one_install_and_later_runs_reuse_it() {
-    let tools = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let toolchain = fake_toolchain(tools.path(), "v20.0.0-fake");
+    let fake = Fake::new();
+    let cache = fake.cache.path();
 
     let barrier = std::sync::Barrier::new(4);
     std::thread::scope(|scope| {
@@ -90,7 +107,7 @@ fn processes_starting_at_once_share_one_install_and_later_runs_reuse_it() {
             .map(|_| {
                 scope.spawn(|| {
                     barrier.wait();
-                    NodeEnv::prepare(&toolchain, cache.path()).unwrap()
+                    NodeEnv::prepare(&fake.toolchain, cache).unwrap()
                 })
             })
             .collect();
@@ -99,57 +116,53 @@ fn processes_starting_at_once_share_one_install_and_later_runs_reuse_it() {
                 panic!("the fake toolchain was not ready");
             };
             assert_eq!(env.version(), "v20.0.0-fake");
-            assert_eq!(env.node_modules(), cache.path().join("node_modules"));
+            assert_eq!(env.node_modules(), cache.join("node_modules"));
         }
     });
     assert_eq!(
-        npm_runs(cache.path()),
+        npm_runs(cache),
         ["ci --no-audit --no-fund --no-progress"],
         "four preparers at once must run npm ci exactly once"
     );
     for file in ["package.json", "package-lock.json", ".installed"] {
-        assert!(cache.path().join(file).is_file(), "{file} is missing");
+        assert!(cache.join(file).is_file(), "{file} is missing");
     }
 
     // A later run with the same Node.js and manifests reuses the install.
-    NodeEnv::prepare(&toolchain, cache.path()).unwrap();
-    assert_eq!(npm_runs(cache.path()).len(), 1);
+    NodeEnv::prepare(&fake.toolchain, cache).unwrap();
+    assert_eq!(npm_runs(cache).len(), 1);
 
     // Another Node.js version installs again (native modules are built for it).
-    let other = fake_toolchain(tools.path(), "v22.0.0-fake");
-    NodeEnv::prepare(&other, cache.path()).unwrap();
-    assert_eq!(npm_runs(cache.path()).len(), 2);
+    let other = Fake::toolchain(fake.tools.path(), "v22.0.0-fake");
+    NodeEnv::prepare(&other, cache).unwrap();
+    assert_eq!(npm_runs(cache).len(), 2);
 }
 
 #[cfg(unix)]
 #[test]
 fn a_failed_install_is_an_error_that_shows_npm_output_and_is_retried() {
-    use std::os::unix::fs::PermissionsExt;
-    let tools = tempfile::tempdir().unwrap();
-    let cache = tempfile::tempdir().unwrap();
-    let toolchain = fake_toolchain(tools.path(), "v20.0.0-fake");
-    let good_npm = std::fs::read_to_string(&toolchain.npm).unwrap();
-    std::fs::write(
-        &toolchain.npm,
+    let fake = Fake::new();
+    let cache = fake.cache.path();
+    let good_npm = std::fs::read_to_string(&fake.toolchain.npm).unwrap();
+    script(
+        &fake.toolchain.npm,
         "#!/bin/sh\nif [ \"$1\" = --version ]; then echo 0; exit 0; fi\n\
          echo 'npm error 404 Not Found - azure-mobile-apps' >&2\nexit 1\n",
-    )
-    .unwrap();
-    std::fs::set_permissions(&toolchain.npm, std::fs::Permissions::from_mode(0o755)).unwrap();
+    );
 
-    match NodeEnv::prepare(&toolchain, cache.path()) {
+    match NodeEnv::prepare(&fake.toolchain, cache) {
         Err(PeerError::Install { message, .. }) => {
             assert!(message.contains("npm error 404 Not Found"), "{message}");
         }
         other => panic!("a failing npm ci must be an install error, got {other:?}"),
     }
-    assert!(!cache.path().join(".installed").exists());
+    assert!(!cache.join(".installed").exists());
 
-    std::fs::write(&toolchain.npm, good_npm).unwrap();
-    let Availability::Ready(_) = NodeEnv::prepare(&toolchain, cache.path()).unwrap() else {
+    script(&fake.toolchain.npm, &good_npm);
+    let Availability::Ready(_) = NodeEnv::prepare(&fake.toolchain, cache).unwrap() else {
         panic!("the repaired npm did not install");
     };
-    assert_eq!(npm_runs(cache.path()).len(), 1);
+    assert_eq!(npm_runs(cache).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
