@@ -20,6 +20,24 @@
 //! harness's own modules: `require('tidesync-peers/js-client')` loads the official client
 //! with the shims it needs under Node (documented in `js/tidesync-peers/js-client.js`).
 //!
+//! # The official server's own ways
+//!
+//! Seen on this version (they matter to a suite that holds a transport to it):
+//!
+//! - v2 only: every request needs `ZUMO-API-VERSION: 2.0.0` (anything else, or none, is
+//!   400); there is no v3 and no tidesync extension.
+//! - `409` on a duplicate insert echoes the *request* item (with a weak ETag of that body),
+//!   not the stored one; `412` carries the stored item and its `ETag`.
+//! - `DELETE` answers 200 with the tombstone (`deleted: true`); a soft-deleted item is 404
+//!   to `GET /tables/T/{id}`.
+//! - Its `Link: …; rel=next` header has no port and no path
+//!   (`http://127.0.0.1/?$top=50&$skip=50`), so it cannot be followed as given.
+//! - `$top=0` reads one page (50 rows by default), like no `$top`.
+//! - Its SQLite provider has no `LEN`, `YEAR`, `MONTH`, `DAY`, swaps `INSTR`'s arguments
+//!   (`indexof`), builds `LIKE` patterns with `+` (`startswith`, `endswith`,
+//!   `substringof`), matches nothing with `mod`, and answers 500 to nested values.
+//! - The store is SQLite in memory: each server starts empty.
+//!
 //! ```no_run
 //! use tidesync_peers::{ColumnKind, NodeEnv, OfficialNodeServer, TableSpec};
 //!
