@@ -38,9 +38,9 @@ use tokio::time::Instant;
 use super::Shared;
 use super::context::query_pairs;
 use crate::auth::API_KEY_HEADERS;
-use crate::config::Access;
 use crate::error::ServerError;
 use crate::feed::{Change, FeedMessage};
+use crate::policy::Operation;
 use crate::store::ms_to_time;
 
 /// The query parameter that may carry the token.
@@ -124,24 +124,19 @@ fn subscriptions(
             headers.insert(header::AUTHORIZATION, value);
         }
     }
-    state.auth.check_api_key(&headers)?;
-    let user = state.auth.user(&headers)?;
+    let caller = state.caller(&headers)?;
     let names = param("tables").unwrap_or_default();
     let mut subscriptions: Vec<Subscription> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let table = state.table(name)?;
-        if table.access != Access::Anonymous && user.is_none() {
-            return Err(ServerError::Unauthenticated);
-        }
+        let policy = state.policy(table);
+        policy.authorize(&caller, Operation::Read)?;
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
         subscriptions.push(Subscription {
             table: table.name.clone(),
-            owner: match (&table.access, &user) {
-                (Access::Owner, Some(user)) => Some(user.id.clone()),
-                _ => None,
-            },
+            owner: policy.scope(&caller).map(|scope| scope.value),
         });
     }
     if subscriptions.is_empty() {

@@ -9,8 +9,11 @@ pub mod feed;
 mod items;
 mod query;
 pub mod response;
+mod schema_check;
 mod snapshot;
+mod write;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,8 +27,9 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
-use crate::config::{BatchConfig, Paging, TableConfig};
+use crate::config::{BatchConfig, Paging, SchemaConfig, TableConfig};
 use crate::error::ServerError;
+use crate::policy::{AccessPolicy, Caller, TablePolicy};
 use crate::store::Store;
 
 /// The prefix of the tidesync-only routes.
@@ -36,6 +40,8 @@ pub const EXTENSION_PREFIX: &str = "/tidesync/v1";
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tables: Vec<TableConfig>,
+    /// Each table's rules, by configured name (see [`AppState::policy`]).
+    pub(crate) policies: HashMap<String, Arc<dyn TablePolicy>>,
     pub(crate) paging: Paging,
     pub(crate) auth: Authenticator,
     pub(crate) body_limit: usize,
@@ -43,6 +49,8 @@ pub(crate) struct AppState {
     pub(crate) tombstone_retention_secs: Option<u64>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) batch: BatchConfig,
+    /// The caps on dynamic tables' schemas.
+    pub(crate) schema: SchemaConfig,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
@@ -58,6 +66,42 @@ impl AppState {
                 table: name.to_owned(),
             })
     }
+
+    /// The rules of `table`: the registered policy, or the one of its access mode.
+    pub(crate) fn policy(&self, table: &TableConfig) -> Arc<dyn TablePolicy> {
+        self.policies
+            .get(&table.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(AccessPolicy::new(table)))
+    }
+
+    /// Authenticates a request: the API key when one is configured, and the user of a token
+    /// when one is sent (it must verify).
+    pub(crate) fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ServerError> {
+        self.auth.check_api_key(headers)?;
+        Ok(Caller::new(self.auth.user(headers)?))
+    }
+}
+
+/// Checks that a declared column's name is usable: the rules a dynamic table applies to a
+/// new property.
+///
+/// # Errors
+///
+/// Which rule the name breaks.
+pub(crate) fn check_declared_column(name: &str) -> Result<(), String> {
+    schema_check::check_column_name(name)
+}
+
+/// The built-in policy of every configured table.
+pub(crate) fn access_policies(tables: &[TableConfig]) -> HashMap<String, Arc<dyn TablePolicy>> {
+    tables
+        .iter()
+        .map(|table| {
+            let policy: Arc<dyn TablePolicy> = Arc::new(AccessPolicy::new(table));
+            (table.name.clone(), policy)
+        })
+        .collect()
 }
 
 pub(crate) type Shared = Arc<AppState>;

@@ -43,9 +43,10 @@ use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
 
 use super::Shared;
-use super::context::{authorize, include_deleted, owner_of, query_pairs};
+use super::context::{include_deleted, query_pairs};
 use crate::error::ServerError;
-use crate::store::{ReadRequest, Row, ms_to_time};
+use crate::policy::Operation;
+use crate::store::{ReadRequest, Row, RowScope, ms_to_time};
 
 /// The content type of the snapshot body.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -72,7 +73,9 @@ async fn start(
 ) -> Result<Response, ServerError> {
     let table = state.table(table)?.clone();
     let pairs = query_pairs(uri)?;
-    let user = authorize(&state, &table, headers)?;
+    let caller = state.caller(headers)?;
+    let policy = state.policy(&table);
+    policy.authorize(&caller, Operation::Read)?;
     let query = Query::from_query_pairs(
         pairs
             .iter()
@@ -81,7 +84,7 @@ async fn start(
         &ParseLimits::default(),
     )
     .map_err(|e| ServerError::bad_request(e.to_string()))?;
-    let owner = owner_of(&table, user.as_ref());
+    let scope = policy.scope(&caller);
     let include_deleted = include_deleted(&pairs);
     let mut stream = Snapshot {
         include_deleted,
@@ -90,7 +93,7 @@ async fn start(
         table: table.name,
         soft_delete: table.soft_delete,
         filter: query.filter,
-        owner,
+        scope,
         after: None,
         sent: 0,
         first: None,
@@ -120,7 +123,8 @@ struct Snapshot {
     filter: Option<Expr>,
     /// Tombstones too.
     include_deleted: bool,
-    owner: Option<String>,
+    /// The rows the caller may see (the table policy's scope).
+    scope: Option<RowScope>,
     /// The `(updatedAt ms, id)` of the last row sent.
     after: Option<(i64, String)>,
     /// Rows sent so far.
@@ -144,7 +148,7 @@ impl Snapshot {
             skip: 0,
             limit: self.page_size,
             include_deleted: self.include_deleted,
-            owner: self.owner.clone(),
+            scope: self.scope.clone(),
             count: false,
         };
         Ok(self.state.store.read(&self.table, &request).await?.rows)
