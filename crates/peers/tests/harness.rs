@@ -167,7 +167,7 @@ fn a_failed_install_is_an_error_that_shows_npm_output_and_is_retried() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_server_serves_the_official_client_online_and_offline() {
-    let Some(node) = NodeEnv::get().await.unwrap() else {
+    let Some(node) = NodeEnv::get().await.unwrap_or_else(|e| panic!("{e}")) else {
         return;
     };
     let server = OfficialNodeServer::start(
@@ -222,7 +222,7 @@ async fn the_official_server_serves_the_official_client_online_and_offline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_that_cannot_start_reports_why() {
-    let Some(node) = NodeEnv::get().await.unwrap() else {
+    let Some(node) = NodeEnv::get().await.unwrap_or_else(|e| panic!("{e}")) else {
         return;
     };
     let result = OfficialNodeServer::builder()
@@ -241,7 +241,7 @@ async fn a_server_that_cannot_start_reports_why() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scripts_report_their_output_exit_status_and_time_limit() {
-    let Some(node) = NodeEnv::get().await.unwrap() else {
+    let Some(node) = NodeEnv::get().await.unwrap_or_else(|e| panic!("{e}")) else {
         return;
     };
     let output = node.script(js("exit_status.js")).run().await.unwrap();

@@ -112,12 +112,12 @@ const COMPAT_ITEMS: &[(&str, &str)] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_official_js_client_gets_the_official_answers_from_tidesync_server() {
-    let Some(node) = NodeEnv::get().await.unwrap() else {
+    let Some(node) = NodeEnv::get().await.unwrap_or_else(|e| panic!("{e}")) else {
         return;
     };
     let official = OfficialNodeServer::start(node, &official_tables())
         .await
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     let sqlite = start(tidesync_tables().sqlite(dir.path().join("server.db"))).await;
     let postgres_schema = common::pg_schema("js_client").await;
