@@ -23,9 +23,9 @@
 //! max_operations = 1000   # the most ops one batch request may carry (batch extension)
 //! op_retention_secs = 86400  # how long applied op ids are remembered
 //!
-//! [schema]
-//! max_new_columns_per_write = 32   # a dynamic table learns at most this many columns per write
-//! max_columns_per_table = 256      # and grows to at most this many user columns
+//! [schema]                         # caps on tables without declared columns; over one: 400
+//! max_new_columns_per_write = 32   # new properties (nulls too) per request or batch op
+//! max_columns_per_table = 256      # user columns a dynamic table may grow to (at most 1000)
 //!
 //! [feed]
 //! heartbeat_ms = 15000    # a comment line on idle change feeds this often
@@ -391,4 +391,37 @@ impl ServerConfig {
 
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference at the top of this file is a configuration the server reads.
+    #[test]
+    fn the_documented_file_format_parses() {
+        let source = include_str!("config.rs");
+        let doc: String = source
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .map(|line| {
+                format!(
+                    "{}\n",
+                    line.trim_start_matches("//!").trim_start_matches(' ')
+                )
+            })
+            .collect();
+        let start = doc.find("```toml\n").map(|at| at + 8).unwrap_or_default();
+        let end = doc[start..].find("```").map_or(doc.len(), |at| start + at);
+        let config = ServerConfig::from_toml(&doc[start..end]).map_err(|e| e.to_string());
+        let config = config.as_ref().map_err(String::as_str);
+        assert!(config.is_ok(), "{config:?}");
+        let Ok(config) = config else { return };
+        assert_eq!(config.schema, SchemaConfig::default());
+        assert_eq!(config.tables.len(), 1);
+        assert_eq!(
+            config.tables[0].columns.as_ref().map(BTreeMap::len),
+            Some(4)
+        );
+    }
 }

@@ -174,8 +174,8 @@ fn plan(
             )));
         }
     };
-    let table = state.table(&text("table")?)?.clone();
-    let policy = state.policy(&table);
+    let table = state.table(&text("table")?)?;
+    let policy = state.policy(table);
     let operation = verb.operation();
     policy.authorize(caller, operation)?;
     let item_id = text("itemId")?;
@@ -217,7 +217,7 @@ fn plan(
         };
     }
     let soft_delete = table.soft_delete;
-    let decide = write::prepare(state, &table, policy.as_ref(), caller, op)?;
+    let decide = write::prepare(state, table, policy.as_ref(), caller, op)?;
     let committed = Arc::clone(committed);
     let render = Box::new(move |outcome: Outcome| {
         render(verb, soft_delete, outcome, |row| {
@@ -231,7 +231,7 @@ fn plan(
     Ok(BatchWrite {
         op_id,
         fingerprint: hash.finish(),
-        table: table.name,
+        table: table.name.clone(),
         id: item_id,
         decide,
         render,

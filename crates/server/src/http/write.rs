@@ -255,18 +255,18 @@ fn decide(
         schema_check::Checked::default()
     };
     let visible = |row: &&Row| rules.scope.as_ref().is_none_or(|scope| scope.admits(row));
-    if op.verb == Verb::Insert {
-        return match existing {
-            Some(row) if !visible(&row) => Err(Refusal::IdNotAvailable),
-            Some(row) => Err(Refusal::Conflict(Box::new(row.clone()))),
-            None => Ok(Mutation::Put {
+    let row = match (op.verb, existing) {
+        (Verb::Insert, None) => {
+            return Ok(Mutation::Put {
                 values: checked.values,
                 deleted: false,
                 new_columns: checked.new_columns,
-            }),
-        };
-    }
-    let row = existing.filter(visible).ok_or(Refusal::NotFound)?;
+            });
+        }
+        (Verb::Insert, Some(row)) if !visible(&row) => return Err(Refusal::IdNotAvailable),
+        (Verb::Insert, Some(row)) => return Err(Refusal::Conflict(Box::new(row.clone()))),
+        (_, existing) => existing.filter(visible).ok_or(Refusal::NotFound)?,
+    };
     if row.deleted {
         match op.tombstones {
             Tombstones::NotFound => return Err(Refusal::NotFound),
@@ -276,6 +276,7 @@ fn decide(
     }
     op.conditions.check(row)?;
     Ok(match op.verb {
+        // An insert returned above.
         Verb::Insert | Verb::Merge => {
             let mut values = row.values.clone();
             values.extend(checked.values);
