@@ -2,7 +2,9 @@
 //!
 //! Each step prints a `==> step` header and its elapsed time on stderr; the tools' own
 //! output is passed through untouched. Under `CI=true` cargo runs with `--locked` (when
-//! `Cargo.lock` exists) and PostgreSQL must be reachable before the tests start.
+//! `Cargo.lock` exists), PostgreSQL must be reachable before the tests start, and so must
+//! Node.js and npm (the `node-peers` step installs the official Azure Mobile Apps peers
+//! the compatibility tests run against).
 
 use std::env;
 use std::ffi::OsString;
@@ -93,6 +95,12 @@ impl Ci {
         }
 
         self.step("postgres", |ci| ci.check_postgres())?;
+
+        // The official Node peers (crates/peers): the one `npm ci` of a clean checkout runs
+        // here, timed on its own, instead of inside the first test that needs it; the tests
+        // reuse it from target/node-peers. Without Node.js it is a skip (an error under CI).
+        let peers = self.cargo(&["run"], true, &["--quiet", "-p", "tidesync-peers"]);
+        self.command("node-peers", peers)?;
 
         let nextest = self.has_nextest();
         if nextest {

@@ -29,7 +29,9 @@ commands:
                 rustdoc -D warnings, bench --no-run; stops at the first failing step.
                 --fast skips fmt, clippy and rustdoc for local iteration.
                 Under CI=true: passes --locked and requires PostgreSQL at
-                TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test).
+                TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test)
+                and Node.js with npm (the official peers, installed once into
+                target/node-peers).
   bench [--quick] [--json]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json

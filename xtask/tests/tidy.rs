@@ -37,6 +37,9 @@ const FORBIDDEN_IN_CORE: &[&str] = &[
 /// Our own crates that depend on core, never the other way round.
 const FORBIDDEN_PREFIXES_IN_CORE: &[&str] = &["tidesync-store-", "tidesync-transport-"];
 
+/// The test-only harness of the official Node peers: a dev-dependency only, and a leaf.
+const PEERS: &str = "tidesync-peers";
+
 // ---- the rules, run against this workspace ----
 
 #[test]
@@ -80,6 +83,20 @@ fn core_has_no_io_dependencies() -> Result<()> {
     assert_clean(
         "tidesync-core dependency rule",
         &core_dependency_violations(&workspace_root()?)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn peers_harness_is_test_only() -> Result<()> {
+    let metadata: serde_json::Value = serde_json::from_str(&cargo(
+        &workspace_root()?,
+        &["metadata", "--locked", "--no-deps", "--format-version", "1"],
+    )?)
+    .context("cargo metadata printed invalid JSON")?;
+    assert_clean(
+        "tidesync-peers dependency rule",
+        &peers_dependency_violations(&metadata),
     );
     Ok(())
 }
@@ -265,6 +282,31 @@ fn forbidden_dependencies(tree: &str) -> Vec<(String, String)> {
         }
     }
     found
+}
+
+/// `tidesync-peers` (it installs npm packages and starts Node processes) is only ever a
+/// dev-dependency, so no shipped crate can reach it; and it depends on none of our crates, so
+/// every crate's tests can use it without a cycle. Reads `cargo metadata --no-deps`.
+fn peers_dependency_violations(metadata: &serde_json::Value) -> Vec<String> {
+    let mut violations = Vec::new();
+    for package in metadata["packages"].as_array().into_iter().flatten() {
+        let name = package["name"].as_str().unwrap_or_default();
+        for dependency in package["dependencies"].as_array().into_iter().flatten() {
+            let target = dependency["name"].as_str().unwrap_or_default();
+            let kind = dependency["kind"].as_str().unwrap_or("normal");
+            if target == PEERS && kind != "dev" {
+                violations.push(format!(
+                    "{name}: `{PEERS}` is a {kind} dependency; it may only be a dev-dependency"
+                ));
+            }
+            if name == PEERS && target.starts_with("tidesync") {
+                violations.push(format!(
+                    "{PEERS}: depends on `{target}`; the harness must not depend on our crates"
+                ));
+            }
+        }
+    }
+    violations
 }
 
 // ---- helpers ----
@@ -499,6 +541,30 @@ fn lints_rule_can_fail() -> Result<()> {
         "{violations:#?}"
     );
     Ok(())
+}
+
+#[test]
+fn peers_rule_can_fail() {
+    let metadata = serde_json::json!({"packages": [
+        {"name": "tidesync-server", "dependencies": [
+            {"name": "tidesync-peers", "kind": "dev"},
+            {"name": "serde", "kind": null},
+        ]},
+        {"name": "tidesync-transport-http", "dependencies": [
+            {"name": "tidesync-peers", "kind": null},
+        ]},
+        {"name": "tidesync-peers", "dependencies": [
+            {"name": "tokio", "kind": null},
+            {"name": "tidesync-protocol", "kind": null},
+        ]},
+    ]});
+    assert_eq!(
+        peers_dependency_violations(&metadata),
+        [
+            "tidesync-transport-http: `tidesync-peers` is a normal dependency; it may only be a dev-dependency",
+            "tidesync-peers: depends on `tidesync-protocol`; the harness must not depend on our crates",
+        ]
+    );
 }
 
 #[test]

@@ -19,12 +19,19 @@ pub(super) type Params = Vec<Box<dyn ToSql + Sync + Send>>;
 
 /// The selected columns, system columns first; `number` and legacy JSON columns as text,
 /// datetime columns as their `bigint` milliseconds.
+///
+/// A cast keeps the column's name as its output name, and PostgreSQL binds a bare name in
+/// `ORDER BY` to an output column before a table column: `"n"::text` would make
+/// `ORDER BY "n"` order numbers as text. So each cast gets an alias no column can have
+/// (names starting with `_tidesync` are refused); rows are decoded by position.
 pub(super) fn column_list(schema: &TableSchema) -> String {
     let mut names: Vec<String> = SYSTEM_COLUMNS.iter().map(|c| quote(c)).collect();
-    for (name, ty) in &schema.columns {
+    for (index, (name, ty)) in schema.columns.iter().enumerate() {
         names.push(match ty {
-            ColumnType::Json | ColumnType::Number => format!("{}::text", quote(name)),
-            ColumnType::DateTime => format!("{}::bigint", quote(name)),
+            ColumnType::Json | ColumnType::Number => {
+                format!("{}::text AS \"_tidesync_{index}\"", quote(name))
+            }
+            ColumnType::DateTime => format!("{}::bigint AS \"_tidesync_{index}\"", quote(name)),
             _ => quote(name),
         });
     }

@@ -1,0 +1,3 @@
+// Never ends on its own.
+'use strict';
+setInterval(() => {}, 1000);
