@@ -188,6 +188,9 @@ async fn ids(c: &Client) {
         ("2.0.0", json!({"id": "", "text": "empty"})),
         ("2.0.0", json!({"id": null, "text": "null"})),
         ("3.0.0", json!({"id": "", "text": "empty v3"})),
+        // The official server's rule is `item.id || uuid`: every falsy id.
+        ("2.0.0", json!({"id": 0, "text": "zero"})),
+        ("2.0.0", json!({"id": false, "text": "false"})),
     ] {
         let r = c
             .send(

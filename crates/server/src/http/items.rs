@@ -45,9 +45,11 @@ pub(crate) async fn insert(
             check_reserved(&item)?;
         }
         let id = match strip_system(&mut item) {
-            // The official server gives an empty id a new one too.
-            None | Some(Value::Null) => new_server_id(),
+            // The official server gives every falsy id (`item.id || uuid`) a new
+            // one: null, "", 0 and false.
+            None | Some(Value::Null | Value::Bool(false)) => new_server_id(),
             Some(Value::String(id)) if id.is_empty() => new_server_id(),
+            Some(Value::Number(n)) if n.as_f64() == Some(0.0) => new_server_id(),
             Some(Value::String(id)) => {
                 check_url_id(&id)?;
                 id
