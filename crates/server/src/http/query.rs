@@ -102,7 +102,9 @@ pub(crate) async fn list(
                 };
                 if more {
                     let next = next_query(&ctx.pairs, skip + returned, Some(take));
-                    let link = format!("<{}?{next}>; rel=next", absolute_path(&headers, &uri));
+                    // No angle brackets: the official clients take everything
+                    // before `;` as the URL (docs/protocol.md).
+                    let link = format!("{}?{next}; rel=next", absolute_path(&headers, &uri));
                     if let Ok(value) = HeaderValue::from_str(&link) {
                         response.headers_mut().insert(header::LINK, value);
                     }

@@ -281,6 +281,22 @@ const cases = [
     // Paging, counting, ordering, projection.
     query('take-500', (t) => t.take(500), { top: 500 }),
     query('default-page-has-next-link', (t) => t.orderBy('id'), { order: [['id', true]], nextLink: true }),
+    {
+        // The client keeps the Link header's URL as `nextLink` and reads it as an
+        // absolute URL: the second page, in order.
+        name: 'query/follow-next-link',
+        run: (context) => attempt(async () => {
+            const table = context.client.getTable(TABLE);
+            const first = await table.orderBy('id').read();
+            if (first.nextLink === undefined) {
+                return { items: [], noLink: true };
+            }
+            return readResult(await table.read(first.nextLink));
+        }),
+        check: (answer) => answer.result && answer.result.noLink
+            ? 'the first page had no next link'
+            : checkRead(answer, expectedAnswer('follow-next-link', { order: [['id', true]], skip: PAGE_SIZE }), { order: [['id', true]] }),
+    },
     query('take-0-is-one-page', (t) => t.orderBy('id').take(0), { order: [['id', true]], nextLink: true }),
     query('total-count-without-paging', (t) => t.where({ mpaaRating: 'PG' }).includeTotalCount(),
         { where: (m) => m.mpaaRating === 'PG', total: true }),
