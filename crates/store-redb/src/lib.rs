@@ -73,6 +73,7 @@ use crate::write::{Batch, decode_error, decode_op};
 ///
 /// Format 2 dropped the queue's `op_ids` and `op_items` tables of format 1
 /// (their lookups are kept in memory) and the `updated/<table>` index tables.
+/// The history of every layout, with its fixture, is in `docs/FORMATS.md`.
 pub const FORMAT_VERSION: u64 = 2;
 
 /// When a committed write reaches the disk.
