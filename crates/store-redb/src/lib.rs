@@ -58,7 +58,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidesync_core::{
-    Item, LocalStore, Operation, OperationError, QueryResult, StoreError, TableDef, WriteBatch,
+    Item, LocalStore, OpState, Operation, OperationError, QueryResult, StoreError, TableDef, Write,
+    WriteBatch,
 };
 use tidesync_protocol::odata::Query;
 
@@ -87,7 +88,8 @@ pub enum Durability {
     /// or when the store is dropped (redb's `Durability::None`). A crash or
     /// power loss can lose the latest batches, never tear one: the file goes
     /// back to the last durable commit, items and queue together. Much faster
-    /// for many small writes.
+    /// for many small writes. A push commits immediately when it marks ops as
+    /// sent, so whatever reached the server is also on disk.
     Eventual,
 }
 
@@ -183,6 +185,24 @@ impl RedbStore {
     /// The path of the store file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The durability `batch` commits with: the store's, except that a batch marking an op
+    /// as sent (`OpState::Attempted`, before push sends it) is always on disk before
+    /// `write` returns. After a crash the engine tells its own earlier write, answered but
+    /// lost, from a foreign one by that mark and the content the op keeps from the attempt;
+    /// were the mark undone while the server kept the write, a later edit folded into the
+    /// op would meet the server's copy as a conflict. One sync per push batch, not per
+    /// local write.
+    fn durability_of(&self, batch: &WriteBatch) -> redb::Durability {
+        let marks_sent = batch.writes.iter().any(
+            |write| matches!(write, Write::PutOperation(op) if op.state == OpState::Attempted),
+        );
+        if marks_sent {
+            redb::Durability::Immediate
+        } else {
+            self.durability
+        }
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -371,7 +391,8 @@ impl LocalStore for RedbStore {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(from_redb)?;
-        txn.set_durability(self.durability).map_err(from_redb)?;
+        txn.set_durability(self.durability_of(batch))
+            .map_err(from_redb)?;
         // Only the holder of redb's one write transaction changes the index,
         // so it stays as read here until this batch's own commit below.
         let applied = self
