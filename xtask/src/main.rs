@@ -34,7 +34,7 @@ commands:
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.
-  soak [--kills N] [--strict]
+  soak [--kills N] [--strict] [--store sqlite|redb|redb-eventual]
                 the crash suite's long run: a client killed with SIGKILL N times
                 (default 1000) against an in-process server; reports the kill
                 points survived and anything lost or doubled.
