@@ -79,6 +79,11 @@ const FIXTURES: &[(&str, &str)] = &[
     ),
 ];
 
+/// The only functions test code may sleep in: retry-until-condition helpers (a loop that
+/// checks a condition, sleeps a little and gives up after a bound), found by name prefix.
+/// Everything else waits for an event, a gate, or a paused clock (`tokio::time::pause`).
+const RETRY_HELPERS: &[&str] = &["eventually", "retry_until", "wait_until"];
+
 // ---- the rules, run against this workspace ----
 
 #[test]
@@ -131,6 +136,15 @@ fn fixtures_are_frozen() -> Result<()> {
     assert_clean(
         "committed fixtures never change (a layout change bumps the format; docs/FORMATS.md)",
         &fixture_violations(&workspace_root()?, FIXTURES)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn tests_sleep_only_in_retry_helpers() -> Result<()> {
+    assert_clean(
+        "no sleep as synchronisation in tests",
+        &sleep_violations(&workspace_root()?)?,
     );
     Ok(())
 }
@@ -269,6 +283,77 @@ fn fixture_violations(root: &Path, pinned: &[(&str, &str)]) -> Result<Vec<String
         }
     }
     Ok(violations)
+}
+
+/// No `sleep(`/`sleep_until(` call in test code (files under `crates/*/tests`,
+/// `examples/*/tests` and the testkit) outside a function named like a retry helper
+/// ([`RETRY_HELPERS`]): a test that sleeps to let something happen is flaky under load.
+fn sleep_violations(root: &Path) -> Result<Vec<String>> {
+    let mut files = files_with_extension(&root.join("crates/sync-core/src/testkit"), "rs")?;
+    for parent in ["crates", "examples"] {
+        for package in subdirectories(&root.join(parent))? {
+            files.extend(files_with_extension(&package.join("tests"), "rs")?);
+        }
+    }
+    let mut violations = Vec::new();
+    for file in files {
+        // The functions enclosing the current line: (indentation, name).
+        let mut enclosing: Vec<(usize, String)> = Vec::new();
+        for (index, line) in read(&file)?.lines().enumerate() {
+            let code = line.trim_start();
+            if code.is_empty() || code.starts_with("//") {
+                continue;
+            }
+            let indent = line.len() - code.len();
+            // A line at a function's own depth (its closing brace, or a sibling) ends it.
+            enclosing.retain(|(depth, _)| *depth < indent);
+            if let Some(name) = declared_fn(code) {
+                enclosing.push((indent, name));
+                continue;
+            }
+            let sleeps =
+                contains_macro_call(line, "sleep(") || contains_macro_call(line, "sleep_until(");
+            let in_helper = enclosing
+                .iter()
+                .any(|(_, name)| RETRY_HELPERS.iter().any(|prefix| name.starts_with(prefix)));
+            if sleeps && !in_helper {
+                violations.push(format!(
+                    "{}:{}: a sleep outside a retry-until-condition helper (fn {}…); wait for \
+                     an event or a gate, or pause the clock (tokio::time::pause) instead",
+                    relative(root, &file),
+                    index + 1,
+                    RETRY_HELPERS.join("…/fn "),
+                ));
+            }
+        }
+    }
+    Ok(violations)
+}
+
+/// The name of the function a line declares (`fn name(`, with any qualifiers before).
+fn declared_fn(code: &str) -> Option<String> {
+    let at = code.find("fn ")?;
+    let before = &code[..at];
+    let qualifiers = [
+        "pub",
+        "pub(crate)",
+        "pub(super)",
+        "async",
+        "const",
+        "unsafe",
+        "extern",
+    ];
+    if !before
+        .split_whitespace()
+        .all(|word| qualifiers.contains(&word))
+    {
+        return None;
+    }
+    let name: String = code[at + 3..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// `tidesync-core`'s normal dependency tree (all features, all platforms) contains no
@@ -652,5 +737,44 @@ fn fixture_rule_can_fail() -> Result<()> {
     assert!(violations[0].starts_with("crates/a/tests/fixtures/changed.bin: changed"));
     assert!(violations[1].starts_with("crates/b/tests/fixtures/deep/new.bin: a new fixture"));
     assert!(violations[2].starts_with("crates/a/tests/fixtures/gone.bin: pinned, but not"));
+    Ok(())
+}
+
+#[test]
+fn sleep_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("sleep")?
+        .with(
+            "crates/a/tests/it.rs",
+            "async fn eventually(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(D).await;
+    }
+}
+
+#[tokio::test]
+async fn waits_by_sleeping() {
+    // tokio::time::sleep(D).await; in a comment is fine
+    tokio::time::sleep(D).await;
+    let f = || std::thread::sleep(D);
+}
+
+fn wait_until_ready() {
+    std::thread::sleep(D);
+}
+",
+        )?
+        .with(
+            "crates/sync-core/src/testkit/crash.rs",
+            "pub fn kill_later() {\n    std::thread::sleep(D);\n}\n",
+        )?
+        .with(
+            "crates/a/src/lib.rs",
+            "fn backoff() { std::thread::sleep(D); }\n",
+        )?;
+    let violations = sleep_violations(&tree.0)?;
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(violations[0].starts_with("crates/sync-core/src/testkit/crash.rs:2: "));
+    assert!(violations[1].starts_with("crates/a/tests/it.rs:10: "));
+    assert!(violations[2].starts_with("crates/a/tests/it.rs:11: "));
     Ok(())
 }
