@@ -26,7 +26,8 @@ usage: cargo xtask <command>
 
 commands:
   ci [--fast]   fmt check, clippy -D warnings, tests (nextest if installed), doc tests,
-                rustdoc -D warnings, bench --no-run; stops at the first failing step.
+                rustdoc -D warnings, a build of the bench binary; stops at the first
+                failing step.
                 --fast skips fmt, clippy and rustdoc for local iteration.
                 Under CI=true: passes --locked and requires PostgreSQL at
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test).
