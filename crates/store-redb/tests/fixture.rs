@@ -105,15 +105,9 @@ fn error() -> OperationError {
 #[ignore = "writes the committed fixture; run by hand for a new format"]
 fn write_fixture() {
     let path = fixture_path(&format!("format-v{FORMAT_VERSION}.redb.bin"));
-    if std::env::var_os("TIDESYNC_WRITE_FIXTURE").is_none() {
-        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {}", path.display());
+    if !tidesync_core::testkit::may_write_fixture(&path) {
         return;
     }
-    assert!(
-        !path.exists(),
-        "{} exists: fixtures are frozen; bump the format instead",
-        path.display()
-    );
     let store = RedbStore::open(&path).unwrap();
     // Defined small, then grown: the fixture carries a grown slot list.
     store

@@ -85,15 +85,9 @@ fn fixture_row() -> tidesync_core::Item {
 #[ignore = "writes a new format's fixture; run by hand"]
 fn generate_current_format_fixture() {
     let path = fixture(&format!("format-v{CURRENT}.sqlite"));
-    if std::env::var_os("TIDESYNC_WRITE_FIXTURE").is_none() {
-        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {}", path.display());
+    if !tidesync_core::testkit::may_write_fixture(&path) {
         return;
     }
-    assert!(
-        !path.exists(),
-        "{} exists: fixtures are frozen; bump the format instead",
-        path.display()
-    );
     let store = SqliteStore::open(&path).unwrap();
     store.define_table(&todo_def()).unwrap();
     let mut batch = WriteBatch::new();

@@ -690,7 +690,7 @@ async fn datasync_98_interrupted_pull_resumes_without_skipping() {
 }
 
 // ---------------------------------------------------------------------------------------
-// An engine bug found by the crash suite (`crash.rs`), fixed
+// An engine bug found by the crash suite (`tests/crash/`), fixed
 
 /// An op whose request the server applied but whose answer was lost stays queued
 /// (`Failed`); a later local edit of the same row is folded into it. The resent op then
