@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 
 use serde_json::Value;
 use tidesync_core::{Query, SyncContext};
-use tidesync_server::store::{Row, Written};
+use tidesync_server::store::{Mutation, Row};
 
 use crate::log::{Kind, LogState, LoggedWrite, Status};
 
@@ -133,7 +133,7 @@ fn numbers(text: &str) -> Vec<u64> {
 /// least one client write the row had not received yet (a put extends the row's list of
 /// write numbers; a delete comes once, last), and the server's counter must equal the
 /// record. Then the counter is exactly `carried - folded + deletes`: no slack for doubles.
-pub fn check_applied(applied: &[(String, Written)], outcome: &mut Outcome) {
+pub fn check_applied(applied: &[(String, Mutation)], outcome: &mut Outcome) {
     if applied.len() as u64 != outcome.server_writes {
         outcome.other.push(format!(
             "the server's counter says {} writes to Note, its record holds {}",
@@ -142,15 +142,18 @@ pub fn check_applied(applied: &[(String, Written)], outcome: &mut Outcome) {
         ));
     }
     let mut rows: BTreeMap<&str, (Vec<u64>, bool)> = BTreeMap::new();
-    for (id, written) in applied {
+    for (id, mutation) in applied {
         let (before, deleted) = rows.entry(id.as_str()).or_default();
-        let (row, removed) = match written {
-            Written::Stored(row) => (row, row.deleted),
-            Written::Removed(row) => (row, true),
+        let (text, removed) = match mutation {
+            Mutation::Put { values, deleted } => (
+                values.get("text").and_then(Value::as_str).unwrap_or(""),
+                *deleted,
+            ),
+            Mutation::Remove => ("", true),
         };
         if *deleted {
             outcome.doubled.push(format!(
-                "{id}: the server applied a write after its delete: {written:?}"
+                "{id}: the server applied a write after its delete: {mutation:?}"
             ));
             continue;
         }
@@ -159,7 +162,7 @@ pub fn check_applied(applied: &[(String, Written)], outcome: &mut Outcome) {
             outcome.applied_deletes += 1;
             continue;
         }
-        let now = numbers(text(row));
+        let now = numbers(text);
         if !now.starts_with(before) {
             outcome.other.push(format!(
                 "{id}: an applied write lost earlier ones: {before:?} then {now:?}"

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tidesync_protocol::Item;
 use tidesync_server::store::{
-    BatchWrite, Decide, ReadRequest, ReadResult, Row, TableSchema, TableSpec, Written,
+    BatchWrite, Decide, Mutation, ReadRequest, ReadResult, Row, TableSchema, TableSpec, Written,
 };
 use tidesync_server::{App, RunningServer, Server, ServerError, SqliteStore, Store};
 use tokio::sync::oneshot;
@@ -32,19 +32,39 @@ struct Hold {
     release: oneshot::Receiver<()>,
 }
 
+/// The writes applied to `Note`, in commit order: the item id and what was written.
+type Applied = Arc<Mutex<Vec<(String, Mutation)>>>;
+
 /// A [`Store`] that passes everything to `inner`, records the writes applied to `Note` in
 /// commit order, and holds one request when armed.
+///
+/// A write is recorded by its protocol decision, which the store runs inside its write
+/// transaction: a kill closes the client's connection, the server then drops the request's
+/// future, but the store's blocking transaction still commits, so a record taken after the
+/// `await` would miss exactly the writes of interrupted pushes.
 #[derive(Debug)]
 pub struct Recorder {
     inner: Arc<dyn Store>,
-    applied: Mutex<Vec<(String, Written)>>,
+    applied: Applied,
     hold: Mutex<Option<Hold>>,
 }
 
+/// `decide`, recording the mutation it chooses for `id`.
+fn recording(applied: &Applied, id: &str, decide: Decide) -> Decide {
+    let applied = applied.clone();
+    let id = id.to_owned();
+    Box::new(move |row| {
+        let decided = decide(row);
+        if let Ok(mutation) = &decided {
+            applied.lock().unwrap().push((id, mutation.clone()));
+        }
+        decided
+    })
+}
+
 impl Recorder {
-    /// Every write applied to `Note` so far: the item id and the row as written (or as it
-    /// was, for a hard delete).
-    pub fn applied(&self) -> Vec<(String, Written)> {
+    /// Every write applied to `Note` so far: the item id and what was written.
+    pub fn applied(&self) -> Vec<(String, Mutation)> {
         self.applied.lock().unwrap().clone()
     }
 
@@ -97,16 +117,14 @@ impl Store for Recorder {
     }
 
     async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
-        let written = self.inner.write(table, id, decide).await;
-        if table == "Note" {
-            if let Ok(written) = &written {
-                self.applied
-                    .lock()
-                    .unwrap()
-                    .push((id.to_owned(), written.clone()));
-            }
-            self.wait_at(HoldOn::Write).await;
+        if table != "Note" {
+            return self.inner.write(table, id, decide).await;
         }
+        let written = self
+            .inner
+            .write(table, id, recording(&self.applied, id, decide))
+            .await;
+        self.wait_at(HoldOn::Write).await;
         written
     }
 
@@ -132,32 +150,17 @@ impl Store for Recorder {
         writes: Vec<BatchWrite>,
         retention_ms: i64,
     ) -> Result<Vec<String>, ServerError> {
-        // Each op's outcome passes its render inside the transaction; keep the applied ones
-        // and record them once the batch committed.
-        let seen: Arc<Mutex<Vec<(String, Written)>>> = Arc::default();
         let notes = writes.iter().any(|w| w.table == "Note");
         let writes = writes
             .into_iter()
             .map(|mut write| {
                 if write.table == "Note" {
-                    let render = write.render;
-                    let seen = seen.clone();
-                    let id = write.id.clone();
-                    write.render = Box::new(move |outcome| {
-                        if let Ok(written) = &outcome {
-                            seen.lock().unwrap().push((id, written.clone()));
-                        }
-                        render(outcome)
-                    });
+                    write.decide = recording(&self.applied, &write.id, write.decide);
                 }
                 write
             })
             .collect();
         let results = self.inner.write_batch(writes, retention_ms).await;
-        if results.is_ok() {
-            let seen = std::mem::take(&mut *seen.lock().unwrap());
-            self.applied.lock().unwrap().extend(seen);
-        }
         if notes {
             self.wait_at(HoldOn::Write).await;
         }
@@ -169,7 +172,7 @@ impl Store for Recorder {
 pub async fn start_server(db: &Path) -> (App, Arc<Recorder>, RunningServer) {
     let recorder = Arc::new(Recorder {
         inner: Arc::new(SqliteStore::open(db).await.unwrap()),
-        applied: Mutex::default(),
+        applied: Applied::default(),
         hold: Mutex::default(),
     });
     let app = Server::builder()
