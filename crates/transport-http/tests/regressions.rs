@@ -728,14 +728,21 @@ async fn edit_after_lost_ack(
     for then in edits {
         match *then {
             "update" => update(&ctx, id, "v2").await,
-            _ => ctx.table::<Value>(TODO).delete_id(id).await.unwrap(),
+            "delete" => ctx.table::<Value>(TODO).delete_id(id).await.unwrap(),
+            // A push whose write fails before it leaves: one more attempt, not applied.
+            _ => {
+                faulty.fail_writes(1, Fault::Network);
+                let cut = ctx.push().await.unwrap();
+                assert_eq!(cut.status, PushStatus::CancelledByNetworkError);
+            }
         }
     }
     let pushed = ctx.push().await.unwrap();
     let server = env.row(TODO, id).await.unwrap();
-    let landed = match edits.last() {
-        Some(&"update") => !server.deleted && server.values["text"] == "v2",
-        _ => server.deleted,
+    let landed = if edits.contains(&"delete") {
+        server.deleted
+    } else {
+        !server.deleted && server.values["text"] == "v2"
     };
     if pushed.is_success()
         && landed
@@ -786,4 +793,16 @@ async fn edit_after_lost_ack_update_then_delete() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn edit_after_lost_ack_update_then_update_then_delete() {
     edit_after_lost_ack_on_both_paths("update", &["update", "delete"]).await;
+}
+
+/// Found by the crash suite's strict variant (TIDESYNC_CRASH_SEED=1796434493010582603): the
+/// first attempt was applied and its answer lost; an edit was folded in; the next attempt,
+/// carrying it, never reached the server. The op keeps only its last attempt (`v2`), so when
+/// the server answers 409 with the first one (`v1`), nothing matches and a conflict is
+/// recorded: the op stays and the edit never reaches the server. Known engine limitation
+/// (an op remembers one attempt, not every unanswered one); left for the engine's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known engine bug: an op remembers only its last unanswered attempt"]
+async fn edit_after_lost_ack_then_an_attempt_that_never_arrived() {
+    edit_after_lost_ack_on_both_paths("insert", &["update", "cut"]).await;
 }
