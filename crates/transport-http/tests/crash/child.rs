@@ -106,7 +106,7 @@ pub async fn client_loop(
     life: u64,
     strict: bool,
 ) {
-    let state = LogState::read(log_path);
+    let state = LogState::read(log_path, store == ClientStore::RedbEventual);
     let mut window = state.window();
     let mut next = state.next;
     let mut log = Log::open(log_path);

@@ -51,7 +51,9 @@ pub struct LogState {
 }
 
 impl LogState {
-    pub fn read(path: &Path) -> LogState {
+    /// Reads the log. `eventual`: the client's store was eventually durable, so an
+    /// acknowledged write not followed by a `D` line in its life may have been undone.
+    pub fn read(path: &Path, eventual: bool) -> LogState {
         let text = std::fs::read_to_string(path).unwrap_or_default();
         let mut state = LogState {
             next: 1,
@@ -59,7 +61,6 @@ impl LogState {
         };
         // Acknowledged writes of the current life not yet covered by a `D` line.
         let mut unclosed: Vec<u64> = Vec::new();
-        let mut eventual = false;
         for line in text.lines() {
             let fields: Vec<&str> = line.split(' ').collect();
             match fields.as_slice() {
@@ -93,7 +94,6 @@ impl LogState {
                     }
                 }
                 ["D", n] => {
-                    eventual = true;
                     let Ok(n) = n.parse::<u64>() else { continue };
                     unclosed.retain(|w| *w >= n);
                 }

@@ -231,7 +231,7 @@ async fn run(store_kind: ClientStore, kills: u64, strict: bool) -> Outcome {
         }
         *outcome
             .phases
-            .entry(LogState::read(&log).phase())
+            .entry(LogState::read(&log, store_kind == ClientStore::RedbEventual).phase())
             .or_default() += 1;
         if life % 3 == 1 {
             let k = life / 3;
@@ -305,7 +305,11 @@ async fn run(store_kind: ClientStore, kills: u64, strict: bool) -> Outcome {
     }
     outcome.server_writes = note_rows.iter().map(|row| row.version).max().unwrap_or(0);
     check::check_applied(&recorder.applied(), &mut outcome);
-    check::check_log(&LogState::read(&log), &server_notes, &mut outcome);
+    check::check_log(
+        &LogState::read(&log, store_kind == ClientStore::RedbEventual),
+        &server_notes,
+        &mut outcome,
+    );
     server.shutdown().await.unwrap();
     eprintln!(
         "crash suite: {} in {:?}",
