@@ -28,6 +28,9 @@
 //! a `Result`, so a test can show that the check catches a store that loses acknowledged
 //! batches ([`Lossy`]).
 //!
+//! Before those rounds, [`creation_rounds`] kills the child as soon as it starts, on fresh
+//! files, so that kills land while the store file is being created: it must open afterwards.
+//!
 //! `TIDESYNC_CRASH_ROUNDS` sets the number of kills per mode (default 20) and
 //! `TIDESYNC_CRASH_SEED` replays a run's choices (the seed is printed).
 //!
@@ -239,7 +242,8 @@ pub fn crash_writer(modes: &[CrashMode<'_>]) {
     }
 }
 
-/// [`crash_rounds`] with `TIDESYNC_CRASH_ROUNDS` kills (default 20); panics with the
+/// [`crash_rounds`] with `TIDESYNC_CRASH_ROUNDS` kills (default 20), after
+/// [`creation_rounds`] (8 kills while a fresh store is being created); panics with the
 /// finding when the store breaks its promise, and when nothing was ever acknowledged.
 ///
 /// # Panics
@@ -250,6 +254,9 @@ pub fn sigkill_keeps_acknowledged_batches(mode: &CrashMode<'_>, writer_test: &st
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
+    let created =
+        creation_rounds(mode, writer_test, 8).unwrap_or_else(|failure| panic!("{failure}"));
+    eprintln!("crash test {} while creating: {created}", mode.name);
     let report =
         crash_rounds(mode, writer_test, rounds).unwrap_or_else(|failure| panic!("{failure}"));
     eprintln!("crash test {}: {report}", mode.name);
@@ -282,49 +289,108 @@ pub fn crash_rounds(
     let mut random = StdRng::seed_from_u64(seed);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.store");
-    let exe = std::env::current_exe().unwrap();
     let mut survivor = check::Survivor::default();
     let mut report = CrashReport::default();
     for round in 0..rounds {
-        let log = dir.path().join(format!("acks-{round}.log"));
-        let stderr = dir.path().join(format!("child-{round}.stderr"));
-        let mut child = Command::new(&exe)
-            .args([
-                writer_test,
-                "--exact",
-                "--ignored",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env(CRASH_STORE_VAR, &path)
-            .env(CRASH_LOG_VAR, &log)
-            .env(CRASH_MODE_VAR, mode.name)
-            .stdout(Stdio::piped())
-            .stderr(File::create(&stderr).unwrap())
-            .spawn()
-            .unwrap();
-        let kill_after: u64 = random.random_range(2..=64);
-        let reports = BufReader::new(child.stdout.take().unwrap());
-        let mut acks = 0;
-        for line in reports.lines() {
-            if line.unwrap().starts_with("ack ") {
-                acks += 1;
-                if acks == kill_after {
-                    break;
-                }
-            }
-        }
-        if acks < kill_after {
-            let status = child.wait().unwrap();
-            let stderr = std::fs::read_to_string(&stderr).unwrap_or_default();
-            panic!("round {round}: the writer exited by itself with {status}:\n{stderr}");
-        }
-        child.kill().unwrap();
-        child.wait().unwrap();
-        let read = check::RoundLog::read(&log);
-        survivor = check::check_round(mode, &path, round, &survivor, &read, &mut report)?;
+        let kill_after = KillAfter::Acks(random.random_range(2..=64));
+        let log = kill_child(mode, writer_test, &path, dir.path(), round, kill_after);
+        survivor = check::check_round(mode, &path, round, &survivor, &log, &mut report)?;
     }
     Ok(report)
+}
+
+/// Kills the writer `rounds` times as soon as it starts, each time on a fresh store file, so
+/// that the kill lands while the store is being created (or its table defined): the file
+/// must open afterwards, empty or holding what was acknowledged.
+///
+/// # Errors
+/// The first broken promise found, as a [`CrashFailure`].
+///
+/// # Panics
+/// When the child cannot be started, or exits by itself.
+pub fn creation_rounds(
+    mode: &CrashMode<'_>,
+    writer_test: &str,
+    rounds: u32,
+) -> Result<CrashReport, CrashFailure> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut report = CrashReport::default();
+    for round in 0..rounds {
+        let path = dir.path().join(format!("fresh-{round}.store"));
+        let log = kill_child(
+            mode,
+            writer_test,
+            &path,
+            dir.path(),
+            round,
+            KillAfter::Start,
+        );
+        let start = check::Survivor::default();
+        check::check_round(mode, &path, round, &start, &log, &mut report)?;
+    }
+    Ok(report)
+}
+
+/// When the parent kills the child.
+#[derive(Debug, Clone, Copy)]
+enum KillAfter {
+    /// At its first line on stdout (the test harness's, before the writer runs).
+    Start,
+    /// After it reported this many acknowledged batches.
+    Acks(u64),
+}
+
+/// Runs the writer once against `path` and kills it at `kill_after`; returns its log.
+fn kill_child(
+    mode: &CrashMode<'_>,
+    writer_test: &str,
+    path: &Path,
+    dir: &Path,
+    round: u32,
+    kill_after: KillAfter,
+) -> check::RoundLog {
+    let log = dir.join(format!("acks-{round}.log"));
+    let stderr = dir.join(format!("child-{round}.stderr"));
+    let _ = std::fs::remove_file(&log);
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            writer_test,
+            "--exact",
+            "--ignored",
+            "--test-threads=1",
+            "--nocapture",
+        ])
+        .env(CRASH_STORE_VAR, path)
+        .env(CRASH_LOG_VAR, &log)
+        .env(CRASH_MODE_VAR, mode.name)
+        .stdout(Stdio::piped())
+        .stderr(File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let reports = BufReader::new(child.stdout.take().unwrap());
+    let mut acks = 0;
+    let mut reached = false;
+    for line in reports.lines() {
+        let line = line.unwrap();
+        reached = match kill_after {
+            KillAfter::Start => true,
+            KillAfter::Acks(n) => {
+                acks += u64::from(line.starts_with("ack "));
+                acks == n
+            }
+        };
+        if reached {
+            break;
+        }
+    }
+    if !reached {
+        let status = child.wait().unwrap();
+        let stderr = std::fs::read_to_string(&stderr).unwrap_or_default();
+        panic!("round {round}: the writer exited by itself with {status}:\n{stderr}");
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    check::RoundLog::read(&log)
 }
 
 /// A seed from `var` when set, else from the clock.
