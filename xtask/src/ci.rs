@@ -141,12 +141,15 @@ impl Ci {
             self.command("doc", doc)?;
         }
 
-        if self.has_bench_target()? {
-            let bench = self.cargo(&["bench"], true, &["--workspace", "--no-run"]);
-            self.command("bench", bench)?;
-        } else {
-            self.skip("bench", "no package has a bench target");
-        }
+        // The benchmark harness is a binary (`tidesync-bench`, run by `cargo xtask bench`),
+        // not a `[[bench]]` target, so `cargo bench --no-run` would build nothing. Build the
+        // binary with the features and profile the tests used, so it reuses their build.
+        let bench = self.cargo(
+            &["build"],
+            true,
+            &["--workspace", "--all-features", "--bin", "tidesync-bench"],
+        );
+        self.command("bench", bench)?;
         Ok(())
     }
 
@@ -266,28 +269,6 @@ impl Ci {
             .stderr(Stdio::null())
             .status()
             .is_ok_and(|status| status.success())
-    }
-
-    /// Whether any workspace package has a target of kind `bench`, per `cargo metadata`.
-    fn has_bench_target(&self) -> Result<bool> {
-        let output = self
-            .cargo(&["metadata"], true, &["--no-deps", "--format-version", "1"])
-            .stderr(Stdio::inherit())
-            .output()
-            .context("could not run cargo metadata")?;
-        if !output.status.success() {
-            bail!("cargo metadata exited with {}", output.status);
-        }
-        let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)
-            .context("cargo metadata printed invalid JSON")?;
-        let targets = metadata["packages"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|package| package["targets"].as_array().into_iter().flatten());
-        Ok(targets
-            .flat_map(|target| target["kind"].as_array().into_iter().flatten())
-            .any(|kind| kind == "bench"))
     }
 }
 

@@ -26,7 +26,8 @@ usage: cargo xtask <command>
 
 commands:
   ci [--fast]   fmt check, clippy -D warnings, tests (nextest if installed), doc tests,
-                rustdoc -D warnings, bench --no-run; stops at the first failing step.
+                rustdoc -D warnings, a build of the bench binary; stops at the first
+                failing step.
                 --fast skips fmt, clippy and rustdoc for local iteration.
                 Under CI=true: passes --locked and requires PostgreSQL at
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test)
@@ -36,7 +37,7 @@ commands:
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.
-  soak [--kills N] [--strict]
+  soak [--kills N] [--strict] [--store sqlite|redb|redb-eventual]
                 the crash suite's long run: a client killed with SIGKILL N times
                 (default 1000) against an in-process server; reports the kill
                 points survived and anything lost or doubled.

@@ -1,8 +1,9 @@
-//! `cargo xtask soak --kills N [--strict]`: the long run of the crash suite
-//! (`crates/transport-http/tests/crash.rs`, ignored test `crash_soak`). A client on a SQLite
-//! store is killed with SIGKILL N times against an in-process tidesync-server, then synced
-//! once more; the run ends with the count of kill points survived and what was lost or
-//! doubled. `--strict` also edits rows whose op was sent but not acknowledged.
+//! `cargo xtask soak --kills N [--strict] [--store sqlite|redb|redb-eventual]`: the long run
+//! of the crash suite (`crates/transport-http/tests/crash/`, ignored test `crash_soak`). A
+//! client on a SQLite store (or redb, immediate or eventual durability) is killed with
+//! SIGKILL N times against an in-process tidesync-server, then synced once more; the run ends
+//! with the count of kill points survived and what was lost or doubled. `--strict` also
+//! edits rows whose op was sent but not acknowledged.
 
 use std::env;
 use std::io::{BufRead, BufReader};
@@ -19,14 +20,17 @@ pub struct Options {
     pub kills: u64,
     /// Edit rows behind unacknowledged ops too.
     pub strict: bool,
+    /// The client's store (`sqlite`, `redb`, `redb-eventual`).
+    pub store: String,
 }
 
 impl Options {
-    /// Parses `--kills N` (default 1000) and `--strict`.
+    /// Parses `--kills N` (default 1000), `--strict` and `--store NAME` (default `sqlite`).
     pub fn parse(args: &[&str]) -> Result<Options> {
         let mut options = Options {
             kills: 1000,
             strict: false,
+            store: "sqlite".to_owned(),
         };
         let mut args = args.iter();
         while let Some(arg) = args.next() {
@@ -38,6 +42,13 @@ impl Options {
                         .with_context(|| format!("--kills {value}: not a number"))?;
                 }
                 "--strict" => options.strict = true,
+                "--store" => {
+                    let value = args.next().context("--store needs a name")?;
+                    if !["sqlite", "redb", "redb-eventual"].contains(value) {
+                        bail!("--store {value}: one of sqlite, redb, redb-eventual");
+                    }
+                    (*value).clone_into(&mut options.store);
+                }
                 other => bail!("soak: unknown argument {other}"),
             }
         }
@@ -60,6 +71,7 @@ pub fn run(options: &Options) -> Result<()> {
         .args(["test", "-p", "tidesync-transport-http", "--test", "crash"])
         .args(["--", "crash_soak", "--exact", "--ignored", "--nocapture"])
         .env("TIDESYNC_SOAK_KILLS", options.kills.to_string())
+        .env("TIDESYNC_SOAK_STORE", &options.store)
         .stdout(Stdio::piped());
     if options.strict {
         command.env("TIDESYNC_CRASH_STRICT", "1");
@@ -67,8 +79,9 @@ pub fn run(options: &Options) -> Result<()> {
         command.env_remove("TIDESYNC_CRASH_STRICT");
     }
     eprintln!(
-        "soak: {} kill points{}",
+        "soak: {} kill points, client on {}{}",
         options.kills,
+        options.store,
         if options.strict { " (strict)" } else { "" }
     );
     let started = Instant::now();

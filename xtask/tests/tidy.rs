@@ -5,7 +5,7 @@
 //! offending file; the `*_rule_can_fail` tests run every rule against a tiny fake tree to
 //! prove it is not vacuous.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -39,6 +39,53 @@ const FORBIDDEN_PREFIXES_IN_CORE: &[&str] = &["tidesync-store-", "tidesync-trans
 
 /// The test-only harness of the official Node peers: a dev-dependency only, and a leaf.
 const PEERS: &str = "tidesync-peers";
+
+/// Every committed store fixture (the files under `crates/*/tests/fixtures/`) with its
+/// sha256. A committed fixture never changes: a layout change bumps the format, adds a
+/// migration and a new fixture, and a line here (docs/FORMATS.md).
+const FIXTURES: &[(&str, &str)] = &[
+    (
+        "crates/store-redb/tests/fixtures/format-v1-f36987e.redb.bin",
+        "e1a6def24f4189c89491eaa1b1a1673d81ef27e3cf3cee27598e9a60f19d9540",
+    ),
+    (
+        "crates/store-redb/tests/fixtures/format-v1.redb.bin",
+        "3e344252c13f5f0b3cd6f94d6a0d1e4561ae33f78a3b89e73de57634f303ac25",
+    ),
+    (
+        "crates/store-redb/tests/fixtures/format-v2.redb.bin",
+        "a719167c0aebac7cbadbac7caacf535728ffaa694b1d0fd29b9595872f8b846e",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v1.sqlite",
+        "d5b03ecbcc143cd6611fa692edc2da7fe119a6794e2cc35d097a4ac521a0dc61",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v2-ab4395a.sqlite",
+        "3cd2f1b89bc8c9fdff201594806129e9af8342241338554bec8e2377e3ef1d0d",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v2.sqlite",
+        "f2220722644a12a54a95a050eff3979568cf00339488931bdcd4a004b67ca1e3",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v3-af44667.sqlite",
+        "033aee219147fc59bacf4d2d981ba39a2d944dc31a7f5754bf394b5ed27718f3",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v3.sqlite",
+        "4067bc6a6ba78d3f68942c1cd8990a03c25f9760f69b21e762e19ba9e7f7c329",
+    ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v4.sqlite",
+        "a4f58b013f84de3d73dd10a2a73616ae4c3dfa9a06e7bbd3a7cd710bd91a2884",
+    ),
+];
+
+/// The only functions test code may sleep in: retry-until-condition helpers (a loop that
+/// checks a condition, sleeps a little and gives up after a bound), found by name prefix.
+/// Everything else waits for an event, a gate, or a paused clock (`tokio::time::pause`).
+const RETRY_HELPERS: &[&str] = &["eventually", "retry_until", "wait_until"];
 
 // ---- the rules, run against this workspace ----
 
@@ -97,6 +144,24 @@ fn peers_harness_is_test_only() -> Result<()> {
     assert_clean(
         "tidesync-peers dependency rule",
         &peers_dependency_violations(&metadata),
+    );
+    Ok(())
+}
+
+#[test]
+fn fixtures_are_frozen() -> Result<()> {
+    assert_clean(
+        "committed fixtures never change (a layout change bumps the format; docs/FORMATS.md)",
+        &fixture_violations(&workspace_root()?, FIXTURES)?,
+    );
+    Ok(())
+}
+
+#[test]
+fn tests_sleep_only_in_retry_helpers() -> Result<()> {
+    assert_clean(
+        "no sleep as synchronisation in tests",
+        &sleep_violations(&workspace_root()?)?,
     );
     Ok(())
 }
@@ -202,6 +267,110 @@ fn lints_violations(root: &Path) -> Result<Vec<String>> {
         }
     }
     Ok(violations)
+}
+
+/// Each file under `crates/*/tests/fixtures/` has the sha256 `pinned` gives it, and every
+/// pinned file is there.
+fn fixture_violations(root: &Path, pinned: &[(&str, &str)]) -> Result<Vec<String>> {
+    use sha2::Digest as _;
+    let mut found = BTreeMap::new();
+    for package in subdirectories(&root.join("crates"))? {
+        for file in files_under(&package.join("tests/fixtures"))? {
+            let digest = sha2::Sha256::digest(fs::read(&file)?);
+            let hex: String = digest.iter().map(|byte| format!("{byte:02x}")).collect();
+            found.insert(relative(root, &file), hex);
+        }
+    }
+    let mut violations = Vec::new();
+    for (path, hash) in &found {
+        match pinned.iter().find(|(p, _)| p == path) {
+            None => violations.push(format!(
+                "{path}: a new fixture; pin it in FIXTURES as (\"{path}\", \"{hash}\")"
+            )),
+            Some((_, pin)) if pin != hash => violations.push(format!(
+                "{path}: changed (sha256 {hash}, pinned {pin}); a committed fixture never \
+                 changes: bump the format, add a migration and a new fixture"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (path, _) in pinned {
+        if !found.contains_key(*path) {
+            violations.push(format!("{path}: pinned, but not there"));
+        }
+    }
+    Ok(violations)
+}
+
+/// No `sleep(`/`sleep_until(` call in test code (files under `crates/*/tests`,
+/// `examples/*/tests` and the testkit) outside a function named like a retry helper
+/// ([`RETRY_HELPERS`]): a test that sleeps to let something happen is flaky under load.
+fn sleep_violations(root: &Path) -> Result<Vec<String>> {
+    let mut files = files_with_extension(&root.join("crates/sync-core/src/testkit"), "rs")?;
+    for parent in ["crates", "examples"] {
+        for package in subdirectories(&root.join(parent))? {
+            files.extend(files_with_extension(&package.join("tests"), "rs")?);
+        }
+    }
+    let mut violations = Vec::new();
+    for file in files {
+        // The functions enclosing the current line: (indentation, name).
+        let mut enclosing: Vec<(usize, String)> = Vec::new();
+        for (index, line) in read(&file)?.lines().enumerate() {
+            let code = line.trim_start();
+            if code.is_empty() || code.starts_with("//") {
+                continue;
+            }
+            let indent = line.len() - code.len();
+            // A line at a function's own depth (its closing brace, or a sibling) ends it.
+            enclosing.retain(|(depth, _)| *depth < indent);
+            if let Some(name) = declared_fn(code) {
+                enclosing.push((indent, name));
+                continue;
+            }
+            let sleeps =
+                contains_macro_call(line, "sleep(") || contains_macro_call(line, "sleep_until(");
+            let in_helper = enclosing
+                .iter()
+                .any(|(_, name)| RETRY_HELPERS.iter().any(|prefix| name.starts_with(prefix)));
+            if sleeps && !in_helper {
+                violations.push(format!(
+                    "{}:{}: a sleep outside a retry-until-condition helper (fn {}…); wait for \
+                     an event or a gate, or pause the clock (tokio::time::pause) instead",
+                    relative(root, &file),
+                    index + 1,
+                    RETRY_HELPERS.join("…/fn "),
+                ));
+            }
+        }
+    }
+    Ok(violations)
+}
+
+/// The name of the function a line declares (`fn name(`, with any qualifiers before).
+fn declared_fn(code: &str) -> Option<String> {
+    let at = code.find("fn ")?;
+    let before = &code[..at];
+    let qualifiers = [
+        "pub",
+        "pub(crate)",
+        "pub(super)",
+        "async",
+        "const",
+        "unsafe",
+        "extern",
+    ];
+    if !before
+        .split_whitespace()
+        .all(|word| qualifiers.contains(&word))
+    {
+        return None;
+    }
+    let name: String = code[at + 3..]
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// `tidesync-core`'s normal dependency tree (all features, all platforms) contains no
@@ -381,6 +550,13 @@ fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
 /// Files under `dir` ending in `.{extension}`, recursively, skipping `target` and hidden
 /// directories.
 fn files_with_extension(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
+    let mut files = files_under(dir)?;
+    files.retain(|path| path.extension().is_some_and(|ext| ext == extension));
+    Ok(files)
+}
+
+/// Every file under `dir`, recursively, skipping `target` and hidden directories.
+fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let mut pending = vec![dir.to_path_buf()];
     while let Some(dir) = pending.pop() {
@@ -397,7 +573,7 @@ fn files_with_extension(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
                 if name != "target" && !name.starts_with('.') {
                     pending.push(path);
                 }
-            } else if path.extension().is_some_and(|ext| ext == extension) {
+            } else {
                 files.push(path);
             }
         }
@@ -604,4 +780,67 @@ fn dependency_rule_can_fail() {
         forbidden_dependencies("0tidesync-core v0.1.0 (/w)\n1serde v1.0.0\n1uuid v1.0.0\n")
             .is_empty()
     );
+}
+
+#[test]
+fn fixture_rule_can_fail() -> Result<()> {
+    use sha2::Digest as _;
+    let tree = FakeTree::new("fixtures")?
+        .with("crates/a/tests/fixtures/kept.bin", "kept")?
+        .with("crates/a/tests/fixtures/changed.bin", "changed in place")?
+        .with("crates/b/tests/fixtures/deep/new.bin", "new")?;
+    let kept: String = sha2::Sha256::digest(b"kept")
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
+    let pinned = [
+        ("crates/a/tests/fixtures/kept.bin", kept.as_str()),
+        ("crates/a/tests/fixtures/changed.bin", kept.as_str()),
+        ("crates/a/tests/fixtures/gone.bin", kept.as_str()),
+    ];
+    let violations = fixture_violations(&tree.0, &pinned)?;
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(violations[0].starts_with("crates/a/tests/fixtures/changed.bin: changed"));
+    assert!(violations[1].starts_with("crates/b/tests/fixtures/deep/new.bin: a new fixture"));
+    assert!(violations[2].starts_with("crates/a/tests/fixtures/gone.bin: pinned, but not"));
+    Ok(())
+}
+
+#[test]
+fn sleep_rule_can_fail() -> Result<()> {
+    let tree = FakeTree::new("sleep")?
+        .with(
+            "crates/a/tests/it.rs",
+            "async fn eventually(done: impl Fn() -> bool) {
+    while !done() {
+        tokio::time::sleep(D).await;
+    }
+}
+
+#[tokio::test]
+async fn waits_by_sleeping() {
+    // tokio::time::sleep(D).await; in a comment is fine
+    tokio::time::sleep(D).await;
+    let f = || std::thread::sleep(D);
+}
+
+fn wait_until_ready() {
+    std::thread::sleep(D);
+}
+",
+        )?
+        .with(
+            "crates/sync-core/src/testkit/crash.rs",
+            "pub fn kill_later() {\n    std::thread::sleep(D);\n}\n",
+        )?
+        .with(
+            "crates/a/src/lib.rs",
+            "fn backoff() { std::thread::sleep(D); }\n",
+        )?;
+    let violations = sleep_violations(&tree.0)?;
+    assert_eq!(violations.len(), 3, "{violations:#?}");
+    assert!(violations[0].starts_with("crates/sync-core/src/testkit/crash.rs:2: "));
+    assert!(violations[1].starts_with("crates/a/tests/it.rs:10: "));
+    assert!(violations[2].starts_with("crates/a/tests/it.rs:11: "));
+    Ok(())
 }

@@ -21,7 +21,7 @@ use tidesync_transport_http::HttpTransport;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::local::item_table;
-use crate::output::{Figure, Goal};
+use crate::output::{Baseline, Figure, Goal};
 use crate::{Plan, progress};
 
 /// Round trips timed for the baseline.
@@ -110,6 +110,7 @@ async fn measure(samples: usize) -> anyhow::Result<Figure> {
         name: "visibility_p50",
         value: median(times),
         baseline: round_trip,
+        against: Baseline::Unit,
         unit: format!(
             "ms from A's push returning to the row in B's store (feed on, {samples} writes) vs one loopback HTTP round trip"
         ),

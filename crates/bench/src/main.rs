@@ -1,11 +1,23 @@
 //! `tidesync-bench`: the tidesync benchmark suite, run by `cargo xtask bench`.
 //!
-//! Every figure is a ratio: what tidesync takes for some work divided by what the best plain
-//! code a competent user would write takes for the same work with the same settings (same
-//! SQLite pragmas, one prepared statement, one transaction per batch), both measured in the
-//! same run on loopback. Each figure prints as one JSON line
-//! `{"name","value","baseline","ratio","unit","goal","met"}`, then a table follows (unless
-//! `--json`). A missed goal is reported (`"met": false`), never an error exit.
+//! Every figure is a ratio `value / baseline`, both measured in the same run on loopback, and
+//! says what its baseline is (`baseline_kind`):
+//!
+//! - **plain code, same work** — what the best plain code a competent user would write takes
+//!   for the same work with the same settings (same SQLite pragmas, one prepared statement,
+//!   one transaction per batch): `local_write_sqlite`, `local_write_redb`, `push_10k_floor`
+//!   (raw SQLite inserts), `pull_100k`;
+//! - **our own other mode** — not plain code: `push_10k` divides the batched push by our
+//!   own push with one request per op, so it is a speed-up, not a cost over plain code;
+//! - **a plain unit of work** — `visibility_p50` divides by one plain loopback round trip,
+//!   which is the floor of any notification, not code doing the same work;
+//! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new) and
+//!   `pull_1m_rss_mb` (peak MB) have the baseline 1: the ratio is the value itself.
+//!
+//! Each figure prints as one JSON line
+//! `{"name","value","baseline","baseline_kind","ratio","unit","goal","met"}`, then a table
+//! follows (unless `--json`). A missed goal is reported (`"met": false`), never an error
+//! exit.
 //!
 //! Not a library, and not a microbenchmark harness: each figure is one bounded scenario.
 //! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three

@@ -15,7 +15,7 @@ use tidesync_store_sqlite::SqliteStore;
 use tidesync_transport_http::{HttpTransport, Protocol};
 
 use crate::local::item_table;
-use crate::output::{Figure, Goal};
+use crate::output::{Baseline, Figure, Goal};
 use crate::{Plan, progress};
 
 /// Rows per page, asked by the client and allowed by the server.
@@ -111,6 +111,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         name: "push_10k",
         value: batched,
         baseline: per_op,
+        against: Baseline::OwnMode,
         unit: format!("s, batched push vs one request per op{note}"),
         goal: Goal::AtMost(0.2),
     });
@@ -118,6 +119,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         name: "push_10k_floor",
         value: batched,
         baseline: floor,
+        against: Baseline::SameWork,
         unit: format!("s, batched push vs raw SQLite inserts, {FLOOR_BATCH} per txn{note}"),
         goal: Goal::AtMost(2.0),
     });
@@ -142,6 +144,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         name: "pull_100k",
         value: ours,
         baseline: theirs,
+        against: Baseline::SameWork,
         unit: format!(
             "s for {} rows, engine pull vs serde_json + raw SQLite upsert of the same pages",
             plan.pull_rows
@@ -155,6 +158,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         name: "pull_noop_requests",
         value: pulled.requests.load(Ordering::SeqCst) as f64,
         baseline: 1.0,
+        against: Baseline::Constant,
         unit: "HTTP requests of an incremental pull with nothing new".to_owned(),
         goal: Goal::AtMost(1.0),
     });
@@ -172,6 +176,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         name: "pull_1m_rss_mb",
         value: megabytes,
         baseline: 1.0,
+        against: Baseline::Constant,
         unit: if plan.rss_rows == 1_000_000 {
             "MB peak RSS (VmHWM) of a client pulling 1,000,000 rows".to_owned()
         } else {

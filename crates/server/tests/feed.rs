@@ -1,6 +1,10 @@
 //! The change feed (`GET /tidesync/v1/feed`): events for writes (single and batch),
 //! coalescing, heartbeats, auth and per-user filtering, shutdown with feeds open, and two
 //! servers on one PostgreSQL notifying each other's subscribers. Every wait is bounded.
+//!
+//! The in-process tests run on a paused tokio clock (`start_paused`; the SQLite store's
+//! blocking calls hold it still), so coalescing windows, heartbeats and "nothing more
+//! arrives" waits are measured on the virtual clock, the same under any load.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -122,7 +126,7 @@ async fn insert(client: &Client, table: &str, id: &str, auth: &[(&str, &str)]) -
 const QUIET: Duration = Duration::from_millis(300);
 const WAIT: Duration = Duration::from_secs(5);
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn the_feed_tells_of_each_write_with_its_position() {
     let dir = tempfile::tempdir().unwrap();
     let app = builder(&dir).build().await.unwrap();
@@ -148,9 +152,13 @@ async fn the_feed_tells_of_each_write_with_its_position() {
     assert!(feed.changes_within(QUIET).await.is_empty());
 }
 
-#[tokio::test]
-async fn a_burst_is_coalesced_into_few_events_carrying_the_newest_position() {
+/// On a paused clock (the store's blocking calls hold it still), so the coalescing window
+/// is measured exactly: the first change goes out at once, the rest of the burst one window
+/// later, as one event with the newest position.
+#[tokio::test(start_paused = true)]
+async fn a_burst_is_coalesced_into_one_event_a_window_later_carrying_the_newest_position() {
     let dir = tempfile::tempdir().unwrap();
+    let window = Duration::from_millis(300);
     let app = builder(&dir)
         .feed(FeedConfig {
             coalesce_ms: 300,
@@ -173,20 +181,34 @@ async fn a_burst_is_coalesced_into_few_events_carrying_the_newest_position() {
         last = insert(&client, "TodoItem", &format!("r{i:02}"), &[]).await;
     }
     insert(&client, "Other", "o", &[]).await;
-    let events = feed.changes_within(Duration::from_millis(1200)).await;
-    let todo: Vec<&Value> = events.iter().filter(|e| e["table"] == "TodoItem").collect();
+    let mut events = Vec::new();
+    let start = Instant::now();
+    while let Some(event) = feed.next_change(window * 4).await {
+        events.push((start.elapsed(), event));
+    }
+    let todo: Vec<&(Duration, Value)> = events
+        .iter()
+        .filter(|(_, e)| e["table"] == "TodoItem")
+        .collect();
+    assert_eq!(todo.len(), 2, "20 writes: {events:?}");
+    assert_eq!(todo[0].1["id"], "r00", "the first goes out at once");
+    assert_eq!(todo[0].0, Duration::ZERO);
+    assert_eq!(todo[1].1["id"], "r19", "then the newest, for the rest");
+    assert_eq!(todo[1].1["updatedAt"], last["updatedAt"]);
     assert!(
-        (1..=3).contains(&todo.len()),
-        "20 writes gave {} events: {events:?}",
-        todo.len()
+        todo[1].0 >= window && todo[1].0 <= window + Duration::from_millis(1),
+        "one window later: {:?}",
+        todo[1].0
     );
-    let newest = todo.last().unwrap();
-    assert_eq!(newest["id"], "r19");
-    assert_eq!(newest["updatedAt"], last["updatedAt"]);
-    assert_eq!(events.iter().filter(|e| e["table"] == "Other").count(), 1);
+    let other: Vec<_> = events
+        .iter()
+        .filter(|(_, e)| e["table"] == "Other")
+        .collect();
+    assert_eq!(other.len(), 1, "{events:?}");
+    assert_eq!(other[0].0, Duration::ZERO, "another table is not held back");
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn owner_tables_tell_each_user_of_their_own_rows_only() {
     let dir = tempfile::tempdir().unwrap();
     let app = builder(&dir).build().await.unwrap();
@@ -285,7 +307,7 @@ async fn the_feed_is_authenticated_like_the_tables() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn batch_writes_are_announced_after_the_batch_commits() {
     let dir = tempfile::tempdir().unwrap();
     let app = builder(&dir).build().await.unwrap();
@@ -310,7 +332,8 @@ async fn batch_writes_are_announced_after_the_batch_commits() {
     assert_eq!(events.last().expect("an event")["id"], "x2", "{events:?}");
 }
 
-#[tokio::test]
+/// On a paused clock: the heartbeats come on the virtual clock, whatever the load.
+#[tokio::test(start_paused = true)]
 async fn idle_feeds_get_heartbeats_and_the_capabilities_advertise_the_feed() {
     let dir = tempfile::tempdir().unwrap();
     let app = builder(&dir)

@@ -80,8 +80,8 @@ async fn retention_case(client: &Client, store: &Arc<dyn Store>) {
     let removed = store.purge_deleted("TodoItem", gone_ms + 1).await.unwrap();
     assert_eq!(removed, 1);
 
-    // A later soft delete stays (younger than the horizon); live rows stay.
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    // A later soft delete stays (younger than the horizon: `updatedAt` is strictly
+    // increasing per table, so it is stamped at `gone_ms + 1` or later); live rows stay.
     let r = client
         .v3("DELETE", "/tables/TodoItem/recent", &[], None)
         .await;
@@ -211,20 +211,7 @@ async fn background_purge_of_a_served_app_removes_expired_tombstones() {
         .unwrap());
 
     let started = now_ms();
-    let until = tokio::time::Instant::now() + Duration::from_secs(10);
-    let page = loop {
-        let page = client
-            .v3("GET", "/tables/TodoItem?__includedeleted=true", &[], None)
-            .await;
-        if find(&page, "gone").is_none() {
-            break page;
-        }
-        assert!(
-            tokio::time::Instant::now() < until,
-            "the tombstone was not purged within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let page = wait_until_purged(&client, "gone").await;
     // Retention is a minimum: not purged before it was a second old.
     assert!(
         now_ms() - gone_ms >= 1000,
@@ -495,4 +482,23 @@ async fn strict_mode_refuses_a_missing_version() {
     // Nothing was written.
     let page = client.v3("GET", "/tables/TodoItem", &[], None).await;
     assert!(page.ids().is_empty());
+}
+
+/// Reads the table with tombstones until `id` is gone from it (the background purge runs on
+/// the server's wall clock); gives up after 10 s.
+async fn wait_until_purged(client: &Client, id: &str) -> Resp {
+    let until = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = client
+            .v3("GET", "/tables/TodoItem?__includedeleted=true", &[], None)
+            .await;
+        if find(&page, id).is_none() {
+            return page;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "the tombstone {id} was not purged within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -58,7 +58,8 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidesync_core::{
-    Item, LocalStore, Operation, OperationError, QueryResult, StoreError, TableDef, WriteBatch,
+    Item, LocalStore, OpState, Operation, OperationError, QueryResult, StoreError, TableDef, Write,
+    WriteBatch,
 };
 use tidesync_protocol::odata::Query;
 
@@ -73,6 +74,7 @@ use crate::write::{Batch, decode_error, decode_op};
 ///
 /// Format 2 dropped the queue's `op_ids` and `op_items` tables of format 1
 /// (their lookups are kept in memory) and the `updated/<table>` index tables.
+/// The history of every layout, with its fixture, is in `docs/FORMATS.md`.
 pub const FORMAT_VERSION: u64 = 2;
 
 /// When a committed write reaches the disk.
@@ -86,7 +88,8 @@ pub enum Durability {
     /// or when the store is dropped (redb's `Durability::None`). A crash or
     /// power loss can lose the latest batches, never tear one: the file goes
     /// back to the last durable commit, items and queue together. Much faster
-    /// for many small writes.
+    /// for many small writes. A push commits immediately when it marks ops as
+    /// sent, so whatever reached the server is also on disk.
     Eventual,
 }
 
@@ -111,6 +114,62 @@ impl Default for RedbOptions {
             check_integrity_on_open: false,
         }
     }
+}
+
+/// Opens (or initialises an empty) redb file. redb trusts a file it shut down cleanly and
+/// may panic (debug builds) on one damaged outside it; such a panic becomes `Corrupt` here.
+fn open_database(builder: &redb::Builder, path: &Path) -> Result<Database, StoreError> {
+    let opened = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(path)))
+        .map_err(|_| StoreError::Corrupt(format!("redb failed to open {}", path.display())))?;
+    opened.map_err(from_redb)
+}
+
+/// Creates the store file at `path` (missing, or empty) so that a crash never leaves a
+/// half-made one: redb writes a new file's header in several steps, and a file cut off
+/// between them is no redb database at all, so every later open would fail. The file is
+/// built under a temporary name beside `path` (`NAME.creating-PID`), its format committed
+/// and the file closed, then put in place in one step: linked, so that a store another
+/// process created meanwhile is kept, or renamed over an empty file. A crash before that
+/// step leaves the temporary file, and no store.
+fn create_file(builder: &redb::Builder, path: &Path) -> Result<(), StoreError> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| StoreError::Corrupt(format!("{} names no file", path.display())))?;
+    let temporary = path.with_file_name(format!(
+        "{}.creating-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    // A leftover of an earlier process with this id that was cut off.
+    let _ = std::fs::remove_file(&temporary);
+    {
+        let db = open_database(builder, &temporary)?;
+        let txn = db.begin_write().map_err(from_redb)?;
+        schema::prepare(&txn)?;
+        txn.commit().map_err(from_redb)?;
+    }
+    let placed = match std::fs::hard_link(&temporary, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+                std::fs::rename(&temporary, path)
+            } else {
+                // Another handle created the store meanwhile: open that one.
+                Ok(())
+            }
+        }
+        other => other,
+    };
+    let _ = std::fs::remove_file(&temporary);
+    placed.map_err(StoreError::backend)?;
+    // The new directory entry survives a power loss too.
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    if let Ok(directory) = std::fs::File::open(directory) {
+        let _ = directory.sync_all();
+    }
+    Ok(())
 }
 
 /// A [`LocalStore`] in one redb file. Cheap to share behind an `Arc`: reads run
@@ -155,14 +214,13 @@ impl RedbStore {
         builder
             .set_cache_size(options.cache_size)
             .set_check_integrity_on_open(options.check_integrity_on_open);
-        // redb trusts a file it shut down cleanly and may panic (debug builds)
-        // on one damaged outside it; such a panic becomes `Corrupt` here.
-        let opened =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| builder.create(&path)))
-                .map_err(|_| {
-                    StoreError::Corrupt(format!("redb failed to open {}", path.display()))
-                })?;
-        let db = opened.map_err(from_redb)?;
+        let existing = std::fs::metadata(&path).map(|m| m.len());
+        match existing {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_file(&builder, &path)?,
+            Ok(0) => create_file(&builder, &path)?,
+            _ => {}
+        }
+        let db = open_database(&builder, &path)?;
         let txn = db.begin_write().map_err(from_redb)?;
         schema::prepare(&txn)?;
         let queue = QueueIndex::load(&txn.open_table(OPS).map_err(from_redb)?)?;
@@ -182,6 +240,24 @@ impl RedbStore {
     /// The path of the store file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The durability `batch` commits with: the store's, except that a batch marking an op
+    /// as sent (`OpState::Attempted`, before push sends it) is always on disk before
+    /// `write` returns. After a crash the engine tells its own earlier write, answered but
+    /// lost, from a foreign one by that mark and the content the op keeps from the attempt;
+    /// were the mark undone while the server kept the write, a later edit folded into the
+    /// op would meet the server's copy as a conflict. One sync per push batch, not per
+    /// local write.
+    fn durability_of(&self, batch: &WriteBatch) -> redb::Durability {
+        let marks_sent = batch.writes.iter().any(
+            |write| matches!(write, Write::PutOperation(op) if op.state == OpState::Attempted),
+        );
+        if marks_sent {
+            redb::Durability::Immediate
+        } else {
+            self.durability
+        }
     }
 
     fn read(&self) -> Result<ReadTransaction, StoreError> {
@@ -370,7 +446,8 @@ impl LocalStore for RedbStore {
             return Ok(());
         }
         let mut txn = self.db.begin_write().map_err(from_redb)?;
-        txn.set_durability(self.durability).map_err(from_redb)?;
+        txn.set_durability(self.durability_of(batch))
+            .map_err(from_redb)?;
         // Only the holder of redb's one write transaction changes the index,
         // so it stays as read here until this batch's own commit below.
         let applied = self

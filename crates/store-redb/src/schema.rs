@@ -241,8 +241,11 @@ fn migrate(txn: &WriteTransaction, from: u64) -> Result<(), StoreError> {
 
 /// Format 2 keeps the queue's op-id and per-item lookups in memory and has no
 /// `(updatedAt, id)` index: drop the tables format 1 kept them in. The rows
-/// and `tidesync/ops` hold everything already.
+/// and `tidesync/ops` hold everything already, keyed by `(sequence, op id)`
+/// except in format 1's first layout (commits f36987e to f38a9e0), which keyed
+/// the queue by the sequence alone: its ops are moved to the current key.
 fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    rekey_sequence_only_queue(txn)?;
     let mut names = vec!["tidesync/op_ids".to_owned(), "tidesync/op_items".to_owned()];
     let tables = txn.open_table(TABLES).map_err(from_redb)?;
     for entry in tables.iter().map_err(from_redb)? {
@@ -252,6 +255,34 @@ fn upgrade_1_to_2(txn: &WriteTransaction) -> Result<(), StoreError> {
     drop(tables);
     for name in &names {
         txn.delete_table(TableDefinition::<&str, ()>::new(name))
+            .map_err(from_redb)?;
+    }
+    Ok(())
+}
+
+/// Format 1 until commit f38a9e0 keyed `tidesync/ops` by the sequence (`u64`); the key
+/// became `(sequence, op id)` without a version bump. Moves such a queue to the current
+/// key; does nothing to a queue that has it.
+fn rekey_sequence_only_queue(txn: &WriteTransaction) -> Result<(), StoreError> {
+    const SEQUENCE_ONLY: TableDefinition<u64, &[u8]> = TableDefinition::new("tidesync/ops");
+    match txn.open_table(OPS) {
+        Ok(_) => return Ok(()),
+        Err(redb::TableError::TableTypeMismatch { .. }) => {}
+        Err(e) => return Err(from_redb(e)),
+    }
+    let mut ops = Vec::new();
+    {
+        let old = txn.open_table(SEQUENCE_ONLY).map_err(from_redb)?;
+        for entry in old.iter().map_err(from_redb)? {
+            let (sequence, bytes) = entry.map_err(from_redb)?;
+            let op = crate::write::decode_op(bytes.value())?;
+            ops.push((sequence.value(), op.id, bytes.value().to_vec()));
+        }
+    }
+    txn.delete_table(SEQUENCE_ONLY).map_err(from_redb)?;
+    let mut new = txn.open_table(OPS).map_err(from_redb)?;
+    for (sequence, id, bytes) in &ops {
+        new.insert((*sequence, id.as_str()), bytes.as_slice())
             .map_err(from_redb)?;
     }
     Ok(())

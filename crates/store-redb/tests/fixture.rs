@@ -1,12 +1,14 @@
-//! The pinned format fixtures: store files written by each format, committed
-//! under `tests/fixtures/`, must keep opening with the same content. When the
-//! format changes, keep the old fixtures (their open now runs the migration)
-//! and add one for the new format. `format-v1` is opened through the migration
-//! to format 2, which drops its `op_ids` and `op_items` tables.
+//! The pinned format fixtures: store files written by each format, and by each layout a
+//! format had on main (recovered from history; see `docs/FORMATS.md`), committed under
+//! `tests/fixtures/`, must keep opening with the same content. `format-v1` and
+//! `format-v1-f36987e` (format 1's first layout, its queue keyed by the sequence alone) are
+//! opened through the migration to format 2, which drops their `op_ids`, `op_items` and
+//! `updated/<table>` tables and moves the first layout's queue to the `(sequence, id)` key.
 //!
-//! Regenerate with
-//! `TIDESYNC_WRITE_FIXTURE=1 cargo test -p tidesync-store-redb --test fixture -- --ignored`
-//! (only when adding a new format's fixture, never to make this test pass).
+//! The fixtures are frozen: the tidy test pins each file's sha256. When the format changes,
+//! keep the old fixtures (their open now runs the migration) and add one for the new format
+//! with `TIDESYNC_WRITE_FIXTURE=1 cargo test -p tidesync-store-redb --test fixture --
+//! --ignored`, which refuses to overwrite a fixture.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -19,10 +21,10 @@ use tidesync_core::{
 use tidesync_protocol::odata::Query;
 use tidesync_store_redb::{FORMAT_VERSION, RedbStore};
 
-fn fixture_path(format: u64) -> PathBuf {
+fn fixture_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
-        .join(format!("format-v{format}.redb.bin"))
+        .join(name)
 }
 
 fn item(value: Value) -> Item {
@@ -102,12 +104,10 @@ fn error() -> OperationError {
 #[test]
 #[ignore = "writes the committed fixture; run by hand for a new format"]
 fn write_fixture() {
-    let path = fixture_path(FORMAT_VERSION);
-    if std::env::var_os("TIDESYNC_WRITE_FIXTURE").is_none() {
-        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {}", path.display());
+    let path = fixture_path(&format!("format-v{FORMAT_VERSION}.redb.bin"));
+    if !tidesync_core::testkit::may_write_fixture(&path) {
         return;
     }
-    let _ = std::fs::remove_file(&path);
     let store = RedbStore::open(&path).unwrap();
     // Defined small, then grown: the fixture carries a grown slot list.
     store
@@ -130,21 +130,27 @@ fn write_fixture() {
     store.write(&WriteBatch { writes }).unwrap();
 }
 
+/// Format 1 as commit f36987e wrote it: the queue keyed by the sequence alone.
+#[test]
+fn format_1_first_layout_fixture_still_opens() {
+    fixture_still_opens("format-v1-f36987e.redb.bin");
+}
+
 #[test]
 fn format_1_fixture_still_opens() {
-    fixture_still_opens(1);
+    fixture_still_opens("format-v1.redb.bin");
 }
 
 #[test]
 fn format_2_fixture_still_opens() {
-    fixture_still_opens(2);
+    fixture_still_opens("format-v2.redb.bin");
 }
 
-fn fixture_still_opens(format: u64) {
+fn fixture_still_opens(name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("copy.redb");
     // Opening writes to the file, so work on a copy.
-    std::fs::copy(fixture_path(format), &path).unwrap();
+    std::fs::copy(fixture_path(name), &path).unwrap();
     let store = RedbStore::open(&path).unwrap();
     assert_eq!(store.table("fx").unwrap(), Some(def()));
     let expected: Vec<Item> = rows()
@@ -178,4 +184,21 @@ fn fixture_still_opens(format: u64) {
     assert_eq!(by_update.items[0]["id"], "b", "null updatedAt sorts first");
     assert_eq!(store.operation("op-1").unwrap(), Some(ops()[0].clone()));
     assert_eq!(store.count_operations(Some("fx")).unwrap(), 2);
+    // Still writable, and the migration was committed: the file reopens as it is now.
+    let later = Operation {
+        id: "op-3".to_owned(),
+        item_id: "c".to_owned(),
+        sequence: 12,
+        ..ops()[0].clone()
+    };
+    store
+        .write(&WriteBatch {
+            writes: vec![Write::PutOperation(later.clone())],
+        })
+        .unwrap();
+    drop(store);
+    let store = RedbStore::open(&path).unwrap();
+    let mut all = ops();
+    all.push(later);
+    assert_eq!(store.operations(0, 10).unwrap(), all);
 }

@@ -1,7 +1,7 @@
 //! The file format: the format version and its migrations, the metadata tables,
 //! and the SQL tables behind table definitions.
 //!
-//! Format version 3 (`PRAGMA user_version = 3`, `PRAGMA application_id` =
+//! Format version 4 (`PRAGMA user_version = 4`, `PRAGMA application_id` =
 //! [`APPLICATION_ID`]):
 //! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
 //! * one table per defined table, `id` its primary key, with no other index,
@@ -9,7 +9,8 @@
 //!   as JSON, or null (see `queue`). App tables keep their rowid: a
 //!   `WITHOUT ROWID` table would also make a local write one page cheaper,
 //!   but bulk pulls of random ids into it were 1.7 times slower (whole rows
-//!   move at each page split), and bulk sync matters more;
+//!   move at each page split), and bulk sync matters more. Date-time columns
+//!   hold UTC text with exactly three fractional digits;
 //! * `__row_op_tables(name TEXT PRIMARY KEY)`: the tables some of whose rows
 //!   hold an op (the only ones the queue scans when it reads the queue again);
 //! * `__operations(id, kind, state, tableName, itemId, item, base, sequence, version)`:
@@ -19,10 +20,17 @@
 //!   item, serverItem, rawResult, message)`, keyed by the op id;
 //! * `__config(id TEXT PRIMARY KEY, value TEXT)`.
 //!
-//! Version 1 had `__operations` keyed by `id` with indexes on `sequence` and
-//! `(tableName, itemId, sequence)`, and an `(updatedAt, id)` index on each app
-//! table; version 2 dropped those indexes and kept every op in `__operations`.
-//! Opening an older file migrates it step by step.
+//! Opening an older file migrates it step by step, in one transaction. The history of
+//! every format, with the commits that wrote each committed fixture, is in
+//! `docs/FORMATS.md`; in short: version 1 had `__operations` keyed by `id` with indexes,
+//! and an `(updatedAt, id)` index on each app table; version 2 dropped those indexes
+//! (its first layout also made app tables `WITHOUT ROWID`); version 3 added the op
+//! column (its first layout lacked `__row_op_tables`). Version 4 is the layout version
+//! 3 ended with: its migration repairs the layouts that changed in place.
+//!
+//! **Rule:** any change to the layout or to how values are stored bumps the version
+//! and adds a migration; a committed fixture never changes (the tidy test pins each
+//! one's sha256).
 
 use std::collections::HashMap;
 
@@ -37,10 +45,15 @@ pub(crate) const APPLICATION_ID: i32 = 0x7469_6465;
 
 /// One step of the format: migrates a file from version `i` to `i + 1`
 /// (the function at index `i`), inside the opening transaction.
-type Migration = fn(&Transaction<'_>) -> rusqlite::Result<()>;
+type Migration = fn(&Transaction<'_>) -> Result<()>;
 
 /// The migrations, oldest first. The current format version is their number.
-const MIGRATIONS: &[Migration] = &[v0_to_v1, v1_to_v2, v2_to_v3];
+const MIGRATIONS: &[Migration] = &[
+    |tx| v0_to_v1(tx).store(),
+    |tx| v1_to_v2(tx).store(),
+    |tx| v2_to_v3(tx).store(),
+    v3_to_v4,
+];
 
 /// The format version this build writes.
 pub(crate) fn current_version() -> u32 {
@@ -139,6 +152,86 @@ fn v2_to_v3(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Format 4 is the layout format 3 ended with. Three changes reached main without a
+/// version bump, so a file of format 3 (or migrated to it) may have any of them undone;
+/// this step redoes each where it is missing, and does nothing on a file that has them:
+/// * app tables created `WITHOUT ROWID` (format 2 until commit 3b7d63e) become rowid
+///   tables again (rebuilt from their own `CREATE TABLE` text);
+/// * `__row_op_tables` (missing in format 3 until commit bd1f79b) is created and lists
+///   every table with an op in one of its rows;
+/// * date-times written with more than three fractional digits (format 1 until commit
+///   9a62c28) are cut to milliseconds, as stores now keep them, so that text order is
+///   time order again.
+fn v3_to_v4(tx: &Transaction<'_>) -> Result<()> {
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS __row_op_tables (name TEXT PRIMARY KEY NOT NULL)")
+        .store()?;
+    for (name, def) in load_definitions(tx)? {
+        let table = quote(&name);
+        let sql: String = tx
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .store()?;
+        if sql
+            .trim_end()
+            .to_ascii_uppercase()
+            .ends_with("WITHOUT ROWID")
+        {
+            let end = sql
+                .rfind(')')
+                .ok_or_else(|| corrupt(format!("the definition of table {name}: {sql}")))?;
+            tx.execute_batch(&format!(
+                "ALTER TABLE {table} RENAME TO __tidesync_rebuild;
+                 {};
+                 INSERT INTO {table} SELECT * FROM __tidesync_rebuild;
+                 DROP TABLE __tidesync_rebuild;",
+                &sql[..=end]
+            ))
+            .store()?;
+        }
+        tx.execute(
+            &format!(
+                "INSERT OR IGNORE INTO __row_op_tables (name) SELECT ?1 \
+                 WHERE EXISTS (SELECT 1 FROM {table} WHERE {} IS NOT NULL)",
+                quote(OP_COLUMN)
+            ),
+            [&name],
+        )
+        .store()?;
+        for column in def.all_columns().filter(|c| c.ty == ColumnType::DateTime) {
+            millisecond_date_times(tx, &table, &quote(&column.name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the date-times of one column that are not in the stored form.
+fn millisecond_date_times(tx: &Transaction<'_>, table: &str, column: &str) -> Result<()> {
+    // The stored form is `YYYY-MM-DDTHH:MM:SS.mmmZ`, 24 characters.
+    let wide: Vec<(String, String)> = tx
+        .prepare(&format!(
+            "SELECT id, {column} FROM {table} WHERE typeof({column}) = 'text' AND length({column}) <> 24"
+        ))
+        .store()?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .store()?
+        .collect::<rusqlite::Result<_>>()
+        .store()?;
+    let mut update = tx
+        .prepare(&format!("UPDATE {table} SET {column} = ?1 WHERE id = ?2"))
+        .store()?;
+    for (id, text) in wide {
+        if let Ok(at) = tidesync_protocol::parse_timestamp(&text) {
+            update
+                .execute((tidesync_protocol::format_timestamp(at), id))
+                .store()?;
+        }
+    }
+    Ok(())
+}
+
 fn table_names(tx: &Transaction<'_>) -> rusqlite::Result<Vec<String>> {
     let mut stmt = tx.prepare("SELECT name FROM __tables")?;
     stmt.query_map([], |r| r.get(0))?.collect()
@@ -191,7 +284,7 @@ pub(crate) fn migrate(conn: &mut Connection) -> Result<()> {
     }
     for (from, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
         tracing::info!(from, to = from + 1, "migrating the store format");
-        step(&tx).store()?;
+        step(&tx)?;
     }
     tx.pragma_update(None, "user_version", supported).store()?;
     tx.pragma_update(None, "application_id", APPLICATION_ID)

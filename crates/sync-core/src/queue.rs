@@ -389,6 +389,7 @@ impl<'a> Transaction<'a> {
                 self.drop_op(&existing.id);
                 ops.pop();
                 let base = existing.base.clone();
+                let snapshot = attempt_snapshot(&existing, snapshot);
                 let op = self.new_op(kind, table, id.clone(), snapshot, base, 2);
                 self.batch.push(Write::PutOperation(op.clone()));
                 ops.push(op);
@@ -583,6 +584,26 @@ fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
         )));
     }
     Ok((id, fresh))
+}
+
+/// The snapshot a delete keeps when it replaces `existing`. An insert or update that was
+/// sent keeps what its last attempt sent (its `item`); if that attempt was applied and its
+/// answer lost, the server holds exactly those values, and push recognises its own earlier
+/// write by comparing the server's copy with the delete's snapshot. A later edit folded
+/// into the op changed the row but not what the server may hold, so the snapshot takes the
+/// attempt's values (with the row's `version` for `If-Match`) instead of the row's.
+fn attempt_snapshot(existing: &Operation, snapshot: Option<Item>) -> Option<Item> {
+    let (Some(attempt), Some(row)) = (existing.item.as_ref(), snapshot.as_ref()) else {
+        return snapshot;
+    };
+    if existing.kind == OpKind::Delete || existing.state == OpState::Pending {
+        return snapshot;
+    }
+    let mut kept = attempt.clone();
+    if let Some(version) = row.get(VERSION) {
+        kept.insert(VERSION.to_owned(), version.clone());
+    }
+    Some(kept)
 }
 
 #[cfg(test)]

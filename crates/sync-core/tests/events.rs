@@ -30,8 +30,21 @@ async fn local_writes_and_transactions_are_announced_after_they_commit() {
             Ok(())
         })
         .unwrap();
-    // A refused write announces nothing.
+    // A refused write announces nothing, nor does a transaction that did not commit, not
+    // even for the write it made before failing.
     f.todo().insert(&json!({"id": "a"})).await.unwrap_err();
+    f.client
+        .transaction(|tx| {
+            tx.insert(TODO, obj(json!({"id": "b"})))?;
+            tx.insert(TODO, obj(json!({"id": "a"})))?;
+            Ok(())
+        })
+        .unwrap_err();
+    assert_eq!(
+        f.local(TODO, "b"),
+        None,
+        "the failed transaction wrote nothing"
+    );
     let events = drain(&mut rx);
     let writes: Vec<(Option<&str>, OpKind)> = events
         .iter()

@@ -493,12 +493,41 @@ async fn resolving_with_a_stale_error_is_refused() {
     assert!(f.local(TODO, "x").is_some());
 }
 
+/// The same writes and push with and without 300 ms on every call (on the paused clock the
+/// mock's clock and ids are the same in both runs): the same rows on both sides.
 #[tokio::test(start_paused = true)]
 async fn latency_does_not_change_the_outcome() {
-    let f = Fixture::new();
-    f.server.set_latency(Duration::from_millis(300));
-    f.todo().insert(&json!({"id": "a"})).await.unwrap();
-    assert!(f.client.push().await.unwrap().is_success());
+    async fn run(latency: Duration) -> (Vec<Item>, Option<Item>, Option<Item>, Duration) {
+        let f = Fixture::new();
+        f.server.set_latency(latency);
+        f.todo()
+            .insert(&json!({"id": "a", "text": "one"}))
+            .await
+            .unwrap();
+        f.todo().insert(&json!({"id": "b"})).await.unwrap();
+        f.todo()
+            .update(&json!({"id": "a", "text": "two"}))
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        assert!(f.client.push().await.unwrap().is_success());
+        let took = started.elapsed();
+        assert!(f.queue().is_empty());
+        (
+            f.server.items(TODO),
+            f.local(TODO, "a"),
+            f.local(TODO, "b"),
+            took,
+        )
+    }
+    let (server, a, b, quick) = run(Duration::ZERO).await;
+    let (slow_server, slow_a, slow_b, slow) = run(Duration::from_millis(300)).await;
+    assert!(
+        slow >= Duration::from_millis(600) && quick < slow,
+        "{quick:?} vs {slow:?}"
+    );
+    assert_eq!(slow_server, server);
+    assert_eq!((slow_a, slow_b), (a, b));
 }
 
 #[tokio::test]
@@ -547,6 +576,16 @@ async fn a_real_conflict_is_not_mistaken_for_a_lost_acknowledgement() {
     let result = f.client.push().await.unwrap();
     assert_eq!(result.errors.len(), 1);
     assert_eq!(result.errors[0].status, Some(409));
+    assert_eq!(
+        text_of(&f.server.get(TODO, "i").unwrap()),
+        "someone else's",
+        "the server's row is untouched"
+    );
+    assert_eq!(
+        f.queue(),
+        vec![(OpKind::Insert, OpState::Failed, 1, 1)],
+        "the op stays, failed, for the app to resolve"
+    );
 }
 
 #[tokio::test]

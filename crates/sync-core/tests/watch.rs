@@ -1,44 +1,86 @@
 //! `SyncContext::watch` on the mock server: pulls when the feed says so (debounced),
 //! reconnects and catches up after a cut, pushes after local writes, falls back to
-//! polling without a feed, and stops cleanly. Every wait is bounded.
+//! polling without a feed, and stops cleanly.
+//!
+//! Every test runs on a paused tokio clock (`start_paused`): time moves only when every
+//! task waits, straight to the next timer, so debounce windows, backoffs and poll intervals
+//! are measured on the virtual clock and come out exactly the same under any load. Nothing
+//! sleeps: a test waits for the engine's change events, or checks a condition after each
+//! event.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::json;
-use tidesync_core::{Backoff, ChangeEvent, Query, WatchOptions};
+use tidesync_core::{Backoff, ChangeEvent, Query, SyncAction, WatchOptions};
 use tidesync_transport_mock::CallKind;
 use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::time::Instant;
 
-/// Waits (up to 10 s) until `done` holds.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
+/// How long (virtual time) a wait may take before the test fails: a guard against a watcher
+/// that never does what is awaited, not a speed limit (the clock only jumps when idle).
+const GUARD: Duration = Duration::from_secs(60);
 
-/// Waits (up to 10 s) for an event matching `pick`.
-async fn next_event(rx: &mut Receiver<ChangeEvent>, pick: impl Fn(&ChangeEvent) -> bool) {
-    tokio::time::timeout(Duration::from_secs(10), async {
+/// Waits for the next event matching `pick` and returns it.
+async fn next_event(
+    rx: &mut Receiver<ChangeEvent>,
+    pick: impl Fn(&ChangeEvent) -> bool,
+) -> ChangeEvent {
+    tokio::time::timeout(GUARD, async {
         loop {
             match rx.recv().await {
-                Ok(event) if pick(&event) => return,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Ok(event) if pick(&event) => return event,
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(e) => panic!("events closed: {e}"),
             }
         }
     })
     .await
-    .expect("the event did not come");
+    .expect("the event did not come")
+}
+
+/// Waits until `done` holds, checking it now and after each event.
+async fn until(rx: &mut Receiver<ChangeEvent>, what: &str, mut done: impl FnMut() -> bool) {
+    tokio::time::timeout(GUARD, async {
+        while !done() {
+            match rx.recv().await {
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
+                Err(e) => panic!("events closed: {e}"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
+fn pull_started(event: &ChangeEvent) -> bool {
+    matches!(
+        event,
+        ChangeEvent::SyncStarted {
+            action: SyncAction::Pull,
+            ..
+        }
+    )
+}
+
+fn pull_finished(event: &ChangeEvent) -> bool {
+    matches!(
+        event,
+        ChangeEvent::SyncFinished {
+            action: SyncAction::Pull,
+            ..
+        }
+    )
+}
+
+/// True when `elapsed` is `expected`, give or take the timer's one-millisecond tick.
+fn on_the_tick(elapsed: Duration, expected: Duration) -> bool {
+    elapsed >= expected && elapsed <= expected + Duration::from_millis(1)
 }
 
 fn fast() -> WatchOptions {
@@ -48,15 +90,11 @@ fn fast() -> WatchOptions {
     })
 }
 
-fn reads(f: &Fixture) -> usize {
-    f.server
-        .calls()
-        .iter()
-        .filter(|c| c.kind == CallKind::Read)
-        .count()
+fn calls(f: &Fixture, kind: CallKind) -> usize {
+    f.server.calls().iter().filter(|c| c.kind == kind).count()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn a_feed_event_pulls_the_table_without_the_app_calling_pull() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
@@ -65,7 +103,7 @@ async fn a_feed_event_pulls_the_table_without_the_app_calling_pull() {
     next_event(&mut rx, |e| matches!(e, ChangeEvent::FeedConnected { .. })).await;
     f.server
         .server_insert(TODO, obj(json!({"id": "x", "text": "from elsewhere"})));
-    eventually("the row to arrive", || {
+    until(&mut rx, "the row to arrive", || {
         f.client.get(TODO, "x").unwrap().is_some()
     })
     .await;
@@ -74,34 +112,42 @@ async fn a_feed_event_pulls_the_table_without_the_app_calling_pull() {
     assert_eq!(f.server.open_feeds(), 0, "stop closes the feed");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_changes_costs_few_pulls() {
+#[tokio::test(start_paused = true)]
+async fn a_burst_of_changes_costs_one_pull_a_debounce_after_the_last() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
     let mut rx = f.client.subscribe();
-    let watcher = f
-        .client
-        .watch(fast().debounce(Duration::from_millis(50)))
-        .unwrap();
+    let debounce = Duration::from_millis(50);
+    let watcher = f.client.watch(fast().debounce(debounce)).unwrap();
     next_event(&mut rx, |e| matches!(e, ChangeEvent::FeedConnected { .. })).await;
-    eventually("the catch-up pull", || reads(&f) >= 1).await;
-    tokio::time::sleep(Duration::from_millis(30)).await;
-    let before = reads(&f);
+    next_event(&mut rx, pull_finished).await;
+    let caught_up = Instant::now();
+    let reads_before = calls(&f, CallKind::Read);
+    // 40 changes at once: each sends a feed event.
     for i in 0..40 {
         f.server
             .server_insert(TODO, obj(json!({"id": format!("r{i:02}")})));
     }
-    eventually("all rows", || {
-        f.client.query(TODO, &Query::all()).unwrap().items.len() == 40
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let pulls = reads(&f) - before;
-    assert!(pulls <= 3, "40 events cost {pulls} reads");
+    next_event(&mut rx, pull_started).await;
+    assert!(
+        on_the_tick(caught_up.elapsed(), debounce),
+        "the pull waits a debounce after the last one: {:?}",
+        caught_up.elapsed()
+    );
+    next_event(&mut rx, pull_finished).await;
+    assert_eq!(f.client.query(TODO, &Query::all()).unwrap().items.len(), 40);
+    assert_eq!(
+        calls(&f, CallKind::Read) - reads_before,
+        1,
+        "one pull, one page"
+    );
+    // And no second pull follows, however long the clock runs.
+    let later = tokio::time::timeout(debounce * 20, next_event(&mut rx, pull_started)).await;
+    assert!(later.is_err(), "a second pull: {later:?}");
     watcher.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn after_a_cut_the_watcher_reconnects_and_catches_up() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
@@ -125,7 +171,7 @@ async fn after_a_cut_the_watcher_reconnects_and_catches_up() {
 
     // Back: it reconnects and its catch-up pull brings the row.
     next_event(&mut rx, |e| matches!(e, ChangeEvent::FeedConnected { .. })).await;
-    eventually("the missed row", || {
+    until(&mut rx, "the missed row", || {
         f.client.get(TODO, "missed").unwrap().is_some()
     })
     .await;
@@ -133,14 +179,14 @@ async fn after_a_cut_the_watcher_reconnects_and_catches_up() {
     // And it follows the feed again.
     b.todo().insert(&json!({"id": "later"})).await.unwrap();
     assert!(b.client.push().await.unwrap().is_success());
-    eventually("the later row", || {
+    until(&mut rx, "the later row", || {
         f.client.get(TODO, "later").unwrap().is_some()
     })
     .await;
     watcher.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn reconnect_attempts_back_off_and_report_why() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
@@ -148,118 +194,161 @@ async fn reconnect_attempts_back_off_and_report_why() {
     let mut rx = f.client.subscribe();
     let watcher = f.client.watch(fast()).unwrap();
     let mut waits = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while waits.len() < 4 {
-            if let Ok(ChangeEvent::FeedDisconnected { retry_in, reason }) = rx.recv().await {
-                assert!(reason.contains("network"), "{reason}");
-                waits.push(retry_in);
-            }
-        }
-    })
-    .await
-    .unwrap();
+    let mut attempts = Vec::new();
+    while waits.len() < 4 {
+        let event = next_event(&mut rx, |e| {
+            matches!(e, ChangeEvent::FeedDisconnected { .. })
+        })
+        .await;
+        let ChangeEvent::FeedDisconnected { retry_in, reason } = event else {
+            unreachable!()
+        };
+        assert!(reason.contains("network"), "{reason}");
+        waits.push(retry_in);
+        attempts.push(Instant::now());
+    }
     assert!(waits.iter().all(|w| *w <= Duration::from_millis(100)));
     assert!(waits[2] > waits[0], "{waits:?}");
+    // Each attempt came after the wait the one before announced.
+    for (i, pair) in attempts.windows(2).enumerate() {
+        assert!(
+            on_the_tick(pair[1] - pair[0], waits[i]),
+            "attempt {} came {:?} after the one before, which said {:?}",
+            i + 1,
+            pair[1] - pair[0],
+            waits[i]
+        );
+    }
     f.server.set_offline(false);
     next_event(&mut rx, |e| matches!(e, ChangeEvent::FeedConnected { .. })).await;
     watcher.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn auto_push_sends_local_writes_shortly_after_and_peers_see_them() {
     let a = Fixture::new();
     a.server.set_feed_enabled(true);
     let b = a.second_client();
-    let wa = a
-        .client
-        .watch(fast().auto_push(Duration::from_millis(20)))
-        .unwrap();
+    let window = Duration::from_millis(20);
+    let mut a_events = a.client.subscribe();
+    let mut b_events = b.client.subscribe();
+    let wa = a.client.watch(fast().auto_push(window)).unwrap();
     let wb = b.client.watch(fast()).unwrap();
+    next_event(&mut a_events, |e| {
+        matches!(e, ChangeEvent::FeedConnected { .. })
+    })
+    .await;
+    let wrote = Instant::now();
     for i in 0..5 {
         a.todo()
             .insert(&json!({"id": format!("a{i}"), "text": "hi"}))
             .await
             .unwrap();
     }
-    eventually("B to hold A's rows", || {
+    next_event(&mut a_events, |e| {
+        matches!(
+            e,
+            ChangeEvent::SyncStarted {
+                action: SyncAction::Push,
+                ..
+            }
+        )
+    })
+    .await;
+    assert!(
+        on_the_tick(wrote.elapsed(), window),
+        "the push starts one window after the writes: {:?}",
+        wrote.elapsed()
+    );
+    until(&mut b_events, "B to hold A's rows", || {
         b.client.query(TODO, &Query::all()).unwrap().items.len() == 5
     })
     .await;
     assert_eq!(a.client.pending_operations().unwrap(), 0);
-    let writes = a
-        .server
-        .calls()
-        .iter()
-        .filter(|c| c.kind == CallKind::Insert)
-        .count();
-    assert_eq!(writes, 5);
+    assert_eq!(calls(&a, CallKind::Insert), 5, "one push sent the five");
     wa.stop().await;
     wb.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn auto_push_also_runs_on_reconnect() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
     f.server.set_offline(true);
     let mut rx = f.client.subscribe();
-    let watcher = f
-        .client
-        .watch(fast().auto_push(Duration::from_millis(10)))
-        .unwrap();
+    let window = Duration::from_millis(10);
+    let watcher = f.client.watch(fast().auto_push(window)).unwrap();
     f.todo().insert(&json!({"id": "offline"})).await.unwrap();
-    next_event(&mut rx, |e| {
-        matches!(e, ChangeEvent::FeedDisconnected { .. })
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    let wrote = Instant::now();
+    // Reconnect attempts fail until the push window has long passed: nothing was pushed.
+    while wrote.elapsed() < window * 5 {
+        next_event(&mut rx, |e| {
+            matches!(e, ChangeEvent::FeedDisconnected { .. })
+        })
+        .await;
+    }
     assert_eq!(f.client.pending_operations().unwrap(), 1);
+    assert_eq!(calls(&f, CallKind::Insert), 0);
     f.server.set_offline(false);
-    eventually("the queued insert to reach the server", || {
-        f.server.get(TODO, "offline").is_some()
-    })
-    .await;
-    eventually("the queue to empty", || {
+    until(&mut rx, "the queue to empty", || {
         f.client.pending_operations().unwrap() == 0
     })
     .await;
+    assert!(f.server.get(TODO, "offline").is_some());
     watcher.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_a_feed_the_watcher_polls() {
+#[tokio::test(start_paused = true)]
+async fn without_a_feed_the_watcher_polls_every_interval() {
     let f = Fixture::new();
     let mut rx = f.client.subscribe();
-    let watcher = f
-        .client
-        .watch(fast().poll_interval(Duration::from_millis(50)))
-        .unwrap();
-    next_event(&mut rx, |e| {
-        matches!(e, ChangeEvent::FeedPolling { interval } if *interval == Duration::from_millis(50))
-    })
+    let interval = Duration::from_millis(50);
+    let watcher = f.client.watch(fast().poll_interval(interval)).unwrap();
+    next_event(
+        &mut rx,
+        |e| matches!(e, ChangeEvent::FeedPolling { interval: i } if *i == interval),
+    )
     .await;
     f.server.server_insert(TODO, obj(json!({"id": "polled"})));
-    eventually("the polled row", || {
+    until(&mut rx, "the polled row", || {
         f.client.get(TODO, "polled").unwrap().is_some()
     })
     .await;
-    let before = reads(&f);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let polls = reads(&f) - before;
-    assert!((2..=10).contains(&polls), "{polls} polls in 300 ms");
+    let mut polls = Vec::new();
+    while polls.len() < 6 {
+        next_event(&mut rx, pull_started).await;
+        polls.push(Instant::now());
+    }
+    for pair in polls.windows(2) {
+        assert!(
+            on_the_tick(pair[1] - pair[0], interval),
+            "polls {:?} apart",
+            pair[1] - pair[0]
+        );
+    }
     watcher.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn dropping_the_watcher_stops_it_and_bad_options_are_refused() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
     let mut rx = f.client.subscribe();
     let watcher = f.client.watch(fast()).unwrap();
     next_event(&mut rx, |e| matches!(e, ChangeEvent::FeedConnected { .. })).await;
+    next_event(&mut rx, pull_finished).await;
     assert!(watcher.is_running());
     drop(watcher);
-    eventually("the feed to close", || f.server.open_feeds() == 0).await;
+    // The task ends at its next turn, without any time passing or any event.
+    for _ in 0..10 {
+        if f.server.open_feeds() == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(f.server.open_feeds(), 0, "the feed is closed");
+    let quiet = tokio::time::timeout(Duration::from_secs(10), rx.recv()).await;
+    assert!(quiet.is_err(), "a stopped watcher did something: {quiet:?}");
 
     assert!(
         f.client
@@ -271,18 +360,25 @@ async fn dropping_the_watcher_stops_it_and_bad_options_are_refused() {
     assert!(f.client.watch(fast().query_id("")).is_err());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stop_during_a_slow_pull_returns_promptly() {
+#[tokio::test(start_paused = true)]
+async fn a_stop_during_a_slow_pull_returns_before_the_pull_would_end() {
     let f = Fixture::new();
     f.server.set_feed_enabled(true);
-    f.server.set_latency(Duration::from_secs(5));
+    let latency = Duration::from_secs(5);
+    f.server.set_latency(latency);
+    let mut rx = f.client.subscribe();
     let watcher = f.client.watch(fast()).unwrap();
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let start = Instant::now();
+    next_event(&mut rx, pull_started).await;
+    let stopping = Instant::now();
     watcher.stop().await;
     assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
+        stopping.elapsed() < latency,
+        "stop waited {:?} (virtual) for the pull",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        calls(&f, CallKind::Read),
+        0,
+        "the read never reached the server"
     );
 }

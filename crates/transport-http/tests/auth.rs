@@ -149,6 +149,11 @@ async fn a_401_without_a_refresh_hook_is_an_auth_error_at_once() {
             "{err:?}"
         );
     }
+    assert_eq!(
+        requests(&server).await.len(),
+        2,
+        "one request per transport, no retry"
+    );
 }
 
 #[tokio::test]

@@ -159,9 +159,8 @@ async fn a_server_error_on_discovery_means_v2_for_now_and_asking_again() {
 
 #[tokio::test]
 async fn an_unreachable_server_is_a_network_error_and_nothing_is_cached() {
-    let transport = HttpTransport::builder(format!("http://127.0.0.1:{}", closed_port()))
-        .build()
-        .unwrap();
+    let closed = closed_port();
+    let transport = HttpTransport::builder(&closed.url).build().unwrap();
     assert_eq!(transport.protocol(), Protocol::Auto);
     let err = transport.read(&page_request()).await.unwrap_err();
     assert!(matches!(err, TransportError::Network(_)), "{err:?}");

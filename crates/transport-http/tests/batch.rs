@@ -195,6 +195,8 @@ async fn a_server_without_the_extension_gets_single_calls() {
     assert!(!fixed.supports_batch());
 }
 
+/// A batch request the server refuses is one error for the whole batch: the transport
+/// neither falls back to single calls for its ops nor retries it, and it stays usable.
 #[tokio::test]
 async fn a_failed_batch_request_is_one_error_and_stops_single_calls() {
     let server = server(json!(["batch"])).await;
@@ -203,15 +205,35 @@ async fn a_failed_batch_request_is_one_error_and_stops_single_calls() {
         .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "no"})))
         .mount(&server)
         .await;
+    Mock::given(method("GET"))
+        .and(path("/tables/TodoItem"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!([stored("id9")])))
+        .mount(&server)
+        .await;
     let transport = transport(&server, Protocol::Auto);
-    let error = transport.batch(&[op(0, OpKind::Insert)]).await.unwrap_err();
+    let error = transport
+        .batch(&[op(0, OpKind::Insert), op(1, OpKind::Update)])
+        .await
+        .unwrap_err();
     assert!(matches!(error, TransportError::Auth { .. }), "{error:?}");
+    let paths: Vec<String> = requests(&server)
+        .await
+        .iter()
+        .map(|r| format!("{} {}", r.method, r.url.path()))
+        .collect();
+    assert_eq!(
+        paths,
+        [format!("GET {CAPABILITIES}"), format!("POST {BATCH}")],
+        "one batch request and no single call for its ops"
+    );
     // A read still works (the batch route is separate from the tables).
-    let _ = transport
+    let page = transport
         .read(&ReadRequest {
             table: "TodoItem".to_owned(),
             query: Query::new().top(1),
             include_deleted: false,
         })
-        .await;
+        .await
+        .unwrap();
+    assert_eq!(page.items, vec![item(stored("id9"))]);
 }

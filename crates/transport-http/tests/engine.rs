@@ -204,7 +204,8 @@ async fn a_conflict_reaches_the_engine_with_the_server_item() {
 
 #[tokio::test]
 async fn an_unreachable_server_cancels_the_push_and_keeps_the_op() {
-    let transport = HttpTransport::builder(format!("http://127.0.0.1:{}", closed_port()))
+    let closed = closed_port();
+    let transport = HttpTransport::builder(&closed.url)
         .protocol(Protocol::V2)
         .build()
         .unwrap();

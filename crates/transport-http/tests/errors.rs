@@ -249,6 +249,7 @@ async fn too_many_requests_waits_for_retry_after() {
         })
         .build()
         .unwrap();
+    // A lower bound only: load can make the wait longer, never shorter.
     let started = Instant::now();
     transport.read(&read_all()).await.unwrap();
     assert!(
@@ -259,6 +260,8 @@ async fn too_many_requests_waits_for_retry_after() {
     assert_eq!(requests(&server).await.len(), 2);
 }
 
+/// Neither waited for (the test would hang for an hour; nextest ends it after five minutes)
+/// nor retried early: one request, and its 429 comes back.
 #[tokio::test]
 async fn a_long_retry_after_is_not_waited_for() {
     let server = answering(
@@ -267,12 +270,10 @@ async fn a_long_retry_after_is_not_waited_for() {
             .set_body_json(json!({"error": "slow down"})),
     )
     .await;
-    let started = Instant::now();
     let err = transport(&server, Protocol::V2)
         .read(&read_all())
         .await
         .unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
     assert!(
         matches!(&err, TransportError::Http { status: 429, message, .. } if message == "slow down"),
         "{err:?}"
@@ -282,7 +283,8 @@ async fn a_long_retry_after_is_not_waited_for() {
 
 #[tokio::test]
 async fn connection_refused_is_a_network_error() {
-    let transport = HttpTransport::builder(format!("http://127.0.0.1:{}", closed_port()))
+    let closed = closed_port();
+    let transport = HttpTransport::builder(&closed.url)
         .protocol(Protocol::V2)
         .build()
         .unwrap();
@@ -318,9 +320,8 @@ async fn a_timeout_is_a_network_error() {
         .timeout(Duration::from_millis(200))
         .build()
         .unwrap();
-    let started = Instant::now();
+    // The answer would come after 3 s (an `Ok`); the error says the 200 ms timeout fired.
     let err = transport.read(&read_all()).await.unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(2));
     let TransportError::Network(message) = &err else {
         panic!("{err:?}");
     };

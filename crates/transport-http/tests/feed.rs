@@ -1,13 +1,16 @@
 //! The change feed over HTTP against tidesync-server on loopback: the transport's
 //! `change_feed`, and the engine's `watch` end to end — client B sees client A's insert
-//! without calling pull, also after its feed connection is cut (the server restarted on the
-//! same port and database) and restored. Every wait is bounded.
+//! without calling pull, also after its feed connection is cut (the server stopped, and a
+//! new one started on the same database behind the same address) and restored. Every wait is
+//! bounded.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
@@ -46,7 +49,7 @@ fn client(url: &str) -> SyncContext {
 }
 
 /// Polls B's local store (up to 10 s) until the row is there; returns how long it took.
-async fn until_local(ctx: &SyncContext, id: &str) -> Duration {
+async fn wait_until_local(ctx: &SyncContext, id: &str) -> Duration {
     let start = Instant::now();
     while ctx.get(TODO, id).unwrap().is_none() {
         assert!(
@@ -56,6 +59,68 @@ async fn until_local(ctx: &SyncContext, id: &str) -> Duration {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     start.elapsed()
+}
+
+/// A loopback TCP proxy in front of a server that can be replaced: the test holds its port
+/// for the whole run (a released port could be taken by another process before a restarted
+/// server binds it again). Pointed at no server it accepts and closes at once; pointing it
+/// elsewhere drops every connection it carries.
+struct Proxy {
+    addr: SocketAddr,
+    upstream: Arc<Mutex<Option<SocketAddr>>>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let upstream = Arc::new(Mutex::new(Some(upstream)));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = tokio::spawn({
+            let upstream = upstream.clone();
+            let connections = connections.clone();
+            async move {
+                while let Ok((mut client, _)) = listener.accept().await {
+                    let Some(server) = *upstream.lock().unwrap() else {
+                        continue; // dropped: closed at once
+                    };
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut server) = tokio::net::TcpStream::connect(server).await {
+                            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task.abort_handle());
+                }
+            }
+        });
+        Proxy {
+            addr,
+            upstream,
+            connections,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every connection and sends new ones to `upstream` (none: refuse them).
+    fn point_to(&self, upstream: Option<SocketAddr>) {
+        *self.upstream.lock().unwrap() = upstream;
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.point_to(None);
+        self.accept.abort();
+    }
 }
 
 async fn next_event(rx: &mut Receiver<ChangeEvent>, pick: impl Fn(&ChangeEvent) -> bool) {
@@ -139,9 +204,9 @@ async fn client_b_sees_client_a_insert_without_pulling_even_after_its_feed_is_cu
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("shared.db");
     let server = start(&db, "127.0.0.1:0").await;
-    let addr = server.addr().to_string();
-    let a = client(&server.url());
-    let b = client(&server.url());
+    let proxy = Proxy::start(server.addr()).await;
+    let a = client(&proxy.url());
+    let b = client(&proxy.url());
     let mut events = b.subscribe();
     let watcher = b
         .watch(WatchOptions::new([TODO]).backoff(Backoff {
@@ -159,11 +224,13 @@ async fn client_b_sees_client_a_insert_without_pulling_even_after_its_feed_is_cu
         .await
         .unwrap();
     assert!(a.push().await.unwrap().is_success());
-    let took = until_local(&b, "first").await;
+    let took = wait_until_local(&b, "first").await;
     eprintln!("first insert visible to B after {took:?}");
 
-    // Cut B's connection: stop the server, bring it back on the same port and database.
+    // Cut B's connection: stop the server, bring up another on the same database behind
+    // the same address.
     server.shutdown().await.unwrap();
+    proxy.point_to(None);
     next_event(&mut events, |e| {
         matches!(e, ChangeEvent::FeedDisconnected { .. })
     })
@@ -172,20 +239,21 @@ async fn client_b_sees_client_a_insert_without_pulling_even_after_its_feed_is_cu
     todo.insert(&json!({"id": "while-down", "text": "two"}))
         .await
         .unwrap();
-    let server = start(&db, &addr).await;
+    let server = start(&db, "127.0.0.1:0").await;
+    proxy.point_to(Some(server.addr()));
     assert!(a.push().await.unwrap().is_success());
     next_event(&mut events, |e| {
         matches!(e, ChangeEvent::FeedConnected { .. })
     })
     .await;
-    until_local(&b, "while-down").await;
+    wait_until_local(&b, "while-down").await;
 
     // And the restored feed carries later writes too.
     todo.insert(&json!({"id": "after", "text": "three"}))
         .await
         .unwrap();
     assert!(a.push().await.unwrap().is_success());
-    let took = until_local(&b, "after").await;
+    let took = wait_until_local(&b, "after").await;
     eprintln!("insert after the reconnect visible to B after {took:?}");
 
     watcher.stop().await;

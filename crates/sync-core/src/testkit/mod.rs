@@ -50,6 +50,25 @@ pub struct Capabilities {
     pub file_backed: bool,
 }
 
+/// Whether a store's fixture generator may write `path`: only with
+/// `TIDESYNC_WRITE_FIXTURE` set, and never over an existing file (a committed fixture never
+/// changes; a layout change bumps the format and adds a fixture, see `docs/FORMATS.md`).
+///
+/// # Panics
+/// When the variable is set and `path` exists.
+pub fn may_write_fixture(path: &Path) -> bool {
+    if std::env::var_os("TIDESYNC_WRITE_FIXTURE").is_none() {
+        eprintln!("set TIDESYNC_WRITE_FIXTURE=1 to write {}", path.display());
+        return false;
+    }
+    assert!(
+        !path.exists(),
+        "{} exists: fixtures are frozen; bump the format instead",
+        path.display()
+    );
+    true
+}
+
 /// A [`StoreFactory`] for [`MemoryStore`]: a process-wide map from path to store
 /// makes it durable within the process (reopening a path gives the same data);
 /// it is not file-backed (files at the path are ignored).

@@ -295,7 +295,14 @@ impl Model {
             }
             Cell::DeleteToEnd => {
                 self.errors.remove(key);
-                self.ops.remove(key);
+                // A delete replacing an insert or update that was sent keeps what that
+                // attempt sent as its snapshot's values (the server may hold exactly them).
+                let snapshot = match self.ops.remove(key) {
+                    Some(op) if op.state != OpState::Pending && op.kind != OpKind::Delete => {
+                        op.sent.or(snapshot)
+                    }
+                    _ => snapshot,
+                };
                 self.enqueue(kind, key, snapshot_ver, snapshot, 2);
             }
             Cell::Refuse(_) => unreachable!(),

@@ -69,10 +69,22 @@ pub fn body(request: &Request) -> Value {
     serde_json::from_slice(&request.body).unwrap()
 }
 
-/// A loopback port nothing listens on.
-pub fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    drop(listener);
-    port
+/// A loopback address nothing listens on, for as long as the value lives: a socket is bound
+/// to the port without listening, so connecting is refused and no other process can take the
+/// port meanwhile (a port bound and released at once could be taken by anyone).
+pub struct ClosedPort {
+    _socket: tokio::net::TcpSocket,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+}
+
+/// See [`ClosedPort`].
+pub fn closed_port() -> ClosedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let url = format!("http://{}", socket.local_addr().unwrap());
+    ClosedPort {
+        _socket: socket,
+        url,
+    }
 }

@@ -26,7 +26,11 @@ async fn every_applied_write_of_a_watched_table_is_announced_with_its_position()
     server.server_update(TABLE, item(json!({"id": "a", "text": "y"})));
     server.server_delete(TABLE, "a");
     // A refused write (409) announces nothing.
-    let _ = client.insert(TABLE, &item(json!({"id": "a"}))).await;
+    let refused = client.insert(TABLE, &item(json!({"id": "a"}))).await;
+    assert!(
+        matches!(refused, Err(TransportError::Conflict { status: 409, .. })),
+        "{refused:?}"
+    );
 
     let first = feed.try_recv().unwrap();
     assert_eq!(first.table, TABLE);
