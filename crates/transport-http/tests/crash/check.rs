@@ -145,7 +145,9 @@ pub fn check_applied(applied: &[(String, Mutation)], outcome: &mut Outcome) {
     for (id, mutation) in applied {
         let (before, deleted) = rows.entry(id.as_str()).or_default();
         let (text, removed) = match mutation {
-            Mutation::Put { values, deleted } => (
+            Mutation::Put {
+                values, deleted, ..
+            } => (
                 values.get("text").and_then(Value::as_str).unwrap_or(""),
                 *deleted,
             ),

@@ -7,11 +7,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tidesync_protocol::Item;
 use tidesync_server::store::{
-    BatchWrite, Decide, Mutation, ReadRequest, ReadResult, Row, TableSchema, TableSpec, Written,
+    BatchWrite, Decide, Mutation, Outcome, ReadRequest, ReadResult, Row, StoreError, TableSchema,
+    TableSpec,
 };
-use tidesync_server::{App, RunningServer, Server, ServerError, SqliteStore, Store};
+use tidesync_server::{App, RunningServer, Server, SqliteStore, Store};
 use tokio::sync::oneshot;
 
 /// Which request a [`Hold`] stops.
@@ -49,14 +49,16 @@ pub struct Recorder {
     hold: Mutex<Option<Hold>>,
 }
 
-/// `decide`, recording the mutation it chooses for `id`.
+/// `decide`, recording the mutation it chooses for `id`. The server runs a decision once per
+/// write on SQLite (only PostgreSQL may decide again under a table lock), so each decision
+/// recorded is one write applied, if its transaction commits.
 fn recording(applied: &Applied, id: &str, decide: Decide) -> Decide {
     let applied = applied.clone();
     let id = id.to_owned();
-    Box::new(move |row| {
-        let decided = decide(row);
+    Box::new(move |row, schema| {
+        let decided = decide(row, schema);
         if let Ok(mutation) = &decided {
-            applied.lock().unwrap().push((id, mutation.clone()));
+            applied.lock().unwrap().push((id.clone(), mutation.clone()));
         }
         decided
     })
@@ -100,23 +102,19 @@ impl Recorder {
 
 #[async_trait]
 impl Store for Recorder {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         self.inner.prepare_table(spec).await
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.inner.schema(table).await
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        self.inner.learn_columns(table, values).await
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         self.inner.get(table, id).await
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
         if table != "Note" {
             return self.inner.write(table, id, decide).await;
         }
@@ -128,20 +126,20 @@ impl Store for Recorder {
         written
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         self.wait_at(HoldOn::Read).await;
         self.inner.read(table, request).await
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.purge_deleted(table, before_ms).await
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         self.inner.purge_horizon(table).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
 
@@ -149,7 +147,7 @@ impl Store for Recorder {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         let notes = writes.iter().any(|w| w.table == "Note");
         let writes = writes
             .into_iter()
