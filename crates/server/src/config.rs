@@ -34,6 +34,9 @@
 //! issuer = "urn:microsoft:windows-azure:zumo"
 //! api_key = "…"                        # when set, every table and extension request needs it
 //!                                      # in the `x-api-key` (or `zumo-api-key`) header
+//! max_token_lifetime_secs = 86400      # tokens valid for longer (exp - iat) answer 401
+//!
+//! # An empty api_key, or a jwt_secret shorter than 32 bytes, stops the server at start.
 //!
 //! [[tables]]
 //! name = "TodoItem"
@@ -160,11 +163,12 @@ impl Paging {
 /// The audience and issuer App Service tokens carry.
 pub const ZUMO_AUDIENCE: &str = "urn:microsoft:windows-azure:zumo";
 
-/// Token and API key settings (spec 9).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Token and API key settings (spec 9). Its `Debug` form hides the secret and the key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The HS256 secret.
+    /// The HS256 secret: at least [`crate::auth::MIN_SECRET_BYTES`] bytes, or the server
+    /// refuses to start.
     pub jwt_secret: Option<String>,
     /// A PEM public key (RS256 or ES256), as text.
     pub jwt_public_key: Option<String>,
@@ -174,8 +178,11 @@ pub struct AuthConfig {
     pub audience: String,
     /// The required `iss`.
     pub issuer: String,
-    /// The API key, when one is required.
+    /// The API key, when one is required (an empty key is refused at start).
     pub api_key: Option<String>,
+    /// The longest token lifetime accepted, in seconds: `exp - iat` (or `exp - now` when the
+    /// token has no `iat`). A stolen token is useful only this long.
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -187,7 +194,23 @@ impl Default for AuthConfig {
             audience: ZUMO_AUDIENCE.to_owned(),
             issuer: ZUMO_AUDIENCE.to_owned(),
             api_key: None,
+            max_token_lifetime_secs: 24 * 60 * 60,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "…");
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &hidden(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key.is_some())
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("api_key", &hidden(&self.api_key))
+            .field("max_token_lifetime_secs", &self.max_token_lifetime_secs)
+            .finish()
     }
 }
 

@@ -181,7 +181,13 @@ async fn bad_queries_are_400() {
 async fn unknown_tables_routes_and_verbs() {
     let dir = tempfile::tempdir().unwrap();
     let c = client(&dir).await;
+    // To a caller without a token an unknown table looks like one that needs a user.
     let r = c.v2("GET", "/tables/NoSuchTable", &[], None).await;
+    assert_eq!(r.status, 401);
+    let alice = common::token("sid:alice");
+    let r = c
+        .v2("GET", "/tables/NoSuchTable", &[("x-zumo-auth", &alice)], None)
+        .await;
     assert_eq!(r.status, 404);
     assert!(r.body["error"].as_str().unwrap().contains("NoSuchTable"));
     let r = c.v2("DELETE", T, &[], None).await;

@@ -256,7 +256,13 @@ async fn the_feed_is_authenticated_like_the_tables() {
             200,
         ),
         ("/tidesync/v1/feed".into(), key.to_vec(), 400),
-        ("/tidesync/v1/feed?tables=Nope".into(), key.to_vec(), 404),
+        // Without a token an unknown table looks like one that needs a user.
+        ("/tidesync/v1/feed?tables=Nope".into(), key.to_vec(), 401),
+        (
+            format!("/tidesync/v1/feed?tables=Nope&access_token={alice}"),
+            key.to_vec(),
+            404,
+        ),
         (
             "/tidesync/v1/feed?tables=TodoItem,Private".into(),
             key.to_vec(),

@@ -26,6 +26,7 @@ use tidesync_protocol::{ETag, Item, parse_etag, validate_id};
 use super::Shared;
 use super::context::{apply_owner, etag_matches, strip_system, visible};
 use super::response::{ItemResponse, JSON_CONTENT_TYPE};
+use crate::auth::User;
 use crate::config::Access;
 use crate::error::ServerError;
 use crate::store::{BatchWrite, Decide, Fingerprint, Mutation, Rendered, Row, Written};
@@ -107,7 +108,7 @@ async fn run(
     let mut writes = Vec::with_capacity(operations.len());
     let mut slots = Vec::with_capacity(operations.len());
     for (slot, raw) in operations.into_iter().enumerate() {
-        let op = match check(state, user.as_ref().map(|u| u.id.as_str()), user_id, raw) {
+        let op = match check(state, user.as_ref(), user_id, raw) {
             Ok(op) => op,
             Err(error) => {
                 results[slot] = Some(refusal(&error));
@@ -148,7 +149,13 @@ async fn run(
 }
 
 /// Reads and checks one op; the error is the op's result.
-fn check(state: &Shared, user: Option<&str>, user_id: &str, raw: Value) -> Result<Op, ServerError> {
+fn check(
+    state: &Shared,
+    user_of_request: Option<&User>,
+    user_id: &str,
+    raw: Value,
+) -> Result<Op, ServerError> {
+    let user = user_of_request.map(|u| u.id.as_str());
     let Value::Object(mut fields) = raw else {
         return Err(ServerError::bad_request(
             "an operation must be a JSON object",
@@ -182,10 +189,7 @@ fn check(state: &Shared, user: Option<&str>, user_id: &str, raw: Value) -> Resul
             )));
         }
     };
-    let table = state.table(&text("table")?)?;
-    if table.access != Access::Anonymous && user.is_none() {
-        return Err(ServerError::Unauthenticated);
-    }
+    let table = state.table_for(&text("table")?, user_of_request)?;
     let item_id = text("itemId")?;
     validate_id(&item_id).map_err(|e| ServerError::bad_request(format!("invalid id: {e}")))?;
     let mut item = match (kind, fields.remove("item")) {

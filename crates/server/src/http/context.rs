@@ -27,17 +27,18 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Resolves table, version, API key and user, in that order.
+    /// Resolves version, credentials (API key and user) and table, in that order: the
+    /// table is looked up only for a caller whose credentials hold (see
+    /// `AppState::table_for`).
     pub(crate) fn new(
         state: &Shared,
         table: &str,
         headers: &HeaderMap,
         uri: &Uri,
     ) -> Result<Ctx, ServerError> {
-        let table = state.table(table)?.clone();
         let pairs = query_pairs(uri)?;
         let version = api_version(state, headers, &pairs).ok_or(ServerError::InvalidApiVersion)?;
-        let user = authorize(state, &table, headers)?;
+        let (table, user) = authorize(state, table, headers)?;
         Ok(Ctx {
             table,
             version,
@@ -71,18 +72,18 @@ pub(crate) fn include_deleted(pairs: &[(String, String)]) -> bool {
 
 /// The credentials rule of a table read or write, without the version rule (the extension
 /// routes use it too): the API key when one is configured, a valid token when one is sent,
-/// and a user for every table that is not anonymous. Returns the user, if any.
+/// then the table, which must exist and, unless anonymous, needs a user. Credentials come
+/// first, so a stranger cannot tell a table that exists from one that does not. Returns the
+/// table and the user, if any.
 pub(crate) fn authorize(
     state: &Shared,
-    table: &TableConfig,
+    table: &str,
     headers: &HeaderMap,
-) -> Result<Option<User>, ServerError> {
+) -> Result<(TableConfig, Option<User>), ServerError> {
     state.auth.check_api_key(headers)?;
     let user = state.auth.user(headers)?;
-    if table.access != Access::Anonymous && user.is_none() {
-        return Err(ServerError::Unauthenticated);
-    }
-    Ok(user)
+    let table = state.table_for(table, user.as_ref())?.clone();
+    Ok((table, user))
 }
 
 /// The owner restriction of a request on `table` by `user` (owner-mode tables only).

@@ -11,6 +11,7 @@ use tidesync_protocol::format_timestamp;
 
 use super::response;
 use super::{EXTENSION_PREFIX, Shared};
+use crate::config::Access;
 use crate::error::ServerError;
 use crate::store::ms_to_time;
 
@@ -19,9 +20,15 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
     if let Err(error) = state.auth.check_api_key(&headers) {
         return error.into_response_for(None);
     }
+    let user = match state.auth.user(&headers) {
+        Ok(user) => user,
+        Err(error) => return error.into_response_for(None),
+    };
+    // Only the tables the caller may use: strangers do not learn the names of the others.
     let tables: Vec<_> = state
         .tables
         .iter()
+        .filter(|t| t.access == Access::Anonymous || user.is_some())
         .map(|t| {
             json!({
                 "name": t.name,
@@ -86,8 +93,7 @@ pub(crate) async fn horizon(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        state.auth.check_api_key(&headers)?;
-        let table = state.table(&table)?;
+        let (table, _user) = super::context::authorize(&state, &table, &headers)?;
         let horizon = state.store.purge_horizon(&table.name).await?;
         Ok::<_, ServerError>(response::json(
             StatusCode::OK,

@@ -5,7 +5,7 @@
 //! `Authorization: Bearer`, or the query parameter `access_token`, since a browser
 //! `EventSource` cannot set headers) for tables that are not anonymous. Every named table
 //! must exist and be readable by the caller, or the request is refused before the stream
-//! starts.
+//! starts. A feed opened with a token ends when the token expires.
 //!
 //! The stream carries one event per change burst and table:
 //!
@@ -37,7 +37,7 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::context::query_pairs;
-use crate::auth::API_KEY_HEADERS;
+use crate::auth::{API_KEY_HEADERS, User};
 use crate::config::Access;
 use crate::error::ServerError;
 use crate::feed::{Change, FeedMessage};
@@ -58,10 +58,18 @@ struct Subscription {
 
 /// `GET /tidesync/v1/feed`.
 pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
-    let subscriptions = match subscriptions(&state, &uri, headers) {
-        Ok(subscriptions) => subscriptions,
+    let (subscriptions, user) = match subscriptions(&state, &uri, headers) {
+        Ok(found) => found,
         Err(error) => return error.into_response_for(None),
     };
+    // A feed opened with a token ends when the token expires: the client reconnects with a
+    // fresh one (or is refused), so a revoked user stops hearing of changes.
+    let expires = user.map(|user| {
+        let left = user
+            .expires_at
+            .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
+        Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    });
     tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
     let stream = FeedStream {
         receiver: state.feed.subscribe(),
@@ -71,6 +79,7 @@ pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderM
         pending: BTreeMap::new(),
         last_sent: BTreeMap::new(),
         greeted: false,
+        expires,
     };
     let events = futures_util::stream::unfold(stream, |mut stream| async move {
         let event = stream.next_event().await?;
@@ -94,12 +103,12 @@ pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderM
     response
 }
 
-/// Checks credentials and tables.
+/// Checks credentials and tables; returns the subscriptions and the user.
 fn subscriptions(
     state: &Shared,
     uri: &Uri,
     mut headers: HeaderMap,
-) -> Result<Vec<Subscription>, ServerError> {
+) -> Result<(Vec<Subscription>, Option<User>), ServerError> {
     let pairs = query_pairs(uri)?;
     let param = |name: &str| {
         pairs
@@ -129,10 +138,7 @@ fn subscriptions(
     let names = param("tables").unwrap_or_default();
     let mut subscriptions: Vec<Subscription> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let table = state.table(name)?;
-        if table.access != Access::Anonymous && user.is_none() {
-            return Err(ServerError::Unauthenticated);
-        }
+        let table = state.table_for(name, user.as_ref())?;
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
@@ -149,7 +155,7 @@ fn subscriptions(
             "name the tables to watch: /tidesync/v1/feed?tables=A,B",
         ));
     }
-    Ok(subscriptions)
+    Ok((subscriptions, user))
 }
 
 /// A position: `(updatedAt ms, id)`; `None` when unknown.
@@ -166,6 +172,8 @@ struct FeedStream {
     /// When each table's last event went out.
     last_sent: BTreeMap<String, Instant>,
     greeted: bool,
+    /// When the token the feed was opened with expires.
+    expires: Option<Instant>,
 }
 
 impl FeedStream {
@@ -207,6 +215,10 @@ impl FeedStream {
             tokio::select! {
                 biased;
                 _ = self.closed.changed() => {}
+                () = sleep_until_opt(self.expires) => {
+                    tracing::debug!("feed token expired");
+                    return None;
+                }
                 () = sleep_until_opt(next_due) => {}
                 message = self.receiver.recv() => match message {
                     Ok(message) => self.take(&message),

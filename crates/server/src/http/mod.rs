@@ -14,8 +14,9 @@ mod snapshot;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -23,8 +24,8 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::Authenticator;
-use crate::config::{BatchConfig, Paging, TableConfig};
+use crate::auth::{Authenticator, User};
+use crate::config::{Access, BatchConfig, Paging, TableConfig};
 use crate::error::ServerError;
 use crate::store::Store;
 
@@ -57,6 +58,29 @@ impl AppState {
             .ok_or_else(|| ServerError::UnknownTable {
                 table: name.to_owned(),
             })
+    }
+
+    /// The table `name` as `user` (already authenticated) may use it: a table that is not
+    /// anonymous needs a user. To a caller without one, an unknown table answers like a
+    /// table that needs a user (401) whenever this server verifies tokens, so that table
+    /// names are not disclosed to strangers; only signed-in callers learn that a table does
+    /// not exist (404).
+    pub(crate) fn table_for(
+        &self,
+        name: &str,
+        user: Option<&User>,
+    ) -> Result<&TableConfig, ServerError> {
+        let table = match self.table(name) {
+            Ok(table) => table,
+            Err(_) if user.is_none() && self.auth.verifies_tokens() => {
+                return Err(ServerError::Unauthenticated);
+            }
+            Err(unknown) => return Err(unknown),
+        };
+        if table.access != Access::Anonymous && user.is_none() {
+            return Err(ServerError::Unauthenticated);
+        }
+        Ok(table)
     }
 }
 
@@ -107,8 +131,22 @@ pub(crate) fn router(state: Shared) -> Router {
         app = app.layer(cors);
     }
     let request_id = HeaderName::from_static("x-request-id");
+    // The request span names the method and the path only: query strings may carry a token
+    // (`access_token`) or an API key (`api_key`), and no credential is ever logged.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+        tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        )
+    });
     app.layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }

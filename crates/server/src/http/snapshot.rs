@@ -70,9 +70,8 @@ async fn start(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let table = state.table(table)?.clone();
     let pairs = query_pairs(uri)?;
-    let user = authorize(&state, &table, headers)?;
+    let (table, user) = authorize(&state, table, headers)?;
     let query = Query::from_query_pairs(
         pairs
             .iter()

@@ -14,7 +14,7 @@ use tidesync_server::{Access, Server, ServerBuilder, TableConfig};
 use tower::ServiceExt;
 
 /// The HS256 secret of the test servers.
-pub const SECRET: &str = "golden-secret";
+pub const SECRET: &str = "golden-secret-of-at-least-32-bytes";
 
 /// A response, read in full.
 #[derive(Debug)]
