@@ -39,10 +39,11 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod http;
+mod listen;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, ServerConfig, TableConfig};
+pub use config::{Access, BatchConfig, Limits, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use feed::FeedConfig;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};

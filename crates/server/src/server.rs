@@ -193,7 +193,14 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the change feed's heartbeat and coalescing.
+    /// Sets what one client can make the server do (see [`crate::config::Limits`]).
+    #[must_use]
+    pub fn limits(mut self, limits: crate::config::Limits) -> ServerBuilder {
+        self.config.limits = limits;
+        self
+    }
+
+    /// Sets the change feed's heartbeat, coalescing and caps.
     #[must_use]
     pub fn feed(mut self, feed: crate::feed::FeedConfig) -> ServerBuilder {
         self.config.feed = feed;
@@ -224,6 +231,10 @@ impl ServerBuilder {
             check_table_name(&table.name).map_err(StartError::Config)?;
         }
         let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
+        config
+            .limits
+            .check(config.body_limit_bytes)
+            .map_err(StartError::Config)?;
         if !auth.verifies_tokens() {
             if let Some(table) = config
                 .tables
@@ -281,6 +292,7 @@ impl ServerBuilder {
             batch: config.batch,
             feed,
             feed_config: config.feed,
+            limits: config.limits,
         });
         Ok(App {
             state,
@@ -368,13 +380,8 @@ impl App {
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let limits = self.state.limits;
+        let server = tokio::spawn(crate::listen::serve(listener, router, limits, stopped));
         let purger = self
             .state
             .tombstone_retention_secs

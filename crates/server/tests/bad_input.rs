@@ -186,7 +186,12 @@ async fn unknown_tables_routes_and_verbs() {
     assert_eq!(r.status, 401);
     let alice = common::token("sid:alice");
     let r = c
-        .v2("GET", "/tables/NoSuchTable", &[("x-zumo-auth", &alice)], None)
+        .v2(
+            "GET",
+            "/tables/NoSuchTable",
+            &[("x-zumo-auth", &alice)],
+            None,
+        )
         .await;
     assert_eq!(r.status, 404);
     assert!(r.body["error"].as_str().unwrap().contains("NoSuchTable"));

@@ -161,7 +161,12 @@ async fn cases(c: &Client) {
     let r = c.send("GET", &snapshot_path("Nope"), &[], None).await;
     assert_eq!(r.status, 401);
     let r = c
-        .send("GET", &snapshot_path("Nope"), &[("x-zumo-auth", &alice)], None)
+        .send(
+            "GET",
+            &snapshot_path("Nope"),
+            &[("x-zumo-auth", &alice)],
+            None,
+        )
         .await;
     assert_eq!(r.status, 404);
 

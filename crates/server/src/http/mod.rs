@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
+    /// What one client can make the server do.
+    pub(crate) limits: crate::config::Limits,
 }
 
 impl AppState {
