@@ -23,6 +23,10 @@
 //! max_operations = 1000   # the most ops one batch request may carry (batch extension)
 //! op_retention_secs = 86400  # how long applied op ids are remembered
 //!
+//! [schema]                         # caps on tables without declared columns; over one: 400
+//! max_new_columns_per_write = 32   # new properties (nulls too) per request or batch op
+//! max_columns_per_table = 256      # user columns a dynamic table may grow to (at most 1000)
+//!
 //! [feed]
 //! heartbeat_ms = 15000    # a comment line on idle change feeds this often
 //! coalesce_ms = 50        # at most one change event per table per feed this often
@@ -61,11 +65,22 @@
 //! name = "TodoItem"
 //! access = "anonymous"    # anonymous | authenticated | owner
 //! soft_delete = true
+//! # The production setting: a fixed schema. An unknown property or a value of the wrong
+//! # type answers 400. Types: string, bool, integer, number, datetime.
+//! columns = { text = "string", complete = "bool", priority = "integer", due = "datetime" }
 //! ```
+//!
+//! A table without `columns` is dynamic: it learns a column from the first write that
+//! sends a new property and commits, typed by that value, within the `[schema]` caps. Any
+//! writer can extend such a table (the server logs a warning naming these tables at start);
+//! declare the columns of every table a public server serves.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::Deserialize;
+
+use crate::store::ColumnType;
 
 /// Who may use a table (spec 9).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -104,6 +119,10 @@ pub struct TableConfig {
     /// Whether DELETE keeps a tombstone (default on: offline clients need them).
     #[serde(default = "default_true")]
     pub soft_delete: bool,
+    /// The declared user columns and their types: a table with them has a fixed schema.
+    /// `None` (the default) for a dynamic table, which learns its columns from writes.
+    #[serde(default)]
+    pub columns: Option<BTreeMap<String, ColumnType>>,
 }
 
 impl TableConfig {
@@ -113,7 +132,23 @@ impl TableConfig {
             name: name.into(),
             access: Access::Anonymous,
             soft_delete: true,
+            columns: None,
         }
+    }
+
+    /// Declares a column (the table then has a fixed schema: every column it takes must be
+    /// declared).
+    #[must_use]
+    pub fn column(mut self, name: impl Into<String>, ty: ColumnType) -> TableConfig {
+        self.columns
+            .get_or_insert_with(BTreeMap::new)
+            .insert(name.into(), ty);
+        self
+    }
+
+    /// Whether any writer can add columns to the table (no declared columns).
+    pub fn is_dynamic(&self) -> bool {
+        self.columns.is_none()
     }
 
     /// Sets the access mode.
@@ -257,6 +292,8 @@ pub struct ServerConfig {
     pub lenient_version: bool,
     /// The batch extension.
     pub batch: BatchConfig,
+    /// The caps on dynamic tables' schemas.
+    pub schema: SchemaConfig,
     /// The change feed.
     pub feed: crate::feed::FeedConfig,
     /// What one client can make the server do.
@@ -374,6 +411,41 @@ impl Limits {
     }
 }
 
+/// How far writers may grow a dynamic table's schema (`[schema]`). Declared tables have a
+/// fixed schema and ignore these.
+///
+/// The defaults: 32 new columns per write is far more than any app adds in one release,
+/// and keeps the catalogue work one request can cause small (each new column is a schema
+/// change that holds the table's lock). 256 user columns per table keeps every row within
+/// PostgreSQL's 8,160-byte row limit whatever the columns hold (each column costs at most 18
+/// bytes in the row: 8 for a number, a TOAST pointer for long text) and far below SQLite's
+/// 2,000 and PostgreSQL's 1,600 columns. A write over either cap answers 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchemaConfig {
+    /// The most columns one write (a request, or one op of a batch) may add.
+    pub max_new_columns_per_write: usize,
+    /// The most user columns a dynamic table may have (at most
+    /// [`SchemaConfig::MAX_COLUMNS_LIMIT`]).
+    pub max_columns_per_table: usize,
+}
+
+impl SchemaConfig {
+    /// The largest accepted `max_columns_per_table`: below both stores' own column limits
+    /// (SQLite 2,000, PostgreSQL 1,600, each less the five system columns and, on
+    /// PostgreSQL, any dropped ones).
+    pub const MAX_COLUMNS_LIMIT: usize = 1_000;
+}
+
+impl Default for SchemaConfig {
+    fn default() -> Self {
+        SchemaConfig {
+            max_new_columns_per_write: 32,
+            max_columns_per_table: 256,
+        }
+    }
+}
+
 /// The batch extension's limits (`POST /tidesync/v1/batch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -406,6 +478,7 @@ impl Default for ServerConfig {
             body_limit_bytes: 10 * 1024 * 1024,
             lenient_version: false,
             batch: BatchConfig::default(),
+            schema: SchemaConfig::default(),
             feed: crate::feed::FeedConfig::default(),
             limits: Limits::default(),
         }
@@ -474,4 +547,37 @@ impl ServerConfig {
 
 fn default_true() -> bool {
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The reference at the top of this file is a configuration the server reads.
+    #[test]
+    fn the_documented_file_format_parses() {
+        let source = include_str!("config.rs");
+        let doc: String = source
+            .lines()
+            .take_while(|line| line.starts_with("//!"))
+            .map(|line| {
+                format!(
+                    "{}\n",
+                    line.trim_start_matches("//!").trim_start_matches(' ')
+                )
+            })
+            .collect();
+        let start = doc.find("```toml\n").map(|at| at + 8).unwrap_or_default();
+        let end = doc[start..].find("```").map_or(doc.len(), |at| start + at);
+        let config = ServerConfig::from_toml(&doc[start..end]).map_err(|e| e.to_string());
+        let config = config.as_ref().map_err(String::as_str);
+        assert!(config.is_ok(), "{config:?}");
+        let Ok(config) = config else { return };
+        assert_eq!(config.schema, SchemaConfig::default());
+        assert_eq!(config.tables.len(), 1);
+        assert_eq!(
+            config.tables[0].columns.as_ref().map(BTreeMap::len),
+            Some(4)
+        );
+    }
 }

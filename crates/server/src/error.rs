@@ -1,7 +1,10 @@
-//! The one error type of the server and the one place where errors become HTTP responses.
+//! The API layer's error and the one place where errors become HTTP responses.
 //!
-//! Handlers and stores return [`ServerError`]; [`ServerError::into_response_for`] turns it into
-//! the status, headers and body the protocol version of the request expects (spec 8).
+//! Handlers return [`ServerError`]; [`ServerError::into_response_for`] turns it into the
+//! status, headers and body the protocol version of the request expects (spec 8). The
+//! storage layer has its own error ([`StoreError`]), which knows nothing of HTTP; it becomes
+//! a [`ServerError`] here, at the boundary, by `From` (refusals of a write's decision are
+//! mapped by the write path, which knows the table's shape of an item).
 
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -9,6 +12,7 @@ use axum::response::Response;
 use tidesync_protocol::wire::{ApiVersion, INVALID_API_VERSION_MESSAGE};
 
 use crate::http::response::{self, ItemResponse};
+use crate::store::StoreError;
 
 /// Everything that can go wrong while serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +103,7 @@ pub enum ServerError {
     Unavailable(String),
     /// A store failure that is not the client's fault.
     #[error("store error: {0}")]
-    Store(#[source] Box<dyn std::error::Error + Send + Sync>),
+    Store(#[source] StoreError),
     /// Anything else that is a bug or an environment problem.
     #[error("{0}")]
     Internal(String),
@@ -113,9 +117,9 @@ impl ServerError {
         }
     }
 
-    /// Wraps a backend error as [`ServerError::Store`].
-    pub fn store(error: impl std::error::Error + Send + Sync + 'static) -> ServerError {
-        ServerError::Store(Box::new(error))
+    /// An [`ServerError::Internal`] with `message`.
+    pub fn internal(message: impl Into<String>) -> ServerError {
+        ServerError::Internal(message.into())
     }
 
     /// The HTTP status of this error.
@@ -180,5 +184,22 @@ impl ServerError {
             );
         }
         response
+    }
+}
+
+/// The storage layer's errors as the API answers them: what the caller got wrong is a 4xx,
+/// a busy or unreachable database 503, and the rest 500 (logged, never shown).
+impl From<StoreError> for ServerError {
+    fn from(error: StoreError) -> ServerError {
+        match error {
+            StoreError::UnknownTable { table } => ServerError::UnknownTable { table },
+            StoreError::UnknownColumn { table, column } => {
+                ServerError::UnknownColumn { table, column }
+            }
+            StoreError::InvalidQuery { message } => ServerError::Type { message },
+            StoreError::Full { message } => ServerError::BadRequest { message },
+            StoreError::Unavailable(message) => ServerError::Unavailable(message),
+            other => ServerError::Store(other),
+        }
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! What it is: the table endpoints with the status codes, headers and bodies of the wire
 //! contract (`server-protocol.md`), OData queries translated from the shared AST of
-//! `tidesync-protocol` into parameterised SQL, a server-side [`Store`] trait, dynamic columns
-//! learned from inserted items, a per-table clock that gives every write its own millisecond
+//! `tidesync-protocol` into parameterised SQL, a server-side [`Store`] trait, tables with
+//! declared columns or columns learned (within caps) from the writes that commit, one
+//! decide-and-write path for every write (table policy, schema check, preconditions,
+//! stamping), a per-table clock that gives every write its own millisecond
 //! and makes stamps visible in stamp order (so an incremental `updatedAt` reader never misses
 //! a row), JWT / API-key auth with anonymous, authenticated and owner tables, tombstone
 //! retention, CORS, `/health`, `/ready` and the extension routes under `/tidesync/v1`.
@@ -40,11 +42,12 @@ pub mod error;
 pub mod feed;
 pub mod http;
 mod listen;
+mod policy;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, Limits, ServerConfig, TableConfig};
+pub use config::{Access, BatchConfig, Limits, SchemaConfig, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use feed::FeedConfig;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
-pub use store::{PostgresStore, SqliteStore, Store};
+pub use store::{ColumnType, PostgresStore, SqliteStore, Store};

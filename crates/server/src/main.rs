@@ -71,6 +71,9 @@ async fn main() -> Result<()> {
     if config.database.is_none() {
         config.database = Some("sqlite://tidesync.db".to_owned());
     }
+    // Listen for the stop signals before announcing the address: a SIGTERM sent as soon as
+    // "listening on" appears must stop the server cleanly, not kill it.
+    let stop = shutdown_signal()?;
     let server = Server::builder()
         .config(config)
         .start()
@@ -78,29 +81,30 @@ async fn main() -> Result<()> {
         .context("cannot start the server")?;
     println!("listening on {}", server.url());
     tracing::info!(addr = %server.addr(), "listening");
-    shutdown_signal().await;
+    stop.await;
     tracing::info!("shutting down");
     server.shutdown().await?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers SIGINT and SIGTERM (Ctrl-C elsewhere) now; the future resolves on the first.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+        let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+        Ok(async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
+        })
+    }
     #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
     }
 }

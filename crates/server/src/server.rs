@@ -13,9 +13,8 @@ use tokio::task::JoinHandle;
 
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, TableConfig};
-use crate::error::ServerError;
 use crate::http::{self, AppState, Shared};
-use crate::store::{SqliteStore, Store, TableSpec, check_table_name, now_ms};
+use crate::store::{SqliteStore, Store, StoreError, TableSpec, check_table_name, now_ms};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,7 +65,7 @@ pub enum StartError {
     Config(String),
     /// The database could not be opened or prepared.
     #[error("database: {0}")]
-    Database(#[source] ServerError),
+    Database(#[source] StoreError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -200,6 +199,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets the caps on dynamic tables' schemas.
+    #[must_use]
+    pub fn schema(mut self, schema: crate::config::SchemaConfig) -> ServerBuilder {
+        self.config.schema = schema;
+        self
+    }
+
     /// Sets the change feed's heartbeat, coalescing and caps.
     #[must_use]
     pub fn feed(mut self, feed: crate::feed::FeedConfig) -> ServerBuilder {
@@ -229,6 +235,30 @@ impl ServerBuilder {
         }
         for table in &config.tables {
             check_table_name(&table.name).map_err(StartError::Config)?;
+            for name in table.columns.iter().flat_map(|columns| columns.keys()) {
+                crate::http::check_declared_column(name).map_err(|reason| {
+                    StartError::Config(format!("table '{}': {reason}", table.name))
+                })?;
+            }
+        }
+        if config.schema.max_columns_per_table > crate::config::SchemaConfig::MAX_COLUMNS_LIMIT {
+            return Err(StartError::Config(format!(
+                "[schema] max_columns_per_table is at most {}",
+                crate::config::SchemaConfig::MAX_COLUMNS_LIMIT
+            )));
+        }
+        let dynamic: Vec<&str> = config
+            .tables
+            .iter()
+            .filter(|t| t.is_dynamic())
+            .map(|t| t.name.as_str())
+            .collect();
+        if !dynamic.is_empty() {
+            tracing::warn!(
+                tables = %dynamic.join(", "),
+                "these tables have no declared columns: any writer can add columns to them \
+                 (up to [schema] max_columns_per_table); declare `columns` for production"
+            );
         }
         let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
         config
@@ -269,11 +299,15 @@ impl ServerBuilder {
             (None, None) => return Err(StartError::Config("no database configured".to_owned())),
         };
         for table in &config.tables {
-            let spec = TableSpec {
-                name: table.name.clone(),
-                soft_delete: table.soft_delete,
-                owned: table.access == crate::config::Access::Owner,
-            };
+            let mut spec = TableSpec::new(
+                table.name.clone(),
+                table.soft_delete,
+                table.access == crate::config::Access::Owner,
+            );
+            spec.declared = table
+                .columns
+                .as_ref()
+                .map(|columns| columns.iter().map(|(n, t)| (n.clone(), *t)).collect());
             store
                 .prepare_table(&spec)
                 .await
@@ -282,6 +316,7 @@ impl ServerBuilder {
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
         let state = Arc::new(AppState {
             store,
+            policies: http::access_policies(&config.tables),
             tables: config.tables.clone(),
             paging: config.paging,
             auth,
@@ -290,6 +325,7 @@ impl ServerBuilder {
             tombstone_retention_secs: config.tombstone_retention_secs,
             cors_origins: config.cors_origins.clone(),
             batch: config.batch,
+            schema: config.schema,
             feed,
             feed_config: config.feed,
             limits: config.limits,

@@ -12,13 +12,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use async_trait::async_trait;
 use common::{Client, Resp, SECRET, drop_pg_schema, postgres_client, sqlite_client, token};
 use serde_json::{Value, json};
-use tidesync_protocol::Item;
 use tidesync_server::store::{
-    BatchWrite, Decide, ReadRequest, ReadResult, Row, TableSchema, TableSpec, Written,
+    BatchWrite, Decide, Outcome, ReadRequest, ReadResult, Row, StoreError, TableSchema, TableSpec,
 };
-use tidesync_server::{
-    Access, Server, ServerBuilder, ServerError, SqliteStore, Store, TableConfig,
-};
+use tidesync_server::{Access, Server, ServerBuilder, SqliteStore, Store, TableConfig};
 
 const PAGE: u64 = 5;
 
@@ -295,42 +292,38 @@ struct FailingReads {
 
 #[async_trait]
 impl Store for FailingReads {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         self.inner.prepare_table(spec).await
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.inner.schema(table).await
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        self.inner.learn_columns(table, values).await
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         self.inner.get(table, id).await
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
         self.inner.write(table, id, decide).await
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         if self.reads_left.fetch_sub(1, Ordering::SeqCst) <= 0 {
-            return Err(ServerError::Unavailable("the disk is on fire".to_owned()));
+            return Err(StoreError::Unavailable("the disk is on fire".to_owned()));
         }
         self.inner.read(table, request).await
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.purge_deleted(table, before_ms).await
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         self.inner.purge_horizon(table).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
 
@@ -338,7 +331,7 @@ impl Store for FailingReads {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.inner.write_batch(writes, retention_ms).await
     }
 }

@@ -18,7 +18,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::Instrument as _;
 
 use super::{Change, FeedHub, FeedMessage};
-use crate::error::ServerError;
+use crate::store::StoreError;
 use crate::store::sql::quote;
 
 /// The notification channel.
@@ -40,10 +40,10 @@ struct Payload {
 
 async fn connect(
     url: &str,
-) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), ServerError> {
+) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>), StoreError> {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "feed setup connection ended");
@@ -57,11 +57,11 @@ async fn connect(
 ///
 /// # Errors
 ///
-/// [`ServerError::Unavailable`] when the database cannot be reached, a store error when it
+/// [`StoreError::Unavailable`] when the database cannot be reached, a store error when it
 /// refuses.
-pub async fn install(url: &str, schema: &str, tables: &[String]) -> Result<(), ServerError> {
+pub async fn install(url: &str, schema: &str, tables: &[String]) -> Result<(), StoreError> {
     let (mut client, task) = connect(url).await?;
-    let store_error = |e: tokio_postgres::Error| ServerError::store(e);
+    let store_error = |e: tokio_postgres::Error| StoreError::backend(e);
     let tx = client.transaction().await.map_err(store_error)?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&TRIGGER_LOCK])
         .await
@@ -149,10 +149,10 @@ async fn listen_once(
     schema: &str,
     sender: &broadcast::Sender<Arc<FeedMessage>>,
     ready: &mut Option<oneshot::Sender<()>>,
-) -> Result<(), ServerError> {
+) -> Result<(), StoreError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls)
         .await
-        .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
     let statement = format!("LISTEN {}", quote(CHANNEL));
     let listen = client.batch_execute(&statement);
     tokio::pin!(listen);
@@ -160,7 +160,7 @@ async fn listen_once(
     loop {
         tokio::select! {
             done = &mut listen, if !listening => {
-                done.map_err(ServerError::store)?;
+                done.map_err(StoreError::backend)?;
                 listening = true;
                 tracing::debug!("listening for changes");
                 if let Some(ready) = ready.take() {
@@ -186,7 +186,7 @@ async fn listen_once(
                     }
                 }
                 Some(Ok(_)) => {}
-                Some(Err(error)) => return Err(ServerError::Unavailable(error.to_string())),
+                Some(Err(error)) => return Err(StoreError::Unavailable(error.to_string())),
                 None => return Ok(()),
             },
         }

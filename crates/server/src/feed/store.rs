@@ -5,13 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
-use tidesync_protocol::Item;
 
 use super::{Change, FeedHub, FeedMessage};
-use crate::error::ServerError;
 use crate::store::{
-    BatchWrite, Decide, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, TableSchema, TableSpec,
-    Written,
+    BatchWrite, Decide, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Row, Store, StoreError,
+    TableSchema, TableSpec, Written,
 };
 
 /// Wraps a store; writes are published after they return, i.e. after their commit.
@@ -43,44 +41,40 @@ fn change(table: &str, row: &Row) -> Change {
 
 #[async_trait]
 impl Store for FeedStore {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         self.inner.prepare_table(spec).await
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.inner.schema(table).await
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        self.inner.learn_columns(table, values).await
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         self.inner.get(table, id).await
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
-        let written = self.inner.write(table, id, decide).await?;
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
+        let outcome = self.inner.write(table, id, decide).await?;
         // A hard delete is not announced: an incremental pull cannot see it either.
-        if let Written::Stored(row) = &written {
+        if let Ok(Written::Stored(row)) = &outcome {
             self.hub.publish(FeedMessage::Change(change(table, row)));
         }
-        Ok(written)
+        Ok(outcome)
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         self.inner.read(table, request).await
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         self.inner.purge_deleted(table, before_ms).await
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         self.inner.purge_horizon(table).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         self.inner.ping().await
     }
 
@@ -88,7 +82,7 @@ impl Store for FeedStore {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         // Each op's outcome passes through its render step inside the transaction; collect
         // the stored rows there and publish them once the batch has committed.
         let stored: Arc<Mutex<Vec<Change>>> = Arc::default();

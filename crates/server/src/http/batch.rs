@@ -11,9 +11,13 @@
 //! the user's), 410 deleted on the server, 409 insert of an existing id and 412 `ifMatch`
 //! mismatch (both with the server's item), 400 a malformed op, 401 a table that needs a user.
 //! An update merges the sent properties into the row (as a v2 `PATCH`), so columns a client
-//! does not know are kept. The request itself answers 400 (not a JSON object with an
+//! does not know are kept. Each op goes through the same decide-and-write path as a
+//! single request (`write.rs`): the table policy, the schema check and the preconditions
+//! are those of the tables. The request itself answers 400 (not a JSON object with an
 //! `operations` array), 401 (API key, bad token), 413 (more ops than `maxOperations`).
 //! The wire format is described in `docs/protocol.md`.
+
+use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -24,34 +28,16 @@ use serde_json::{Value, json};
 use tidesync_protocol::{ETag, Item, parse_etag, validate_id};
 
 use super::Shared;
-use super::context::{apply_owner, etag_matches, strip_system, visible};
-use super::response::{ItemResponse, JSON_CONTENT_TYPE};
-use crate::auth::User;
-use crate::config::Access;
+use super::context::{same_id, strip_system};
+use super::response::JSON_CONTENT_TYPE;
+use super::write::{self, Conditions, Tombstones, Verb, WriteOp};
 use crate::error::ServerError;
-use crate::store::{BatchWrite, Decide, Fingerprint, Mutation, Rendered, Row, Written};
+use crate::policy::{Caller, Operation, TablePolicy};
+use crate::store::{BatchWrite, Fingerprint, Outcome, Rendered, Row, Written};
 
-/// What an op asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Insert,
-    Update,
-    Delete,
-}
-
-/// One op of the request, checked.
-#[derive(Debug)]
-struct Op {
-    op_id: String,
-    kind: Kind,
-    table: String,
-    soft_delete: bool,
-    item_id: String,
-    item: Item,
-    if_match: Option<ETag>,
-    owner: Option<String>,
-    fingerprint: String,
-}
+/// The rows a batch committed, with the policy and operation that wrote each (for
+/// [`TablePolicy::after_commit`] once the batch is committed).
+type Committed = Arc<Mutex<Vec<(Arc<dyn TablePolicy>, Operation, Row)>>>;
 
 /// `POST /tidesync/v1/batch`.
 pub(crate) async fn batch(
@@ -70,8 +56,7 @@ async fn run(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    state.auth.check_api_key(headers)?;
-    let user = state.auth.user(headers)?;
+    let caller = state.caller(headers)?;
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServerError::PayloadTooLarge {
@@ -103,32 +88,28 @@ async fn run(
             ),
         ));
     }
-    let user_id = user.as_ref().map(|u| u.id.as_str()).unwrap_or_default();
     let mut results: Vec<Option<String>> = vec![None; operations.len()];
     let mut writes = Vec::with_capacity(operations.len());
     let mut slots = Vec::with_capacity(operations.len());
+    let committed: Committed = Arc::default();
     for (slot, raw) in operations.into_iter().enumerate() {
-        let op = match check(state, user.as_ref(), user_id, raw) {
-            Ok(op) => op,
-            Err(error) => {
-                results[slot] = Some(refusal(&error));
-                continue;
+        match plan(state, &caller, raw, &committed) {
+            Ok(write) => {
+                slots.push(slot);
+                writes.push(write);
             }
-        };
-        if op.kind != Kind::Delete {
-            if let Err(error) = state.store.learn_columns(&op.table, &op.item).await {
-                results[slot] = Some(refusal(&error));
-                continue;
-            }
+            Err(error) => results[slot] = Some(refusal(&error)),
         }
-        slots.push(slot);
-        writes.push(into_write(op));
     }
     let retention_ms =
         i64::try_from(state.batch.op_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let applied = state.store.write_batch(writes, retention_ms).await?;
     for (slot, result) in slots.into_iter().zip(applied) {
         results[slot] = Some(result);
+    }
+    let committed = std::mem::take(&mut *committed.lock().unwrap_or_else(|e| e.into_inner()));
+    for (policy, operation, row) in committed {
+        policy.after_commit(&caller, operation, &row);
     }
     let mut body =
         String::with_capacity(results.iter().flatten().map(String::len).sum::<usize>() + 16);
@@ -148,20 +129,24 @@ async fn run(
     Ok(response)
 }
 
-/// Reads and checks one op; the error is the op's result.
-fn check(
+/// Reads one op, authorizes it and prepares its store write; the error is the op's result.
+fn plan(
     state: &Shared,
-    user_of_request: Option<&User>,
-    user_id: &str,
+    caller: &Caller,
     raw: Value,
-) -> Result<Op, ServerError> {
-    let user = user_of_request.map(|u| u.id.as_str());
+    committed: &Committed,
+) -> Result<BatchWrite, ServerError> {
     let Value::Object(mut fields) = raw else {
         return Err(ServerError::bad_request(
             "an operation must be a JSON object",
         ));
     };
     // The hash of the user and the op's JSON text, streamed rather than rendered.
+    let user_id = caller
+        .user
+        .as_ref()
+        .map(|u| u.id.as_str())
+        .unwrap_or_default();
     let mut hash = Fingerprint::new();
     hash.bytes(user_id.as_bytes());
     hash.end_part();
@@ -179,22 +164,23 @@ fn check(
     if op_id.len() > 255 {
         return Err(ServerError::bad_request("an op id has at most 255 bytes"));
     }
-    let kind = match text("kind")?.as_str() {
-        "insert" => Kind::Insert,
-        "update" => Kind::Update,
-        "delete" => Kind::Delete,
+    let verb = match text("kind")?.as_str() {
+        "insert" => Verb::Insert,
+        "update" => Verb::Merge,
+        "delete" => Verb::Delete,
         other => {
             return Err(ServerError::bad_request(format!(
                 "unknown kind '{other}': use insert, update or delete"
             )));
         }
     };
-    let table = state.table_for(&text("table")?, user_of_request)?;
+    let (table, policy) = state.resolve(&text("table")?, caller, verb.operation())?;
+    let operation = verb.operation();
     let item_id = text("itemId")?;
     validate_id(&item_id).map_err(|e| ServerError::bad_request(format!("invalid id: {e}")))?;
-    let mut item = match (kind, fields.remove("item")) {
+    let mut item = match (verb, fields.remove("item")) {
+        (Verb::Delete, None | Some(Value::Null)) => Item::new(),
         (_, Some(Value::Object(item))) => item,
-        (Kind::Delete, None | Some(Value::Null)) => Item::new(),
         _ => {
             return Err(ServerError::bad_request(
                 "an insert or update needs an \"item\" object",
@@ -203,18 +189,13 @@ fn check(
     };
     match strip_system(&mut item) {
         None | Some(Value::Null) => {}
-        Some(Value::String(id)) if id == item_id => {}
+        Some(id) if same_id(&id, &item_id) => {}
         Some(_) => {
             return Err(ServerError::bad_request(
                 "the item's id differs from the operation's itemId",
             ));
         }
     }
-    let owner = match table.access {
-        Access::Owner => user.map(str::to_owned),
-        _ => None,
-    };
-    apply_owner(&mut item, owner.as_deref());
     let if_match = match fields.get("ifMatch") {
         None | Some(Value::Null) => None,
         Some(Value::String(tag)) if tag.starts_with('"') || tag.starts_with("W/") || tag == "*" => {
@@ -223,112 +204,67 @@ fn check(
         Some(Value::String(version)) => Some(ETag::Strong(version.clone())),
         Some(_) => return Err(ServerError::bad_request("\"ifMatch\" must be a string")),
     };
-    Ok(Op {
-        fingerprint: hash.finish(),
-        op_id,
-        kind,
-        table: table.name.clone(),
-        soft_delete: table.soft_delete,
-        item_id,
-        item,
-        if_match,
-        owner,
-    })
-}
-
-/// The store write of a checked op: its decision and the rendering of its outcome.
-fn into_write(op: Op) -> BatchWrite {
-    let Op {
-        op_id,
-        kind,
-        table,
-        soft_delete,
-        item_id,
-        item,
-        if_match,
-        owner,
-        fingerprint,
-    } = op;
-    let precondition = move |row: &Row| match &if_match {
-        Some(tag) if !etag_matches(tag, row) => Err(ServerError::PreconditionFailed {
-            item: Box::new(ItemResponse::from_row(row, soft_delete)),
-        }),
-        _ => Ok(()),
-    };
-    let live = move |existing: Option<&Row>, owner: Option<&str>| -> Result<Row, ServerError> {
-        let row = existing
-            .filter(|row| visible(row, owner))
-            .ok_or(ServerError::NotFound)?;
-        if row.deleted {
-            return Err(ServerError::Gone);
-        }
-        Ok(row.clone())
-    };
-    let decide: Decide = match kind {
-        Kind::Insert => Box::new(move |existing| match existing {
-            Some(row) if !visible(row, owner.as_deref()) => Err(ServerError::IdNotAvailable),
-            Some(row) => Err(ServerError::Conflict {
-                item: Box::new(ItemResponse::from_row(row, soft_delete)),
-            }),
-            None => Ok(Mutation::Put {
-                values: item,
-                deleted: false,
-            }),
-        }),
-        Kind::Update => Box::new(move |existing| {
-            let row = live(existing, owner.as_deref())?;
-            precondition(&row)?;
-            let mut values = row.values;
-            values.extend(item);
-            Ok(Mutation::Put {
-                values,
-                deleted: false,
-            })
-        }),
-        Kind::Delete => Box::new(move |existing| {
-            let row = live(existing, owner.as_deref())?;
-            precondition(&row)?;
-            Ok(if soft_delete {
-                Mutation::Put {
-                    values: row.values,
-                    deleted: true,
-                }
-            } else {
-                Mutation::Remove
-            })
-        }),
-    };
-    let render = Box::new(move |outcome: Result<Written, ServerError>| {
-        let applied = outcome.and_then(|written| {
-            let (status, item) = match (kind, written) {
-                (Kind::Delete, _) => (StatusCode::NO_CONTENT, None),
-                (Kind::Insert, Written::Stored(row) | Written::Removed(row)) => {
-                    (StatusCode::CREATED, Some(row.into_item(soft_delete)))
-                }
-                (Kind::Update, Written::Stored(row) | Written::Removed(row)) => {
-                    (StatusCode::OK, Some(row.into_item(soft_delete)))
-                }
-            };
-            success(status, item.as_ref())
-        });
-        match applied {
-            Ok(json) => Rendered {
-                json,
-                remember: true,
-            },
-            Err(error) => Rendered {
-                json: refusal(&error),
-                remember: false,
-            },
-        }
+    let mut op = WriteOp::new(verb, item_id.clone(), Tombstones::Gone);
+    if verb != Verb::Delete {
+        op.item = item;
+    }
+    if verb != Verb::Insert {
+        op.conditions = Conditions {
+            if_match,
+            ..Conditions::default()
+        };
+    }
+    let soft_delete = table.soft_delete;
+    let decide = write::prepare(state, table, policy.as_ref(), caller, op)?;
+    let committed = Arc::clone(committed);
+    let render = Box::new(move |outcome: Outcome| {
+        render(verb, soft_delete, outcome, |row| {
+            committed.lock().unwrap_or_else(|e| e.into_inner()).push((
+                Arc::clone(&policy),
+                operation,
+                row,
+            ));
+        })
     });
-    BatchWrite {
+    Ok(BatchWrite {
         op_id,
-        fingerprint,
-        table,
+        fingerprint: hash.finish(),
+        table: table.name.clone(),
         id: item_id,
         decide,
         render,
+    })
+}
+
+/// The wire result of one op's outcome; `keep` receives the row an applied op wrote.
+fn render(verb: Verb, soft_delete: bool, outcome: Outcome, keep: impl FnOnce(Row)) -> Rendered {
+    let written = match outcome {
+        Ok(written) => written,
+        Err(refused) => {
+            return Rendered {
+                json: refusal(&write::refused(refused, soft_delete)),
+                remember: false,
+            };
+        }
+    };
+    let row = match written {
+        Written::Stored(row) | Written::Removed(row) => row,
+    };
+    let (status, item) = match verb {
+        Verb::Delete => (StatusCode::NO_CONTENT, None),
+        Verb::Insert => (StatusCode::CREATED, Some(row.to_item(soft_delete))),
+        _ => (StatusCode::OK, Some(row.to_item(soft_delete))),
+    };
+    keep(row);
+    match success(status, item.as_ref()) {
+        Ok(json) => Rendered {
+            json,
+            remember: true,
+        },
+        Err(error) => Rendered {
+            json: refusal(&error),
+            remember: false,
+        },
     }
 }
 

@@ -1,6 +1,8 @@
 //! What every table request works out first: the table, the protocol version, the query
 //! pairs, the user; and the shared request-reading helpers (body, ETags, flags).
 
+use std::sync::Arc;
+
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
@@ -12,37 +14,46 @@ use tidesync_protocol::{ETag, Item, parse_etag, system};
 use time::OffsetDateTime;
 
 use super::Shared;
-use crate::auth::User;
-use crate::config::{Access, TableConfig};
+use crate::config::TableConfig;
 use crate::error::ServerError;
-use crate::store::{OWNER_COLUMN, Row};
+use crate::policy::{Caller, Operation, TablePolicy};
+use crate::store::{Row, RowScope};
 
 /// The resolved facts of a table request.
 #[derive(Debug, Clone)]
 pub(crate) struct Ctx {
+    pub(crate) state: Shared,
     pub(crate) table: TableConfig,
+    /// The table's rules.
+    pub(crate) policy: Arc<dyn TablePolicy>,
     pub(crate) version: ApiVersion,
-    pub(crate) user: Option<User>,
+    /// Who is asking (authenticated).
+    pub(crate) caller: Caller,
     pub(crate) pairs: Vec<(String, String)>,
 }
 
 impl Ctx {
-    /// Resolves version, credentials (API key and user) and table, in that order: the
-    /// table is looked up only for a caller whose credentials hold (see
-    /// `AppState::table_for`).
+    /// Resolves version, credentials (API key and user), then the table (see
+    /// `AppState::resolve`: a stranger cannot tell a table that exists from one that does
+    /// not), and asks the table policy whether the caller may do `operation` at all.
     pub(crate) fn new(
         state: &Shared,
         table: &str,
         headers: &HeaderMap,
         uri: &Uri,
+        operation: Operation,
     ) -> Result<Ctx, ServerError> {
         let pairs = query_pairs(uri)?;
         let version = api_version(state, headers, &pairs).ok_or(ServerError::InvalidApiVersion)?;
-        let (table, user) = authorize(state, table, headers)?;
+        let caller = state.caller(headers)?;
+        let (table, policy) = state.resolve(table, &caller, operation)?;
+        let table = table.clone();
         Ok(Ctx {
+            state: Arc::clone(state),
             table,
+            policy,
             version,
-            user,
+            caller,
             pairs,
         })
     }
@@ -51,9 +62,9 @@ impl Ctx {
         self.version == ApiVersion::V3
     }
 
-    /// The owner restriction of this request (owner-mode tables only).
-    pub(crate) fn owner(&self) -> Option<String> {
-        owner_of(&self.table, self.user.as_ref())
+    /// The rows this caller may see and change (the policy's scope).
+    pub(crate) fn scope(&self) -> Option<RowScope> {
+        self.policy.scope(&self.caller)
     }
 
     /// Whether the include-deleted flag is on (`__includedeleted`, any case, `true` or `1`).
@@ -68,30 +79,6 @@ pub(crate) fn include_deleted(pairs: &[(String, String)]) -> bool {
         name.eq_ignore_ascii_case("__includedeleted")
             && (value.eq_ignore_ascii_case("true") || value == "1")
     })
-}
-
-/// The credentials rule of a table read or write, without the version rule (the extension
-/// routes use it too): the API key when one is configured, a valid token when one is sent,
-/// then the table, which must exist and, unless anonymous, needs a user. Credentials come
-/// first, so a stranger cannot tell a table that exists from one that does not. Returns the
-/// table and the user, if any.
-pub(crate) fn authorize(
-    state: &Shared,
-    table: &str,
-    headers: &HeaderMap,
-) -> Result<(TableConfig, Option<User>), ServerError> {
-    state.auth.check_api_key(headers)?;
-    let user = state.auth.user(headers)?;
-    let table = state.table_for(table, user.as_ref())?.clone();
-    Ok((table, user))
-}
-
-/// The owner restriction of a request on `table` by `user` (owner-mode tables only).
-pub(crate) fn owner_of(table: &TableConfig, user: Option<&User>) -> Option<String> {
-    match (table.access, user) {
-        (Access::Owner, Some(user)) => Some(user.id.clone()),
-        _ => None,
-    }
 }
 
 /// The version a request speaks, for shaping its errors even before the rest is checked.
@@ -228,17 +215,14 @@ pub(crate) fn strip_system(item: &mut Item) -> Option<Value> {
     take_any_case(item, system::ID)
 }
 
-/// Sets the owner column from the user (owner tables) and drops any client-sent value.
-pub(crate) fn apply_owner(item: &mut Item, owner: Option<&str>) {
-    take_any_case(item, OWNER_COLUMN);
-    if let Some(owner) = owner {
-        item.insert(OWNER_COLUMN.to_owned(), Value::String(owner.to_owned()));
+/// Whether a body's `id` names the item of the URL: the same string, or a number whose text
+/// is that id (the official clients may send a numeric id; the official server takes it).
+pub(crate) fn same_id(body_id: &Value, url_id: &str) -> bool {
+    match body_id {
+        Value::String(id) => id == url_id,
+        Value::Number(number) => number.to_string() == url_id,
+        _ => false,
     }
-}
-
-/// Whether the row belongs to `owner` (always, without an owner restriction).
-pub(crate) fn visible(row: &Row, owner: Option<&str>) -> bool {
-    owner.is_none_or(|owner| row.values.get(OWNER_COLUMN).and_then(Value::as_str) == Some(owner))
 }
 
 /// A parsed conditional header.

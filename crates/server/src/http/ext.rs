@@ -11,24 +11,21 @@ use tidesync_protocol::format_timestamp;
 
 use super::response;
 use super::{EXTENSION_PREFIX, Shared};
-use crate::config::Access;
 use crate::error::ServerError;
+use crate::policy::Operation;
 use crate::store::ms_to_time;
 
 /// `GET /tidesync/v1/capabilities`.
 pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(error) = state.auth.check_api_key(&headers) {
-        return error.into_response_for(None);
-    }
-    let user = match state.auth.user(&headers) {
-        Ok(user) => user,
+    let caller = match state.caller(&headers) {
+        Ok(caller) => caller,
         Err(error) => return error.into_response_for(None),
     };
-    // Only the tables the caller may use: strangers do not learn the names of the others.
+    // Only the tables the caller may read: strangers do not learn the names of the others.
     let tables: Vec<_> = state
         .tables
         .iter()
-        .filter(|t| t.access == Access::Anonymous || user.is_some())
+        .filter(|t| state.policy(t).authorize(&caller, Operation::Read).is_ok())
         .map(|t| {
             json!({
                 "name": t.name,
@@ -93,7 +90,8 @@ pub(crate) async fn horizon(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let (table, _user) = super::context::authorize(&state, &table, &headers)?;
+        let caller = state.caller(&headers)?;
+        let (table, _policy) = state.resolve(&table, &caller, Operation::Read)?;
         let horizon = state.store.purge_horizon(&table.name).await?;
         Ok::<_, ServerError>(response::json(
             StatusCode::OK,

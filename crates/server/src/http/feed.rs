@@ -42,9 +42,9 @@ use tokio::time::Instant;
 use super::Shared;
 use super::context::query_pairs;
 use crate::auth::{API_KEY_HEADERS, User};
-use crate::config::Access;
 use crate::error::ServerError;
 use crate::feed::{Change, FeedMessage, FeedRefusal, FeedSlot};
+use crate::policy::Operation;
 use crate::store::ms_to_time;
 
 /// The query parameter that may carry the token.
@@ -182,21 +182,17 @@ fn subscriptions(
             headers.insert(header::AUTHORIZATION, value);
         }
     }
-    state.auth.check_api_key(&headers)?;
-    let user = state.auth.user(&headers)?;
+    let caller = state.caller(&headers)?;
     let names = param("tables").unwrap_or_default();
     let mut subscriptions: Vec<Subscription> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let table = state.table_for(name, user.as_ref())?;
+        let (table, policy) = state.resolve(name, &caller, Operation::Read)?;
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
         subscriptions.push(Subscription {
             table: table.name.clone(),
-            owner: match (&table.access, &user) {
-                (Access::Owner, Some(user)) => Some(user.id.clone()),
-                _ => None,
-            },
+            owner: policy.scope(&caller).map(|scope| scope.value),
         });
     }
     if subscriptions.is_empty() {
@@ -204,7 +200,7 @@ fn subscriptions(
             "name the tables to watch: /tidesync/v1/feed?tables=A,B",
         ));
     }
-    Ok((subscriptions, user))
+    Ok((subscriptions, caller.user))
 }
 
 /// A position: `(updatedAt ms, id)`; `None` when unknown.

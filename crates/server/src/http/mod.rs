@@ -9,8 +9,11 @@ pub mod feed;
 mod items;
 mod query;
 pub mod response;
+mod schema_check;
 mod snapshot;
+mod write;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -24,9 +27,10 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::auth::{Authenticator, User};
-use crate::config::{Access, BatchConfig, Paging, TableConfig};
+use crate::auth::Authenticator;
+use crate::config::{BatchConfig, Paging, SchemaConfig, TableConfig};
 use crate::error::ServerError;
+use crate::policy::{AccessPolicy, Caller, Operation, TablePolicy};
 use crate::store::Store;
 
 /// The prefix of the tidesync-only routes.
@@ -37,6 +41,8 @@ pub const EXTENSION_PREFIX: &str = "/tidesync/v1";
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tables: Vec<TableConfig>,
+    /// Each table's rules, by configured name (see [`AppState::policy`]).
+    pub(crate) policies: HashMap<String, Arc<dyn TablePolicy>>,
     pub(crate) paging: Paging,
     pub(crate) auth: Authenticator,
     pub(crate) body_limit: usize,
@@ -44,6 +50,8 @@ pub(crate) struct AppState {
     pub(crate) tombstone_retention_secs: Option<u64>,
     pub(crate) cors_origins: Vec<String>,
     pub(crate) batch: BatchConfig,
+    /// The caps on dynamic tables' schemas.
+    pub(crate) schema: SchemaConfig,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
@@ -62,28 +70,64 @@ impl AppState {
             })
     }
 
-    /// The table `name` as `user` (already authenticated) may use it: a table that is not
-    /// anonymous needs a user. To a caller without one, an unknown table answers like a
-    /// table that needs a user (401) whenever this server verifies tokens, so that table
-    /// names are not disclosed to strangers; only signed-in callers learn that a table does
-    /// not exist (404).
-    pub(crate) fn table_for(
+    /// The rules of `table`: the registered policy, or the one of its access mode.
+    pub(crate) fn policy(&self, table: &TableConfig) -> Arc<dyn TablePolicy> {
+        self.policies
+            .get(&table.name)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(AccessPolicy::new(table)))
+    }
+
+    /// Authenticates a request: the API key when one is configured, and the user of a token
+    /// when one is sent (it must verify).
+    pub(crate) fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ServerError> {
+        self.auth.check_api_key(headers)?;
+        Ok(Caller::new(self.auth.user(headers)?))
+    }
+
+    /// The table `name` for an authenticated `caller` who wants to do `operation`, with its
+    /// policy, which has allowed it. Run after [`AppState::caller`]: credentials come before
+    /// the table, and to a caller without a user an unknown table answers like a table that
+    /// needs one (401) whenever this server verifies tokens, so that strangers cannot tell
+    /// which tables exist; only signed-in callers learn that a table does not (404).
+    pub(crate) fn resolve(
         &self,
         name: &str,
-        user: Option<&User>,
-    ) -> Result<&TableConfig, ServerError> {
+        caller: &Caller,
+        operation: Operation,
+    ) -> Result<(&TableConfig, Arc<dyn TablePolicy>), ServerError> {
         let table = match self.table(name) {
             Ok(table) => table,
-            Err(_) if user.is_none() && self.auth.verifies_tokens() => {
+            Err(_) if caller.user.is_none() && self.auth.verifies_tokens() => {
                 return Err(ServerError::Unauthenticated);
             }
             Err(unknown) => return Err(unknown),
         };
-        if table.access != Access::Anonymous && user.is_none() {
-            return Err(ServerError::Unauthenticated);
-        }
-        Ok(table)
+        let policy = self.policy(table);
+        policy.authorize(caller, operation)?;
+        Ok((table, policy))
     }
+}
+
+/// Checks that a declared column's name is usable: the rules a dynamic table applies to a
+/// new property.
+///
+/// # Errors
+///
+/// Which rule the name breaks.
+pub(crate) fn check_declared_column(name: &str) -> Result<(), String> {
+    schema_check::check_column_name(name)
+}
+
+/// The built-in policy of every configured table.
+pub(crate) fn access_policies(tables: &[TableConfig]) -> HashMap<String, Arc<dyn TablePolicy>> {
+    tables
+        .iter()
+        .map(|table| {
+            let policy: Arc<dyn TablePolicy> = Arc::new(AccessPolicy::new(table));
+            (table.name.clone(), policy)
+        })
+        .collect()
 }
 
 pub(crate) type Shared = Arc<AppState>;

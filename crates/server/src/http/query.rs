@@ -16,6 +16,7 @@ use super::Shared;
 use super::context::{Ctx, absolute_path, detect_version, finish};
 use super::response;
 use crate::error::ServerError;
+use crate::policy::Operation;
 use crate::store::{ReadRequest, ms_to_time, sql};
 
 /// Characters escaped in the query strings we build.
@@ -44,7 +45,7 @@ pub(crate) async fn list(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read)?;
         let query = Query::from_query_pairs(
             ctx.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             &ParseLimits::default(),
@@ -73,7 +74,7 @@ pub(crate) async fn list(
             skip,
             limit: take.saturating_add(1),
             include_deleted: ctx.include_deleted(),
-            owner: ctx.owner(),
+            scope: ctx.scope(),
             count: query.count,
         };
         let mut result = state.store.read(&ctx.table.name, &request).await?;

@@ -43,9 +43,10 @@ use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
 
 use super::Shared;
-use super::context::{authorize, include_deleted, owner_of, query_pairs};
+use super::context::{include_deleted, query_pairs};
 use crate::error::ServerError;
-use crate::store::{ReadRequest, Row, ms_to_time};
+use crate::policy::Operation;
+use crate::store::{ReadRequest, Row, RowScope, ms_to_time};
 
 /// The content type of the snapshot body.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -71,7 +72,9 @@ async fn start(
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
     let pairs = query_pairs(uri)?;
-    let (table, user) = authorize(&state, table, headers)?;
+    let caller = state.caller(headers)?;
+    let (table, policy) = state.resolve(table, &caller, Operation::Read)?;
+    let table = table.clone();
     let query = Query::from_query_pairs(
         pairs
             .iter()
@@ -80,7 +83,7 @@ async fn start(
         &ParseLimits::default(),
     )
     .map_err(|e| ServerError::bad_request(e.to_string()))?;
-    let owner = owner_of(&table, user.as_ref());
+    let scope = policy.scope(&caller);
     let include_deleted = include_deleted(&pairs);
     let mut stream = Snapshot {
         include_deleted,
@@ -89,7 +92,7 @@ async fn start(
         table: table.name,
         soft_delete: table.soft_delete,
         filter: query.filter,
-        owner,
+        scope,
         after: None,
         sent: 0,
         first: None,
@@ -119,7 +122,8 @@ struct Snapshot {
     filter: Option<Expr>,
     /// Tombstones too.
     include_deleted: bool,
-    owner: Option<String>,
+    /// The rows the caller may see (the table policy's scope).
+    scope: Option<RowScope>,
     /// The `(updatedAt ms, id)` of the last row sent.
     after: Option<(i64, String)>,
     /// Rows sent so far.
@@ -143,7 +147,7 @@ impl Snapshot {
             skip: 0,
             limit: self.page_size,
             include_deleted: self.include_deleted,
-            owner: self.owner.clone(),
+            scope: self.scope.clone(),
             count: false,
         };
         Ok(self.state.store.read(&self.table, &request).await?.rows)

@@ -12,8 +12,7 @@
 //! applied again; an op id reused for different content (the client merged a new edit into
 //! the op after losing an answer) is applied as new.
 
-use super::{Decide, Written};
-use crate::error::ServerError;
+use super::{Decide, Outcome};
 
 /// The table of remembered op ids, in every store.
 pub const OPS_TABLE: &str = "__tidesync_ops";
@@ -30,7 +29,7 @@ pub struct Rendered {
 
 /// Turns the outcome of a write into its wire result. Runs inside the transaction; must not
 /// block.
-pub type Render = Box<dyn FnOnce(Result<Written, ServerError>) -> Rendered + Send>;
+pub type Render = Box<dyn FnOnce(Outcome) -> Rendered + Send>;
 
 /// One write of a batch.
 pub struct BatchWrite {

@@ -2,15 +2,19 @@
 //! shares, and the two backends ([`SqliteStore`], [`PostgresStore`]).
 //!
 //! A store knows tables, rows and columns; it does not know HTTP or protocol versions. The
-//! protocol decisions of a write (conflict, precondition, merge) are made by a [`Decide`]
-//! callback that the store runs inside its write transaction, after reading the current row
-//! and before stamping the new one, so check and write are atomic in every backend.
+//! protocol decisions of a write (schema check, conflict, precondition, merge) are made by a
+//! [`Decide`] callback that the store runs inside its write transaction, after reading the
+//! current row and the table's columns and before stamping the new row, so check and write
+//! are atomic in every backend. A decision answers a [`Mutation`] (which may add columns,
+//! in the same transaction) or a [`Refusal`]; the store's own failures are [`StoreError`]s.
 
 mod batch;
+mod error;
 mod postgres;
 mod schema;
 pub(crate) mod sql;
 mod sqlite;
+pub mod values;
 
 use std::fmt::Debug;
 
@@ -21,11 +25,10 @@ use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
 pub use batch::{BatchWrite, Fingerprint, OPS_TABLE, Render, Rendered, fingerprint};
+pub use error::{Refusal, StoreError};
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
-
-use crate::error::ServerError;
 
 /// The name of the column that owner-mode tables fill from the token's `sub` claim.
 pub const OWNER_COLUMN: &str = "userId";
@@ -100,20 +103,31 @@ impl Row {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Mutation {
     /// Store these user columns (a full replacement; absent columns become NULL) with this
-    /// soft-delete flag, stamping a new `updatedAt` and `version`.
+    /// soft-delete flag, stamping a new `updatedAt` and `version`. The columns in
+    /// `new_columns` are added to the table first, in the same transaction, so a write that
+    /// does not commit adds none.
     Put {
-        /// The user columns.
+        /// The user columns; every key is a column of the table or of `new_columns`.
         values: Item,
         /// The soft-delete flag to store.
         deleted: bool,
+        /// Columns to add before the row is stored.
+        new_columns: Vec<(String, ColumnType)>,
     },
     /// Remove the row for good (hard delete).
     Remove,
 }
 
-/// The protocol decision of a write: given the current row (if any), what to do, or the
-/// error to answer with. Runs inside the store's write transaction; must not block.
-pub type Decide = Box<dyn FnOnce(Option<&Row>) -> Result<Mutation, ServerError> + Send>;
+/// The protocol decision of a write: given the current row (if any) and the table's columns
+/// as the write transaction sees them, what to do, or why not. Runs inside the store's write
+/// transaction, possibly more than once (a store may start a write over, e.g. to take a
+/// lock first, and then decides again on what it reads then): it must not block and must
+/// depend on its arguments only.
+pub type Decide =
+    Box<dyn Fn(Option<&Row>, &TableSchema) -> Result<Mutation, Refusal> + Send + Sync>;
+
+/// What a decided write came to: written, or refused by its decision (nothing stored).
+pub type Outcome = Result<Written, Refusal>;
 
 /// The result of a write.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,10 +151,35 @@ pub struct ReadRequest {
     pub limit: u64,
     /// Whether soft-deleted rows are included.
     pub include_deleted: bool,
-    /// Restrict to the rows of this owner (owner-mode tables).
-    pub owner: Option<String>,
+    /// Restrict to the rows in this scope (the table policy's read scope, e.g. the caller's
+    /// own rows on owner-mode tables).
+    pub scope: Option<RowScope>,
     /// Whether to count all matching rows (ignoring skip and limit).
     pub count: bool,
+}
+
+/// The rows a caller may see and change: those whose `column` holds `value`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowScope {
+    /// The user column that scopes rows (`userId` on owner-mode tables).
+    pub column: String,
+    /// The value a row must hold there.
+    pub value: String,
+}
+
+impl RowScope {
+    /// The owner-mode scope: the rows whose `userId` is `user`.
+    pub fn owner(user: &str) -> RowScope {
+        RowScope {
+            column: OWNER_COLUMN.to_owned(),
+            value: user.to_owned(),
+        }
+    }
+
+    /// Whether `row` is in this scope.
+    pub fn admits(&self, row: &Row) -> bool {
+        row.values.get(&self.column).and_then(Value::as_str) == Some(self.value.as_str())
+    }
 }
 
 /// The answer to a [`ReadRequest`].
@@ -164,46 +203,39 @@ pub trait Store: Send + Sync + Debug {
     /// # Errors
     ///
     /// A store error when the database refuses.
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError>;
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError>;
 
     /// The table's current schema.
     ///
     /// # Errors
     ///
-    /// [`ServerError::UnknownTable`] for a table never prepared.
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError>;
-
-    /// Makes sure every property of `values` has a column, adding missing ones typed by their
-    /// value, and checks the types of the others.
-    ///
-    /// # Errors
-    ///
-    /// [`ServerError::BadRequest`] for a property name that cannot be a column,
-    /// [`ServerError::Type`] when a value does not fit its column.
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError>;
+    /// [`StoreError::UnknownTable`] for a table never prepared.
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError>;
 
     /// Reads one row, deleted or not.
     ///
     /// # Errors
     ///
     /// A store error when the database fails.
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError>;
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError>;
 
-    /// Reads the row `id`, runs `decide` on it and applies the mutation, atomically.
+    /// Reads the row `id` and the table's columns, runs `decide` on them and applies the
+    /// mutation (adding its new columns first), atomically. A refusal of `decide` is the
+    /// `Ok` outcome `Err(refusal)`, and nothing is written.
     ///
     /// # Errors
     ///
-    /// Whatever `decide` returns, [`ServerError::Type`] when a value does not fit its column,
-    /// or a store error.
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError>;
+    /// A store error when the database fails ([`StoreError::Full`] when the table cannot take
+    /// the new columns); nothing is written then either.
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError>;
 
     /// Runs a query.
     ///
     /// # Errors
     ///
-    /// [`ServerError::UnknownColumn`] / [`ServerError::Type`] for a filter or order that does
-    /// not fit the table, or a store error.
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError>;
+    /// [`StoreError::UnknownColumn`] / [`StoreError::InvalidQuery`] for a filter or order that
+    /// does not fit the table, or a store error.
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError>;
 
     /// Removes soft-deleted rows last written before `before_ms` and records that horizon.
     /// Returns how many rows were removed.
@@ -211,21 +243,21 @@ pub trait Store: Send + Sync + Debug {
     /// # Errors
     ///
     /// A store error.
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError>;
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError>;
 
     /// The latest purge horizon of the table (milliseconds), if any purge removed rows.
     ///
     /// # Errors
     ///
     /// A store error.
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError>;
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError>;
 
     /// Checks that the database answers.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Unavailable`] when it does not.
-    async fn ping(&self) -> Result<(), ServerError>;
+    /// [`StoreError::Unavailable`] when it does not.
+    async fn ping(&self) -> Result<(), StoreError>;
 
     /// Applies a batch (the batch extension, see [`BatchWrite`]) and returns each op's
     /// rendered result, in order. Both built-in stores do it in one transaction and remember
@@ -239,14 +271,11 @@ pub trait Store: Send + Sync + Debug {
         &self,
         writes: Vec<BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         let _ = retention_ms;
         let mut results = Vec::with_capacity(writes.len());
         for write in writes {
-            let outcome = self.write(&write.table, &write.id, write.decide).await;
-            if let Err(ServerError::Store(_) | ServerError::Unavailable(_)) = &outcome {
-                return outcome.map(|_| Vec::new());
-            }
+            let outcome = self.write(&write.table, &write.id, write.decide).await?;
             results.push((write.render)(outcome).json);
         }
         Ok(results)
@@ -268,15 +297,4 @@ pub fn time_to_ms(t: OffsetDateTime) -> i64 {
 /// The wall clock in milliseconds.
 pub fn now_ms() -> i64 {
     time_to_ms(OffsetDateTime::now_utc())
-}
-
-/// A JSON number stored as a double, read back as an integer when it is one.
-pub(crate) fn number_value(number: f64) -> Value {
-    if number.fract() == 0.0 && number.abs() < 9.0e15 {
-        #[allow(clippy::cast_possible_truncation)]
-        let integer = number as i64;
-        Value::from(integer)
-    } else {
-        serde_json::Number::from_f64(number).map_or(Value::Null, Value::Number)
-    }
 }

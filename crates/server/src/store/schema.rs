@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 
 use serde_json::Value;
-use tidesync_protocol::{Item, system};
+use tidesync_protocol::Item;
 
-use crate::error::ServerError;
+use super::StoreError;
 
 use super::OWNER_COLUMN;
 
@@ -19,23 +19,51 @@ pub struct TableSpec {
     pub soft_delete: bool,
     /// Whether the table has the `userId` owner column.
     pub owned: bool,
+    /// The declared user columns: a table with them has a fixed schema (created when the
+    /// table is prepared); `None` for a dynamic table, whose columns are learned from writes.
+    pub declared: Option<Vec<(String, ColumnType)>>,
 }
 
-/// The type of a user column, fixed by the first non-null value stored in it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl TableSpec {
+    /// A dynamic table (no declared columns).
+    pub fn new(name: impl Into<String>, soft_delete: bool, owned: bool) -> TableSpec {
+        TableSpec {
+            name: name.into(),
+            soft_delete,
+            owned,
+            declared: None,
+        }
+    }
+}
+
+/// The type of a user column: declared in the configuration, or fixed by the first non-null
+/// value a dynamic table stores in it. See `store::values` for how each type holds values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[non_exhaustive]
 pub enum ColumnType {
-    /// JSON strings.
+    /// JSON strings (`string`).
+    #[serde(rename = "string")]
     String,
-    /// JSON numbers (stored as doubles).
-    Number,
-    /// JSON booleans.
+    /// JSON booleans (`bool`).
+    #[serde(rename = "bool")]
     Boolean,
-    /// JSON objects and arrays (stored as JSON text).
+    /// JSON integers in the signed 64-bit range, stored exactly (`integer`).
+    #[serde(rename = "integer")]
+    Integer,
+    /// JSON numbers: integers exactly, other numbers as doubles (`number`).
+    #[serde(rename = "number")]
+    Number,
+    /// ISO-8601 date-times, stored as instants at millisecond precision (`datetime`).
+    #[serde(rename = "datetime")]
+    DateTime,
+    /// JSON objects and arrays (stored as JSON text; never declared).
+    #[serde(skip)]
     Json,
 }
 
 impl ColumnType {
-    /// The type a JSON value asks for; `None` for null.
+    /// The type of the value a JSON value is (`None` for null): what a wrong value is
+    /// reported as.
     pub fn of(value: &Value) -> Option<ColumnType> {
         match value {
             Value::Null => None,
@@ -50,8 +78,10 @@ impl ColumnType {
     pub fn describe(self) -> &'static str {
         match self {
             ColumnType::String => "a string",
-            ColumnType::Number => "a number",
             ColumnType::Boolean => "a boolean",
+            ColumnType::Integer => "an integer",
+            ColumnType::Number => "a number",
+            ColumnType::DateTime => "a date-time",
             ColumnType::Json => "an object or array",
         }
     }
@@ -117,14 +147,49 @@ impl TableSchema {
         }
     }
 
-    /// A schema with only the declared columns.
-    pub fn new(spec: TableSpec) -> TableSchema {
-        let columns = if spec.owned {
-            vec![(OWNER_COLUMN.to_owned(), ColumnType::String)]
-        } else {
-            Vec::new()
-        };
-        TableSchema { spec, columns }
+    /// The columns the table must have before any write: `userId` on owner tables, and the
+    /// declared ones.
+    pub fn required_columns(spec: &TableSpec) -> Vec<(String, ColumnType)> {
+        let mut columns = Vec::new();
+        if spec.owned {
+            columns.push((OWNER_COLUMN.to_owned(), ColumnType::String));
+        }
+        for (name, ty) in spec.declared.iter().flatten() {
+            if !(spec.owned && name == OWNER_COLUMN) {
+                columns.push((name.clone(), *ty));
+            }
+        }
+        columns
+    }
+
+    /// Checks that the loaded columns have the types `required` gives them, and returns the
+    /// ones missing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Config`] naming a column whose stored type differs.
+    pub fn missing(
+        &self,
+        required: &[(String, ColumnType)],
+    ) -> Result<Vec<(String, ColumnType)>, StoreError> {
+        let mut missing = Vec::new();
+        for (name, ty) in required {
+            match self.column(name) {
+                None => missing.push((name.clone(), *ty)),
+                Some(found) if found == *ty => {}
+                Some(found) => {
+                    return Err(StoreError::Config {
+                        message: format!(
+                            "column '{name}' of table '{}' holds {} in the database but is declared {}",
+                            self.spec.name,
+                            found.describe(),
+                            ty.describe()
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(missing)
     }
 
     /// The type of user column `name` (exact case).
@@ -135,90 +200,22 @@ impl TableSchema {
             .map(|(_, ty)| *ty)
     }
 
-    /// The columns `values` needs that the table lacks, with their types; checks the types of
-    /// the known ones and the names of the new ones. Null values of unknown columns are skipped
-    /// (they cannot be typed yet).
+    /// Checks that every key of `values` is a column: a decision may only write columns
+    /// the table has (or that it added), anything else is a bug of the decision, never
+    /// silently dropped.
     ///
     /// # Errors
     ///
-    /// [`ServerError::BadRequest`] for a name that cannot be a column (or differs from an
-    /// existing column only in letter case), [`ServerError::Type`] for a value of the wrong type.
-    pub fn missing_columns(&self, values: &Item) -> Result<Vec<(String, ColumnType)>, ServerError> {
-        let mut missing: Vec<(String, ColumnType)> = Vec::new();
-        for (name, value) in values {
-            match self.column(name) {
-                Some(ty) => check_value(name, ty, value)?,
-                None => {
-                    check_column_name(name)?;
-                    if let Some(clash) = self
-                        .columns
-                        .iter()
-                        .map(|(column, _)| column.as_str())
-                        .chain(missing.iter().map(|(column, _)| column.as_str()))
-                        .find(|column| column.eq_ignore_ascii_case(name))
-                    {
-                        return Err(ServerError::bad_request(format!(
-                            "property '{name}' differs from the existing column '{clash}' only in letter case"
-                        )));
-                    }
-                    if let Some(ty) = ColumnType::of(value) {
-                        missing.push((name.clone(), ty));
-                    }
-                }
-            }
+    /// [`StoreError::Internal`] naming the first unknown key.
+    pub fn check_known(&self, values: &Item) -> Result<(), StoreError> {
+        match values.keys().find(|name| self.column(name).is_none()) {
+            Some(name) => Err(StoreError::Internal(format!(
+                "column '{name}' of table '{}' was not added before the write",
+                self.spec.name
+            ))),
+            None => Ok(()),
         }
-        Ok(missing)
     }
-}
-
-/// Checks that `value` fits a column of type `ty` (null fits every column).
-///
-/// # Errors
-///
-/// [`ServerError::Type`] naming the column and both types.
-pub fn check_value(name: &str, ty: ColumnType, value: &Value) -> Result<(), ServerError> {
-    match ColumnType::of(value) {
-        None => Ok(()),
-        Some(found) if found == ty => Ok(()),
-        Some(found) => Err(ServerError::Type {
-            message: format!(
-                "property '{name}' must be {} (the column's type), not {}",
-                ty.describe(),
-                found.describe()
-            ),
-        }),
-    }
-}
-
-/// Checks that a property name can be a column: ASCII letter or `_` first, then letters,
-/// digits and `_`, at most 128 characters, not a system property name.
-///
-/// # Errors
-///
-/// [`ServerError::BadRequest`] saying which rule the name breaks.
-pub fn check_column_name(name: &str) -> Result<(), ServerError> {
-    let mut chars = name.chars();
-    let first_ok = chars
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
-    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !first_ok || !rest_ok || name.len() > 128 {
-        return Err(ServerError::bad_request(format!(
-            "property name '{}' is not allowed: use letters, digits and '_' (at most 128), starting with a letter or '_'",
-            name.escape_debug()
-        )));
-    }
-    if name.eq_ignore_ascii_case(system::ID) || system::is_system_property(name) {
-        return Err(ServerError::bad_request(format!(
-            "property '{name}' is reserved"
-        )));
-    }
-    if name.to_ascii_lowercase().starts_with("_tidesync") {
-        return Err(ServerError::bad_request(format!(
-            "property '{name}' is reserved"
-        )));
-    }
-    Ok(())
 }
 
 /// The schemas a store has loaded, by table name.
@@ -228,42 +225,24 @@ pub(crate) struct SchemaCache {
 }
 
 impl SchemaCache {
-    pub(crate) fn get(&self, table: &str) -> Result<TableSchema, ServerError> {
+    pub(crate) fn get(&self, table: &str) -> Result<TableSchema, StoreError> {
         let tables = self
             .tables
             .read()
-            .map_err(|_| ServerError::Internal("schema cache poisoned".to_owned()))?;
+            .map_err(|_| StoreError::Internal("schema cache poisoned".to_owned()))?;
         tables
             .get(table)
             .cloned()
-            .ok_or_else(|| ServerError::UnknownTable {
+            .ok_or_else(|| StoreError::UnknownTable {
                 table: table.to_owned(),
             })
     }
 
-    /// [`TableSchema::missing_columns`] of the cached schema, without copying it.
-    pub(crate) fn missing_columns(
-        &self,
-        table: &str,
-        values: &Item,
-    ) -> Result<Vec<(String, ColumnType)>, ServerError> {
-        let tables = self
-            .tables
-            .read()
-            .map_err(|_| ServerError::Internal("schema cache poisoned".to_owned()))?;
-        tables
-            .get(table)
-            .ok_or_else(|| ServerError::UnknownTable {
-                table: table.to_owned(),
-            })?
-            .missing_columns(values)
-    }
-
-    pub(crate) fn put(&self, schema: TableSchema) -> Result<(), ServerError> {
+    pub(crate) fn put(&self, schema: TableSchema) -> Result<(), StoreError> {
         let mut tables = self
             .tables
             .write()
-            .map_err(|_| ServerError::Internal("schema cache poisoned".to_owned()))?;
+            .map_err(|_| StoreError::Internal("schema cache poisoned".to_owned()))?;
         tables.insert(schema.spec.name.clone(), schema);
         Ok(())
     }

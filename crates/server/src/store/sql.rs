@@ -10,8 +10,7 @@ use tidesync_protocol::odata::{BinaryOp, Expr, Function, Literal};
 use tidesync_protocol::{decode_version, parse_timestamp, system};
 
 use super::schema::{ColumnType, TableSchema};
-use super::{OWNER_COLUMN, ReadRequest, time_to_ms};
-use crate::error::ServerError;
+use super::{ReadRequest, StoreError, time_to_ms};
 
 /// Which SQL dialect to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,17 +50,17 @@ pub(crate) fn quote(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
 }
 
-/// Translates the filter, soft-delete and owner restrictions and the order of `request`.
+/// Translates the filter, soft-delete and scope restrictions and the order of `request`.
 ///
 /// # Errors
 ///
-/// [`ServerError::UnknownColumn`] for a member the table lacks, [`ServerError::Type`] for an
-/// ill-typed expression, [`ServerError::BadRequest`] for a literal that cannot be converted.
+/// [`StoreError::UnknownColumn`] for a member the table lacks, [`StoreError::InvalidQuery`]
+/// for an ill-typed expression or a literal that cannot be converted.
 pub(crate) fn translate(
     flavor: Flavor,
     schema: &TableSchema,
     request: &ReadRequest,
-) -> Result<Translated, ServerError> {
+) -> Result<Translated, StoreError> {
     let mut translator = Translator {
         flavor,
         schema,
@@ -74,9 +73,9 @@ pub(crate) fn translate(
             Flavor::Postgres => "NOT \"deleted\"".to_owned(),
         });
     }
-    if let Some(owner) = &request.owner {
-        let param = translator.param(Param::Text(owner.clone()));
-        conditions.push(format!("{} = {param}", quote(OWNER_COLUMN)));
+    if let Some(scope) = &request.scope {
+        let param = translator.param(Param::Text(scope.value.clone()));
+        conditions.push(format!("{} = {param}", quote(&scope.column)));
     }
     if let Some(filter) = &request.filter {
         let ty = translator.ty(filter)?;
@@ -119,8 +118,8 @@ pub(crate) fn translate(
 ///
 /// # Errors
 ///
-/// [`ServerError::UnknownColumn`] for the first unknown name.
-pub(crate) fn check_select(schema: &TableSchema, select: &[String]) -> Result<(), ServerError> {
+/// [`StoreError::UnknownColumn`] for the first unknown name.
+pub(crate) fn check_select(schema: &TableSchema, select: &[String]) -> Result<(), StoreError> {
     let translator = Translator {
         flavor: Flavor::Sqlite,
         schema,
@@ -160,8 +159,8 @@ impl Ty {
     }
 }
 
-fn type_error(message: String) -> ServerError {
-    ServerError::Type { message }
+fn type_error(message: String) -> StoreError {
+    StoreError::InvalidQuery { message }
 }
 
 struct Translator<'a> {
@@ -190,7 +189,7 @@ impl Translator<'_> {
         }
     }
 
-    fn member_type(&self, name: &str) -> Result<Ty, ServerError> {
+    fn member_type(&self, name: &str) -> Result<Ty, StoreError> {
         let ty = match name {
             system::ID => Ty::Str,
             system::CREATED_AT | system::UPDATED_AT => Ty::Date,
@@ -198,11 +197,12 @@ impl Translator<'_> {
             system::DELETED => Ty::Bool,
             _ => match self.schema.column(name) {
                 Some(ColumnType::String) => Ty::Str,
-                Some(ColumnType::Number) => Ty::Num,
+                Some(ColumnType::Integer | ColumnType::Number) => Ty::Num,
                 Some(ColumnType::Boolean) => Ty::Bool,
+                Some(ColumnType::DateTime) => Ty::Date,
                 Some(ColumnType::Json) => Ty::Json,
                 None => {
-                    return Err(ServerError::UnknownColumn {
+                    return Err(StoreError::UnknownColumn {
                         table: self.schema.spec.name.clone(),
                         column: name.to_owned(),
                     });
@@ -213,7 +213,7 @@ impl Translator<'_> {
     }
 
     /// Type-checks `expr` and returns its type.
-    fn ty(&self, expr: &Expr) -> Result<Ty, ServerError> {
+    fn ty(&self, expr: &Expr) -> Result<Ty, StoreError> {
         match expr {
             Expr::Literal(literal) => Ok(literal_type(literal)),
             Expr::Member(name) => self.member_type(name),
@@ -238,7 +238,7 @@ impl Translator<'_> {
         }
     }
 
-    fn expect(&self, expr: &Expr, allowed: &[Ty], context: &str) -> Result<Ty, ServerError> {
+    fn expect(&self, expr: &Expr, allowed: &[Ty], context: &str) -> Result<Ty, StoreError> {
         let ty = self.ty(expr)?;
         if ty == Ty::Null || allowed.contains(&ty) {
             Ok(ty)
@@ -251,7 +251,7 @@ impl Translator<'_> {
         }
     }
 
-    fn binary_type(&self, op: BinaryOp, left: &Expr, right: &Expr) -> Result<Ty, ServerError> {
+    fn binary_type(&self, op: BinaryOp, left: &Expr, right: &Expr) -> Result<Ty, StoreError> {
         let name = op_name(op);
         match op {
             BinaryOp::And | BinaryOp::Or => {
@@ -277,9 +277,9 @@ impl Translator<'_> {
         }
     }
 
-    fn call_type(&self, func: Function, args: &[Expr]) -> Result<Ty, ServerError> {
+    fn call_type(&self, func: Function, args: &[Expr]) -> Result<Ty, StoreError> {
         let name = func.name();
-        let want = |index: usize, ty: Ty| -> Result<(), ServerError> {
+        let want = |index: usize, ty: Ty| -> Result<(), StoreError> {
             match args.get(index) {
                 Some(arg) => self.expect(arg, &[ty], name).map(|_| ()),
                 None => Ok(()),
@@ -329,7 +329,7 @@ impl Translator<'_> {
     }
 
     /// Renders a type-checked expression; `hint` is the type of the other side of a comparison.
-    fn expr(&mut self, expr: &Expr, hint: Option<Ty>) -> Result<String, ServerError> {
+    fn expr(&mut self, expr: &Expr, hint: Option<Ty>) -> Result<String, StoreError> {
         match expr {
             Expr::Literal(literal) => self.literal(literal, hint),
             Expr::Member(name) => Ok(quote(name)),
@@ -352,7 +352,7 @@ impl Translator<'_> {
         }
     }
 
-    fn literal(&mut self, literal: &Literal, hint: Option<Ty>) -> Result<String, ServerError> {
+    fn literal(&mut self, literal: &Literal, hint: Option<Ty>) -> Result<String, StoreError> {
         Ok(match literal {
             Literal::Null => "NULL".to_owned(),
             Literal::Bool(b) => self.param(Param::Bool(*b)),
@@ -362,7 +362,7 @@ impl Translator<'_> {
             Literal::String(s) => match hint {
                 Some(Ty::Date) => {
                     let t =
-                        parse_timestamp(s).map_err(|e| ServerError::bad_request(e.to_string()))?;
+                        parse_timestamp(s).map_err(|e| StoreError::invalid_query(e.to_string()))?;
                     self.param(Param::Int(time_to_ms(t)))
                 }
                 Some(Ty::Version) => {
@@ -374,7 +374,7 @@ impl Translator<'_> {
         })
     }
 
-    fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr) -> Result<String, ServerError> {
+    fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr) -> Result<String, StoreError> {
         let is_null = |e: &Expr| matches!(e, Expr::Literal(Literal::Null));
         match op {
             BinaryOp::And | BinaryOp::Or => {
@@ -441,9 +441,19 @@ impl Translator<'_> {
                 Ok(format!("({l} {sql_op} {r})"))
             }
             BinaryOp::Div => {
+                // Integers divide as integers (OData); anything else as doubles, also where
+                // a number column happens to hold an integer (SQLite keeps those as
+                // integers, PostgreSQL as numeric).
+                let integers = self.integral(left) && self.integral(right);
                 let l = self.expr(left, None)?;
                 let r = self.expr(right, None)?;
-                Ok(format!("({l} / NULLIF({r}, 0))"))
+                Ok(match (integers, self.flavor) {
+                    (true, _) => format!("({l} / NULLIF({r}, 0))"),
+                    (false, Flavor::Sqlite) => format!("(CAST({l} AS REAL) / NULLIF({r}, 0))"),
+                    (false, Flavor::Postgres) => {
+                        format!("(CAST({l} AS float8) / NULLIF({r}, 0))")
+                    }
+                })
             }
             BinaryOp::Mod => {
                 let l = self.expr(left, None)?;
@@ -458,7 +468,7 @@ impl Translator<'_> {
         }
     }
 
-    fn call(&mut self, func: Function, args: &[Expr]) -> Result<String, ServerError> {
+    fn call(&mut self, func: Function, args: &[Expr]) -> Result<String, StoreError> {
         let mut rendered = Vec::with_capacity(args.len());
         for arg in args {
             rendered.push(self.expr(arg, None)?);
@@ -540,6 +550,36 @@ impl Translator<'_> {
         })
     }
 
+    /// Whether a numeric expression is an integer by its type: an integer literal or
+    /// `integer` column, integer functions, and arithmetic (other than `div` of a non-integer)
+    /// on those.
+    fn integral(&self, expr: &Expr) -> bool {
+        match expr {
+            Expr::Literal(Literal::Int(_)) => true,
+            Expr::Member(name) => self.schema.column(name) == Some(ColumnType::Integer),
+            Expr::Neg(inner) => self.integral(inner),
+            Expr::Binary { op, left, right } => {
+                matches!(
+                    op,
+                    BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::Div | BinaryOp::Mod
+                ) && self.integral(left)
+                    && self.integral(right)
+            }
+            Expr::Call { func, .. } => matches!(
+                func,
+                Function::Length
+                    | Function::IndexOf
+                    | Function::Year
+                    | Function::Month
+                    | Function::Day
+                    | Function::Hour
+                    | Function::Minute
+                    | Function::Second
+            ),
+            _ => false,
+        }
+    }
+
     fn date_part(&self, ms: &str, pg_field: &str, sqlite_format: &str) -> String {
         match self.flavor {
             Flavor::Sqlite => {
@@ -564,7 +604,7 @@ fn literal_type(literal: &Literal) -> Ty {
 
 /// Whether two sides may be compared; a date or version may meet a string literal (which is
 /// converted), everything else must agree.
-fn comparable(l: Ty, r: Ty, left: &Expr, right: &Expr) -> Result<(), ServerError> {
+fn comparable(l: Ty, r: Ty, left: &Expr, right: &Expr) -> Result<(), StoreError> {
     let string_literal = |e: &Expr| matches!(e, Expr::Literal(Literal::String(_)));
     let ok = l == Ty::Null
         || r == Ty::Null

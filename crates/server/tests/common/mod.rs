@@ -112,6 +112,19 @@ impl Client {
         self.versioned("3.0.0", method, path, extra, body).await
     }
 
+    /// `POST /tidesync/v1/batch` with `body`.
+    pub async fn batch(&self, body: &Value, extra: &[(&str, &str)]) -> Resp {
+        let mut headers = vec![("content-type", "application/json")];
+        headers.extend_from_slice(extra);
+        self.send(
+            "POST",
+            "/tidesync/v1/batch",
+            &headers,
+            Some(&body.to_string()),
+        )
+        .await
+    }
+
     async fn versioned(
         &self,
         version: &str,
@@ -228,4 +241,29 @@ pub async fn drop_pg_schema(schema: &str) {
         .unwrap();
     drop(client);
     let _ = task.await;
+}
+
+/// Two tests that run `case(&Client)` against the server `builder` makes: `$sqlite` over a
+/// fresh SQLite file, `$postgres` over a fresh PostgreSQL schema (skipped as [`pg_schema`]
+/// says; the schema is dropped after a passing case).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($sqlite:ident, $postgres:ident, $builder:expr, $case:path) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let dir = tempfile::tempdir().unwrap();
+            $case(&common::sqlite_client($builder, dir.path()).await).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some((client, schema)) =
+                common::postgres_client($builder, stringify!($postgres)).await
+            else {
+                return;
+            };
+            $case(&client).await;
+            common::drop_pg_schema(&schema).await;
+        }
+    };
 }

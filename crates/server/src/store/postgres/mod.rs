@@ -12,22 +12,26 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use serde_json::Value;
 use tidesync_protocol::Item;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Mutation, OWNER_COLUMN, ReadRequest, ReadResult, Row, Store, Written};
-use crate::error::ServerError;
+use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
 
-#[path = "postgres_batch.rs"]
 mod batch;
+mod rows;
+mod write;
+
+use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
+use write::{Applied, TableWriter};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
-const SYSTEM_COLUMNS: [&str; 5] = ["id", "createdAt", "updatedAt", "version", "deleted"];
+/// The domain (over `bigint` milliseconds) that marks a datetime column, in the store's
+/// schema: it tells datetime columns from integer ones when the columns are loaded.
+const DATETIME_DOMAIN: &str = "tidesync_datetime";
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -45,17 +49,16 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
-type Params = Vec<Box<dyn ToSql + Sync + Send>>;
-
 impl PostgresStore {
     /// Connects to `url`; tables live in `schema` (default `public`), created if missing.
     ///
     /// # Errors
     ///
-    /// [`ServerError::Unavailable`] when the database cannot be reached.
-    pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, ServerError> {
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, StoreError> {
         let schema = schema.unwrap_or("public").to_owned();
-        super::schema::check_table_name(&schema).map_err(ServerError::bad_request)?;
+        super::schema::check_table_name(&schema)
+            .map_err(|message| StoreError::Config { message })?;
         let config = Config {
             url: Some(url.to_owned()),
             manager: Some(ManagerConfig {
@@ -66,7 +69,7 @@ impl PostgresStore {
         };
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
-            .map_err(|e| ServerError::Unavailable(e.to_string()))?;
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         let store = PostgresStore {
             pool,
             schema,
@@ -84,29 +87,45 @@ impl PostgresStore {
         format!("{}.\"_tidesync_tables\"", quote(&self.schema))
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, ServerError> {
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
             .await
-            .map_err(|e| ServerError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 
-    async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, ServerError> {
+    async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, StoreError> {
         let client = self.client().await?;
-        self.load_schema_in(&client, spec).await
+        let schema = self.columns_in(&client, spec).await?;
+        self.schemas.put(schema.clone())?;
+        Ok(schema)
     }
 
-    /// [`Self::load_schema`] through `client`: inside a repeatable-read transaction, the
-    /// columns as its snapshot has them, so that every row it reads decodes with every
-    /// column it was written with.
+    /// [`Self::load_schema`] in a read snapshot (`client` is a repeatable-read transaction):
+    /// the columns as the snapshot has them, so that every row it reads decodes with every
+    /// column it was written with. The snapshot holds committed columns only, so the cache
+    /// takes them.
     async fn load_schema_in<C: GenericClient + Sync>(
         &self,
         client: &C,
         spec: TableSpec,
-    ) -> Result<TableSchema, ServerError> {
+    ) -> Result<TableSchema, StoreError> {
+        let schema = self.columns_in(client, spec).await?;
+        self.schemas.put(schema.clone())?;
+        Ok(schema)
+    }
+
+    /// The table's columns as `client` sees them (inside a write transaction: possibly
+    /// columns it added and has not committed, so they are not cached).
+    async fn columns_in<C: GenericClient + Sync>(
+        &self,
+        client: &C,
+        spec: TableSpec,
+    ) -> Result<TableSchema, StoreError> {
         let rows = client
             .query(
-                "SELECT column_name::text, data_type::text FROM information_schema.columns
+                "SELECT column_name::text, data_type::text, domain_name::text
+                 FROM information_schema.columns
                  WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
                 &[&self.schema, &spec.name],
             )
@@ -119,43 +138,36 @@ impl PostgresStore {
         for row in rows {
             let name: String = row.get(0);
             let data_type: String = row.get(1);
+            let domain: Option<String> = row.get(2);
             if SYSTEM_COLUMNS.contains(&name.as_str()) {
                 continue;
             }
-            let ty = match data_type.as_str() {
-                "text" => ColumnType::String,
-                "double precision" => ColumnType::Number,
-                "boolean" => ColumnType::Boolean,
-                "jsonb" => ColumnType::Json,
+            let ty = match (data_type.as_str(), domain.as_deref()) {
+                ("text", _) => ColumnType::String,
+                ("boolean", _) => ColumnType::Boolean,
+                ("bigint", Some(DATETIME_DOMAIN)) => ColumnType::DateTime,
+                ("bigint", _) => ColumnType::Integer,
+                // double precision: number columns of databases written before numbers
+                // were exact.
+                ("numeric" | "double precision", _) => ColumnType::Number,
+                ("jsonb", _) => ColumnType::Json,
                 _ => continue,
             };
             schema.columns.push((name, ty));
         }
-        self.schemas.put(schema.clone())?;
         Ok(schema)
     }
 
     /// The cached spec, with the columns reloaded (other servers may have added some).
-    async fn fresh_schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn fresh_schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         let spec = self.schemas.get(table)?.spec;
         self.load_schema(spec).await
-    }
-
-    fn column_list(schema: &TableSchema) -> String {
-        let mut names: Vec<String> = SYSTEM_COLUMNS.iter().map(|c| quote(c)).collect();
-        for (name, ty) in &schema.columns {
-            names.push(match ty {
-                ColumnType::Json => format!("{}::text", quote(name)),
-                _ => quote(name),
-            });
-        }
-        names.join(", ")
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), ServerError> {
+    async fn prepare_table(&self, spec: &TableSpec) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])
@@ -183,13 +195,20 @@ impl Store for PostgresStore {
             index = quote(&format!("{}_updatedAt_id", spec.name)),
         );
         ddl.push_str(&batch::ops_table_ddl(&self.schema));
-        if spec.owned {
-            ddl.push_str(&format!(
-                "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {} TEXT COLLATE \"C\";",
-                quote(OWNER_COLUMN)
-            ));
-        }
+        ddl.push_str(&format!(
+            "DO $$ BEGIN
+               CREATE DOMAIN {}.{} AS bigint;
+             EXCEPTION WHEN duplicate_object THEN NULL;
+             END $$;",
+            quote(&self.schema),
+            quote(DATETIME_DOMAIN)
+        ));
         tx.batch_execute(&ddl).await.map_err(pg_error)?;
+        let schema = self.columns_in(&tx, spec.clone()).await?;
+        let missing = schema.missing(&TableSchema::required_columns(spec))?;
+        if !missing.is_empty() {
+            self.add_columns(&tx, schema, &missing).await?;
+        }
         tx.execute(
             &format!(
                 "INSERT INTO {} (name, clock_ms, version) VALUES ($1, 0, 0) ON CONFLICT DO NOTHING",
@@ -204,44 +223,11 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn schema(&self, table: &str) -> Result<TableSchema, ServerError> {
+    async fn schema(&self, table: &str) -> Result<TableSchema, StoreError> {
         self.fresh_schema(table).await
     }
 
-    async fn learn_columns(&self, table: &str, values: &Item) -> Result<(), ServerError> {
-        if self.schemas.missing_columns(table, values)?.is_empty() {
-            return Ok(());
-        }
-        let schema = self.fresh_schema(table).await?;
-        let missing = schema.missing_columns(values)?;
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let client = self.client().await?;
-        for (name, ty) in &missing {
-            let declared = match ty {
-                ColumnType::String => "TEXT COLLATE \"C\"",
-                ColumnType::Number => "DOUBLE PRECISION",
-                ColumnType::Boolean => "BOOLEAN",
-                ColumnType::Json => "JSONB",
-            };
-            client
-                .batch_execute(&format!(
-                    "ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {declared}",
-                    self.table(table),
-                    quote(name)
-                ))
-                .await
-                .map_err(pg_error)?;
-        }
-        // Never wait for a second pooled connection while holding one.
-        drop(client);
-        // Another server may have added a column of another type meanwhile: check again.
-        self.fresh_schema(table).await?.missing_columns(values)?;
-        Ok(())
-    }
-
-    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, ServerError> {
+    async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
         let mut client = self.client().await?;
@@ -251,7 +237,7 @@ impl Store for PostgresStore {
             .query_opt(
                 &format!(
                     "SELECT {} FROM {} WHERE \"id\" = $1",
-                    Self::column_list(&schema),
+                    column_list(&schema),
                     self.table(table)
                 ),
                 &[&id],
@@ -262,61 +248,46 @@ impl Store for PostgresStore {
         row.map(|r| decode_row(&r, &schema)).transpose()
     }
 
-    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Written, ServerError> {
-        // Reloaded: another server may have added columns, which a full replace must clear.
-        let schema = self.fresh_schema(table).await?;
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(pg_error)?;
-        let key = format!("{}/{}", table, id);
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[&key],
-        )
-        .await
-        .map_err(pg_error)?;
-        let existing = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM {} WHERE \"id\" = $1 FOR UPDATE",
-                    Self::column_list(&schema),
-                    self.table(table)
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?
-            .map(|r| decode_row(&r, &schema))
-            .transpose()?;
-        let written = match decide(existing.as_ref())? {
-            Mutation::Remove => {
-                let Some(row) = existing else {
-                    return Err(ServerError::NotFound);
-                };
-                tx.execute(
-                    &format!("DELETE FROM {} WHERE \"id\" = $1", self.table(table)),
-                    &[&id],
-                )
-                .await
-                .map_err(pg_error)?;
-                Written::Removed(row)
+    async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
+        let spec = self.schemas.get(table)?.spec;
+        // A write that adds columns needs the table's ACCESS EXCLUSIVE lock. It is taken
+        // right after the item lock, before any other lock on the table, so that two such
+        // writes cannot deadlock upgrading their locks; the first attempt runs without it and
+        // only a decision that adds columns runs again under it (a refused write never
+        // locks the table).
+        let mut lock_table = false;
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            lock_items(&tx, &[(table, id)]).await?;
+            if lock_table {
+                self.lock_table(&tx, table).await?;
             }
-            Mutation::Put { values, deleted } => {
-                if let Some((name, _)) = schema.missing_columns(&values)?.first() {
-                    return Err(ServerError::Internal(format!(
-                        "column '{name}' was not learned before the write"
-                    )));
+            // Loaded in the transaction: another server may have added columns, which a
+            // full replace must clear.
+            let mut writer = TableWriter::new(self.columns_in(&tx, spec.clone()).await?);
+            let outcome = match self
+                .apply_write(&tx, &mut writer, lock_table, id, &decide)
+                .await?
+            {
+                Applied::Done(outcome) => outcome,
+                Applied::NeedsTableLock(_) => {
+                    tx.rollback().await.map_err(pg_error)?;
+                    lock_table = true;
+                    continue;
                 }
-                let row = self
-                    .stamp_and_store(&tx, &schema, id, existing.as_ref(), &values, deleted)
-                    .await?;
-                Written::Stored(row)
+            };
+            if outcome.is_ok() {
+                tx.commit().await.map_err(pg_error)?;
+                if let Some(schema) = writer.learned() {
+                    self.schemas.put(schema)?;
+                }
             }
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(written)
+            return Ok(outcome);
+        }
     }
 
-    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, ServerError> {
+    async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.schemas.get(table)?;
         let translated = sql::translate(Flavor::Postgres, &schema, request)?;
         let params: Params = translated.params.iter().map(param_value).collect();
@@ -333,7 +304,7 @@ impl Store for PostgresStore {
         let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
         let query = format!(
             "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-            Self::column_list(&schema),
+            column_list(&schema),
             self.table(table),
             translated.where_sql,
             translated.order_sql
@@ -366,7 +337,7 @@ impl Store for PostgresStore {
         Ok(ReadResult { rows, count })
     }
 
-    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, ServerError> {
+    async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg_error)?;
         let removed = tx
@@ -394,7 +365,7 @@ impl Store for PostgresStore {
         Ok(removed)
     }
 
-    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, ServerError> {
+    async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_opt(
@@ -413,21 +384,74 @@ impl Store for PostgresStore {
         &self,
         writes: Vec<super::BatchWrite>,
         retention_ms: i64,
-    ) -> Result<Vec<String>, ServerError> {
+    ) -> Result<Vec<String>, StoreError> {
         self.apply_batch(writes, retention_ms).await
     }
 
-    async fn ping(&self) -> Result<(), ServerError> {
+    async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .query_one("SELECT 1", &[])
             .await
             .map(|_| ())
-            .map_err(|e| ServerError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
 }
 
 impl PostgresStore {
+    /// The SQL type of a user column (see `store::values` for what each holds).
+    fn declared_type(&self, ty: ColumnType) -> String {
+        match ty {
+            ColumnType::String => "TEXT COLLATE \"C\"".to_owned(),
+            ColumnType::Boolean => "BOOLEAN".to_owned(),
+            ColumnType::Integer => "BIGINT".to_owned(),
+            ColumnType::Number => "NUMERIC".to_owned(),
+            ColumnType::DateTime => format!("{}.{}", quote(&self.schema), quote(DATETIME_DOMAIN)),
+            ColumnType::Json => "JSONB".to_owned(),
+        }
+    }
+
+    /// Takes the table's ACCESS EXCLUSIVE lock for the rest of the transaction (before a
+    /// column is added).
+    pub(super) async fn lock_table(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        table: &str,
+    ) -> Result<(), StoreError> {
+        tx.batch_execute(&format!(
+            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            self.table(table)
+        ))
+        .await
+        .map_err(pg_error)
+    }
+
+    /// Adds `columns` inside the caller's transaction (which holds the table lock) and
+    /// returns the columns as the transaction now sees them.
+    pub(super) async fn add_columns(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        schema: TableSchema,
+        columns: &[(String, ColumnType)],
+    ) -> Result<TableSchema, StoreError> {
+        if columns.is_empty() {
+            return Ok(schema);
+        }
+        // One statement for all of them: one catalogue update, one table lock round.
+        let additions: Vec<String> = columns
+            .iter()
+            .map(|(name, ty)| format!("ADD COLUMN {} {}", quote(name), self.declared_type(*ty)))
+            .collect();
+        tx.batch_execute(&format!(
+            "ALTER TABLE {} {}",
+            self.table(&schema.spec.name),
+            additions.join(", ")
+        ))
+        .await
+        .map_err(pg_error)?;
+        self.columns_in(tx, schema.spec).await
+    }
+
     /// Stamps a write from the table's clock row and stores the row. The clock
     /// row's lock is taken last in the writing transaction and held until commit,
     /// so stamps commit in stamp order (an incremental reader never passes a row
@@ -441,7 +465,7 @@ impl PostgresStore {
         existing: Option<&Row>,
         values: &Item,
         deleted: bool,
-    ) -> Result<Row, ServerError> {
+    ) -> Result<Row, StoreError> {
         let clock = tx
             .prepare_cached(&self.clock_sql())
             .await
@@ -459,7 +483,12 @@ impl PostgresStore {
             deleted,
             values,
         );
-        let (query, params) = self.store_statement(schema, &row, existing.is_some());
+        let (query, params) = store_statement(
+            &self.table(&schema.spec.name),
+            schema,
+            &row,
+            existing.is_some(),
+        );
         let refs: Vec<&(dyn ToSql + Sync)> = params
             .iter()
             .map(|p| p.as_ref() as &(dyn ToSql + Sync))
@@ -479,92 +508,25 @@ impl PostgresStore {
             self.bookkeeping()
         )
     }
-
-    fn store_statement(&self, schema: &TableSchema, row: &Row, exists: bool) -> (String, Params) {
-        let mut params: Params = vec![
-            Box::new(row.id.clone()),
-            Box::new(row.created_at_ms),
-            Box::new(row.updated_at_ms),
-            Box::new(i64::try_from(row.version).unwrap_or(i64::MAX)),
-            Box::new(row.deleted),
-        ];
-        let mut placeholders: Vec<String> = (1..=5).map(|n| format!("${n}")).collect();
-        for (name, ty) in &schema.columns {
-            let value = row.values.get(name).unwrap_or(&Value::Null);
-            let n = params.len() + 1;
-            let (param, placeholder): (Box<dyn ToSql + Sync + Send>, String) = match ty {
-                ColumnType::String => (
-                    Box::new(value.as_str().map(str::to_owned)),
-                    format!("${n}::text"),
-                ),
-                ColumnType::Number => (Box::new(value.as_f64()), format!("${n}::float8")),
-                ColumnType::Boolean => (Box::new(value.as_bool()), format!("${n}::boolean")),
-                ColumnType::Json => (
-                    Box::new((!value.is_null()).then(|| value.to_string())),
-                    format!("${n}::text::jsonb"),
-                ),
-            };
-            params.push(param);
-            placeholders.push(placeholder);
-        }
-        let names: Vec<String> = SYSTEM_COLUMNS
-            .iter()
-            .map(|c| quote(c))
-            .chain(schema.columns.iter().map(|(name, _)| quote(name)))
-            .collect();
-        let table = self.table(&schema.spec.name);
-        let query = if exists {
-            let sets: Vec<String> = names
-                .iter()
-                .zip(&placeholders)
-                .skip(1)
-                .map(|(name, placeholder)| format!("{name} = {placeholder}"))
-                .collect();
-            format!("UPDATE {table} SET {} WHERE \"id\" = $1", sets.join(", "))
-        } else {
-            format!(
-                "INSERT INTO {table} ({}) VALUES ({})",
-                names.join(", "),
-                placeholders.join(", ")
-            )
-        };
-        (query, params)
-    }
 }
 
-fn decode_row(r: &tokio_postgres::Row, schema: &TableSchema) -> Result<Row, ServerError> {
-    let mut values = Item::new();
-    for (index, (name, ty)) in schema.columns.iter().enumerate() {
-        let at = index + 5;
-        let value = match ty {
-            ColumnType::String => r
-                .try_get::<_, Option<String>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, Value::String),
-            ColumnType::Number => r
-                .try_get::<_, Option<f64>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, super::number_value),
-            ColumnType::Boolean => r
-                .try_get::<_, Option<bool>>(at)
-                .map_err(pg_error)?
-                .map_or(Value::Null, Value::Bool),
-            ColumnType::Json => match r.try_get::<_, Option<String>>(at).map_err(pg_error)? {
-                Some(text) => serde_json::from_str(&text).map_err(ServerError::store)?,
-                None => Value::Null,
-            },
-        };
-        values.insert(name.clone(), value);
-    }
-    let version: i64 = r.try_get(3).map_err(pg_error)?;
-    Ok(Row {
-        id: r.try_get(0).map_err(pg_error)?,
-        created_at_ms: r.try_get(1).map_err(pg_error)?,
-        updated_at_ms: r.try_get(2).map_err(pg_error)?,
-        version: u64::try_from(version).unwrap_or(0),
-        deleted: r.try_get(4).map_err(pg_error)?,
-        values,
-    })
+/// Takes the transaction-scoped lock of each `(table, id)`, in one fixed (sorted) order, so
+/// that writes sharing items serialise and two batches cannot deadlock on them. Every write
+/// takes its item locks before any table lock.
+pub(super) async fn lock_items(
+    tx: &deadpool_postgres::Transaction<'_>,
+    items: &[(&str, &str)],
+) -> Result<(), StoreError> {
+    let keys: Vec<String> = items.iter().map(|(t, id)| format!("{t}/{id}")).collect();
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
+               hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+        )
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&lock, &[&keys]).await.map_err(pg_error)?;
+    Ok(())
 }
 
 fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
@@ -577,26 +539,32 @@ fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
 }
 
 /// Data exceptions (SQLSTATE class 22: overflow, bad substring length…) come from the
-/// client's query; a lost connection is unavailability; the rest is a store error.
-fn pg_error(error: tokio_postgres::Error) -> ServerError {
+/// client's query; program limits (class 54: too many columns, a row too big) are a full
+/// table; a lost connection is unavailability; the rest is a store error.
+fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
         if db.code().code().starts_with("22") {
-            return ServerError::bad_request(format!(
+            return StoreError::invalid_query(format!(
                 "the query cannot be evaluated: {}",
                 db.message()
             ));
         }
+        if db.code().code().starts_with("54") {
+            return StoreError::Full {
+                message: format!("the table cannot take this write: {}", db.message()),
+            };
+        }
     }
     if error.is_closed() {
-        return ServerError::Unavailable(error.to_string());
+        return StoreError::Unavailable(error.to_string());
     }
-    ServerError::store(error)
+    StoreError::backend(error)
 }
 
 /// A read-only repeatable-read transaction: every statement in it sees one snapshot.
 async fn read_snapshot(
     client: &mut deadpool_postgres::Object,
-) -> Result<deadpool_postgres::Transaction<'_>, ServerError> {
+) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
     client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)

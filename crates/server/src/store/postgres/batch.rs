@@ -1,0 +1,283 @@
+//! The batch extension on PostgreSQL: one transaction per batch, each op decided before
+//! anything of it is written (see `store::batch`). The batch's op ids are locked
+//! (transaction-scoped advisory locks, taken sorted in one statement) before they are looked
+//! up, so two servers given the same batch at once apply it once: the second waits, then finds
+//! the first one's remembered results. Then the batch's items are locked, sorted, in one
+//! statement, before any table is touched, so batches sharing items cannot deadlock. The
+//! lookup is one query and the results to remember are inserted with one statement after the
+//! last op; the per-op statements come from the connection's statement cache.
+//!
+//! An op whose decision adds columns needs its table's ACCESS EXCLUSIVE lock, which must be
+//! taken before any other lock on the table: the batch then starts over with that table
+//! locked up front (decisions are pure, so running them again is safe). The ops' results are
+//! rendered once, after the last op, so a restart renders nothing twice.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deadpool_postgres::Transaction;
+
+use super::super::batch::{BatchWrite, OPS_TABLE};
+use super::super::schema::{TableSchema, TableSpec};
+use super::super::{Decide, Outcome, StoreError, now_ms};
+use super::write::{Applied, TableWriter};
+use super::{PostgresStore, lock_items, pg_error, quote};
+
+/// What the batch knows about an op id besides its fingerprint.
+enum Known {
+    /// The result remembered by an earlier batch.
+    Stored(String),
+    /// Applied by this batch: the index of its result, remembered at the end.
+    Applied(usize),
+}
+
+/// The result of one op, before it is rendered.
+enum Slot {
+    /// Remembered by an earlier batch: the result as it was sent then.
+    Remembered(String),
+    /// A repeat of an op id this batch applied: the result of that op.
+    SameAs(usize),
+    /// Decided (and, if `Ok`, written) now.
+    Decided(Outcome),
+}
+
+/// One op as the transaction needs it (the render step stays outside: it runs once, after
+/// the last op).
+struct Plan {
+    op_id: String,
+    fingerprint: String,
+    table: String,
+    id: String,
+    decide: Decide,
+}
+
+/// What one attempt at the batch did, before its results are rendered.
+struct Attempt {
+    slots: Vec<Slot>,
+    known: HashMap<String, (String, Known)>,
+    /// The schemas of the tables the batch added columns to (cached after the commit).
+    learned: Vec<TableSchema>,
+}
+
+/// The DDL of the remembered-ops table in `schema` (run by `prepare_table`, under the
+/// schema lock).
+pub(super) fn ops_table_ddl(schema: &str) -> String {
+    let table = format!("{}.{}", quote(schema), quote(OPS_TABLE));
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            op_id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            result TEXT NOT NULL,
+            at BIGINT NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS {} ON {table} (at);",
+        quote(&format!("{OPS_TABLE}_at"))
+    )
+}
+
+impl PostgresStore {
+    pub(super) async fn apply_batch(
+        &self,
+        writes: Vec<BatchWrite>,
+        retention_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut specs: HashMap<String, TableSpec> = HashMap::new();
+        let mut plans = Vec::with_capacity(writes.len());
+        let mut renders = Vec::with_capacity(writes.len());
+        for write in writes {
+            if !specs.contains_key(&write.table) {
+                let spec = self.schemas.get(&write.table)?.spec;
+                specs.insert(write.table.clone(), spec);
+            }
+            plans.push(Plan {
+                op_id: write.op_id,
+                fingerprint: write.fingerprint,
+                table: write.table,
+                id: write.id,
+                decide: write.decide,
+            });
+            renders.push(write.render);
+        }
+        let mut locked_tables: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            let now = now_ms();
+            let attempt = match self
+                .run_batch(&tx, &plans, &specs, &locked_tables, now, retention_ms)
+                .await?
+            {
+                Ok(done) => done,
+                Err(table) => {
+                    tx.rollback().await.map_err(pg_error)?;
+                    locked_tables.insert(table);
+                    continue;
+                }
+            };
+            let Attempt {
+                slots,
+                mut known,
+                learned,
+            } = attempt;
+            let mut results: Vec<String> = Vec::with_capacity(slots.len());
+            for (index, (slot, render)) in slots.into_iter().zip(renders).enumerate() {
+                let result = match slot {
+                    Slot::Remembered(result) => result,
+                    Slot::SameAs(at) => results.get(at).cloned().unwrap_or_default(),
+                    Slot::Decided(outcome) => {
+                        let rendered = render(outcome);
+                        if !rendered.remember {
+                            known.retain(
+                                |_, (_, k)| !matches!(k, Known::Applied(at) if *at == index),
+                            );
+                        }
+                        rendered.json
+                    }
+                };
+                results.push(result);
+            }
+            self.remember(&tx, &known, &results, now).await?;
+            tx.commit().await.map_err(pg_error)?;
+            for schema in learned {
+                self.schemas.put(schema)?;
+            }
+            return Ok(results);
+        }
+    }
+
+    /// Locks, recalls and applies every op of the batch in `tx`. The inner `Err` names a
+    /// table an op must add columns to that is not in `locked_tables` (nothing is kept of
+    /// this attempt then).
+    async fn run_batch(
+        &self,
+        tx: &Transaction<'_>,
+        plans: &[Plan],
+        specs: &HashMap<String, TableSpec>,
+        locked_tables: &BTreeSet<String>,
+        now: i64,
+        retention_ms: i64,
+    ) -> Result<Result<Attempt, String>, StoreError> {
+        let ops = format!("{}.{}", quote(&self.schema), quote(OPS_TABLE));
+        tx.execute(
+            &format!("DELETE FROM {ops} WHERE at < $1"),
+            &[&now.saturating_sub(retention_ms)],
+        )
+        .await
+        .map_err(pg_error)?;
+        // Lock every op id of the batch (sorted, so two batches sharing ids cannot deadlock on
+        // them), then recall the remembered ones, in one round trip each.
+        let op_ids: Vec<&str> = plans.iter().map(|p| p.op_id.as_str()).collect();
+        let lock = tx
+            .prepare_cached(
+                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
+                   hashtextextended('op/' || k, 1) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&lock, &[&op_ids]).await.map_err(pg_error)?;
+        let items: Vec<(&str, &str)> = plans
+            .iter()
+            .map(|p| (p.table.as_str(), p.id.as_str()))
+            .collect();
+        lock_items(tx, &items).await?;
+        for table in locked_tables {
+            self.lock_table(tx, table).await?;
+        }
+        let recall = tx
+            .prepare_cached(&format!(
+                "SELECT op_id, fingerprint, result FROM {ops} WHERE op_id = ANY($1::text[])"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let mut known: HashMap<String, (String, Known)> = HashMap::with_capacity(plans.len());
+        for row in tx.query(&recall, &[&op_ids]).await.map_err(pg_error)? {
+            known.insert(row.get(0), (row.get(1), Known::Stored(row.get(2))));
+        }
+        // Loaded in the transaction: another server may have added columns.
+        let mut tables: HashMap<&str, TableWriter> = HashMap::with_capacity(specs.len());
+        for (name, spec) in specs {
+            let schema = self.columns_in(tx, spec.clone()).await?;
+            tables.insert(name.as_str(), TableWriter::new(schema));
+        }
+        let mut slots: Vec<Slot> = Vec::with_capacity(plans.len());
+        for plan in plans {
+            if let Some((fingerprint, result)) = known.get(&plan.op_id) {
+                if *fingerprint == plan.fingerprint {
+                    slots.push(match result {
+                        Known::Stored(result) => Slot::Remembered(result.clone()),
+                        Known::Applied(at) => Slot::SameAs(*at),
+                    });
+                    continue;
+                }
+            }
+            let Some(table) = tables.get_mut(plan.table.as_str()) else {
+                return Err(StoreError::UnknownTable {
+                    table: plan.table.clone(),
+                });
+            };
+            let locked = locked_tables.contains(&plan.table);
+            let outcome = match self
+                .apply_write(tx, table, locked, &plan.id, &plan.decide)
+                .await?
+            {
+                Applied::Done(outcome) => outcome,
+                Applied::NeedsTableLock(table) => return Ok(Err(table)),
+            };
+            if outcome.is_ok() {
+                known.insert(
+                    plan.op_id.clone(),
+                    (plan.fingerprint.clone(), Known::Applied(slots.len())),
+                );
+            }
+            slots.push(Slot::Decided(outcome));
+        }
+        let learned = tables
+            .into_values()
+            .filter_map(TableWriter::learned)
+            .collect();
+        Ok(Ok(Attempt {
+            slots,
+            known,
+            learned,
+        }))
+    }
+
+    /// Remembers the results this batch applied (the last one per op id), in one statement.
+    async fn remember(
+        &self,
+        tx: &Transaction<'_>,
+        known: &HashMap<String, (String, Known)>,
+        results: &[String],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let ops = format!("{}.{}", quote(&self.schema), quote(OPS_TABLE));
+        let mut remembered: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
+        for (op_id, (fingerprint, result)) in known {
+            if let Known::Applied(at) = result {
+                if let Some(result) = results.get(*at) {
+                    remembered.0.push(op_id);
+                    remembered.1.push(fingerprint);
+                    remembered.2.push(result);
+                }
+            }
+        }
+        if remembered.0.is_empty() {
+            return Ok(());
+        }
+        let remember = tx
+            .prepare_cached(&format!(
+                "INSERT INTO {ops} (op_id, fingerprint, result, at)
+                 SELECT o, f, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (o, f, r)
+                 ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
+                   result = EXCLUDED.result, at = EXCLUDED.at"
+            ))
+            .await
+            .map_err(pg_error)?;
+        tx.execute(
+            &remember,
+            &[&remembered.0, &remembered.1, &remembered.2, &now],
+        )
+        .await
+        .map_err(pg_error)?;
+        Ok(())
+    }
+}
