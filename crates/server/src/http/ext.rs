@@ -64,7 +64,7 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
             },
             "cursor": {
                 "updatedAtPrecision": "millisecond",
-                "updatedAtUniquePerTable": true,
+                "updatedAtUniquePerTable": false,
                 "tiebreaker": "id",
             },
             "paging": {

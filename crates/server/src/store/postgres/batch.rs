@@ -20,7 +20,7 @@ use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::{TableSchema, TableSpec};
 use super::super::{Decide, Outcome, StoreError, now_ms};
 use super::write::{Applied, TableWriter};
-use super::{PostgresStore, lock_items, pg_error, quote};
+use super::{CLOCK_LOCK_SEED, PostgresStore, lock_items, lock_keys, pg_error, quote};
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -179,9 +179,22 @@ impl PostgresStore {
             .map(|p| (p.table.as_str(), p.id.as_str()))
             .collect();
         lock_items(tx, &items).await?;
-        for table in locked_tables {
-            self.lock_table(tx, table).await?;
+        // Then every table the batch writes, in name order (ACCESS EXCLUSIVE where an op adds
+        // columns, ROW EXCLUSIVE, what its row writes take anyway, elsewhere), and then their
+        // clocks, before the first stamp. Every write takes its locks in this order (items,
+        // tables, clocks), so batches and single writes over the same tables in any order
+        // cannot deadlock.
+        let tables: BTreeSet<&String> = specs.keys().collect();
+        for table in tables {
+            let mode = if locked_tables.contains(table) {
+                "ACCESS EXCLUSIVE"
+            } else {
+                "ROW EXCLUSIVE"
+            };
+            self.lock_table(tx, table, mode).await?;
         }
+        let clocks: Vec<String> = specs.keys().map(|table| self.clock_key(table)).collect();
+        lock_keys(tx, &clocks, CLOCK_LOCK_SEED).await?;
         let recall = tx
             .prepare_cached(&format!(
                 "SELECT op_id, fingerprint, result FROM {ops} WHERE op_id = ANY($1::text[])"

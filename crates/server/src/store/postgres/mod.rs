@@ -1,12 +1,15 @@
 //! The PostgreSQL store (tokio-postgres + deadpool-postgres), safe for several server
 //! processes on one database.
 //!
-//! Stamp order is commit order: every write takes the table's clock row with an `UPDATE …
-//! RETURNING` as its last step before the row write, and holds that row lock until it commits,
-//! so a later stamp can only be taken after every earlier stamp has committed. A reader whose
-//! snapshot holds stamp `t` therefore holds every stamp `< t`. Writes to one id are serialised
-//! by a transaction-scoped advisory lock, so the protocol decision sees the latest row.
-//! Schema creation runs under an advisory lock, so servers starting together do not race.
+//! Stamp order is commit order: every write takes the table's clock lock (a
+//! transaction-scoped advisory lock) and then the clock row with an `UPDATE … RETURNING` as
+//! its last step before the row write, and holds both until it commits, so a later stamp can
+//! only be taken after every earlier stamp has committed. The clock lock also tells a reader,
+//! without waiting, whether a write is in flight (`pg_try_advisory_xact_lock_shared`): that
+//! and the snapshot's clock give the read's horizon (see `store::horizon`). Writes to one id
+//! are serialised by a transaction-scoped advisory lock, so the protocol decision sees the
+//! latest row. Schema creation runs under an advisory lock, so servers starting together do
+//! not race.
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use tidesync_protocol::Item;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
+use super::horizon::{Horizon, with_horizon};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
@@ -29,6 +33,11 @@ use write::{Applied, TableWriter};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
+/// The hash seed of the tables' clock lock keys (items use 0, op ids 1).
+const CLOCK_LOCK_SEED: i64 = 2;
+/// The database's wall clock in whole milliseconds (stamps and read horizons use this one
+/// clock).
+const NOW_MS: &str = "floor(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// The domain (over `bigint` milliseconds) that marks a datetime column, in the store's
 /// schema: it tells datetime columns from integer ones when the columns are loaded.
 const DATETIME_DOMAIN: &str = "tidesync_datetime";
@@ -261,7 +270,7 @@ impl Store for PostgresStore {
             let tx = client.transaction().await.map_err(pg_error)?;
             lock_items(&tx, &[(table, id)]).await?;
             if lock_table {
-                self.lock_table(&tx, table).await?;
+                self.lock_table(&tx, table, "ACCESS EXCLUSIVE").await?;
             }
             // Loaded in the transaction: another server may have added columns, which a
             // full replace must clear.
@@ -290,51 +299,16 @@ impl Store for PostgresStore {
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.schemas.get(table)?;
         let translated = sql::translate(Flavor::Postgres, &schema, request)?;
-        let params: Params = translated.params.iter().map(param_value).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let tx = read_snapshot(&mut client).await?;
-        // The columns as this snapshot has them (another server may have added some); the
-        // filter was checked against the cached ones, a subset.
-        let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
-        let query = format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-            column_list(&schema),
-            self.table(table),
-            translated.where_sql,
-            translated.order_sql
-        );
-        let rows = tx
-            .query(&query, &refs)
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|r| decode_row(r, &schema))
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = if request.count {
-            let n: i64 = tx
-                .query_one(
-                    &format!(
-                        "SELECT COUNT(*) FROM {} WHERE {}",
-                        self.table(table),
-                        translated.where_sql
-                    ),
-                    &refs,
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            Some(u64::try_from(n).unwrap_or(0))
-        } else {
-            None
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(ReadResult { rows, count })
+        let mut attempt = 0;
+        loop {
+            let (result, horizon) = self.read_once(&schema.spec, &translated, request).await?;
+            attempt += 1;
+            match horizon.wait() {
+                // Rows of this very millisecond were held back: read again once it passed.
+                Some(wait) if attempt < 3 => tokio::time::sleep(wait).await,
+                _ => return Ok(result),
+            }
+        }
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
@@ -399,6 +373,86 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// One read in one snapshot, and the horizon it was read under.
+    async fn read_once(
+        &self,
+        spec: &TableSpec,
+        translated: &sql::Translated,
+        request: &ReadRequest,
+    ) -> Result<(ReadResult, Horizon), StoreError> {
+        let table = spec.name.as_str();
+        let params: Params = translated.params.iter().map(param_value).collect();
+        let refs: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
+        let mut client = self.client().await?;
+        // `now`, then whether a write is in flight, then the snapshot (see `store::horizon`):
+        // the subquery fences the clock reading before the lock test.
+        let probe = client
+            .prepare_cached(&format!(
+                "SELECT n, pg_try_advisory_xact_lock_shared(hashtextextended($1, {CLOCK_LOCK_SEED}))
+                 FROM (SELECT {NOW_MS} AS n OFFSET 0) AS s"
+            ))
+            .await
+            .map_err(pg_error)?;
+        let probe = client
+            .query_one(&probe, &[&self.clock_key(table)])
+            .await
+            .map_err(pg_error)?;
+        let (now, idle): (i64, bool) = (probe.get(0), probe.get(1));
+        let tx = read_snapshot(&mut client).await?;
+        // The columns as this snapshot has them (another server may have added some); the
+        // filter was checked against the cached ones, a subset.
+        let clock_sql = format!(
+            "SELECT clock_ms FROM {} WHERE name = $1",
+            self.bookkeeping()
+        );
+        let (schema, clock) = tokio::try_join!(self.load_schema_in(&tx, spec.clone()), async {
+            tx.query_one(&clock_sql, &[&table]).await.map_err(pg_error)
+        })?;
+        let horizon = Horizon::of(now, idle, clock.get(0));
+        let where_sql = with_horizon(&translated.where_sql, horizon);
+        let query = format!(
+            "SELECT {} FROM {} WHERE {where_sql} ORDER BY {} LIMIT {limit} OFFSET {skip}",
+            column_list(&schema),
+            self.table(table),
+            translated.order_sql
+        );
+        let rows = tx
+            .query(&query, &refs)
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| decode_row(r, &schema))
+            .collect::<Result<Vec<_>, _>>()?;
+        let count = if request.count {
+            let n: i64 = tx
+                .query_one(
+                    &format!(
+                        "SELECT COUNT(*) FROM {} WHERE {where_sql}",
+                        self.table(table)
+                    ),
+                    &refs,
+                )
+                .await
+                .map_err(pg_error)?
+                .get(0);
+            Some(u64::try_from(n).unwrap_or(0))
+        } else {
+            None
+        };
+        tx.commit().await.map_err(pg_error)?;
+        Ok((ReadResult { rows, count }, horizon))
+    }
+
+    /// The key of a table's clock lock (schemas differ per server group, tables per schema).
+    pub(super) fn clock_key(&self, table: &str) -> String {
+        format!("clock/{}/{table}", self.schema)
+    }
+
     /// The SQL type of a user column (see `store::values` for what each holds).
     fn declared_type(&self, ty: ColumnType) -> String {
         match ty {
@@ -411,19 +465,17 @@ impl PostgresStore {
         }
     }
 
-    /// Takes the table's ACCESS EXCLUSIVE lock for the rest of the transaction (before a
-    /// column is added).
+    /// Takes the table's lock in `mode` for the rest of the transaction (ACCESS EXCLUSIVE
+    /// before a column is added).
     pub(super) async fn lock_table(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         table: &str,
+        mode: &str,
     ) -> Result<(), StoreError> {
-        tx.batch_execute(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            self.table(table)
-        ))
-        .await
-        .map_err(pg_error)
+        tx.batch_execute(&format!("LOCK TABLE {} IN {mode} MODE", self.table(table)))
+            .await
+            .map_err(pg_error)
     }
 
     /// Adds `columns` inside the caller's transaction (which holds the table lock) and
@@ -471,7 +523,10 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let clock = tx
-            .query_one(&clock, &[&schema.spec.name])
+            .query_one(
+                &clock,
+                &[&schema.spec.name, &self.clock_key(&schema.spec.name)],
+            )
             .await
             .map_err(pg_error)?;
         let version: i64 = clock.get(1);
@@ -498,13 +553,15 @@ impl PostgresStore {
         Ok(row)
     }
 
-    /// The statement that moves a table's clock (`$1`: the table) and returns the stamp.
+    /// The statement that takes a table's clock lock (`$2`: [`Self::clock_key`]), moves its
+    /// clock (`$1`: the table) to `max(now, clock)` and returns the stamp (see
+    /// `store::horizon`): the lock is taken before the database's clock is read, so a reader
+    /// that finds the lock free knows that a later stamp is at least its `now`.
     pub(super) fn clock_sql(&self) -> String {
         format!(
-            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
-               version = version + 1
-             WHERE name = $1 RETURNING clock_ms, version",
+            "WITH clock_lock AS (SELECT pg_advisory_xact_lock(hashtextextended($2, {CLOCK_LOCK_SEED})))
+             UPDATE {} SET clock_ms = GREATEST(clock_ms, {NOW_MS}), version = version + 1
+             FROM clock_lock WHERE name = $1 RETURNING clock_ms, version",
             self.bookkeeping()
         )
     }
@@ -518,14 +575,24 @@ pub(super) async fn lock_items(
     items: &[(&str, &str)],
 ) -> Result<(), StoreError> {
     let keys: Vec<String> = items.iter().map(|(t, id)| format!("{t}/{id}")).collect();
+    lock_keys(tx, &keys, 0).await
+}
+
+/// Takes the transaction-scoped advisory locks of `keys` (hashed with `seed`) in one
+/// statement, in one fixed (sorted) order.
+pub(super) async fn lock_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &[String],
+    seed: i64,
+) -> Result<(), StoreError> {
     let lock = tx
         .prepare_cached(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
-               hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+               hashtextextended(k, $2) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
         )
         .await
         .map_err(pg_error)?;
-    tx.execute(&lock, &[&keys]).await.map_err(pg_error)?;
+    tx.execute(&lock, &[&keys, &seed]).await.map_err(pg_error)?;
     Ok(())
 }
 

@@ -1,17 +1,20 @@
 //! The SQLite store: one file in WAL mode, one writer connection behind a mutex (so stamping
 //! and committing happen under one lock, in stamp order) and a small pool of reader
-//! connections. Every call runs on tokio's blocking pool.
+//! connections. Every call runs on tokio's blocking pool. A read learns whether a write is in
+//! flight from a counter the writer holds up while it has the lock (see `store::horizon`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
+use super::horizon::{Horizon, monotonic_now_ms, with_horizon};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError, now_ms};
+use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
 
 mod batch;
 mod rows;
@@ -35,6 +38,8 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     schemas: SchemaCache,
+    /// Writes in flight: up while a writer holds the writer connection.
+    writing: AtomicUsize,
 }
 
 impl SqliteStore {
@@ -69,6 +74,7 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 schemas: SchemaCache::default(),
+                writing: AtomicUsize::new(0),
             }),
         })
     }
@@ -88,7 +94,11 @@ impl SqliteStore {
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Internal("sqlite writer lock poisoned".to_owned()))?;
-            work(&mut conn, &inner)
+            // Up before the first stamp, down after the commit (or the rollback).
+            inner.writing.fetch_add(1, Ordering::SeqCst);
+            let result = work(&mut conn, &inner);
+            inner.writing.fetch_sub(1, Ordering::SeqCst);
+            result
         })
         .await
     }
@@ -194,52 +204,19 @@ impl Store for SqliteStore {
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.inner.schemas.get(table)?;
-        let translated = sql::translate(Flavor::Sqlite, &schema, request)?;
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let want_count = request.count;
-        self.with_reader(move |conn, _| {
-            let tx = conn.transaction().map_err(StoreError::backend)?;
-            // The columns as this transaction's snapshot has them: the cached schema may
-            // predate a column another request just added, and a row written with it
-            // would be read without that column (and a cursor would move past it).
-            let schema = snapshot_schema(&tx, schema.spec.clone())?;
-            let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
-            let query = format!(
-                "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-                column_list(&schema),
-                quote(&schema.spec.name),
-                translated.where_sql,
-                translated.order_sql
-            );
-            let mut statement = tx.prepare(&query).map_err(query_error)?;
-            let rows = statement
-                .query_map(params_from_iter(params.iter()), |r| {
-                    Ok(decode_row(r, &schema))
-                })
-                .map_err(query_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(query_error)?
-                .into_iter()
-                .collect::<Result<Vec<Row>, StoreError>>()?;
-            drop(statement);
-            let count = if want_count {
-                let count_sql = format!(
-                    "SELECT COUNT(*) FROM {} WHERE {}",
-                    quote(&schema.spec.name),
-                    translated.where_sql
-                );
-                let n: i64 = tx
-                    .query_row(&count_sql, params_from_iter(params.iter()), |r| r.get(0))
-                    .map_err(query_error)?;
-                Some(u64::try_from(n).unwrap_or(0))
-            } else {
-                None
-            };
-            tx.commit().map_err(StoreError::backend)?;
-            Ok(ReadResult { rows, count })
-        })
-        .await
+        let translated = Arc::new(sql::translate(Flavor::Sqlite, &schema, request)?);
+        let mut attempt = 0;
+        loop {
+            let (result, horizon) = self
+                .read_once(schema.spec.clone(), Arc::clone(&translated), request)
+                .await?;
+            attempt += 1;
+            match horizon.wait() {
+                // Rows of this very millisecond were held back: read again once it passed.
+                Some(wait) if attempt < 3 => tokio::time::sleep(wait).await,
+                _ => return Ok(result),
+            }
+        }
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
@@ -298,6 +275,67 @@ impl Store for SqliteStore {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map(|_| ())
                 .map_err(|e| StoreError::Unavailable(e.to_string()))
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// One read in one snapshot, and the horizon it was read under.
+    async fn read_once(
+        &self,
+        spec: TableSpec,
+        translated: Arc<sql::Translated>,
+        request: &ReadRequest,
+    ) -> Result<(ReadResult, Horizon), StoreError> {
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
+        let want_count = request.count;
+        self.with_reader(move |conn, inner| {
+            // `now`, then whether a write is in flight, then the snapshot (see
+            // `store::horizon` for why this order makes the horizon safe).
+            let now = monotonic_now_ms();
+            let idle = inner.writing.load(Ordering::SeqCst) == 0;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
+            // The columns as this transaction's snapshot has them: the cached schema may
+            // predate a column another request just added, and a row written with it
+            // would be read without that column (and a cursor would move past it).
+            let schema = snapshot_schema(&tx, spec)?;
+            let (clock_ms, _) = read_clock(&tx, &schema.spec.name)?;
+            let horizon = Horizon::of(now, idle, clock_ms);
+            let where_sql = with_horizon(&translated.where_sql, horizon);
+            let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
+            let query = format!(
+                "SELECT {} FROM {} WHERE {where_sql} ORDER BY {} LIMIT {limit} OFFSET {skip}",
+                column_list(&schema),
+                quote(&schema.spec.name),
+                translated.order_sql
+            );
+            let mut statement = tx.prepare(&query).map_err(query_error)?;
+            let rows = statement
+                .query_map(params_from_iter(params.iter()), |r| {
+                    Ok(decode_row(r, &schema))
+                })
+                .map_err(query_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error)?
+                .into_iter()
+                .collect::<Result<Vec<Row>, StoreError>>()?;
+            drop(statement);
+            let count = if want_count {
+                let count_sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {where_sql}",
+                    quote(&schema.spec.name),
+                );
+                let n: i64 = tx
+                    .query_row(&count_sql, params_from_iter(params.iter()), |r| r.get(0))
+                    .map_err(query_error)?;
+                Some(u64::try_from(n).unwrap_or(0))
+            } else {
+                None
+            };
+            tx.commit().map_err(StoreError::backend)?;
+            Ok((ReadResult { rows, count }, horizon))
         })
         .await
     }
@@ -458,12 +496,9 @@ fn read_clock(conn: &Connection, table: &str) -> Result<(i64, i64), StoreError> 
     .map_err(StoreError::backend)
 }
 
-/// The stamp after `(clock_ms, version)`: the clock moves by at least a millisecond.
+/// The stamp after `(clock_ms, version)` (see `store::horizon`).
 fn next_stamp(clock_ms: i64, version: i64) -> (i64, i64) {
-    (
-        now_ms().max(clock_ms.saturating_add(1)),
-        version.saturating_add(1),
-    )
+    super::horizon::next_stamp(monotonic_now_ms(), clock_ms, version)
 }
 
 fn write_clock(
