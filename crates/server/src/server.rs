@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, TableConfig};
 use crate::http::{self, AppState, Shared};
-use crate::store::{SqliteStore, Store, StoreError, TableSpec, check_table_name, now_ms};
+use crate::store::{
+    SqliteStore, Store, StoreError, StoreLimits, TableSpec, check_table_name, now_ms,
+};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -289,12 +291,12 @@ impl ServerBuilder {
         let store: Arc<dyn Store> = match (self.store, database) {
             (Some(store), _) => store,
             (None, Some(Database::Sqlite(path))) => Arc::new(
-                SqliteStore::open(&path)
+                SqliteStore::open_with(&path, StoreLimits::from(&config.limits))
                     .await
                     .map_err(StartError::Database)?,
             ),
             (None, Some(Database::Postgres { url, schema })) => {
-                open_postgres(&url, schema.as_deref()).await?
+                open_postgres(&url, schema.as_deref(), StoreLimits::from(&config.limits)).await?
             }
             (None, None) => return Err(StartError::Config("no database configured".to_owned())),
         };
@@ -373,8 +375,12 @@ async fn feed_source(
     }
 }
 
-async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
-    let store = crate::store::PostgresStore::open(url, schema)
+async fn open_postgres(
+    url: &str,
+    schema: Option<&str>,
+    limits: StoreLimits,
+) -> Result<Arc<dyn Store>, StartError> {
+    let store = crate::store::PostgresStore::open_with(url, schema, limits)
         .await
         .map_err(StartError::Database)?;
     Ok(Arc::new(store))

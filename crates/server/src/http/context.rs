@@ -161,12 +161,11 @@ pub(crate) fn json_body(
             "the request body is empty; expected a JSON object",
         ));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(item)) => Ok(item),
-        Ok(_) => Err(ServerError::bad_request(
+    match super::json::parse(&bytes, ctx.state.limits.max_json_values)? {
+        Value::Object(item) => Ok(item),
+        _ => Err(ServerError::bad_request(
             "the request body must be a JSON object",
         )),
-        Err(error) => Err(ServerError::bad_request(format!("malformed JSON: {error}"))),
     }
 }
 

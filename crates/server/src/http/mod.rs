@@ -7,6 +7,7 @@ mod context;
 mod ext;
 pub mod feed;
 mod items;
+mod json;
 mod query;
 pub mod response;
 mod schema_check;

@@ -9,8 +9,10 @@
 //! in the same transaction) or a [`Refusal`]; the store's own failures are [`StoreError`]s.
 
 mod batch;
+mod cost;
 mod error;
 mod horizon;
+mod limits;
 mod postgres;
 mod schema;
 pub(crate) mod sql;
@@ -27,6 +29,7 @@ use time::OffsetDateTime;
 
 pub use batch::{BatchWrite, Fingerprint, OPS_TABLE, Render, Rendered, fingerprint};
 pub use error::{Refusal, StoreError};
+pub use limits::StoreLimits;
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;

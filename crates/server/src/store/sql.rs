@@ -55,12 +55,17 @@ pub(crate) fn quote(name: &str) -> String {
 /// # Errors
 ///
 /// [`StoreError::UnknownColumn`] for a member the table lacks, [`StoreError::InvalidQuery`]
-/// for an ill-typed expression or a literal that cannot be converted.
+/// for an ill-typed expression or a literal that cannot be converted,
+/// [`StoreError::OverLimit`] for a filter over its cost budget (`store::cost`).
 pub(crate) fn translate(
     flavor: Flavor,
     schema: &TableSchema,
     request: &ReadRequest,
+    max_string_growth: u64,
 ) -> Result<Translated, StoreError> {
+    if let Some(filter) = &request.filter {
+        super::cost::check_filter(filter, max_string_growth)?;
+    }
     let mut translator = Translator {
         flavor,
         schema,

@@ -20,7 +20,7 @@ use super::super::batch::{BatchWrite, OPS_TABLE};
 use super::super::schema::{TableSchema, TableSpec};
 use super::super::{Decide, Outcome, StoreError, now_ms};
 use super::write::{Applied, TableWriter};
-use super::{CLOCK_LOCK_SEED, PostgresStore, lock_items, lock_keys, pg_error, quote};
+use super::{CLOCK_LOCK_SEED, PgFailure, PostgresStore, lock_items, lock_keys, pg_error, quote};
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -98,20 +98,29 @@ impl PostgresStore {
             renders.push(write.render);
         }
         let mut locked_tables: BTreeSet<String> = BTreeSet::new();
+        let mut failures = 0u32;
         loop {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg_error)?;
             let now = now_ms();
             let attempt = match self
                 .run_batch(&tx, &plans, &specs, &locked_tables, now, retention_ms)
-                .await?
+                .await
             {
-                Ok(done) => done,
-                Err(table) => {
+                Ok(Ok(done)) => done,
+                Ok(Err(table)) => {
                     tx.rollback().await.map_err(pg_error)?;
                     locked_tables.insert(table);
                     continue;
                 }
+                // A deadlock or a serialization failure: nothing was kept and nothing was
+                // rendered yet, so the batch runs again (as `retrying` does for one write).
+                Err(error) if PgFailure::is_retryable(&error) => {
+                    drop(tx);
+                    self.run_again(&mut failures, &error)?;
+                    continue;
+                }
+                Err(error) => return Err(error),
             };
             let Attempt {
                 slots,

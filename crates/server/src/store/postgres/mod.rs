@@ -20,6 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::horizon::{Horizon, with_horizon};
+use super::limits::{Cancel, ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
@@ -29,10 +30,11 @@ mod rows;
 mod write;
 
 use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
-use write::{Applied, TableWriter};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
+/// How long opening or checking a pooled connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// The hash seed of the tables' clock lock keys (items use 0, op ids 1).
 const CLOCK_LOCK_SEED: i64 = 2;
 /// The database's wall clock in whole milliseconds (stamps and read horizons use this one
@@ -48,6 +50,9 @@ pub struct PostgresStore {
     pool: Pool,
     schema: String,
     schemas: Arc<SchemaCache>,
+    limits: StoreLimits,
+    /// The read slots: at most three quarters of the pool serve reads.
+    gate: Arc<ReadGate>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -59,30 +64,58 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url`; tables live in `schema` (default `public`), created if missing.
+    /// Connects to `url`; tables live in `schema` (default `public`), created if missing. Uses
+    /// the default [`StoreLimits`].
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database cannot be reached.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with(url, schema, StoreLimits::default()).await
+    }
+
+    /// [`PostgresStore::open`] with `limits`: a pool of `pool_size` connections waited for at
+    /// most `queue_timeout`, reads under `statement_timeout = query_timeout` (and cancelled
+    /// when their caller drops them), a lock timeout for adding columns, and `write_retries`
+    /// runs of a write that hit a deadlock or a serialization failure.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn open_with(
+        url: &str,
+        schema: Option<&str>,
+        limits: StoreLimits,
+    ) -> Result<PostgresStore, StoreError> {
         let schema = schema.unwrap_or("public").to_owned();
         super::schema::check_table_name(&schema)
             .map_err(|message| StoreError::Config { message })?;
+        let mut pool = deadpool_postgres::PoolConfig::new(limits.pool_size);
+        pool.timeouts = deadpool_postgres::Timeouts {
+            wait: Some(limits.queue_timeout),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        };
         let config = Config {
             url: Some(url.to_owned()),
             manager: Some(ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             }),
-            pool: Some(deadpool_postgres::PoolConfig::new(16)),
+            pool: Some(pool),
             ..Config::default()
         };
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let read_slots = limits
+            .max_concurrent_reads
+            .min((limits.pool_size * 3 / 4).max(1));
         let store = PostgresStore {
             pool,
             schema,
             schemas: Arc::new(SchemaCache::default()),
+            gate: Arc::new(ReadGate::new(read_slots, limits.queue_timeout)),
+            limits,
         };
         store.ping().await?;
         Ok(store)
@@ -96,11 +129,21 @@ impl PostgresStore {
         format!("{}.\"_tidesync_tables\"", quote(&self.schema))
     }
 
+    /// A pooled connection, waited for at most `limits.queue_timeout`.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        self.pool.get().await.map_err(|error| match error {
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                StoreError::Busy {
+                    limit: "limits.queue_timeout_ms",
+                    message: format!(
+                        "no database connection came free within {} ms (limits.pool_size: {}); try again shortly",
+                        self.limits.queue_timeout.as_millis(),
+                        self.limits.pool_size
+                    ),
+                }
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        })
     }
 
     async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, StoreError> {
@@ -239,8 +282,8 @@ impl Store for PostgresStore {
     async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
-        let mut client = self.client().await?;
-        let tx = read_snapshot(&mut client).await?;
+        let (_slot, mut client, cancel) = self.read_client().await?;
+        let tx = read_snapshot(&mut client, &self.limits).await?;
         let schema = self.load_schema_in(&tx, spec).await?;
         let row = tx
             .query_opt(
@@ -254,51 +297,23 @@ impl Store for PostgresStore {
             .await
             .map_err(pg_error)?;
         tx.commit().await.map_err(pg_error)?;
+        cancel.done();
         row.map(|r| decode_row(&r, &schema)).transpose()
     }
 
     async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
         let spec = self.schemas.get(table)?.spec;
-        // A write that adds columns needs the table's ACCESS EXCLUSIVE lock. It is taken
-        // right after the item lock, before any other lock on the table, so that two such
-        // writes cannot deadlock upgrading their locks; the first attempt runs without it and
-        // only a decision that adds columns runs again under it (a refused write never
-        // locks the table).
-        let mut lock_table = false;
-        loop {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            lock_items(&tx, &[(table, id)]).await?;
-            if lock_table {
-                self.lock_table(&tx, table, "ACCESS EXCLUSIVE").await?;
-            }
-            // Loaded in the transaction: another server may have added columns, which a
-            // full replace must clear.
-            let mut writer = TableWriter::new(self.columns_in(&tx, spec.clone()).await?);
-            let outcome = match self
-                .apply_write(&tx, &mut writer, lock_table, id, &decide)
-                .await?
-            {
-                Applied::Done(outcome) => outcome,
-                Applied::NeedsTableLock(_) => {
-                    tx.rollback().await.map_err(pg_error)?;
-                    lock_table = true;
-                    continue;
-                }
-            };
-            if outcome.is_ok() {
-                tx.commit().await.map_err(pg_error)?;
-                if let Some(schema) = writer.learned() {
-                    self.schemas.put(schema)?;
-                }
-            }
-            return Ok(outcome);
-        }
+        self.retrying(|| self.write_once(&spec, id, &decide)).await
     }
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.schemas.get(table)?;
-        let translated = sql::translate(Flavor::Postgres, &schema, request)?;
+        let translated = sql::translate(
+            Flavor::Postgres,
+            &schema,
+            request,
+            self.limits.max_string_growth,
+        )?;
         let mut attempt = 0;
         loop {
             let (result, horizon) = self.read_once(&schema.spec, &translated, request).await?;
@@ -388,7 +403,7 @@ impl PostgresStore {
             .collect();
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
+        let (_slot, mut client, cancel) = self.read_client().await?;
         // `now`, then whether a write is in flight, then the snapshot (see `store::horizon`):
         // the subquery fences the clock reading before the lock test.
         let probe = client
@@ -403,7 +418,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let (now, idle): (i64, bool) = (probe.get(0), probe.get(1));
-        let tx = read_snapshot(&mut client).await?;
+        let tx = read_snapshot(&mut client, &self.limits).await?;
         // The columns as this snapshot has them (another server may have added some); the
         // filter was checked against the cached ones, a subset.
         let clock_sql = format!(
@@ -445,7 +460,37 @@ impl PostgresStore {
             None
         };
         tx.commit().await.map_err(pg_error)?;
+        cancel.done();
         Ok((ReadResult { rows, count }, horizon))
+    }
+
+    /// A connection for a read: a read slot first (held by the caller as long as the read
+    /// runs), then a pooled connection, and a guard that cancels the running statement if
+    /// the read is dropped before [`Cancel::done`] (its client went away).
+    async fn read_client(
+        &self,
+    ) -> Result<
+        (
+            tokio::sync::OwnedSemaphorePermit,
+            deadpool_postgres::Object,
+            Cancel,
+        ),
+        StoreError,
+    > {
+        let slot = self.gate.enter().await?;
+        let client = self.client().await?;
+        let token = client.cancel_token();
+        let (cancel, _) = Cancel::new();
+        let cancel = cancel.on_cancel(move || {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(error) = token.cancel_query(NoTls).await {
+                        tracing::debug!(%error, "cancelling a dropped read failed");
+                    }
+                });
+            }
+        });
+        Ok((slot, client, cancel))
     }
 
     /// The key of a table's clock lock (schemas differ per server group, tables per schema).
@@ -465,17 +510,26 @@ impl PostgresStore {
         }
     }
 
-    /// Takes the table's lock in `mode` for the rest of the transaction (ACCESS EXCLUSIVE
-    /// before a column is added).
+    /// Takes the table's lock in `mode` for the rest of the transaction. ACCESS EXCLUSIVE
+    /// (before a column is added) waits at most `limits.ddl_lock_timeout`: while it waits,
+    /// every later reader and writer of the table queues behind it, so a slow read must not
+    /// hold them all.
     pub(super) async fn lock_table(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         table: &str,
         mode: &str,
     ) -> Result<(), StoreError> {
-        tx.batch_execute(&format!("LOCK TABLE {} IN {mode} MODE", self.table(table)))
-            .await
-            .map_err(pg_error)
+        let lock = format!("LOCK TABLE {} IN {mode} MODE", self.table(table));
+        let statement = if mode == "ACCESS EXCLUSIVE" {
+            format!(
+                "SET LOCAL lock_timeout = {}; {lock}; SET LOCAL lock_timeout = 0",
+                self.limits.ddl_lock_timeout.as_millis().max(1)
+            )
+        } else {
+            lock
+        };
+        tx.batch_execute(&statement).await.map_err(pg_error)
     }
 
     /// Adds `columns` inside the caller's transaction (which holds the table lock) and
@@ -607,36 +661,115 @@ fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
 
 /// Data exceptions (SQLSTATE class 22: overflow, bad substring length…) come from the
 /// client's query; program limits (class 54: too many columns, a row too big) are a full
-/// table; a lost connection is unavailability; the rest is a store error.
+/// table; a statement stopped at its deadline (57014) or a lock wait that ran out (55P03)
+/// is a busy server; a lost connection is unavailability; the rest is a store error that
+/// keeps the database's whole report for the log (tokio-postgres alone prints "db error").
 fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
-        if db.code().code().starts_with("22") {
+        let code = db.code().code();
+        if code.starts_with("22") {
             return StoreError::invalid_query(format!(
                 "the query cannot be evaluated: {}",
                 db.message()
             ));
         }
-        if db.code().code().starts_with("54") {
+        if code.starts_with("54") {
             return StoreError::Full {
                 message: format!("the table cannot take this write: {}", db.message()),
+            };
+        }
+        if code == "57014" {
+            return StoreError::Busy {
+                limit: "limits.query_timeout_ms",
+                message:
+                    "the query ran past its deadline and was stopped; narrow it or try again later"
+                        .to_owned(),
+            };
+        }
+        if code == "55P03" {
+            return StoreError::Busy {
+                limit: "limits.ddl_lock_timeout_ms",
+                message:
+                    "the table is busy: adding a column waited too long for it; try again shortly"
+                        .to_owned(),
             };
         }
     }
     if error.is_closed() {
         return StoreError::Unavailable(error.to_string());
     }
-    StoreError::backend(error)
+    StoreError::backend(PgFailure::new(error))
 }
 
-/// A read-only repeatable-read transaction: every statement in it sees one snapshot.
-async fn read_snapshot(
-    client: &mut deadpool_postgres::Object,
-) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
-    client
+/// A PostgreSQL failure as the log needs it: the SQLSTATE, the message, the detail and the
+/// hint the database sent.
+#[derive(Debug)]
+pub(super) struct PgFailure {
+    code: Option<String>,
+    text: String,
+    source: tokio_postgres::Error,
+}
+
+impl PgFailure {
+    fn new(source: tokio_postgres::Error) -> PgFailure {
+        let (code, text) = match source.as_db_error() {
+            Some(db) => {
+                let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+                for (label, part) in [("detail", db.detail()), ("hint", db.hint())] {
+                    if let Some(part) = part {
+                        text.push_str(&format!("; {label}: {part}"));
+                    }
+                }
+                (Some(db.code().code().to_owned()), text)
+            }
+            None => (None, source.to_string()),
+        };
+        PgFailure { code, text, source }
+    }
+
+    /// Whether running the transaction again may succeed: a deadlock (40P01) or a
+    /// serialization failure (40001).
+    pub(super) fn is_retryable(error: &StoreError) -> bool {
+        match error {
+            StoreError::Backend(backend) => backend
+                .downcast_ref::<PgFailure>()
+                .and_then(|failure| failure.code.as_deref())
+                .is_some_and(|code| code == "40P01" || code == "40001"),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for PgFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
+}
+
+/// A read-only repeatable-read transaction: every statement in it sees one snapshot, and
+/// none runs longer than `limits.query_timeout` (`statement_timeout`).
+async fn read_snapshot<'a>(
+    client: &'a mut deadpool_postgres::Object,
+    limits: &StoreLimits,
+) -> Result<deadpool_postgres::Transaction<'a>, StoreError> {
+    let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(pg_error)
+        .map_err(pg_error)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}",
+        limits.query_timeout_ms()
+    ))
+    .await
+    .map_err(pg_error)?;
+    Ok(tx)
 }

@@ -12,6 +12,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
 use super::horizon::{Horizon, monotonic_now_ms, with_horizon};
+use super::limits::{Cancel, ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
@@ -25,6 +26,8 @@ use write::TableWriter;
 
 const BOOKKEEPING: &str = "_tidesync_tables";
 const MAX_IDLE_READERS: usize = 8;
+/// SQLite virtual machine steps between two looks at a read's deadline and cancel flag.
+const PROGRESS_STEPS: i32 = 1000;
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
@@ -40,15 +43,33 @@ struct Inner {
     schemas: SchemaCache,
     /// Writes in flight: up while a writer holds the writer connection.
     writing: AtomicUsize,
+    limits: StoreLimits,
+    /// The read slots (`limits.max_concurrent_reads`).
+    gate: ReadGate,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file at `path` in WAL mode.
+    /// Opens (creating if missing) the database file at `path` in WAL mode, with the default
+    /// [`StoreLimits`].
     ///
     /// # Errors
     ///
     /// A store error when the file cannot be opened or configured.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, StoreLimits::default()).await
+    }
+
+    /// [`SqliteStore::open`] with `limits`: reads run at most `max_concurrent_reads` at once,
+    /// are stopped at `query_timeout` (a progress handler) or when their caller drops them,
+    /// and hold or build strings of at most `max_string_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// A store error when the file cannot be opened or configured.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        limits: StoreLimits,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let writer = blocking(move || {
@@ -75,6 +96,8 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 schemas: SchemaCache::default(),
                 writing: AtomicUsize::new(0),
+                gate: ReadGate::new(limits.max_concurrent_reads, limits.queue_timeout),
+                limits,
             }),
         })
     }
@@ -103,18 +126,33 @@ impl SqliteStore {
         .await
     }
 
+    /// Runs `work` on a reader connection: in a read slot, under the query deadline, and
+    /// stopped when this future is dropped (the client went away).
     async fn with_reader<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        let _slot = self.inner.gate.enter().await?;
+        let (cancel, cancelled) = Cancel::new();
         let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
+        let result = run_blocking(move || {
             let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&inner.path).map_err(StoreError::backend)?,
+                None => open_reader(&inner.path, &inner.limits).map_err(StoreError::backend)?,
             };
-            let result = work(&mut conn, &inner);
+            let deadline = std::time::Instant::now() + inner.limits.query_timeout;
+            let stop = Arc::clone(&cancelled);
+            conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline),
+            )
+            .map_err(StoreError::backend)?;
+            let mut result = work(&mut conn, &inner);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if result.is_err() && std::time::Instant::now() >= deadline {
+                result = Err(inner.limits.timed_out());
+            }
             if let Ok(mut idle) = inner.readers.lock() {
                 if idle.len() < MAX_IDLE_READERS {
                     idle.push(conn);
@@ -122,7 +160,9 @@ impl SqliteStore {
             }
             result
         })
-        .await
+        .await;
+        cancel.done();
+        result
     }
 }
 
@@ -204,7 +244,12 @@ impl Store for SqliteStore {
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.inner.schemas.get(table)?;
-        let translated = Arc::new(sql::translate(Flavor::Sqlite, &schema, request)?);
+        let translated = Arc::new(sql::translate(
+            Flavor::Sqlite,
+            &schema,
+            request,
+            self.inner.limits.max_string_growth,
+        )?);
         let mut attempt = 0;
         loop {
             let (result, horizon) = self
@@ -341,6 +386,15 @@ impl SqliteStore {
     }
 }
 
+/// A reader connection: strings and blobs it holds or builds are at most
+/// `limits.max_string_bytes` long (`SQLITE_LIMIT_LENGTH`).
+fn open_reader(path: &Path, limits: &StoreLimits) -> rusqlite::Result<Connection> {
+    let conn = open_connection(path)?;
+    let length = i32::try_from(limits.max_string_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, length)?;
+    Ok(conn)
+}
+
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -373,11 +427,14 @@ async fn run_blocking<T: Send + 'static>(
 fn query_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &error {
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::TooBig => {
+            StoreError::OverLimit {
+                limit: "limits.max_string_bytes",
+                message: "the query builds a string longer than the server allows".to_owned(),
+            }
+        }
         rusqlite::Error::SqliteFailure(failure, Some(message))
-            if matches!(
-                failure.code,
-                ErrorCode::Unknown | ErrorCode::TooBig | ErrorCode::TypeMismatch
-            ) =>
+            if matches!(failure.code, ErrorCode::Unknown | ErrorCode::TypeMismatch) =>
         {
             StoreError::invalid_query(format!("the query cannot be evaluated: {message}"))
         }
@@ -538,6 +595,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     enum Fault {
         Query,
+        Limit,
         Load,
         Server,
     }
@@ -561,7 +619,7 @@ mod tests {
     fn only_errors_of_the_query_itself_are_bad_requests() {
         let cases = [
             (ffi::SQLITE_ERROR, "integer overflow", Fault::Query),
-            (ffi::SQLITE_TOOBIG, "string or blob too big", Fault::Query),
+            (ffi::SQLITE_TOOBIG, "string or blob too big", Fault::Limit),
             (ffi::SQLITE_BUSY, "database is locked", Fault::Load),
             (ffi::SQLITE_IOERR, "disk I/O error", Fault::Server),
             (
@@ -574,6 +632,7 @@ mod tests {
         for (code, message, fault) in cases {
             let found = match query_error(failure(code, message)) {
                 StoreError::InvalidQuery { .. } => Fault::Query,
+                StoreError::OverLimit { .. } => Fault::Limit,
                 StoreError::Unavailable(_) => Fault::Load,
                 _ => Fault::Server,
             };
