@@ -226,6 +226,7 @@ fn plan(
         })
     });
     Ok(BatchWrite {
+        user: user_id.to_owned(),
         op_id,
         fingerprint: hash.finish(),
         table: table.name.clone(),

@@ -27,7 +27,9 @@ use tidesync_protocol::odata::{Expr, OrderBy};
 use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
-pub use batch::{BatchWrite, Fingerprint, OPS_TABLE, Render, Rendered, fingerprint};
+pub use batch::{
+    BatchWrite, Fingerprint, LEGACY_OPS_TABLE, OPS_TABLE, OpKey, Render, Rendered, fingerprint,
+};
 pub use error::{Refusal, StoreError};
 pub use limits::StoreLimits;
 pub use postgres::PostgresStore;

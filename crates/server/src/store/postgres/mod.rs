@@ -35,7 +35,9 @@ use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
 /// How long opening or checking a pooled connection may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// The hash seed of the tables' clock lock keys (items use 0, op ids 1).
+/// The hash seed of the batch ops' lock keys (items use 0).
+const OP_LOCK_SEED: i64 = 1;
+/// The hash seed of the tables' clock lock keys.
 const CLOCK_LOCK_SEED: i64 = 2;
 /// The database's wall clock in whole milliseconds (stamps and read horizons use this one
 /// clock).
