@@ -6,6 +6,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"          # loopback by default
 //! database = "sqlite://data.db"      # or sqlite:///abs/path.db or postgres://user@host:port/db
+//! postgres_schema = "tidesync"       # PostgreSQL: the schema holding the tables (default public)
 //! body_limit_bytes = 10485760        # larger bodies answer 413
 //! cors_origins = ["http://localhost:3000"]   # "*" allows any origin; empty: no CORS headers
 //! tombstone_retention_secs = 2592000 # soft-deleted rows older than this are purged; unset: kept
@@ -47,6 +48,7 @@
 //! write_retries = 3                # PostgreSQL: a write that hit a deadlock or serialization failure is retried
 //! max_json_values = 100000         # JSON values (scalars, arrays, objects) in one request body: 413
 //! header_read_timeout_ms = 10000   # a request head must arrive within this (else the connection closes)
+//! body_read_timeout_ms = 10000     # a request body that stalls this long between two reads: 400
 //! keep_alive_timeout_ms = 30000    # an idle keep-alive connection is closed after this
 //! max_connections = 1024           # open connections; more get 503 + Retry-After and are closed
 //!
@@ -276,6 +278,8 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// The database URL.
     pub database: Option<String>,
+    /// The PostgreSQL schema that holds the tables (created if missing; default `public`).
+    pub postgres_schema: Option<String>,
     /// The served tables.
     pub tables: Vec<TableConfig>,
     /// Page sizes.
@@ -336,6 +340,8 @@ pub struct Limits {
     /// A request head (request line and headers) must arrive within this many milliseconds of
     /// its first byte, or of the connection opening; otherwise the connection is closed.
     pub header_read_timeout_ms: u64,
+    /// A request body that sends nothing for this many milliseconds ends its request (400).
+    pub body_read_timeout_ms: u64,
     /// An idle keep-alive connection is closed after this many milliseconds.
     pub keep_alive_timeout_ms: u64,
     /// Open connections at most; one more is answered 503 with `Retry-After` and closed.
@@ -355,6 +361,7 @@ impl Default for Limits {
             write_retries: 3,
             max_json_values: 100_000,
             header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
             keep_alive_timeout_ms: 30_000,
             max_connections: 1024,
         }
@@ -375,6 +382,11 @@ impl Limits {
     /// [`Limits::header_read_timeout_ms`] as a duration (at least 1 ms).
     pub fn header_read_timeout(&self) -> std::time::Duration {
         std::time::Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+
+    /// [`Limits::body_read_timeout_ms`] as a duration (at least 1 ms).
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_read_timeout_ms.max(1))
     }
 
     /// [`Limits::keep_alive_timeout_ms`] as a duration (at least 1 ms).
@@ -470,6 +482,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: None,
             database: None,
+            postgres_schema: None,
             tables: Vec::new(),
             paging: Paging::default(),
             auth: AuthConfig::default(),

@@ -281,7 +281,13 @@ impl ServerBuilder {
         }
         let database = match (&self.database, &config.database) {
             (Some(database), _) => Some(database.clone()),
-            (None, Some(url)) => Some(Database::parse(url).map_err(StartError::Config)?),
+            (None, Some(url)) => Some(match Database::parse(url).map_err(StartError::Config)? {
+                Database::Postgres { url, .. } => Database::Postgres {
+                    url,
+                    schema: config.postgres_schema.clone(),
+                },
+                other => other,
+            }),
             (None, None) => None,
         };
         let postgres_feed = match (&self.store, &database) {

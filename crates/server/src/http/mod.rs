@@ -26,6 +26,7 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
@@ -173,7 +174,11 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.body_limit));
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        // A body that stalls ends its request instead of holding the connection.
+        .layer(RequestBodyTimeoutLayer::new(
+            state.limits.body_read_timeout(),
+        ));
     if let Some(cors) = cors_layer(&state.cors_origins) {
         app = app.layer(cors);
     }

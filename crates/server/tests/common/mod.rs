@@ -2,8 +2,10 @@
 //! router, token minting and the golden exchanges of the spec as one store-agnostic case.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cases;
 pub mod cursor;
 pub mod golden;
+pub mod hostile;
 
 use axum::Router;
 use axum::body::Body;

@@ -27,7 +27,7 @@ use write::TableWriter;
 const BOOKKEEPING: &str = "_tidesync_tables";
 const MAX_IDLE_READERS: usize = 8;
 /// SQLite virtual machine steps between two looks at a read's deadline and cancel flag.
-const PROGRESS_STEPS: i32 = 1000;
+const PROGRESS_STEPS: i32 = 100;
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
@@ -132,10 +132,13 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _slot = self.inner.gate.enter().await?;
+        // The slot travels with the work: it is free again only once SQLite stopped, so it
+        // bounds the reads the database runs, not the requests waiting for them.
+        let slot = self.inner.gate.enter().await?;
         let (cancel, cancelled) = Cancel::new();
         let inner = Arc::clone(&self.inner);
         let result = run_blocking(move || {
+            let _slot = slot;
             let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match pooled {
                 Some(conn) => conn,
