@@ -5,9 +5,10 @@
 //! The server fills [`StoreLimits`] from `[limits]` of its configuration
 //! (`crate::config::Limits`); a store opened without them uses the same defaults.
 //!
-//! A read that is dropped before it finished (the client went away) is stopped: the
-//! [`Cancel`] guard it holds tells the database (SQLite: the progress handler returns
-//! "stop"; PostgreSQL: a cancel request for the running statement).
+//! A read that is dropped before it finished (the client went away) is stopped: SQLite's
+//! reads hold a [`Cancel`] guard whose flag the progress handler reads; PostgreSQL's reads
+//! hold their connection in a guard that cancels the running statement and closes the
+//! connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -120,9 +121,9 @@ impl ReadGate {
 
 /// Marks a read cancelled when dropped before [`Cancel::done`]: the read's future was
 /// dropped (its client went away), so the database work behind it is stopped.
+#[derive(Debug)]
 pub(crate) struct Cancel {
     flag: Arc<AtomicBool>,
-    on_cancel: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl Cancel {
@@ -132,21 +133,13 @@ impl Cancel {
         (
             Cancel {
                 flag: Arc::clone(&flag),
-                on_cancel: None,
             },
             flag,
         )
     }
 
-    /// Also runs `action` when cancelled (e.g. a PostgreSQL cancel request).
-    pub(crate) fn on_cancel(mut self, action: impl FnOnce() + Send + 'static) -> Cancel {
-        self.on_cancel = Some(Box::new(action));
-        self
-    }
-
     /// The read finished: dropping the guard now does nothing.
     pub(crate) fn done(mut self) {
-        self.on_cancel = None;
         self.flag = Arc::new(AtomicBool::new(false));
     }
 }
@@ -154,16 +147,5 @@ impl Cancel {
 impl Drop for Cancel {
     fn drop(&mut self) {
         self.flag.store(true, Ordering::SeqCst);
-        if let Some(action) = self.on_cancel.take() {
-            action();
-        }
-    }
-}
-
-impl std::fmt::Debug for Cancel {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cancel")
-            .field("cancelled", &self.flag.load(Ordering::SeqCst))
-            .finish_non_exhaustive()
     }
 }

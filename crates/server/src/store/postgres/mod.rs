@@ -20,7 +20,7 @@ use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
 use super::horizon::{Horizon, with_horizon};
-use super::limits::{Cancel, ReadGate, StoreLimits};
+use super::limits::{ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
@@ -284,23 +284,11 @@ impl Store for PostgresStore {
     async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
-        let (_slot, mut client, cancel) = self.read_client().await?;
-        let tx = read_snapshot(&mut client, &self.limits).await?;
-        let schema = self.load_schema_in(&tx, spec).await?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM {} WHERE \"id\" = $1",
-                    column_list(&schema),
-                    self.table(table)
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        cancel.done();
-        row.map(|r| decode_row(&r, &schema)).transpose()
+        let _slot = self.gate.enter().await?;
+        let mut conn = ReadConnection::new(self.client().await?);
+        let row = self.get_in(conn.client()?, spec, id).await;
+        conn.done();
+        row
     }
 
     async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
@@ -397,6 +385,23 @@ impl PostgresStore {
         translated: &sql::Translated,
         request: &ReadRequest,
     ) -> Result<(ReadResult, Horizon), StoreError> {
+        let _slot = self.gate.enter().await?;
+        let mut conn = ReadConnection::new(self.client().await?);
+        let result = self
+            .read_in(conn.client()?, spec, translated, request)
+            .await;
+        conn.done();
+        result
+    }
+
+    /// [`Self::read_once`] on `client`.
+    async fn read_in(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        spec: &TableSpec,
+        translated: &sql::Translated,
+        request: &ReadRequest,
+    ) -> Result<(ReadResult, Horizon), StoreError> {
         let table = spec.name.as_str();
         let params: Params = translated.params.iter().map(param_value).collect();
         let refs: Vec<&(dyn ToSql + Sync)> = params
@@ -405,7 +410,6 @@ impl PostgresStore {
             .collect();
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let (_slot, mut client, cancel) = self.read_client().await?;
         // `now`, then whether a write is in flight, then the snapshot (see `store::horizon`):
         // the subquery fences the clock reading before the lock test.
         let probe = client
@@ -420,7 +424,7 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let (now, idle): (i64, bool) = (probe.get(0), probe.get(1));
-        let tx = read_snapshot(&mut client, &self.limits).await?;
+        let tx = read_snapshot(client, &self.limits).await?;
         // The columns as this snapshot has them (another server may have added some); the
         // filter was checked against the cached ones, a subset.
         let clock_sql = format!(
@@ -462,37 +466,32 @@ impl PostgresStore {
             None
         };
         tx.commit().await.map_err(pg_error)?;
-        cancel.done();
         Ok((ReadResult { rows, count }, horizon))
     }
 
-    /// A connection for a read: a read slot first (held by the caller as long as the read
-    /// runs), then a pooled connection, and a guard that cancels the running statement if
-    /// the read is dropped before [`Cancel::done`] (its client went away).
-    async fn read_client(
+    /// [`Store::get`] on `client`.
+    async fn get_in(
         &self,
-    ) -> Result<
-        (
-            tokio::sync::OwnedSemaphorePermit,
-            deadpool_postgres::Object,
-            Cancel,
-        ),
-        StoreError,
-    > {
-        let slot = self.gate.enter().await?;
-        let client = self.client().await?;
-        let token = client.cancel_token();
-        let (cancel, _) = Cancel::new();
-        let cancel = cancel.on_cancel(move || {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Err(error) = token.cancel_query(NoTls).await {
-                        tracing::debug!(%error, "cancelling a dropped read failed");
-                    }
-                });
-            }
-        });
-        Ok((slot, client, cancel))
+        client: &mut deadpool_postgres::Object,
+        spec: TableSpec,
+        id: &str,
+    ) -> Result<Option<Row>, StoreError> {
+        let table = spec.name.clone();
+        let tx = read_snapshot(client, &self.limits).await?;
+        let schema = self.load_schema_in(&tx, spec).await?;
+        let row = tx
+            .query_opt(
+                &format!(
+                    "SELECT {} FROM {} WHERE \"id\" = $1",
+                    column_list(&schema),
+                    self.table(&table)
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.commit().await.map_err(pg_error)?;
+        row.map(|r| decode_row(&r, &schema)).transpose()
     }
 
     /// The key of a table's clock lock (schemas differ per server group, tables per schema).
@@ -751,6 +750,52 @@ impl std::fmt::Display for PgFailure {
 impl std::error::Error for PgFailure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         Some(&self.source)
+    }
+}
+
+/// The pooled connection of a read. A read that finishes (well or not) says [`Self::done`]
+/// and the connection goes back to the pool; a read dropped before that (its client went
+/// away) takes the connection out of the pool, cancels its running statement and closes it,
+/// so that the cancel cannot reach another read that reuses the connection.
+struct ReadConnection {
+    client: Option<deadpool_postgres::Object>,
+}
+
+impl ReadConnection {
+    fn new(client: deadpool_postgres::Object) -> ReadConnection {
+        ReadConnection {
+            client: Some(client),
+        }
+    }
+
+    /// The connection (present from `new` until `done` or the drop).
+    fn client(&mut self) -> Result<&mut deadpool_postgres::Object, StoreError> {
+        self.client.as_mut().ok_or_else(|| {
+            StoreError::Internal("a read connection was used after it ended".to_owned())
+        })
+    }
+
+    /// The read finished: the connection returns to the pool.
+    fn done(mut self) {
+        self.client.take();
+    }
+}
+
+impl Drop for ReadConnection {
+    fn drop(&mut self) {
+        let Some(object) = self.client.take() else {
+            return;
+        };
+        let client = deadpool_postgres::Object::take(object);
+        let token = client.cancel_token();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(error) = token.cancel_query(NoTls).await {
+                    tracing::debug!(%error, "cancelling a dropped read failed");
+                }
+                drop(client);
+            });
+        }
     }
 }
 
