@@ -11,7 +11,7 @@
 mod common;
 
 use common::cases;
-use common::hostile::{Backend, Hostile, SECRET, refused_start};
+use common::hostile::{Backend, Hostile, SECRET, refused_start, token};
 use serde_json::{Value, json};
 
 const T: &str = "/tables/TodoItem";
@@ -41,28 +41,6 @@ access = \"authenticated\"
     )
 }
 
-/// A token for `sub` with `claims` on top of a valid one-hour token.
-fn jwt(sub: &str, claims: Value) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let mut all = json!({
-        "sub": sub, "iat": now, "exp": now + 600,
-        "aud": "urn:microsoft:windows-azure:zumo", "iss": "urn:microsoft:windows-azure:zumo",
-    });
-    for (name, value) in claims.as_object().unwrap() {
-        if value.is_null() {
-            all.as_object_mut().unwrap().remove(name);
-        } else {
-            all[name] = value.clone();
-        }
-    }
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &all,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
-
 /// `length(replace(…(text,'a','aaaa')…)) eq 1`, `depth` replaces deep: growth `4^depth`.
 fn replaces(depth: usize) -> String {
     let mut expr = "text".to_owned();
@@ -76,24 +54,7 @@ fn replaces(depth: usize) -> String {
 async fn seed(server: &Hostile) {
     let r = server.json("POST", T, &[], &cases::seed_row()).await;
     assert_eq!(r.status, 201, "{}", r.text);
-    for chunk in 0..4 {
-        let ops: Vec<Value> = (0..500)
-            .map(|n| {
-                let id = format!("r{:04}", chunk * 500 + n);
-                json!({"id": format!("seed-{id}"), "kind": "insert", "table": "TodoItem",
-                       "itemId": id, "item": {"text": "a".repeat(1024)}})
-            })
-            .collect();
-        let r = server
-            .json(
-                "POST",
-                "/tidesync/v1/batch",
-                &[],
-                &json!({ "operations": ops }),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(300)]);
-    }
+    server.seed_text_rows(2000, 1024).await;
 }
 
 fn assert_limit(r: &common::Resp, status: u16, limit: &str, what: &str) {
@@ -241,22 +202,25 @@ async fn schema_pollution(server: &Hostile) {
 /// Item 3: credentials before tables, every extension behind the table's rules, tokens that
 /// stretch the rules refused.
 async fn credentials(server: &Hostile) {
-    let alice = jwt("sid:alice", json!({}));
+    let alice = token("sid:alice", json!({}));
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let bad_tokens = [
         (
             "a token valid from next hour",
-            jwt("sid:a", json!({"nbf": now + 3600})),
+            token("sid:a", json!({"nbf": now + 3600})),
         ),
-        ("an empty sub", jwt("", json!({}))),
-        ("ten years", jwt("sid:a", json!({"exp": now + 315_360_000}))),
+        ("an empty sub", token("", json!({}))),
+        (
+            "ten years",
+            token("sid:a", json!({"exp": now + 315_360_000})),
+        ),
         (
             "ten years without iat",
-            jwt("sid:a", json!({"iat": null, "exp": now + 315_360_000})),
+            token("sid:a", json!({"iat": null, "exp": now + 315_360_000})),
         ),
         (
             "issued a day ago",
-            jwt("sid:a", json!({"iat": now - 86_400})),
+            token("sid:a", json!({"iat": now - 86_400})),
         ),
         ("not a token", "garbage".to_owned()),
     ];
@@ -315,7 +279,7 @@ async fn credentials(server: &Hostile) {
 /// Item 3: a feed opened with a token ends when the token expires.
 async fn feed_ends_with_its_token(server: &Hostile) {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let token = jwt("sid:alice", json!({"exp": now + 2}));
+    let token = token("sid:alice", json!({"exp": now + 2}));
     let mut stream = server.connect().await;
     let request = format!(
         "GET /tidesync/v1/feed?tables=Members HTTP/1.1\r\nhost: x\r\nx-zumo-auth: {token}\r\n\r\n"
@@ -337,40 +301,29 @@ async fn feed_ends_with_its_token(server: &Hostile) {
 
 /// Item 4: one user's op ids neither answer nor overwrite another's.
 async fn op_ids_are_scoped(server: &Hostile) {
-    let alice = jwt("sid:alice", json!({}));
-    let bob = jwt("sid:bob", json!({}));
+    let alice = token("sid:alice", json!({}));
+    let bob = token("sid:bob", json!({}));
     let op = |item: &str, text: &str| {
-        json!({"operations": [{"id": "op-1", "kind": "insert", "table": "TodoItem",
-                               "itemId": item, "item": {"text": text}}]})
+        vec![json!({"id": "op-1", "kind": "insert", "table": "TodoItem",
+                    "itemId": item, "item": {"text": text}})]
     };
-    let batch = "/tidesync/v1/batch";
     let first = server
-        .json(
-            "POST",
-            batch,
-            &[("x-zumo-auth", &alice)],
-            &op("alice-1", "a"),
-        )
+        .batch(op("alice-1", "a"), &[("x-zumo-auth", &alice)])
         .await;
     assert_eq!(first.body["results"][0]["status"], 201, "{}", first.text);
     let r = server
-        .json("POST", batch, &[("x-zumo-auth", &bob)], &op("bob-1", "b"))
+        .batch(op("bob-1", "b"), &[("x-zumo-auth", &bob)])
         .await;
     assert_eq!(r.body["results"][0]["status"], 201, "{}", r.text);
     // Bob reusing Alice's op id with Alice's content gets no answer of hers.
     let r = server
-        .json("POST", batch, &[("x-zumo-auth", &bob)], &op("alice-1", "a"))
+        .batch(op("alice-1", "a"), &[("x-zumo-auth", &bob)])
         .await;
     assert_eq!(r.body["results"][0]["status"], 409, "{}", r.text);
     let again = server
         .attack(
             "alice resends her batch",
-            server.json(
-                "POST",
-                batch,
-                &[("x-zumo-auth", &alice)],
-                &op("alice-1", "a"),
-            ),
+            server.batch(op("alice-1", "a"), &[("x-zumo-auth", &alice)]),
         )
         .await;
     assert_eq!(again.body, first.body, "alice's remembered answer");
@@ -385,14 +338,7 @@ async fn clock_is_not_pushed_ahead(server: &Hostile) {
                        "itemId": format!("r{n:04}"), "item": {"text": format!("round {round}")}})
             })
             .collect();
-        let r = server
-            .json(
-                "POST",
-                "/tidesync/v1/batch",
-                &[],
-                &json!({ "operations": ops }),
-            )
-            .await;
+        let r = server.batch(ops, &[]).await;
         assert_eq!(r.status, 200);
     }
     let now = time::OffsetDateTime::now_utc();

@@ -8,24 +8,10 @@
 mod common;
 
 use common::Resp;
-use common::hostile::{Backend, Hostile, SECRET};
+use common::hostile::{Backend, Hostile, SECRET, token};
 use serde_json::{Value, json};
 
 const T: &str = "/tables/TodoItem";
-
-fn token(sub: &str) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    let claims = json!({
-        "sub": sub, "iat": now, "exp": now + 600,
-        "aud": "urn:microsoft:windows-azure:zumo", "iss": "urn:microsoft:windows-azure:zumo",
-    });
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &claims,
-        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
-}
 
 fn assert_limit(r: &Resp, status: u16, limit: &str, what: &str) {
     assert_eq!(r.status, status, "{what}: {}", r.text);
@@ -101,7 +87,7 @@ name = \"TodoItem\"
     let feed = |who: &str| {
         format!(
             "/tidesync/v1/feed?tables=TodoItem&access_token={}",
-            token(who)
+            token(who, json!({}))
         )
     };
     let owned = server;
@@ -226,24 +212,7 @@ name = \"TodoItem\"
     let Some(server) = Hostile::start(backend, "slots", config, &[]).await else {
         return;
     };
-    for chunk in 0..8 {
-        let ops: Vec<Value> = (0..500)
-            .map(|n| {
-                let id = format!("r{:04}", chunk * 500 + n);
-                json!({"id": format!("s-{id}"), "kind": "insert", "table": "TodoItem",
-                       "itemId": id, "item": {"text": "a".repeat(1024)}})
-            })
-            .collect();
-        let r = server
-            .json(
-                "POST",
-                "/tidesync/v1/batch",
-                &[],
-                &json!({ "operations": ops }),
-            )
-            .await;
-        assert_eq!(r.status, 200);
-    }
+    server.seed_text_rows(4000, 1024).await;
     // 4,000 rows of 16 MB strings: many minutes of work unless it is stopped (the bound of
     // the wait below is a small part of it).
     let mut heavy = server.connect().await;
@@ -323,21 +292,7 @@ async fn pool_is_bounded(server: &Hostile) {
     )
     .await
     .unwrap();
-    let blocked = {
-        let url = server.base.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{url}{T}"))
-                .header("zumo-api-version", "3.0.0")
-                .header("content-type", "application/json")
-                .body(r#"{"id":"held","text":"x"}"#)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let blocked = server.spawn_json("POST", T, &json!({"id": "held", "text": "x"}));
     wait_for_lock_waiter(&db, "pg_advisory_xact_lock").await;
     let waiting = server
         .attack(
@@ -413,16 +368,7 @@ name = \"Other\"
             })
             .collect();
         let server = &server;
-        async move {
-            server
-                .json(
-                    "POST",
-                    "/tidesync/v1/batch",
-                    &[],
-                    &json!({ "operations": ops }),
-                )
-                .await
-        }
+        async move { server.batch(ops, &[]).await }
     };
     for round in 0..20 {
         let (a, b, c, d) = tokio::join!(
@@ -481,21 +427,7 @@ async fn deadlock_is_retried(server: &Hostile, schema: &str) {
     ))
     .await
     .unwrap();
-    let write = {
-        let url = server.base.clone();
-        tokio::spawn(async move {
-            reqwest::Client::new()
-                .post(format!("{url}{T}"))
-                .header("zumo-api-version", "3.0.0")
-                .header("content-type", "application/json")
-                .body(r#"{"id":"dl","text":"x"}"#)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        })
-    };
+    let write = server.spawn_json("POST", T, &json!({"id": "dl", "text": "x"}));
     wait_for_lock_waiter(&probe, "clock_lock").await;
     raw.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended('TodoItem/dl', 0))",

@@ -23,9 +23,10 @@
 //! another write is in flight); a read that would leave out rows of the current millisecond
 //! waits for the millisecond to pass and reads again, so that a client reads its own writes.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::now_ms;
+use super::{StoreError, now_ms};
 
 /// The wall clock in milliseconds, never going back within this process (a stamp and a
 /// read horizon must not move back when the system clock is set back).
@@ -95,6 +96,29 @@ impl Horizon {
                 ))
             }
             _ => None,
+        }
+    }
+}
+
+/// Runs `read` (one read in one snapshot, and its horizon) until its horizon no longer
+/// holds back rows of the current millisecond, at most three times.
+///
+/// # Errors
+///
+/// What `read` fails with.
+pub(crate) async fn read_until_open<T, F, Fut>(mut read: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(T, Horizon), StoreError>>,
+{
+    let mut attempt = 0;
+    loop {
+        let (result, horizon) = read().await?;
+        attempt += 1;
+        match horizon.wait() {
+            // Rows of this very millisecond were held back: read again once it passed.
+            Some(wait) if attempt < 3 => tokio::time::sleep(wait).await,
+            _ => return Ok(result),
         }
     }
 }

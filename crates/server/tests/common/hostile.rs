@@ -17,6 +17,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 
 use super::{Resp, drop_pg_schema, pg_schema, pg_url};
 
@@ -28,6 +29,29 @@ pub const MEMORY_BOUND_MB: u64 = 256;
 
 /// The HS256 secret of the hostile servers (long enough to be accepted).
 pub const SECRET: &str = "hostile-suite-secret-of-at-least-32-bytes";
+
+/// An HS256 token of the hostile servers for `sub`: valid for ten minutes, with `claims`
+/// on top (a null claim removes it).
+pub fn token(sub: &str, claims: Value) -> String {
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let mut all = serde_json::json!({
+        "sub": sub, "iat": now, "exp": now + 600,
+        "aud": "urn:microsoft:windows-azure:zumo", "iss": "urn:microsoft:windows-azure:zumo",
+    });
+    for (name, value) in claims.as_object().into_iter().flatten() {
+        if value.is_null() {
+            all.as_object_mut().unwrap().remove(name);
+        } else {
+            all[name] = value.clone();
+        }
+    }
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &all,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
 
 /// Which database the server runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,13 +178,45 @@ impl Hostile {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.bytes().await.unwrap();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
+        Resp::new(status, headers, &bytes)
+    }
+
+    /// Sends a v3 JSON request on a task of its own (for a request that will wait on a
+    /// lock); its status.
+    pub fn spawn_json(&self, method: &str, path: &str, body: &Value) -> JoinHandle<u16> {
+        let request = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{path}", self.base))
+            .header("zumo-api-version", "3.0.0")
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        tokio::spawn(async move { request.send().await.unwrap().status().as_u16() })
+    }
+
+    /// `POST /tidesync/v1/batch` of `ops`.
+    pub async fn batch(&self, ops: Vec<Value>, headers: &[(&str, &str)]) -> Resp {
+        self.json(
+            "POST",
+            "/tidesync/v1/batch",
             headers,
-            text,
-            body,
+            &serde_json::json!({ "operations": ops }),
+        )
+        .await
+    }
+
+    /// Inserts `rows` rows `r0000`, `r0001`, … into `TodoItem`, each with a `text` of `bytes`
+    /// letters `a`, 500 to a batch.
+    pub async fn seed_text_rows(&self, rows: usize, bytes: usize) {
+        for chunk in (0..rows).step_by(500) {
+            let ops: Vec<Value> = (chunk..rows.min(chunk + 500))
+                .map(|n| {
+                    let id = format!("r{n:04}");
+                    serde_json::json!({"id": format!("seed-{id}"), "kind": "insert",
+                        "table": "TodoItem", "itemId": id, "item": {"text": "a".repeat(bytes)}})
+                })
+                .collect();
+            let r = self.batch(ops, &[]).await;
+            assert_eq!(r.status, 200, "{}", &r.text[..r.text.len().min(300)]);
         }
     }
 

@@ -19,7 +19,7 @@ use tidesync_protocol::Item;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls};
 
-use super::horizon::{Horizon, with_horizon};
+use super::horizon::{Horizon, read_until_open, with_horizon};
 use super::limits::{ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
@@ -304,16 +304,7 @@ impl Store for PostgresStore {
             request,
             self.limits.max_string_growth,
         )?;
-        let mut attempt = 0;
-        loop {
-            let (result, horizon) = self.read_once(&schema.spec, &translated, request).await?;
-            attempt += 1;
-            match horizon.wait() {
-                // Rows of this very millisecond were held back: read again once it passed.
-                Some(wait) if attempt < 3 => tokio::time::sleep(wait).await,
-                _ => return Ok(result),
-            }
-        }
+        read_until_open(|| self.read_once(&schema.spec, &translated, request)).await
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
-use super::horizon::{Horizon, monotonic_now_ms, with_horizon};
+use super::horizon::{Horizon, monotonic_now_ms, read_until_open, with_horizon};
 use super::limits::{Cancel, ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
@@ -253,18 +253,8 @@ impl Store for SqliteStore {
             request,
             self.inner.limits.max_string_growth,
         )?);
-        let mut attempt = 0;
-        loop {
-            let (result, horizon) = self
-                .read_once(schema.spec.clone(), Arc::clone(&translated), request)
-                .await?;
-            attempt += 1;
-            match horizon.wait() {
-                // Rows of this very millisecond were held back: read again once it passed.
-                Some(wait) if attempt < 3 => tokio::time::sleep(wait).await,
-                _ => return Ok(result),
-            }
-        }
+        read_until_open(|| self.read_once(schema.spec.clone(), Arc::clone(&translated), request))
+            .await
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
