@@ -1,6 +1,12 @@
 //! Tokens and API keys (spec 9): the session token travels in `X-ZUMO-AUTH` or
 //! `Authorization: Bearer`, is a JWT signed with the HS256 secret (or verified with a public
 //! key) and must carry the configured audience and issuer; the user id is its `sub`.
+//!
+//! The rules a token must pass: a valid signature, `aud` and `iss` as configured, `exp` in
+//! the future and `nbf` (when present) in the past (both with a 60 s leeway for clock skew),
+//! a non-empty `sub`, and a lifetime (`exp - iat`, or `exp - now` without `iat`) of at most
+//! [`AuthConfig::max_token_lifetime_secs`]. The server refuses to start with an empty API key
+//! or an HS256 secret shorter than [`MIN_SECRET_BYTES`]. Tokens and keys are never logged.
 
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
@@ -10,11 +16,17 @@ use tidesync_protocol::wire::X_ZUMO_AUTH;
 use crate::config::AuthConfig;
 use crate::error::ServerError;
 
+/// The fewest bytes an HS256 secret may have (the size of the HMAC-SHA256 key block's
+/// security level: a shorter secret can be brute-forced from one captured token).
+pub const MIN_SECRET_BYTES: usize = 32;
+
 /// The signed-in user of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
-    /// The token's `sub` claim.
+    /// The token's `sub` claim (never empty).
     pub id: String,
+    /// The token's `exp` claim, seconds since the Unix epoch: an open change feed ends then.
+    pub expires_at: i64,
 }
 
 /// Verifies tokens and API keys.
@@ -22,6 +34,7 @@ pub struct User {
 pub struct Authenticator {
     keys: Vec<(DecodingKey, Validation)>,
     api_key: Option<String>,
+    max_lifetime_secs: i64,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -36,6 +49,8 @@ impl std::fmt::Debug for Authenticator {
 #[derive(Debug, Deserialize)]
 struct Claims {
     sub: String,
+    exp: i64,
+    iat: Option<i64>,
 }
 
 /// The headers an API key may arrive in.
@@ -46,8 +61,24 @@ impl Authenticator {
     ///
     /// # Errors
     ///
-    /// A message when the public key cannot be read or parsed.
+    /// A message when the API key is empty, the HS256 secret is shorter than
+    /// [`MIN_SECRET_BYTES`], or the public key cannot be read or parsed.
     pub fn new(config: &AuthConfig) -> Result<Authenticator, String> {
+        if config.api_key.as_deref() == Some("") {
+            return Err(
+                "the API key is empty: set a non-empty key, or leave it out to require none"
+                    .to_owned(),
+            );
+        }
+        if let Some(secret) = &config.jwt_secret {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "the HS256 secret has {} bytes; it needs at least {MIN_SECRET_BYTES} \
+                     (e.g. the output of `openssl rand -base64 32`)",
+                    secret.len()
+                ));
+            }
+        }
         let mut keys = Vec::new();
         let validation = |algorithms: &[Algorithm]| {
             let mut validation = Validation::new(Algorithm::HS256);
@@ -55,6 +86,7 @@ impl Authenticator {
             validation.set_audience(&[&config.audience]);
             validation.set_issuer(&[&config.issuer]);
             validation.set_required_spec_claims(&["exp", "sub", "aud", "iss"]);
+            validation.validate_nbf = true;
             validation
         };
         if let Some(secret) = &config.jwt_secret {
@@ -85,7 +117,8 @@ impl Authenticator {
         }
         Ok(Authenticator {
             keys,
-            api_key: config.api_key.clone().filter(|k| !k.is_empty()),
+            api_key: config.api_key.clone(),
+            max_lifetime_secs: i64::try_from(config.max_token_lifetime_secs).unwrap_or(i64::MAX),
         })
     }
 
@@ -134,16 +167,32 @@ impl Authenticator {
         let mut last_error = String::from("no key");
         for (key, validation) in &self.keys {
             match decode::<Claims>(token, key, validation) {
-                Ok(data) => {
-                    return Ok(Some(User {
-                        id: data.claims.sub,
-                    }));
-                }
+                Ok(data) => return self.check_claims(data.claims).map(Some),
                 Err(error) => last_error = error.to_string(),
             }
         }
         Err(ServerError::InvalidToken {
             message: last_error,
+        })
+    }
+
+    /// The rules the signature check does not cover: a `sub`, and a bounded lifetime.
+    fn check_claims(&self, claims: Claims) -> Result<User, ServerError> {
+        let refuse = |message: String| Err(ServerError::InvalidToken { message });
+        if claims.sub.trim().is_empty() {
+            return refuse("the token's sub claim is empty".to_owned());
+        }
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let issued = claims.iat.map_or(now, |iat| iat.min(now));
+        if claims.exp.saturating_sub(issued) > self.max_lifetime_secs {
+            return refuse(format!(
+                "the token is valid for longer than the accepted {} s (auth.max_token_lifetime_secs)",
+                self.max_lifetime_secs
+            ));
+        }
+        Ok(User {
+            id: claims.sub,
+            expires_at: claims.exp,
         })
     }
 }

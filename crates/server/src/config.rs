@@ -6,6 +6,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"          # loopback by default
 //! database = "sqlite://data.db"      # or sqlite:///abs/path.db or postgres://user@host:port/db
+//! postgres_schema = "tidesync"       # PostgreSQL: the schema holding the tables (default public)
 //! body_limit_bytes = 10485760        # larger bodies answer 413
 //! cors_origins = ["http://localhost:3000"]   # "*" allows any origin; empty: no CORS headers
 //! tombstone_retention_secs = 2592000 # soft-deleted rows older than this are purged; unset: kept
@@ -30,6 +31,26 @@
 //! [feed]
 //! heartbeat_ms = 15000    # a comment line on idle change feeds this often
 //! coalesce_ms = 50        # at most one change event per table per feed this often
+//! max_feeds = 512         # open change feeds per server; more answer 503 + Retry-After
+//! max_feeds_per_user = 8  # per signed-in user (per client address without a token): 429
+//!
+//! # What one client can make the server do. A limit that is hit answers 400 (the request
+//! # itself costs too much), 503 + Retry-After (the server is busy) or closes the connection,
+//! # and the JSON error names the setting.
+//! [limits]
+//! query_timeout_ms = 2000          # a read running longer is stopped: 503 + Retry-After
+//! max_string_bytes = 16777216      # longest string a SQLite read may hold or build (>= body_limit_bytes)
+//! max_string_growth = 16           # $filter string functions may grow a value at most this many times: 400
+//! max_concurrent_reads = 32        # reads at once; more wait in line
+//! queue_timeout_ms = 1000          # longest wait for a read slot or a database connection: 503
+//! pool_size = 16                   # PostgreSQL connections per server process
+//! ddl_lock_timeout_ms = 2000       # PostgreSQL: adding a column waits this long for the table: 503
+//! write_retries = 3                # PostgreSQL: a write that hit a deadlock or serialization failure is retried
+//! max_json_values = 100000         # JSON values (scalars, arrays, objects) in one request body: 413
+//! header_read_timeout_ms = 10000   # a request head must arrive within this (else the connection closes)
+//! body_read_timeout_ms = 10000     # a request body that stalls this long between two reads: 400
+//! keep_alive_timeout_ms = 30000    # an idle keep-alive connection is closed after this
+//! max_connections = 1024           # open connections; more get 503 + Retry-After and are closed
 //!
 //! [auth]
 //! jwt_secret = "…"                     # HS256 secret
@@ -38,6 +59,9 @@
 //! issuer = "urn:microsoft:windows-azure:zumo"
 //! api_key = "…"                        # when set, every table and extension request needs it
 //!                                      # in the `x-api-key` (or `zumo-api-key`) header
+//! max_token_lifetime_secs = 86400      # tokens valid for longer (exp - iat) answer 401
+//!
+//! # An empty api_key, or a jwt_secret shorter than 32 bytes, stops the server at start.
 //!
 //! [[tables]]
 //! name = "TodoItem"
@@ -195,11 +219,12 @@ impl Paging {
 /// The audience and issuer App Service tokens carry.
 pub const ZUMO_AUDIENCE: &str = "urn:microsoft:windows-azure:zumo";
 
-/// Token and API key settings (spec 9).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// Token and API key settings (spec 9). Its `Debug` form hides the secret and the key.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The HS256 secret.
+    /// The HS256 secret: at least [`crate::auth::MIN_SECRET_BYTES`] bytes, or the server
+    /// refuses to start.
     pub jwt_secret: Option<String>,
     /// A PEM public key (RS256 or ES256), as text.
     pub jwt_public_key: Option<String>,
@@ -209,8 +234,11 @@ pub struct AuthConfig {
     pub audience: String,
     /// The required `iss`.
     pub issuer: String,
-    /// The API key, when one is required.
+    /// The API key, when one is required (an empty key is refused at start).
     pub api_key: Option<String>,
+    /// The longest token lifetime accepted, in seconds: `exp - iat` (or `exp - now` when the
+    /// token has no `iat`). A stolen token is useful only this long.
+    pub max_token_lifetime_secs: u64,
 }
 
 impl Default for AuthConfig {
@@ -222,7 +250,23 @@ impl Default for AuthConfig {
             audience: ZUMO_AUDIENCE.to_owned(),
             issuer: ZUMO_AUDIENCE.to_owned(),
             api_key: None,
+            max_token_lifetime_secs: 24 * 60 * 60,
         }
+    }
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |value: &Option<String>| value.as_ref().map(|_| "…");
+        f.debug_struct("AuthConfig")
+            .field("jwt_secret", &hidden(&self.jwt_secret))
+            .field("jwt_public_key", &self.jwt_public_key.is_some())
+            .field("jwt_public_key_file", &self.jwt_public_key_file)
+            .field("audience", &self.audience)
+            .field("issuer", &self.issuer)
+            .field("api_key", &hidden(&self.api_key))
+            .field("max_token_lifetime_secs", &self.max_token_lifetime_secs)
+            .finish()
     }
 }
 
@@ -234,6 +278,8 @@ pub struct ServerConfig {
     pub listen: Option<String>,
     /// The database URL.
     pub database: Option<String>,
+    /// The PostgreSQL schema that holds the tables (created if missing; default `public`).
+    pub postgres_schema: Option<String>,
     /// The served tables.
     pub tables: Vec<TableConfig>,
     /// Page sizes.
@@ -254,6 +300,127 @@ pub struct ServerConfig {
     pub schema: SchemaConfig,
     /// The change feed.
     pub feed: crate::feed::FeedConfig,
+    /// What one client can make the server do.
+    pub limits: Limits,
+}
+
+/// Bounds on what clients can make the server do (`[limits]`). Every field has a safe
+/// default; see the module documentation for the file form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A read (a query, an item read, a snapshot page) running longer than this many
+    /// milliseconds is stopped (SQLite: progress handler; PostgreSQL: `statement_timeout`) and
+    /// answered 503 with `Retry-After`.
+    pub query_timeout_ms: u64,
+    /// The longest string or blob, in bytes, a SQLite read may hold or build
+    /// (`SQLITE_LIMIT_LENGTH` of the read connections); must be at least `body_limit_bytes`,
+    /// since a stored value can be that long. A query building a longer one answers 400.
+    pub max_string_bytes: usize,
+    /// How many times the string functions of a `$filter` may multiply the length of a value:
+    /// `replace(text,'a','aaaa')` counts 4, `concat(text,text)` 2, nested calls multiply. A
+    /// filter above it answers 400 before it reaches the database.
+    pub max_string_growth: u64,
+    /// Reads (queries, item reads, snapshot pages) running at once; more wait in line.
+    pub max_concurrent_reads: usize,
+    /// The longest wait, in milliseconds, for a read slot or a pooled database connection;
+    /// then 503 with `Retry-After`.
+    pub queue_timeout_ms: u64,
+    /// PostgreSQL connections per server process.
+    pub pool_size: usize,
+    /// PostgreSQL: how long adding a dynamic column waits for the table's lock, in
+    /// milliseconds (so a slow read cannot stall every writer behind the DDL); then 503.
+    pub ddl_lock_timeout_ms: u64,
+    /// PostgreSQL: how many times a write that hit a deadlock or a serialization failure is
+    /// run again inside the server before it answers 503.
+    pub write_retries: u32,
+    /// The most JSON values (every scalar, array and object) one request body may hold; more
+    /// answer 413. Bounds the memory a body takes once parsed.
+    pub max_json_values: usize,
+    /// A request head (request line and headers) must arrive within this many milliseconds of
+    /// its first byte, or of the connection opening; otherwise the connection is closed.
+    pub header_read_timeout_ms: u64,
+    /// A request body that sends nothing for this many milliseconds ends its request (400).
+    pub body_read_timeout_ms: u64,
+    /// An idle keep-alive connection is closed after this many milliseconds.
+    pub keep_alive_timeout_ms: u64,
+    /// Open connections at most; one more is answered 503 with `Retry-After` and closed.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            query_timeout_ms: 2_000,
+            max_string_bytes: 16 * 1024 * 1024,
+            max_string_growth: 16,
+            max_concurrent_reads: 32,
+            queue_timeout_ms: 1_000,
+            pool_size: 16,
+            ddl_lock_timeout_ms: 2_000,
+            write_retries: 3,
+            max_json_values: 100_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 10_000,
+            keep_alive_timeout_ms: 30_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+impl Limits {
+    /// [`Limits::query_timeout_ms`] as a duration (at least 1 ms).
+    pub fn query_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.query_timeout_ms.max(1))
+    }
+
+    /// [`Limits::queue_timeout_ms`] as a duration.
+    pub fn queue_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.queue_timeout_ms)
+    }
+
+    /// [`Limits::header_read_timeout_ms`] as a duration (at least 1 ms).
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.header_read_timeout_ms.max(1))
+    }
+
+    /// [`Limits::body_read_timeout_ms`] as a duration (at least 1 ms).
+    pub fn body_read_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.body_read_timeout_ms.max(1))
+    }
+
+    /// [`Limits::keep_alive_timeout_ms`] as a duration (at least 1 ms).
+    pub fn keep_alive_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.keep_alive_timeout_ms.max(1))
+    }
+
+    /// Checks the limits against each other and the body limit.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the setting that cannot work.
+    pub fn check(&self, body_limit_bytes: usize) -> Result<(), String> {
+        if self.max_string_bytes < body_limit_bytes {
+            return Err(format!(
+                "limits.max_string_bytes ({}) is below body_limit_bytes ({body_limit_bytes}): a stored value could not be read back",
+                self.max_string_bytes
+            ));
+        }
+        for (name, value) in [
+            ("limits.max_connections", self.max_connections),
+            ("limits.max_concurrent_reads", self.max_concurrent_reads),
+            ("limits.pool_size", self.pool_size),
+            ("limits.max_json_values", self.max_json_values),
+        ] {
+            if value == 0 || value > u32::MAX as usize {
+                return Err(format!("{name} must be between 1 and {}", u32::MAX));
+            }
+        }
+        if self.max_string_growth == 0 {
+            return Err("limits.max_string_growth must be at least 1".to_owned());
+        }
+        Ok(())
+    }
 }
 
 /// How far writers may grow a dynamic table's schema (`[schema]`). Declared tables have a
@@ -315,6 +482,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: None,
             database: None,
+            postgres_schema: None,
             tables: Vec::new(),
             paging: Paging::default(),
             auth: AuthConfig::default(),
@@ -325,6 +493,7 @@ impl Default for ServerConfig {
             batch: BatchConfig::default(),
             schema: SchemaConfig::default(),
             feed: crate::feed::FeedConfig::default(),
+            limits: Limits::default(),
         }
     }
 }

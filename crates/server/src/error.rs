@@ -101,6 +101,30 @@ pub enum ServerError {
     /// The database cannot be reached.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The request costs more than a limit allows (a filter building too long strings, a
+    /// query past `limits.max_string_bytes`): 400 naming the limit's setting.
+    #[error("{message}")]
+    TooCostly {
+        /// The setting of the limit.
+        limit: &'static str,
+        /// What was too much.
+        message: String,
+    },
+    /// The server is too busy for the request now (a queue wait ran out, a read ran past its
+    /// deadline, a write kept losing to others): 503 with `Retry-After`, naming the limit.
+    #[error("{message}")]
+    Busy {
+        /// The setting of the limit.
+        limit: &'static str,
+        /// What happened.
+        message: String,
+    },
+    /// The body holds more JSON values than `limits.max_json_values`: 413.
+    #[error("the request body holds more than {limit} JSON values")]
+    TooManyJsonValues {
+        /// The limit.
+        limit: usize,
+    },
     /// A store failure that is not the client's fault.
     #[error("store error: {0}")]
     Store(#[source] StoreError),
@@ -131,6 +155,7 @@ impl ServerError {
             | ServerError::TopTooLarge { .. }
             | ServerError::UnknownColumn { .. }
             | ServerError::Type { .. }
+            | ServerError::TooCostly { .. }
             | ServerError::IdNotAvailable => StatusCode::BAD_REQUEST,
             ServerError::Gone => StatusCode::GONE,
             ServerError::Conflict { .. } => StatusCode::CONFLICT,
@@ -138,10 +163,14 @@ impl ServerError {
             ServerError::Unauthenticated
             | ServerError::InvalidToken { .. }
             | ServerError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            ServerError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ServerError::PayloadTooLarge { .. } | ServerError::TooManyJsonValues { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             ServerError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ServerError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ServerError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServerError::Unavailable(_) | ServerError::Busy { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ServerError::Store(_) | ServerError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -175,8 +204,22 @@ impl ServerError {
             ServerError::Store(_) | ServerError::Internal(_) => {
                 response::error_body(status, "internal server error")
             }
+            ServerError::TooCostly { limit, message } | ServerError::Busy { limit, message } => {
+                response::limit_body(status, &message, limit)
+            }
+            ServerError::TooManyJsonValues { limit } => response::limit_body(
+                status,
+                &format!("the request body holds more than {limit} JSON values"),
+                "limits.max_json_values",
+            ),
             other => response::error_body(status, &other.to_string()),
         };
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            // Busy and unavailable are for now: tell clients when to come back.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if status == StatusCode::METHOD_NOT_ALLOWED {
             response.headers_mut().insert(
                 header::ALLOW,
@@ -199,6 +242,8 @@ impl From<StoreError> for ServerError {
             StoreError::InvalidQuery { message } => ServerError::Type { message },
             StoreError::Full { message } => ServerError::BadRequest { message },
             StoreError::Unavailable(message) => ServerError::Unavailable(message),
+            StoreError::OverLimit { limit, message } => ServerError::TooCostly { limit, message },
+            StoreError::Busy { limit, message } => ServerError::Busy { limit, message },
             other => ServerError::Store(other),
         }
     }

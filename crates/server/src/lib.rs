@@ -6,10 +6,12 @@
 //! `tidesync-protocol` into parameterised SQL, a server-side [`Store`] trait, tables with
 //! declared columns or columns learned (within caps) from the writes that commit, one
 //! decide-and-write path for every write (table policy, schema check, preconditions,
-//! stamping), a per-table clock that gives every write its own millisecond
-//! and makes stamps visible in stamp order (so an incremental `updatedAt` reader never misses
-//! a row), JWT / API-key auth with anonymous, authenticated and owner tables, tombstone
-//! retention, CORS, `/health`, `/ready` and the extension routes under `/tidesync/v1`.
+//! stamping), a per-table clock that never runs ahead of the wall clock and reads that stop
+//! below a horizon nothing can commit under (so an incremental `(updatedAt, id)` reader never
+//! misses a row), JWT / API-key auth with anonymous, authenticated and owner tables, tombstone
+//! retention, CORS, `/health`, `/ready`, the extension routes under `/tidesync/v1`, and a
+//! bound with a documented setting on everything a client controls (`[limits]`: query cost,
+//! time and concurrency, body size, connections and their timers).
 //!
 //! What it is not: a client (it depends on no client crate), a general OData server, or a
 //! place for custom APIs, push or login flows.
@@ -41,11 +43,12 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod http;
+mod listen;
 mod policy;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, SchemaConfig, ServerConfig, TableConfig};
+pub use config::{Access, BatchConfig, Limits, SchemaConfig, ServerConfig, TableConfig};
 pub use error::ServerError;
 pub use feed::FeedConfig;
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};

@@ -14,7 +14,9 @@ use tokio::task::JoinHandle;
 use crate::auth::Authenticator;
 use crate::config::{ServerConfig, TableConfig};
 use crate::http::{self, AppState, Shared};
-use crate::store::{SqliteStore, Store, StoreError, TableSpec, check_table_name, now_ms};
+use crate::store::{
+    SqliteStore, Store, StoreError, StoreLimits, TableSpec, check_table_name, now_ms,
+};
 
 /// Where the data lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -192,6 +194,13 @@ impl ServerBuilder {
         self
     }
 
+    /// Sets what one client can make the server do (see [`crate::config::Limits`]).
+    #[must_use]
+    pub fn limits(mut self, limits: crate::config::Limits) -> ServerBuilder {
+        self.config.limits = limits;
+        self
+    }
+
     /// Sets the caps on dynamic tables' schemas.
     #[must_use]
     pub fn schema(mut self, schema: crate::config::SchemaConfig) -> ServerBuilder {
@@ -199,7 +208,7 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the change feed's heartbeat and coalescing.
+    /// Sets the change feed's heartbeat, coalescing and caps.
     #[must_use]
     pub fn feed(mut self, feed: crate::feed::FeedConfig) -> ServerBuilder {
         self.config.feed = feed;
@@ -254,6 +263,10 @@ impl ServerBuilder {
             );
         }
         let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
+        config
+            .limits
+            .check(config.body_limit_bytes)
+            .map_err(StartError::Config)?;
         if !auth.verifies_tokens() {
             if let Some(table) = config
                 .tables
@@ -268,7 +281,13 @@ impl ServerBuilder {
         }
         let database = match (&self.database, &config.database) {
             (Some(database), _) => Some(database.clone()),
-            (None, Some(url)) => Some(Database::parse(url).map_err(StartError::Config)?),
+            (None, Some(url)) => Some(match Database::parse(url).map_err(StartError::Config)? {
+                Database::Postgres { url, .. } => Database::Postgres {
+                    url,
+                    schema: config.postgres_schema.clone(),
+                },
+                other => other,
+            }),
             (None, None) => None,
         };
         let postgres_feed = match (&self.store, &database) {
@@ -278,12 +297,12 @@ impl ServerBuilder {
         let store: Arc<dyn Store> = match (self.store, database) {
             (Some(store), _) => store,
             (None, Some(Database::Sqlite(path))) => Arc::new(
-                SqliteStore::open(&path)
+                SqliteStore::open_with(&path, StoreLimits::from(&config.limits))
                     .await
                     .map_err(StartError::Database)?,
             ),
             (None, Some(Database::Postgres { url, schema })) => {
-                open_postgres(&url, schema.as_deref()).await?
+                open_postgres(&url, schema.as_deref(), StoreLimits::from(&config.limits)).await?
             }
             (None, None) => return Err(StartError::Config("no database configured".to_owned())),
         };
@@ -317,6 +336,7 @@ impl ServerBuilder {
             schema: config.schema,
             feed,
             feed_config: config.feed,
+            limits: config.limits,
         });
         Ok(App {
             state,
@@ -361,8 +381,12 @@ async fn feed_source(
     }
 }
 
-async fn open_postgres(url: &str, schema: Option<&str>) -> Result<Arc<dyn Store>, StartError> {
-    let store = crate::store::PostgresStore::open(url, schema)
+async fn open_postgres(
+    url: &str,
+    schema: Option<&str>,
+    limits: StoreLimits,
+) -> Result<Arc<dyn Store>, StartError> {
+    let store = crate::store::PostgresStore::open_with(url, schema, limits)
         .await
         .map_err(StartError::Database)?;
     Ok(Arc::new(store))
@@ -404,13 +428,8 @@ impl App {
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
         let router = self.router();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, router)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let limits = self.state.limits;
+        let server = tokio::spawn(crate::listen::serve(listener, router, limits, stopped));
         let purger = self
             .state
             .tombstone_retention_secs

@@ -152,11 +152,22 @@ async fn cases(c: &Client) {
         assert_eq!(r.status, 400, "{filter}: {}", r.text);
         assert!(r.body["error"].is_string(), "{}", r.text);
     }
+    // An unknown table: 401 to a caller without a token (like a table that needs one), 404
+    // to a signed-in caller.
+    let (alice, bob) = (token("sid:alice"), token("sid:bob"));
     let r = c.send("GET", &snapshot_path("Nope"), &[], None).await;
+    assert_eq!(r.status, 401);
+    let r = c
+        .send(
+            "GET",
+            &snapshot_path("Nope"),
+            &[("x-zumo-auth", &alice)],
+            None,
+        )
+        .await;
     assert_eq!(r.status, 404);
 
     // Owner tables: only the caller's rows; no token, no snapshot.
-    let (alice, bob) = (token("sid:alice"), token("sid:bob"));
     for (who, n) in [(&alice, 7), (&bob, 4)] {
         for i in 0..n {
             let r = c

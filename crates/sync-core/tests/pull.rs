@@ -175,7 +175,7 @@ async fn a_thousand_rows_sharing_one_updated_at_are_each_read_exactly_once() {
     );
     // A later row with the very same timestamp still arrives (ties are broken by
     // id, so the server must make rows visible in (updatedAt, id) order; ours
-    // stamps every write with its own millisecond).
+    // answers reads only below a horizon nothing can commit under).
     f.server
         .server_insert(TODO, obj(json!({"id": "row-1000", "text": "late tie"})));
     let again = f.todo().pull("all", Query::all()).await.unwrap();

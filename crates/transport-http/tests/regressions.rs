@@ -584,10 +584,10 @@ async fn rocicorp_mono_4608_applied_but_errored_op_leaves_no_limbo() {
 }
 
 /// Azure/azure-mobile-apps#916: rows sharing one `updatedAt` across a page boundary made
-/// the client pull the same page forever. tidesync-server gives every write of a table its
-/// own millisecond, so it cannot produce such ties; what is left to check on the real
-/// server is the page boundary itself: 25 rows written as fast as one push goes, read with
-/// a server page of 10, arrive each exactly once, and the next pull costs one request.
+/// the client pull the same page forever. tidesync-server stamps the writes of one
+/// millisecond alike, so 25 rows written as fast as one push goes share few timestamps; read
+/// with a server page of 10 through the `(updatedAt, id)` cursor they arrive each exactly
+/// once, and the next pull costs one request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_mobile_apps_916_rows_across_a_page_boundary() {
     for protocol in PROTOCOLS {

@@ -41,6 +41,13 @@ pub struct FeedConfig {
     /// At most one event per table per this many milliseconds on one feed; changes in
     /// between are folded into the next event, which carries the newest position.
     pub coalesce_ms: u64,
+    /// Open feeds per server process; one more answers 503 with `Retry-After`. Each feed is
+    /// also a connection: raise `limits.max_connections` with it (a fan-out node holding
+    /// thousands of clients raises both).
+    pub max_feeds: usize,
+    /// Open feeds per signed-in user (per client address for callers without a token); one
+    /// more answers 429 with `Retry-After`.
+    pub max_feeds_per_user: usize,
 }
 
 impl Default for FeedConfig {
@@ -48,6 +55,8 @@ impl Default for FeedConfig {
         FeedConfig {
             heartbeat_ms: 15_000,
             coalesce_ms: 50,
+            max_feeds: 512,
+            max_feeds_per_user: 8,
         }
     }
 }
@@ -96,6 +105,43 @@ struct HubInner {
     sender: broadcast::Sender<Arc<FeedMessage>>,
     closed: watch::Sender<bool>,
     listener: Mutex<Option<AbortHandle>>,
+    /// Open feeds by who opened them (see [`FeedHub::admit`]).
+    open: Mutex<OpenFeeds>,
+}
+
+#[derive(Debug, Default)]
+struct OpenFeeds {
+    total: usize,
+    by_caller: std::collections::HashMap<String, usize>,
+}
+
+/// Why a feed was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FeedRefusal {
+    /// The server holds `max_feeds` already.
+    Full,
+    /// This caller holds `max_feeds_per_user` already.
+    CallerFull,
+}
+
+/// An admitted feed's place; dropping it (the stream ended or the client left) frees it.
+#[derive(Debug)]
+pub(crate) struct FeedSlot {
+    hub: Arc<HubInner>,
+    caller: String,
+}
+
+impl Drop for FeedSlot {
+    fn drop(&mut self) {
+        let mut open = self.hub.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.by_caller.get_mut(&self.caller) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.by_caller.remove(&self.caller);
+            }
+        }
+    }
 }
 
 impl Drop for HubInner {
@@ -125,6 +171,7 @@ impl FeedHub {
                 sender: broadcast::channel(HUB_BUFFER).0,
                 closed: watch::channel(false).0,
                 listener: Mutex::new(None),
+                open: Mutex::new(OpenFeeds::default()),
             }),
         }
     }
@@ -137,6 +184,25 @@ impl FeedHub {
     /// A sender for a publisher that lives on its own (the PostgreSQL listener).
     pub(crate) fn sender(&self) -> broadcast::Sender<Arc<FeedMessage>> {
         self.inner.sender.clone()
+    }
+
+    /// Admits one more feed of `caller` (a user id, or the client address of a caller without
+    /// a token) under the caps of `config`.
+    pub(crate) fn admit(&self, caller: &str, config: &FeedConfig) -> Result<FeedSlot, FeedRefusal> {
+        let mut open = self.inner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= config.max_feeds {
+            return Err(FeedRefusal::Full);
+        }
+        let mine = open.by_caller.get(caller).copied().unwrap_or(0);
+        if mine >= config.max_feeds_per_user {
+            return Err(FeedRefusal::CallerFull);
+        }
+        open.total += 1;
+        open.by_caller.insert(caller.to_owned(), mine + 1);
+        Ok(FeedSlot {
+            hub: Arc::clone(&self.inner),
+            caller: caller.to_owned(),
+        })
     }
 
     /// Subscribes an open feed.

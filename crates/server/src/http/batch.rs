@@ -66,8 +66,8 @@ async fn run(
             ServerError::bad_request(format!("cannot read the request body: {rejection}"))
         }
     })?;
-    let operations = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(mut body)) => match body.remove("operations") {
+    let operations = match super::json::parse(&bytes, state.limits.max_json_values)? {
+        Value::Object(mut body) => match body.remove("operations") {
             Some(Value::Array(operations)) => operations,
             _ => {
                 return Err(ServerError::bad_request(
@@ -75,8 +75,7 @@ async fn run(
                 ));
             }
         },
-        Ok(_) => return Err(ServerError::bad_request("the body must be a JSON object")),
-        Err(error) => return Err(ServerError::bad_request(format!("malformed JSON: {error}"))),
+        _ => return Err(ServerError::bad_request("the body must be a JSON object")),
     };
     if operations.len() > state.batch.max_operations {
         return Ok(super::response::error_body(
@@ -174,10 +173,8 @@ fn plan(
             )));
         }
     };
-    let table = state.table(&text("table")?)?;
-    let policy = state.policy(table);
+    let (table, policy) = state.resolve(&text("table")?, caller, verb.operation())?;
     let operation = verb.operation();
-    policy.authorize(caller, operation)?;
     let item_id = text("itemId")?;
     validate_id(&item_id).map_err(|e| ServerError::bad_request(format!("invalid id: {e}")))?;
     let mut item = match (verb, fields.remove("item")) {
@@ -229,6 +226,7 @@ fn plan(
         })
     });
     Ok(BatchWrite {
+        user: user_id.to_owned(),
         op_id,
         fingerprint: hash.finish(),
         table: table.name.clone(),

@@ -33,8 +33,9 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
-    /// Resolves table, version, API key and user, in that order, and asks the table policy
-    /// whether the caller may do `operation` at all.
+    /// Resolves version, credentials (API key and user), then the table (see
+    /// `AppState::resolve`: a stranger cannot tell a table that exists from one that does
+    /// not), and asks the table policy whether the caller may do `operation` at all.
     pub(crate) fn new(
         state: &Shared,
         table: &str,
@@ -42,12 +43,11 @@ impl Ctx {
         uri: &Uri,
         operation: Operation,
     ) -> Result<Ctx, ServerError> {
-        let table = state.table(table)?.clone();
         let pairs = query_pairs(uri)?;
         let version = api_version(state, headers, &pairs).ok_or(ServerError::InvalidApiVersion)?;
         let caller = state.caller(headers)?;
-        let policy = state.policy(&table);
-        policy.authorize(&caller, operation)?;
+        let (table, policy) = state.resolve(table, &caller, operation)?;
+        let table = table.clone();
         Ok(Ctx {
             state: Arc::clone(state),
             table,
@@ -161,12 +161,11 @@ pub(crate) fn json_body(
             "the request body is empty; expected a JSON object",
         ));
     }
-    match serde_json::from_slice::<Value>(&bytes) {
-        Ok(Value::Object(item)) => Ok(item),
-        Ok(_) => Err(ServerError::bad_request(
+    match super::json::parse(&bytes, ctx.state.limits.max_json_values)? {
+        Value::Object(item) => Ok(item),
+        _ => Err(ServerError::bad_request(
             "the request body must be a JSON object",
         )),
-        Err(error) => Err(ServerError::bad_request(format!("malformed JSON: {error}"))),
     }
 }
 

@@ -12,16 +12,20 @@ use tidesync_protocol::format_timestamp;
 use super::response;
 use super::{EXTENSION_PREFIX, Shared};
 use crate::error::ServerError;
+use crate::policy::Operation;
 use crate::store::ms_to_time;
 
 /// `GET /tidesync/v1/capabilities`.
 pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    if let Err(error) = state.auth.check_api_key(&headers) {
-        return error.into_response_for(None);
-    }
+    let caller = match state.caller(&headers) {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response_for(None),
+    };
+    // Only the tables the caller may read: strangers do not learn the names of the others.
     let tables: Vec<_> = state
         .tables
         .iter()
+        .filter(|t| state.policy(t).authorize(&caller, Operation::Read).is_ok())
         .map(|t| {
             json!({
                 "name": t.name,
@@ -60,7 +64,7 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
             },
             "cursor": {
                 "updatedAtPrecision": "millisecond",
-                "updatedAtUniquePerTable": true,
+                "updatedAtUniquePerTable": false,
                 "tiebreaker": "id",
             },
             "paging": {
@@ -86,8 +90,8 @@ pub(crate) async fn horizon(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        state.auth.check_api_key(&headers)?;
-        let table = state.table(&table)?;
+        let caller = state.caller(&headers)?;
+        let (table, _policy) = state.resolve(&table, &caller, Operation::Read)?;
         let horizon = state.store.purge_horizon(&table.name).await?;
         Ok::<_, ServerError>(response::json(
             StatusCode::OK,

@@ -5,7 +5,9 @@
 //! `Authorization: Bearer`, or the query parameter `access_token`, since a browser
 //! `EventSource` cannot set headers) for tables that are not anonymous. Every named table
 //! must exist and be readable by the caller, or the request is refused before the stream
-//! starts.
+//! starts. A feed opened with a token ends when the token expires. A server holds at most
+//! `feed.max_feeds` feeds (one more answers 503) and a caller at most
+//! `feed.max_feeds_per_user` (one more answers 429); both answers carry `Retry-After`.
 //!
 //! The stream carries one event per change burst and table:
 //!
@@ -26,8 +28,10 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -37,9 +41,9 @@ use tokio::time::Instant;
 
 use super::Shared;
 use super::context::query_pairs;
-use crate::auth::API_KEY_HEADERS;
+use crate::auth::{API_KEY_HEADERS, User};
 use crate::error::ServerError;
-use crate::feed::{Change, FeedMessage};
+use crate::feed::{Change, FeedMessage, FeedRefusal, FeedSlot};
 use crate::policy::Operation;
 use crate::store::ms_to_time;
 
@@ -57,11 +61,34 @@ struct Subscription {
 }
 
 /// `GET /tidesync/v1/feed`.
-pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderMap) -> Response {
-    let subscriptions = match subscriptions(&state, &uri, headers) {
-        Ok(subscriptions) => subscriptions,
+pub(crate) async fn feed(
+    State(state): State<Shared>,
+    uri: Uri,
+    headers: HeaderMap,
+    extensions: Extensions,
+) -> Response {
+    let (subscriptions, user) = match subscriptions(&state, &uri, headers) {
+        Ok(found) => found,
         Err(error) => return error.into_response_for(None),
     };
+    // Signed-in callers are counted by user, others by address.
+    let caller = match (&user, extensions.get::<ConnectInfo<SocketAddr>>()) {
+        (Some(user), _) => format!("user:{}", user.id),
+        (None, Some(ConnectInfo(peer))) => format!("addr:{}", peer.ip()),
+        (None, None) => "anonymous".to_owned(),
+    };
+    let slot = match state.feed.admit(&caller, &state.feed_config) {
+        Ok(slot) => slot,
+        Err(refusal) => return refused(refusal, &state.feed_config),
+    };
+    // A feed opened with a token ends when the token expires: the client reconnects with a
+    // fresh one (or is refused), so a revoked user stops hearing of changes.
+    let expires = user.map(|user| {
+        let left = user
+            .expires_at
+            .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
+        Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+    });
     tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
     let stream = FeedStream {
         receiver: state.feed.subscribe(),
@@ -71,6 +98,8 @@ pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderM
         pending: BTreeMap::new(),
         last_sent: BTreeMap::new(),
         greeted: false,
+        expires,
+        _slot: slot,
     };
     let events = futures_util::stream::unfold(stream, |mut stream| async move {
         let event = stream.next_event().await?;
@@ -94,12 +123,41 @@ pub(crate) async fn feed(State(state): State<Shared>, uri: Uri, headers: HeaderM
     response
 }
 
-/// Checks credentials and tables.
+/// The answer to a feed over a cap: 503 when the server is full, 429 when the caller is;
+/// both with `Retry-After`, and the error names the setting.
+fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
+    let (status, message, limit) = match refusal {
+        FeedRefusal::Full => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the server holds its most change feeds ({})",
+                config.max_feeds
+            ),
+            "feed.max_feeds",
+        ),
+        FeedRefusal::CallerFull => (
+            StatusCode::TOO_MANY_REQUESTS,
+            format!(
+                "you hold the most change feeds one caller may open ({})",
+                config.max_feeds_per_user
+            ),
+            "feed.max_feeds_per_user",
+        ),
+    };
+    tracing::info!(limit, "change feed refused");
+    let mut response = super::response::json(status, &json!({ "error": message, "limit": limit }));
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// Checks credentials and tables; returns the subscriptions and the user.
 fn subscriptions(
     state: &Shared,
     uri: &Uri,
     mut headers: HeaderMap,
-) -> Result<Vec<Subscription>, ServerError> {
+) -> Result<(Vec<Subscription>, Option<User>), ServerError> {
     let pairs = query_pairs(uri)?;
     let param = |name: &str| {
         pairs
@@ -128,9 +186,7 @@ fn subscriptions(
     let names = param("tables").unwrap_or_default();
     let mut subscriptions: Vec<Subscription> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let table = state.table(name)?;
-        let policy = state.policy(table);
-        policy.authorize(&caller, Operation::Read)?;
+        let (table, policy) = state.resolve(name, &caller, Operation::Read)?;
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
@@ -144,7 +200,7 @@ fn subscriptions(
             "name the tables to watch: /tidesync/v1/feed?tables=A,B",
         ));
     }
-    Ok(subscriptions)
+    Ok((subscriptions, caller.user))
 }
 
 /// A position: `(updatedAt ms, id)`; `None` when unknown.
@@ -161,6 +217,10 @@ struct FeedStream {
     /// When each table's last event went out.
     last_sent: BTreeMap<String, Instant>,
     greeted: bool,
+    /// When the token the feed was opened with expires.
+    expires: Option<Instant>,
+    /// The feed's place under the caps, freed when the stream is dropped.
+    _slot: FeedSlot,
 }
 
 impl FeedStream {
@@ -202,6 +262,10 @@ impl FeedStream {
             tokio::select! {
                 biased;
                 _ = self.closed.changed() => {}
+                () = sleep_until_opt(self.expires) => {
+                    tracing::debug!("feed token expired");
+                    return None;
+                }
                 () = sleep_until_opt(next_due) => {}
                 message = self.receiver.recv() => match message {
                     Ok(message) => self.take(&message),

@@ -7,6 +7,7 @@ mod context;
 mod ext;
 pub mod feed;
 mod items;
+mod json;
 mod query;
 pub mod response;
 mod schema_check;
@@ -17,19 +18,21 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
 use axum::routing::{get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::RequestBodyTimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
 use crate::config::{BatchConfig, Paging, SchemaConfig, TableConfig};
 use crate::error::ServerError;
-use crate::policy::{AccessPolicy, Caller, TablePolicy};
+use crate::policy::{AccessPolicy, Caller, Operation, TablePolicy};
 use crate::store::Store;
 
 /// The prefix of the tidesync-only routes.
@@ -54,6 +57,8 @@ pub(crate) struct AppState {
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
+    /// What one client can make the server do.
+    pub(crate) limits: crate::config::Limits,
 }
 
 impl AppState {
@@ -80,6 +85,29 @@ impl AppState {
     pub(crate) fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ServerError> {
         self.auth.check_api_key(headers)?;
         Ok(Caller::new(self.auth.user(headers)?))
+    }
+
+    /// The table `name` for an authenticated `caller` who wants to do `operation`, with its
+    /// policy, which has allowed it. Run after [`AppState::caller`]: credentials come before
+    /// the table, and to a caller without a user an unknown table answers like a table that
+    /// needs one (401) whenever this server verifies tokens, so that strangers cannot tell
+    /// which tables exist; only signed-in callers learn that a table does not (404).
+    pub(crate) fn resolve(
+        &self,
+        name: &str,
+        caller: &Caller,
+        operation: Operation,
+    ) -> Result<(&TableConfig, Arc<dyn TablePolicy>), ServerError> {
+        let table = match self.table(name) {
+            Ok(table) => table,
+            Err(_) if caller.user.is_none() && self.auth.verifies_tokens() => {
+                return Err(ServerError::Unauthenticated);
+            }
+            Err(unknown) => return Err(unknown),
+        };
+        let policy = self.policy(table);
+        policy.authorize(caller, operation)?;
+        Ok((table, policy))
     }
 }
 
@@ -146,13 +174,31 @@ pub(crate) fn router(state: Shared) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .fallback(not_found)
-        .layer(DefaultBodyLimit::max(state.body_limit));
+        .layer(DefaultBodyLimit::max(state.body_limit))
+        // A body that stalls ends its request instead of holding the connection.
+        .layer(RequestBodyTimeoutLayer::new(
+            state.limits.body_read_timeout(),
+        ));
     if let Some(cors) = cors_layer(&state.cors_origins) {
         app = app.layer(cors);
     }
     let request_id = HeaderName::from_static("x-request-id");
+    // The request span names the method and the path only: query strings may carry a token
+    // (`access_token`) or an API key (`api_key`), and no credential is ever logged.
+    let trace = TraceLayer::new_for_http().make_span_with(|request: &Request<Body>| {
+        tracing::debug_span!(
+            "request",
+            method = %request.method(),
+            path = %request.uri().path(),
+            request_id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default(),
+        )
+    });
     app.layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(TraceLayer::new_for_http())
+        .layer(trace)
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
 }

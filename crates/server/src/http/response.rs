@@ -52,6 +52,15 @@ pub fn error_body(status: StatusCode, message: &str) -> Response {
     json(status, &serde_json::json!({ "error": message }))
 }
 
+/// `{"error":"…","limit":"…"}` with `status`: a refusal by a configured limit, naming its
+/// setting (e.g. `limits.query_timeout_ms`).
+pub fn limit_body(status: StatusCode, message: &str, limit: &str) -> Response {
+    json(
+        status,
+        &serde_json::json!({ "error": message, "limit": limit }),
+    )
+}
+
 /// An item body with its `ETag` (and, in v3, `Last-Modified`).
 pub fn item(status: StatusCode, item: &ItemResponse, v3: bool) -> Response {
     let mut response = json(status, &item.item);

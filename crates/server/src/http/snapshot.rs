@@ -28,8 +28,8 @@
 //! time with a keyset cursor on `(updatedAt, id)` and sends each page as soon as it is read.
 //! The first page is read before the status is sent, so that a filter the store refuses is
 //! still a 400. Rows committed during the snapshot may or may not be included; no row
-//! committed before the request is missed, since `updatedAt` is unique and increasing per
-//! table.
+//! committed before the request is missed, since every read stops below a horizon nothing
+//! can commit under any more (see `store::horizon`).
 
 use std::convert::Infallible;
 
@@ -71,11 +71,10 @@ async fn start(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
-    let table = state.table(table)?.clone();
     let pairs = query_pairs(uri)?;
     let caller = state.caller(headers)?;
-    let policy = state.policy(&table);
-    policy.authorize(&caller, Operation::Read)?;
+    let (table, policy) = state.resolve(table, &caller, Operation::Read)?;
+    let table = table.clone();
     let query = Query::from_query_pairs(
         pairs
             .iter()

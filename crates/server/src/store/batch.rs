@@ -6,16 +6,36 @@
 //! an op whose decision fails writes nothing, so a conflicting op never rolls back the others.
 //! Only failures of the database itself abort the whole batch.
 //!
-//! Applied ops are remembered in the table [`OPS_TABLE`] (`op_id`, `fingerprint`, `result`,
-//! `at`) for the configured retention. A later op with the same id *and* the same fingerprint
-//! (the hash of the user and the op's content) answers the remembered result without being
-//! applied again; an op id reused for different content (the client merged a new edit into
-//! the op after losing an answer) is applied as new.
+//! Applied ops are remembered in the table [`OPS_TABLE`] (`user_id`, `op_id`, `table_name`,
+//! `fingerprint`, `result`, `at`) for the configured retention, keyed by [`OpKey`]: an op id
+//! belongs to one user and one table, so one user's op ids can neither answer nor overwrite
+//! another's. A later op with the same key *and* the same fingerprint (the SHA-256 of the user
+//! and the op's content) answers the remembered result without being applied again; an op id
+//! reused for different content (the client merged a new edit into the op after losing an
+//! answer) is applied as new.
+
+use sha2::{Digest, Sha256};
 
 use super::{Decide, Outcome};
 
 /// The table of remembered op ids, in every store.
-pub const OPS_TABLE: &str = "__tidesync_ops";
+pub const OPS_TABLE: &str = "__tidesync_batch_ops";
+
+/// The table of remembered op ids before they were scoped by user and table (dropped when a
+/// store opens: its unscoped ids and 64-bit fingerprints cannot be matched any more).
+pub const LEGACY_OPS_TABLE: &str = "__tidesync_ops";
+
+/// What a remembered op is found by: the user who sent it (empty without a token), the
+/// table it wrote and the client's op id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OpKey {
+    /// The sending user's id (`sub`), empty for a caller without a token.
+    pub user: String,
+    /// The table.
+    pub table: String,
+    /// The client's op id.
+    pub op_id: String,
+}
 
 /// The answer of one op, rendered for the wire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,6 +53,9 @@ pub type Render = Box<dyn FnOnce(Outcome) -> Rendered + Send>;
 
 /// One write of a batch.
 pub struct BatchWrite {
+    /// The sending user's id (empty for a caller without a token): remembered op ids are
+    /// scoped by it and by the table.
+    pub user: String,
     /// The client's op id.
     pub op_id: String,
     /// [`fingerprint`] of the user and the op's content.
@@ -47,6 +70,17 @@ pub struct BatchWrite {
     pub render: Render,
 }
 
+impl BatchWrite {
+    /// The key the op is remembered under.
+    pub fn key(&self) -> OpKey {
+        OpKey {
+            user: self.user.clone(),
+            table: self.table.clone(),
+            op_id: self.op_id.clone(),
+        }
+    }
+}
+
 impl std::fmt::Debug for BatchWrite {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BatchWrite")
@@ -57,7 +91,7 @@ impl std::fmt::Debug for BatchWrite {
     }
 }
 
-/// A stable 64-bit FNV-1a hash of `parts` (each followed by a 0 byte), as 16 hex digits.
+/// The SHA-256 of `parts` (each followed by a 0 byte), as 64 hex digits.
 pub fn fingerprint(parts: &[&[u8]]) -> String {
     let mut hash = Fingerprint::new();
     for part in parts {
@@ -68,32 +102,22 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
 }
 
 /// [`fingerprint`] computed as the parts are written (e.g. by `serde_json::to_writer`), so
-/// that a part need not be built as one buffer first.
-#[derive(Debug, Clone, Copy)]
+/// that a part need not be built as one buffer first. A cryptographic hash: nobody can make
+/// another op that answers with an op's remembered result.
+#[derive(Debug, Clone, Default)]
 pub struct Fingerprint {
-    hash: u64,
-}
-
-impl Default for Fingerprint {
-    fn default() -> Fingerprint {
-        Fingerprint::new()
-    }
+    hash: Sha256,
 }
 
 impl Fingerprint {
     /// The hash of nothing.
     pub fn new() -> Fingerprint {
-        Fingerprint {
-            hash: 0xcbf2_9ce4_8422_2325,
-        }
+        Fingerprint::default()
     }
 
     /// Adds bytes to the current part.
     pub fn bytes(&mut self, bytes: &[u8]) {
-        for byte in bytes {
-            self.hash ^= u64::from(*byte);
-            self.hash = self.hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
+        self.hash.update(bytes);
     }
 
     /// Ends the current part (the 0 byte that separates parts).
@@ -101,9 +125,14 @@ impl Fingerprint {
         self.bytes(&[0]);
     }
 
-    /// The hash as 16 hex digits.
+    /// The hash as 64 hex digits.
     pub fn finish(&self) -> String {
-        format!("{:016x}", self.hash)
+        self.hash
+            .clone()
+            .finalize()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 }
 
@@ -126,7 +155,11 @@ mod tests {
     fn fingerprints_separate_parts_and_are_stable() {
         assert_eq!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"ab", b"c"]));
         assert_ne!(fingerprint(&[b"ab", b"c"]), fingerprint(&[b"a", b"bc"]));
-        assert_eq!(fingerprint(&[]), "cbf29ce484222325");
+        // SHA-256 of the empty input.
+        assert_eq!(
+            fingerprint(&[]),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 
     #[test]

@@ -46,6 +46,24 @@ pub enum StoreError {
     /// The database cannot be reached or is too busy right now.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The request asks for more than a limit allows (e.g. a query building a string longer
+    /// than `limits.max_string_bytes`): the caller's fault, named by the limit's setting.
+    #[error("{message}")]
+    OverLimit {
+        /// The setting of the limit (e.g. `limits.max_string_bytes`).
+        limit: &'static str,
+        /// What was too much, for the client.
+        message: String,
+    },
+    /// The store is too busy for the request right now (no read slot or connection within
+    /// the wait, a read past its deadline, a write that kept losing to others): try again.
+    #[error("{message}")]
+    Busy {
+        /// The setting of the limit (e.g. `limits.query_timeout_ms`).
+        limit: &'static str,
+        /// What happened, for the client.
+        message: String,
+    },
     /// The database failed (I/O, corruption, a refused statement): the server's problem.
     #[error("database error: {0}")]
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),

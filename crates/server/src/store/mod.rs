@@ -9,7 +9,10 @@
 //! in the same transaction) or a [`Refusal`]; the store's own failures are [`StoreError`]s.
 
 mod batch;
+mod cost;
 mod error;
+mod horizon;
+mod limits;
 mod postgres;
 mod schema;
 pub(crate) mod sql;
@@ -24,8 +27,11 @@ use tidesync_protocol::odata::{Expr, OrderBy};
 use tidesync_protocol::{Item, encode_version, format_etag, system};
 use time::OffsetDateTime;
 
-pub use batch::{BatchWrite, Fingerprint, OPS_TABLE, Render, Rendered, fingerprint};
+pub use batch::{
+    BatchWrite, Fingerprint, LEGACY_OPS_TABLE, OPS_TABLE, OpKey, Render, Rendered, fingerprint,
+};
 pub use error::{Refusal, StoreError};
+pub use limits::StoreLimits;
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
@@ -40,7 +46,8 @@ pub struct Row {
     pub id: String,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_at_ms: i64,
-    /// Last write time, milliseconds since the Unix epoch (unique and increasing per table).
+    /// Last write time, milliseconds since the Unix epoch (never decreasing in commit order
+    /// per table; several rows may share one).
     pub updated_at_ms: i64,
     /// The per-table write counter at the last write.
     pub version: u64,
@@ -193,9 +200,11 @@ pub struct ReadResult {
 
 /// Server-side storage of tables. Object-safe; both backends are used as `Arc<dyn Store>`.
 ///
-/// **Invariant:** within a table, `updatedAt` values are unique and increasing in commit order:
-/// a reader that has seen a row stamped `t` will see every row later stamped `> t`, and no row
-/// stamped `<= t` appears after it (the incremental pull never misses a row).
+/// **Invariant:** within a table, `updatedAt` never decreases in commit order and never runs
+/// ahead of the wall clock (writes in one millisecond share it; `id` breaks the tie), and a
+/// read returns only rows below its horizon, below which nothing can commit any more (see
+/// `store::horizon`): a reader that has seen `(t, id)` will see every row later committed
+/// after `(t, id)`, and none before it appears later (the incremental pull never misses a row).
 #[async_trait]
 pub trait Store: Send + Sync + Debug {
     /// Creates the table (and the store's bookkeeping) if missing, and loads its columns.

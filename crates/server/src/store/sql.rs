@@ -55,12 +55,17 @@ pub(crate) fn quote(name: &str) -> String {
 /// # Errors
 ///
 /// [`StoreError::UnknownColumn`] for a member the table lacks, [`StoreError::InvalidQuery`]
-/// for an ill-typed expression or a literal that cannot be converted.
+/// for an ill-typed expression or a literal that cannot be converted,
+/// [`StoreError::OverLimit`] for a filter over its cost budget (`store::cost`).
 pub(crate) fn translate(
     flavor: Flavor,
     schema: &TableSchema,
     request: &ReadRequest,
+    max_string_growth: u64,
 ) -> Result<Translated, StoreError> {
+    if let Some(filter) = &request.filter {
+        super::cost::check_filter(filter, max_string_growth)?;
+    }
     let mut translator = Translator {
         flavor,
         schema,
@@ -232,6 +237,16 @@ impl Translator<'_> {
                 for literal in list {
                     let item = Expr::Literal(literal.clone());
                     comparable(ty, literal_type(literal), expr, &item)?;
+                    // The items are rendered in the subject's type: a string item can become a
+                    // date or version, but a string subject cannot meet a date item (found by
+                    // the filter fuzzer: PostgreSQL refused `text IN (bigint)` with a 500).
+                    if ty == Ty::Str && matches!(literal_type(literal), Ty::Date | Ty::Version) {
+                        return Err(type_error(format!(
+                            "cannot compare {} with {}",
+                            ty.describe(),
+                            literal_type(literal).describe()
+                        )));
+                    }
                 }
                 Ok(Ty::Bool)
             }
@@ -334,15 +349,17 @@ impl Translator<'_> {
             Expr::Literal(literal) => self.literal(literal, hint),
             Expr::Member(name) => Ok(quote(name)),
             Expr::Not(inner) => Ok(format!("(NOT {})", self.expr(inner, None)?)),
-            Expr::Neg(inner) => Ok(format!("(-{})", self.expr(inner, None)?)),
+            Expr::Neg(inner) => Ok(format!("(-{})", self.operand(inner)?)),
             Expr::Binary { op, left, right } => self.binary(*op, left, right),
             Expr::Call { func, args } => self.call(*func, args),
             Expr::In { expr, list } => {
                 let hint = self.ty(expr)?;
-                let subject = self.expr(expr, None)?;
+                // Before the subject is rendered: its parameters would be bound to a
+                // statement that does not use them (found by the filter fuzzer: a 500).
                 if list.is_empty() {
                     return Ok("(1 = 0)".to_owned());
                 }
+                let subject = self.expr(expr, None)?;
                 let mut items = Vec::new();
                 for literal in list {
                     items.push(self.literal(literal, Some(hint))?);
@@ -372,6 +389,17 @@ impl Translator<'_> {
                 _ => self.param(Param::Text(s.clone())),
             },
         })
+    }
+
+    /// An operand of arithmetic: a bare `null` gets a type on PostgreSQL, which cannot
+    /// choose an operator for `-NULL` or `NULL + NULL` (found by the filter fuzzer: a 500).
+    fn operand(&mut self, expr: &Expr) -> Result<String, StoreError> {
+        match (expr, self.flavor) {
+            (Expr::Literal(Literal::Null), Flavor::Postgres) => {
+                Ok("CAST(NULL AS numeric)".to_owned())
+            }
+            _ => self.expr(expr, None),
+        }
     }
 
     fn binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr) -> Result<String, StoreError> {
@@ -431,8 +459,8 @@ impl Translator<'_> {
                 Ok(format!("({l} {sql_op} {r})"))
             }
             BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul => {
-                let l = self.expr(left, None)?;
-                let r = self.expr(right, None)?;
+                let l = self.operand(left)?;
+                let r = self.operand(right)?;
                 let sql_op = match op {
                     BinaryOp::Add => "+",
                     BinaryOp::Sub => "-",
@@ -445,8 +473,8 @@ impl Translator<'_> {
                 // a number column happens to hold an integer (SQLite keeps those as
                 // integers, PostgreSQL as numeric).
                 let integers = self.integral(left) && self.integral(right);
-                let l = self.expr(left, None)?;
-                let r = self.expr(right, None)?;
+                let l = self.operand(left)?;
+                let r = self.operand(right)?;
                 Ok(match (integers, self.flavor) {
                     (true, _) => format!("({l} / NULLIF({r}, 0))"),
                     (false, Flavor::Sqlite) => format!("(CAST({l} AS REAL) / NULLIF({r}, 0))"),
@@ -456,8 +484,8 @@ impl Translator<'_> {
                 })
             }
             BinaryOp::Mod => {
-                let l = self.expr(left, None)?;
-                let r = self.expr(right, None)?;
+                let l = self.operand(left)?;
+                let r = self.operand(right)?;
                 Ok(match self.flavor {
                     Flavor::Sqlite => format!("({l} % NULLIF({r}, 0))"),
                     Flavor::Postgres => {

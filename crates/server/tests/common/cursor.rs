@@ -8,7 +8,11 @@ use serde_json::json;
 use super::Client;
 
 /// Runs writers and one incremental reader against `c`; checks the reader ends with exactly
-/// the final state of every row.
+/// the final state of every row. The reader pages with the `(updatedAt, id)` keyset cursor
+/// tidesync clients use. Writes of one millisecond share their `updatedAt`, and each writer
+/// writes its ids in descending order, so a row committed after a row with a larger id in
+/// the same millisecond is the common case: a server that let a reader pass `(t, id)` before
+/// every row stamped `t` had committed would lose rows here.
 pub async fn writers_and_reader(c: Client) {
     let n_writers = 4;
     let n_rows = 40;
@@ -17,7 +21,7 @@ pub async fn writers_and_reader(c: Client) {
         let c = c.clone();
         writers.push(tokio::spawn(async move {
             for n in 0..n_rows {
-                let id = format!("w{w}-{n:03}");
+                let id = format!("w{w}-{:03}", n_rows - n);
                 let r = c
                     .v2(
                         "POST",
@@ -52,20 +56,28 @@ pub async fn writers_and_reader(c: Client) {
         let writers_done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = writers_done.clone();
         let task = tokio::spawn(async move {
-            let mut cursor = "1970-01-01T00:00:00.000Z".to_owned();
+            let mut cursor = ("1970-01-01T00:00:00.000Z".to_owned(), String::new());
             let mut seen: HashMap<String, serde_json::Value> = HashMap::new();
             loop {
                 let done_before = flag.load(std::sync::atomic::Ordering::SeqCst);
+                let (t, last_id) = &cursor;
+                let filter = format!(
+                    "(updatedAt ge datetimeoffset'{t}') and ((updatedAt gt datetimeoffset'{t}') or (id gt '{last_id}'))"
+                )
+                .replace(' ', "%20");
                 let path = format!(
-                    "/tables/TodoItem?$filter=updatedAt%20gt%20datetimeoffset'{cursor}'&$orderby=updatedAt&$top=7&__includeDeleted=true"
+                    "/tables/TodoItem?$filter={filter}&$orderby=updatedAt,id&$top=7&__includeDeleted=true"
                 );
                 let r = c.v2("GET", &path, &[], None).await;
                 assert_eq!(r.status, 200, "{}", r.text);
                 let page = r.body.as_array().unwrap().clone();
                 for item in &page {
-                    let updated = item["updatedAt"].as_str().unwrap().to_owned();
-                    assert!(updated > cursor, "rows arrive in stamp order");
-                    cursor = updated;
+                    let position = (
+                        item["updatedAt"].as_str().unwrap().to_owned(),
+                        item["id"].as_str().unwrap().to_owned(),
+                    );
+                    assert!(position > cursor, "rows arrive in (updatedAt, id) order");
+                    cursor = position;
                     seen.insert(item["id"].as_str().unwrap().to_owned(), item.clone());
                 }
                 if page.is_empty() {

@@ -2,8 +2,10 @@
 //! router, token minting and the golden exchanges of the spec as one store-agnostic case.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cases;
 pub mod cursor;
 pub mod golden;
+pub mod hostile;
 
 use axum::Router;
 use axum::body::Body;
@@ -14,7 +16,7 @@ use tidesync_server::{Access, Server, ServerBuilder, TableConfig};
 use tower::ServiceExt;
 
 /// The HS256 secret of the test servers.
-pub const SECRET: &str = "golden-secret";
+pub const SECRET: &str = "golden-secret-of-at-least-32-bytes";
 
 /// A response, read in full.
 #[derive(Debug)]
@@ -26,6 +28,16 @@ pub struct Resp {
 }
 
 impl Resp {
+    /// A response from its parts (the body parsed as JSON when it is JSON, else null).
+    pub fn new(status: u16, headers: HeaderMap, bytes: &[u8]) -> Resp {
+        Resp {
+            status,
+            headers,
+            text: String::from_utf8_lossy(bytes).into_owned(),
+            body: serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        }
+    }
+
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
     }
@@ -80,14 +92,7 @@ impl Client {
         let status = response.status().as_u16();
         let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let text = String::from_utf8_lossy(&bytes).into_owned();
-        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Resp {
-            status,
-            headers,
-            text,
-            body,
-        }
+        Resp::new(status, headers, &bytes)
     }
 
     /// A v2 request (`ZUMO-API-VERSION: 2.0.0`, JSON body).

@@ -16,11 +16,13 @@ use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::Transaction;
 
-use super::super::batch::{BatchWrite, OPS_TABLE};
+use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
 use super::super::schema::{TableSchema, TableSpec};
 use super::super::{Decide, Outcome, StoreError, now_ms};
 use super::write::{Applied, TableWriter};
-use super::{PostgresStore, lock_items, pg_error, quote};
+use super::{
+    CLOCK_LOCK_SEED, OP_LOCK_SEED, PgFailure, PostgresStore, lock_items, lock_keys, pg_error, quote,
+};
 
 /// What the batch knows about an op id besides its fingerprint.
 enum Known {
@@ -43,7 +45,7 @@ enum Slot {
 /// One op as the transaction needs it (the render step stays outside: it runs once, after
 /// the last op).
 struct Plan {
-    op_id: String,
+    key: OpKey,
     fingerprint: String,
     table: String,
     id: String,
@@ -53,7 +55,7 @@ struct Plan {
 /// What one attempt at the batch did, before its results are rendered.
 struct Attempt {
     slots: Vec<Slot>,
-    known: HashMap<String, (String, Known)>,
+    known: HashMap<OpKey, (String, Known)>,
     /// The schemas of the tables the batch added columns to (cached after the commit).
     learned: Vec<TableSchema>,
 }
@@ -64,13 +66,19 @@ pub(super) fn ops_table_ddl(schema: &str) -> String {
     let table = format!("{}.{}", quote(schema), quote(OPS_TABLE));
     format!(
         "CREATE TABLE IF NOT EXISTS {table} (
-            op_id TEXT PRIMARY KEY,
+            user_id TEXT NOT NULL,
+            op_id TEXT NOT NULL,
+            table_name TEXT NOT NULL,
             fingerprint TEXT NOT NULL,
             result TEXT NOT NULL,
-            at BIGINT NOT NULL
+            at BIGINT NOT NULL,
+            PRIMARY KEY (user_id, op_id, table_name)
          );
-         CREATE INDEX IF NOT EXISTS {} ON {table} (at);",
-        quote(&format!("{OPS_TABLE}_at"))
+         CREATE INDEX IF NOT EXISTS {} ON {table} (at);
+         DROP TABLE IF EXISTS {}.{};",
+        quote(&format!("{OPS_TABLE}_at")),
+        quote(schema),
+        quote(LEGACY_OPS_TABLE)
     )
 }
 
@@ -89,7 +97,7 @@ impl PostgresStore {
                 specs.insert(write.table.clone(), spec);
             }
             plans.push(Plan {
-                op_id: write.op_id,
+                key: write.key(),
                 fingerprint: write.fingerprint,
                 table: write.table,
                 id: write.id,
@@ -98,20 +106,29 @@ impl PostgresStore {
             renders.push(write.render);
         }
         let mut locked_tables: BTreeSet<String> = BTreeSet::new();
+        let mut failures = 0u32;
         loop {
             let mut client = self.client().await?;
             let tx = client.transaction().await.map_err(pg_error)?;
             let now = now_ms();
             let attempt = match self
                 .run_batch(&tx, &plans, &specs, &locked_tables, now, retention_ms)
-                .await?
+                .await
             {
-                Ok(done) => done,
-                Err(table) => {
+                Ok(Ok(done)) => done,
+                Ok(Err(table)) => {
                     tx.rollback().await.map_err(pg_error)?;
                     locked_tables.insert(table);
                     continue;
                 }
+                // A deadlock or a serialization failure: nothing was kept and nothing was
+                // rendered yet, so the batch runs again (as `retrying` does for one write).
+                Err(error) if PgFailure::is_retryable(&error) => {
+                    drop(tx);
+                    self.run_again(&mut failures, &error)?;
+                    continue;
+                }
+                Err(error) => return Err(error),
             };
             let Attempt {
                 slots,
@@ -163,34 +180,64 @@ impl PostgresStore {
         )
         .await
         .map_err(pg_error)?;
-        // Lock every op id of the batch (sorted, so two batches sharing ids cannot deadlock on
+        // Lock every op key of the batch (sorted, so two batches sharing ops cannot deadlock on
         // them), then recall the remembered ones, in one round trip each.
-        let op_ids: Vec<&str> = plans.iter().map(|p| p.op_id.as_str()).collect();
-        let lock = tx
-            .prepare_cached(
-                "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
-                   hashtextextended('op/' || k, 1) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.execute(&lock, &[&op_ids]).await.map_err(pg_error)?;
+        let op_locks: Vec<String> = plans
+            .iter()
+            .map(|p| {
+                serde_json::json!([self.schema, p.key.user, p.key.table, p.key.op_id]).to_string()
+            })
+            .collect();
+        lock_keys(tx, &op_locks, OP_LOCK_SEED).await?;
         let items: Vec<(&str, &str)> = plans
             .iter()
             .map(|p| (p.table.as_str(), p.id.as_str()))
             .collect();
         lock_items(tx, &items).await?;
-        for table in locked_tables {
-            self.lock_table(tx, table).await?;
+        // Then every table the batch writes, in name order (ACCESS EXCLUSIVE where an op adds
+        // columns, ROW EXCLUSIVE, what its row writes take anyway, elsewhere), and then their
+        // clocks, before the first stamp. Every write takes its locks in this order (items,
+        // tables, clocks), so batches and single writes over the same tables in any order
+        // cannot deadlock.
+        let tables: BTreeSet<&String> = specs.keys().collect();
+        for table in tables {
+            let mode = if locked_tables.contains(table) {
+                "ACCESS EXCLUSIVE"
+            } else {
+                "ROW EXCLUSIVE"
+            };
+            self.lock_table(tx, table, mode).await?;
         }
+        let clocks: Vec<String> = specs.keys().map(|table| self.clock_key(table)).collect();
+        lock_keys(tx, &clocks, CLOCK_LOCK_SEED).await?;
         let recall = tx
             .prepare_cached(&format!(
-                "SELECT op_id, fingerprint, result FROM {ops} WHERE op_id = ANY($1::text[])"
+                "SELECT op_id, table_name, fingerprint, result FROM {ops}
+                 WHERE user_id = $1 AND op_id = ANY($2::text[])"
             ))
             .await
             .map_err(pg_error)?;
-        let mut known: HashMap<String, (String, Known)> = HashMap::with_capacity(plans.len());
-        for row in tx.query(&recall, &[&op_ids]).await.map_err(pg_error)? {
-            known.insert(row.get(0), (row.get(1), Known::Stored(row.get(2))));
+        let mut by_user: HashMap<&str, Vec<&str>> = HashMap::new();
+        for plan in plans {
+            by_user
+                .entry(plan.key.user.as_str())
+                .or_default()
+                .push(plan.key.op_id.as_str());
+        }
+        let mut known: HashMap<OpKey, (String, Known)> = HashMap::with_capacity(plans.len());
+        for (user, op_ids) in by_user {
+            for row in tx
+                .query(&recall, &[&user, &op_ids])
+                .await
+                .map_err(pg_error)?
+            {
+                let key = OpKey {
+                    user: user.to_owned(),
+                    op_id: row.get(0),
+                    table: row.get(1),
+                };
+                known.insert(key, (row.get(2), Known::Stored(row.get(3))));
+            }
         }
         // Loaded in the transaction: another server may have added columns.
         let mut tables: HashMap<&str, TableWriter> = HashMap::with_capacity(specs.len());
@@ -200,7 +247,7 @@ impl PostgresStore {
         }
         let mut slots: Vec<Slot> = Vec::with_capacity(plans.len());
         for plan in plans {
-            if let Some((fingerprint, result)) = known.get(&plan.op_id) {
+            if let Some((fingerprint, result)) = known.get(&plan.key) {
                 if *fingerprint == plan.fingerprint {
                     slots.push(match result {
                         Known::Stored(result) => Slot::Remembered(result.clone()),
@@ -224,7 +271,7 @@ impl PostgresStore {
             };
             if outcome.is_ok() {
                 known.insert(
-                    plan.op_id.clone(),
+                    plan.key.clone(),
                     (plan.fingerprint.clone(), Known::Applied(slots.len())),
                 );
             }
@@ -241,40 +288,49 @@ impl PostgresStore {
         }))
     }
 
-    /// Remembers the results this batch applied (the last one per op id), in one statement.
+    /// Remembers the results this batch applied (the last one per op key), in one statement.
     async fn remember(
         &self,
         tx: &Transaction<'_>,
-        known: &HashMap<String, (String, Known)>,
+        known: &HashMap<OpKey, (String, Known)>,
         results: &[String],
         now: i64,
     ) -> Result<(), StoreError> {
         let ops = format!("{}.{}", quote(&self.schema), quote(OPS_TABLE));
-        let mut remembered: (Vec<&str>, Vec<&str>, Vec<&str>) = Default::default();
-        for (op_id, (fingerprint, result)) in known {
+        let mut columns: [Vec<&str>; 5] = Default::default();
+        for (key, (fingerprint, result)) in known {
             if let Known::Applied(at) = result {
                 if let Some(result) = results.get(*at) {
-                    remembered.0.push(op_id);
-                    remembered.1.push(fingerprint);
-                    remembered.2.push(result);
+                    for (column, value) in columns.iter_mut().zip([
+                        key.user.as_str(),
+                        key.op_id.as_str(),
+                        key.table.as_str(),
+                        fingerprint.as_str(),
+                        result.as_str(),
+                    ]) {
+                        column.push(value);
+                    }
                 }
             }
         }
-        if remembered.0.is_empty() {
+        if columns[0].is_empty() {
             return Ok(());
         }
         let remember = tx
             .prepare_cached(&format!(
-                "INSERT INTO {ops} (op_id, fingerprint, result, at)
-                 SELECT o, f, r, $4 FROM unnest($1::text[], $2::text[], $3::text[]) AS t (o, f, r)
-                 ON CONFLICT (op_id) DO UPDATE SET fingerprint = EXCLUDED.fingerprint,
-                   result = EXCLUDED.result, at = EXCLUDED.at"
+                "INSERT INTO {ops} (user_id, op_id, table_name, fingerprint, result, at)
+                 SELECT u, o, t, f, r, $6
+                 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+                   AS v (u, o, t, f, r)
+                 ON CONFLICT (user_id, op_id, table_name) DO UPDATE SET
+                   fingerprint = EXCLUDED.fingerprint, result = EXCLUDED.result, at = EXCLUDED.at"
             ))
             .await
             .map_err(pg_error)?;
+        let [users, op_ids, tables, fingerprints, results] = &columns;
         tx.execute(
             &remember,
-            &[&remembered.0, &remembered.1, &remembered.2, &now],
+            &[users, op_ids, tables, fingerprints, results, &now],
         )
         .await
         .map_err(pg_error)?;

@@ -1,34 +1,49 @@
 //! The PostgreSQL store (tokio-postgres + deadpool-postgres), safe for several server
 //! processes on one database.
 //!
-//! Stamp order is commit order: every write takes the table's clock row with an `UPDATE …
-//! RETURNING` as its last step before the row write, and holds that row lock until it commits,
-//! so a later stamp can only be taken after every earlier stamp has committed. A reader whose
-//! snapshot holds stamp `t` therefore holds every stamp `< t`. Writes to one id are serialised
-//! by a transaction-scoped advisory lock, so the protocol decision sees the latest row.
-//! Schema creation runs under an advisory lock, so servers starting together do not race.
+//! Stamp order is commit order: every write takes the table's clock lock (a
+//! transaction-scoped advisory lock) and then the clock row with an `UPDATE … RETURNING` as
+//! its last step before the row write, and holds both until it commits, so a later stamp can
+//! only be taken after every earlier stamp has committed. The clock lock also tells a reader,
+//! without waiting, whether a write is in flight (`pg_try_advisory_xact_lock_shared`): that
+//! and the snapshot's clock give the read's horizon (see `store::horizon`). Writes to one id
+//! are serialised by a transaction-scoped advisory lock, so the protocol decision sees the
+//! latest row. Schema creation runs under an advisory lock, so servers starting together do
+//! not race.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use deadpool_postgres::{Config, GenericClient, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tidesync_protocol::Item;
+use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{IsolationLevel, NoTls};
 
+use super::horizon::read_until_open;
+use super::limits::{ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
 use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
 
 mod batch;
+mod read;
 mod rows;
 mod write;
 
-use rows::{Params, SYSTEM_COLUMNS, column_list, decode_row, store_statement};
-use write::{Applied, TableWriter};
+use read::ReadConnection;
+use rows::{SYSTEM_COLUMNS, store_statement};
 
 /// The advisory lock key that serialises schema creation ("tidesync" in ASCII).
 const SCHEMA_LOCK: i64 = 0x7469_6465_7379_6e63;
+/// How long opening or checking a pooled connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// The hash seed of the batch ops' lock keys (items use 0).
+const OP_LOCK_SEED: i64 = 1;
+/// The hash seed of the tables' clock lock keys.
+const CLOCK_LOCK_SEED: i64 = 2;
+/// The database's wall clock in whole milliseconds (stamps and read horizons use this one
+/// clock).
+const NOW_MS: &str = "floor(extract(epoch from clock_timestamp()) * 1000)::bigint";
 /// The domain (over `bigint` milliseconds) that marks a datetime column, in the store's
 /// schema: it tells datetime columns from integer ones when the columns are loaded.
 const DATETIME_DOMAIN: &str = "tidesync_datetime";
@@ -39,6 +54,9 @@ pub struct PostgresStore {
     pool: Pool,
     schema: String,
     schemas: Arc<SchemaCache>,
+    limits: StoreLimits,
+    /// The read slots: at most three quarters of the pool serve reads.
+    gate: Arc<ReadGate>,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -50,30 +68,58 @@ impl std::fmt::Debug for PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects to `url`; tables live in `schema` (default `public`), created if missing.
+    /// Connects to `url`; tables live in `schema` (default `public`), created if missing. Uses
+    /// the default [`StoreLimits`].
     ///
     /// # Errors
     ///
     /// [`StoreError::Unavailable`] when the database cannot be reached.
     pub async fn open(url: &str, schema: Option<&str>) -> Result<PostgresStore, StoreError> {
+        PostgresStore::open_with(url, schema, StoreLimits::default()).await
+    }
+
+    /// [`PostgresStore::open`] with `limits`: a pool of `pool_size` connections waited for at
+    /// most `queue_timeout`, reads under `statement_timeout = query_timeout` (and cancelled
+    /// when their caller drops them), a lock timeout for adding columns, and `write_retries`
+    /// runs of a write that hit a deadlock or a serialization failure.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Unavailable`] when the database cannot be reached.
+    pub async fn open_with(
+        url: &str,
+        schema: Option<&str>,
+        limits: StoreLimits,
+    ) -> Result<PostgresStore, StoreError> {
         let schema = schema.unwrap_or("public").to_owned();
         super::schema::check_table_name(&schema)
             .map_err(|message| StoreError::Config { message })?;
+        let mut pool = deadpool_postgres::PoolConfig::new(limits.pool_size);
+        pool.timeouts = deadpool_postgres::Timeouts {
+            wait: Some(limits.queue_timeout),
+            create: Some(CONNECT_TIMEOUT),
+            recycle: Some(CONNECT_TIMEOUT),
+        };
         let config = Config {
             url: Some(url.to_owned()),
             manager: Some(ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             }),
-            pool: Some(deadpool_postgres::PoolConfig::new(16)),
+            pool: Some(pool),
             ..Config::default()
         };
         let pool = config
             .create_pool(Some(Runtime::Tokio1), NoTls)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let read_slots = limits
+            .max_concurrent_reads
+            .min((limits.pool_size * 3 / 4).max(1));
         let store = PostgresStore {
             pool,
             schema,
             schemas: Arc::new(SchemaCache::default()),
+            gate: Arc::new(ReadGate::new(read_slots, limits.queue_timeout)),
+            limits,
         };
         store.ping().await?;
         Ok(store)
@@ -87,11 +133,21 @@ impl PostgresStore {
         format!("{}.\"_tidesync_tables\"", quote(&self.schema))
     }
 
+    /// A pooled connection, waited for at most `limits.queue_timeout`.
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+        self.pool.get().await.map_err(|error| match error {
+            deadpool_postgres::PoolError::Timeout(deadpool_postgres::TimeoutType::Wait) => {
+                StoreError::Busy {
+                    limit: "limits.queue_timeout_ms",
+                    message: format!(
+                        "no database connection came free within {} ms (limits.pool_size: {}); try again shortly",
+                        self.limits.queue_timeout.as_millis(),
+                        self.limits.pool_size
+                    ),
+                }
+            }
+            other => StoreError::Unavailable(other.to_string()),
+        })
     }
 
     async fn load_schema(&self, spec: TableSpec) -> Result<TableSchema, StoreError> {
@@ -230,111 +286,27 @@ impl Store for PostgresStore {
     async fn get(&self, table: &str, id: &str) -> Result<Option<Row>, StoreError> {
         // Reloaded in the read's own snapshot: another server may have added columns.
         let spec = self.schemas.get(table)?.spec;
-        let mut client = self.client().await?;
-        let tx = read_snapshot(&mut client).await?;
-        let schema = self.load_schema_in(&tx, spec).await?;
-        let row = tx
-            .query_opt(
-                &format!(
-                    "SELECT {} FROM {} WHERE \"id\" = $1",
-                    column_list(&schema),
-                    self.table(table)
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(pg_error)?;
-        tx.commit().await.map_err(pg_error)?;
-        row.map(|r| decode_row(&r, &schema)).transpose()
+        let _slot = self.gate.enter().await?;
+        let mut conn = ReadConnection::new(self.client().await?);
+        let row = self.get_in(conn.client()?, spec, id).await;
+        conn.done();
+        row
     }
 
     async fn write(&self, table: &str, id: &str, decide: Decide) -> Result<Outcome, StoreError> {
         let spec = self.schemas.get(table)?.spec;
-        // A write that adds columns needs the table's ACCESS EXCLUSIVE lock. It is taken
-        // right after the item lock, before any other lock on the table, so that two such
-        // writes cannot deadlock upgrading their locks; the first attempt runs without it and
-        // only a decision that adds columns runs again under it (a refused write never
-        // locks the table).
-        let mut lock_table = false;
-        loop {
-            let mut client = self.client().await?;
-            let tx = client.transaction().await.map_err(pg_error)?;
-            lock_items(&tx, &[(table, id)]).await?;
-            if lock_table {
-                self.lock_table(&tx, table).await?;
-            }
-            // Loaded in the transaction: another server may have added columns, which a
-            // full replace must clear.
-            let mut writer = TableWriter::new(self.columns_in(&tx, spec.clone()).await?);
-            let outcome = match self
-                .apply_write(&tx, &mut writer, lock_table, id, &decide)
-                .await?
-            {
-                Applied::Done(outcome) => outcome,
-                Applied::NeedsTableLock(_) => {
-                    tx.rollback().await.map_err(pg_error)?;
-                    lock_table = true;
-                    continue;
-                }
-            };
-            if outcome.is_ok() {
-                tx.commit().await.map_err(pg_error)?;
-                if let Some(schema) = writer.learned() {
-                    self.schemas.put(schema)?;
-                }
-            }
-            return Ok(outcome);
-        }
+        self.retrying(|| self.write_once(&spec, id, &decide)).await
     }
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.schemas.get(table)?;
-        let translated = sql::translate(Flavor::Postgres, &schema, request)?;
-        let params: Params = translated.params.iter().map(param_value).collect();
-        let refs: Vec<&(dyn ToSql + Sync)> = params
-            .iter()
-            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
-            .collect();
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let mut client = self.client().await?;
-        let tx = read_snapshot(&mut client).await?;
-        // The columns as this snapshot has them (another server may have added some); the
-        // filter was checked against the cached ones, a subset.
-        let schema = self.load_schema_in(&tx, schema.spec.clone()).await?;
-        let query = format!(
-            "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-            column_list(&schema),
-            self.table(table),
-            translated.where_sql,
-            translated.order_sql
-        );
-        let rows = tx
-            .query(&query, &refs)
-            .await
-            .map_err(pg_error)?
-            .iter()
-            .map(|r| decode_row(r, &schema))
-            .collect::<Result<Vec<_>, _>>()?;
-        let count = if request.count {
-            let n: i64 = tx
-                .query_one(
-                    &format!(
-                        "SELECT COUNT(*) FROM {} WHERE {}",
-                        self.table(table),
-                        translated.where_sql
-                    ),
-                    &refs,
-                )
-                .await
-                .map_err(pg_error)?
-                .get(0);
-            Some(u64::try_from(n).unwrap_or(0))
-        } else {
-            None
-        };
-        tx.commit().await.map_err(pg_error)?;
-        Ok(ReadResult { rows, count })
+        let translated = sql::translate(
+            Flavor::Postgres,
+            &schema,
+            request,
+            self.limits.max_string_growth,
+        )?;
+        read_until_open(|| self.read_once(&schema.spec, &translated, request)).await
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
@@ -399,6 +371,11 @@ impl Store for PostgresStore {
 }
 
 impl PostgresStore {
+    /// The key of a table's clock lock (schemas differ per server group, tables per schema).
+    pub(super) fn clock_key(&self, table: &str) -> String {
+        format!("clock/{}/{table}", self.schema)
+    }
+
     /// The SQL type of a user column (see `store::values` for what each holds).
     fn declared_type(&self, ty: ColumnType) -> String {
         match ty {
@@ -411,19 +388,26 @@ impl PostgresStore {
         }
     }
 
-    /// Takes the table's ACCESS EXCLUSIVE lock for the rest of the transaction (before a
-    /// column is added).
+    /// Takes the table's lock in `mode` for the rest of the transaction. ACCESS EXCLUSIVE
+    /// (before a column is added) waits at most `limits.ddl_lock_timeout`: while it waits,
+    /// every later reader and writer of the table queues behind it, so a slow read must not
+    /// hold them all.
     pub(super) async fn lock_table(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         table: &str,
+        mode: &str,
     ) -> Result<(), StoreError> {
-        tx.batch_execute(&format!(
-            "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
-            self.table(table)
-        ))
-        .await
-        .map_err(pg_error)
+        let lock = format!("LOCK TABLE {} IN {mode} MODE", self.table(table));
+        let statement = if mode == "ACCESS EXCLUSIVE" {
+            format!(
+                "SET LOCAL lock_timeout = {}; {lock}; SET LOCAL lock_timeout = 0",
+                self.limits.ddl_lock_timeout.as_millis().max(1)
+            )
+        } else {
+            lock
+        };
+        tx.batch_execute(&statement).await.map_err(pg_error)
     }
 
     /// Adds `columns` inside the caller's transaction (which holds the table lock) and
@@ -471,7 +455,10 @@ impl PostgresStore {
             .await
             .map_err(pg_error)?;
         let clock = tx
-            .query_one(&clock, &[&schema.spec.name])
+            .query_one(
+                &clock,
+                &[&schema.spec.name, &self.clock_key(&schema.spec.name)],
+            )
             .await
             .map_err(pg_error)?;
         let version: i64 = clock.get(1);
@@ -498,13 +485,15 @@ impl PostgresStore {
         Ok(row)
     }
 
-    /// The statement that moves a table's clock (`$1`: the table) and returns the stamp.
+    /// The statement that takes a table's clock lock (`$2`: [`Self::clock_key`]), moves its
+    /// clock (`$1`: the table) to `max(now, clock)` and returns the stamp (see
+    /// `store::horizon`): the lock is taken before the database's clock is read, so a reader
+    /// that finds the lock free knows that a later stamp is at least its `now`.
     pub(super) fn clock_sql(&self) -> String {
         format!(
-            "UPDATE {} SET clock_ms = GREATEST(clock_ms + 1,
-                 (extract(epoch from clock_timestamp()) * 1000)::bigint),
-               version = version + 1
-             WHERE name = $1 RETURNING clock_ms, version",
+            "WITH clock_lock AS (SELECT pg_advisory_xact_lock(hashtextextended($2, {CLOCK_LOCK_SEED})))
+             UPDATE {} SET clock_ms = GREATEST(clock_ms, {NOW_MS}), version = version + 1
+             FROM clock_lock WHERE name = $1 RETURNING clock_ms, version",
             self.bookkeeping()
         )
     }
@@ -518,14 +507,24 @@ pub(super) async fn lock_items(
     items: &[(&str, &str)],
 ) -> Result<(), StoreError> {
     let keys: Vec<String> = items.iter().map(|(t, id)| format!("{t}/{id}")).collect();
+    lock_keys(tx, &keys, 0).await
+}
+
+/// Takes the transaction-scoped advisory locks of `keys` (hashed with `seed`) in one
+/// statement, in one fixed (sorted) order.
+pub(super) async fn lock_keys(
+    tx: &deadpool_postgres::Transaction<'_>,
+    keys: &[String],
+    seed: i64,
+) -> Result<(), StoreError> {
     let lock = tx
         .prepare_cached(
             "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT
-               hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
+               hashtextextended(k, $2) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l",
         )
         .await
         .map_err(pg_error)?;
-    tx.execute(&lock, &[&keys]).await.map_err(pg_error)?;
+    tx.execute(&lock, &[&keys, &seed]).await.map_err(pg_error)?;
     Ok(())
 }
 
@@ -540,36 +539,93 @@ fn param_value(param: &Param) -> Box<dyn ToSql + Sync + Send> {
 
 /// Data exceptions (SQLSTATE class 22: overflow, bad substring length…) come from the
 /// client's query; program limits (class 54: too many columns, a row too big) are a full
-/// table; a lost connection is unavailability; the rest is a store error.
+/// table; a statement stopped at its deadline (57014) or a lock wait that ran out (55P03)
+/// is a busy server; a lost connection is unavailability; the rest is a store error that
+/// keeps the database's whole report for the log (tokio-postgres alone prints "db error").
 fn pg_error(error: tokio_postgres::Error) -> StoreError {
     if let Some(db) = error.as_db_error() {
-        if db.code().code().starts_with("22") {
+        let code = db.code().code();
+        if code.starts_with("22") {
             return StoreError::invalid_query(format!(
                 "the query cannot be evaluated: {}",
                 db.message()
             ));
         }
-        if db.code().code().starts_with("54") {
+        if code.starts_with("54") {
             return StoreError::Full {
                 message: format!("the table cannot take this write: {}", db.message()),
+            };
+        }
+        if code == "57014" {
+            return StoreError::Busy {
+                limit: "limits.query_timeout_ms",
+                message:
+                    "the query ran past its deadline and was stopped; narrow it or try again later"
+                        .to_owned(),
+            };
+        }
+        if code == "55P03" {
+            return StoreError::Busy {
+                limit: "limits.ddl_lock_timeout_ms",
+                message:
+                    "the table is busy: adding a column waited too long for it; try again shortly"
+                        .to_owned(),
             };
         }
     }
     if error.is_closed() {
         return StoreError::Unavailable(error.to_string());
     }
-    StoreError::backend(error)
+    StoreError::backend(PgFailure::new(error))
 }
 
-/// A read-only repeatable-read transaction: every statement in it sees one snapshot.
-async fn read_snapshot(
-    client: &mut deadpool_postgres::Object,
-) -> Result<deadpool_postgres::Transaction<'_>, StoreError> {
-    client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_error)
+/// A PostgreSQL failure as the log needs it: the SQLSTATE, the message, the detail and the
+/// hint the database sent.
+#[derive(Debug)]
+pub(super) struct PgFailure {
+    code: Option<String>,
+    text: String,
+    source: tokio_postgres::Error,
+}
+
+impl PgFailure {
+    fn new(source: tokio_postgres::Error) -> PgFailure {
+        let (code, text) = match source.as_db_error() {
+            Some(db) => {
+                let mut text = format!("{} {}: {}", db.severity(), db.code().code(), db.message());
+                for (label, part) in [("detail", db.detail()), ("hint", db.hint())] {
+                    if let Some(part) = part {
+                        text.push_str(&format!("; {label}: {part}"));
+                    }
+                }
+                (Some(db.code().code().to_owned()), text)
+            }
+            None => (None, source.to_string()),
+        };
+        PgFailure { code, text, source }
+    }
+
+    /// Whether running the transaction again may succeed: a deadlock (40P01) or a
+    /// serialization failure (40001).
+    pub(super) fn is_retryable(error: &StoreError) -> bool {
+        match error {
+            StoreError::Backend(backend) => backend
+                .downcast_ref::<PgFailure>()
+                .and_then(|failure| failure.code.as_deref())
+                .is_some_and(|code| code == "40P01" || code == "40001"),
+            _ => false,
+        }
+    }
+}
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+impl std::error::Error for PgFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.source)
+    }
 }

@@ -2,12 +2,14 @@
 //! item is locked already): read the row, run the decision, add its new columns (only
 //! under the table lock), stamp from the table clock, store.
 
+use std::future::Future;
+
 use deadpool_postgres::Transaction;
 
-use super::super::schema::TableSchema;
+use super::super::schema::{TableSchema, TableSpec};
 use super::super::{Decide, Mutation, Outcome, Refusal, StoreError, Written};
 use super::rows::{column_list, decode_row};
-use super::{PostgresStore, pg_error};
+use super::{PgFailure, PostgresStore, lock_items, pg_error};
 
 /// A table a write transaction writes, as that transaction sees it.
 pub(super) struct TableWriter {
@@ -40,6 +42,91 @@ pub(super) enum Applied {
 }
 
 impl PostgresStore {
+    /// Runs `attempt` (a whole write transaction) again when it failed on a deadlock or a
+    /// serialization failure, at most `limits.write_retries` times: decisions depend on what
+    /// the transaction reads only, so a second run decides afresh. Past the retries the
+    /// write answers busy (503), never a server error.
+    pub(super) async fn retrying<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, StoreError>>,
+    {
+        let mut failures = 0u32;
+        loop {
+            match attempt().await {
+                Err(error) if PgFailure::is_retryable(&error) => {
+                    self.run_again(&mut failures, &error)?;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Counts one more contention failure of a write: `Ok` to run it again, or the busy
+    /// refusal once `limits.write_retries` are used up.
+    pub(super) fn run_again(
+        &self,
+        failures: &mut u32,
+        error: &StoreError,
+    ) -> Result<(), StoreError> {
+        *failures += 1;
+        if *failures > self.limits.write_retries {
+            tracing::warn!(%error, failures, "a write kept losing to other writes");
+            return Err(StoreError::Busy {
+                limit: "limits.write_retries",
+                message: "the write kept conflicting with other writes; try again".to_owned(),
+            });
+        }
+        tracing::info!(%error, failures, "write run again after contention");
+        Ok(())
+    }
+
+    /// One run of a single write: its item lock, then (only when its decision adds columns:
+    /// it starts over for that) the table lock, then the decision and the write.
+    pub(super) async fn write_once(
+        &self,
+        spec: &TableSpec,
+        id: &str,
+        decide: &Decide,
+    ) -> Result<Outcome, StoreError> {
+        let table = spec.name.as_str();
+        // A write that adds columns needs the table's ACCESS EXCLUSIVE lock. It is taken
+        // right after the item lock, before any other lock on the table, so that two such
+        // writes cannot deadlock upgrading their locks; the first attempt runs without it and
+        // only a decision that adds columns runs again under it (a refused write never
+        // locks the table).
+        let mut lock_table = false;
+        loop {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await.map_err(pg_error)?;
+            lock_items(&tx, &[(table, id)]).await?;
+            if lock_table {
+                self.lock_table(&tx, table, "ACCESS EXCLUSIVE").await?;
+            }
+            // Loaded in the transaction: another server may have added columns, which a
+            // full replace must clear.
+            let mut writer = TableWriter::new(self.columns_in(&tx, spec.clone()).await?);
+            let outcome = match self
+                .apply_write(&tx, &mut writer, lock_table, id, decide)
+                .await?
+            {
+                Applied::Done(outcome) => outcome,
+                Applied::NeedsTableLock(_) => {
+                    tx.rollback().await.map_err(pg_error)?;
+                    lock_table = true;
+                    continue;
+                }
+            };
+            if outcome.is_ok() {
+                tx.commit().await.map_err(pg_error)?;
+                if let Some(schema) = writer.learned() {
+                    self.schemas.put(schema)?;
+                }
+            }
+            return Ok(outcome);
+        }
+    }
+
     /// Decides and writes the row `id` of `table`; `locked` says whether the transaction
     /// holds the table's ACCESS EXCLUSIVE lock (needed to add columns). The outer error
     /// aborts the transaction; a refusal is the write's outcome, and then nothing of it was

@@ -10,22 +10,27 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::super::batch::{BatchWrite, OPS_TABLE};
+use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
 use super::super::{StoreError, now_ms};
 use super::SqliteStore;
 use super::write::TableWriter;
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
-/// are appended in order, only the small `op_id` and `at` index entries land at random.
+/// are appended in order, only the small key and `at` index entries land at random. The key
+/// leads with the user and the op id, the two a batch looks its ops up by.
 pub(super) fn ops_table_ddl() -> String {
     format!(
         "CREATE TABLE IF NOT EXISTS {OPS_TABLE} (
-            op_id TEXT PRIMARY KEY NOT NULL,
+            user_id TEXT NOT NULL,
+            op_id TEXT NOT NULL,
+            table_name TEXT NOT NULL,
             fingerprint TEXT NOT NULL,
             result TEXT NOT NULL,
-            at INTEGER NOT NULL
+            at INTEGER NOT NULL,
+            PRIMARY KEY (user_id, op_id, table_name)
         );
-        CREATE INDEX IF NOT EXISTS {OPS_TABLE}_at ON {OPS_TABLE} (at);"
+        CREATE INDEX IF NOT EXISTS {OPS_TABLE}_at ON {OPS_TABLE} (at);
+        DROP TABLE IF EXISTS {LEGACY_OPS_TABLE};"
     )
 }
 
@@ -60,7 +65,8 @@ impl SqliteStore {
             let mut tables: HashMap<String, TableWriter> = HashMap::new();
             let mut results: Vec<String> = Vec::with_capacity(writes.len());
             for write in writes {
-                if let Some(entry) = known.get(&write.op_id) {
+                let key = write.key();
+                if let Some(entry) = known.get(&key) {
                     if entry.fingerprint == write.fingerprint {
                         let result = match &entry.result {
                             KnownResult::Stored(result) => result.clone(),
@@ -82,7 +88,7 @@ impl SqliteStore {
                 let rendered = (write.render)(outcome);
                 if rendered.remember {
                     known.insert(
-                        write.op_id,
+                        key,
                         Known {
                             fingerprint: write.fingerprint,
                             result: KnownResult::Applied(results.len()),
@@ -107,49 +113,61 @@ impl SqliteStore {
     }
 }
 
-/// The remembered ops of the batch's op ids, in one query.
-fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<String, Known>, StoreError> {
+/// The remembered ops of the batch's op ids, in one query per user (a batch has one).
+fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<OpKey, Known>, StoreError> {
     let mut known = HashMap::with_capacity(writes.len());
-    if writes.is_empty() {
-        return Ok(known);
+    let mut by_user: HashMap<&str, Vec<&str>> = HashMap::new();
+    for write in writes {
+        by_user
+            .entry(write.user.as_str())
+            .or_default()
+            .push(write.op_id.as_str());
     }
-    let ids: Vec<&str> = writes.iter().map(|w| w.op_id.as_str()).collect();
-    let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
     let mut statement = conn
         .prepare_cached(&format!(
-            "SELECT op_id, fingerprint, result FROM {OPS_TABLE}
-             WHERE op_id IN (SELECT value FROM json_each(?1))"
+            "SELECT op_id, table_name, fingerprint, result FROM {OPS_TABLE}
+             WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))"
         ))
         .map_err(StoreError::backend)?;
-    let mut rows = statement.query([ids]).map_err(StoreError::backend)?;
-    while let Some(row) = rows.next().map_err(StoreError::backend)? {
-        let op_id: String = row.get(0).map_err(StoreError::backend)?;
-        known.insert(
-            op_id,
-            Known {
-                fingerprint: row.get(1).map_err(StoreError::backend)?,
-                result: KnownResult::Stored(row.get(2).map_err(StoreError::backend)?),
-            },
-        );
+    for (user, op_ids) in by_user {
+        let op_ids = serde_json::to_string(&op_ids).map_err(StoreError::backend)?;
+        let mut rows = statement
+            .query(rusqlite::params![user, op_ids])
+            .map_err(StoreError::backend)?;
+        while let Some(row) = rows.next().map_err(StoreError::backend)? {
+            let key = OpKey {
+                user: user.to_owned(),
+                op_id: row.get(0).map_err(StoreError::backend)?,
+                table: row.get(1).map_err(StoreError::backend)?,
+            };
+            known.insert(
+                key,
+                Known {
+                    fingerprint: row.get(2).map_err(StoreError::backend)?,
+                    result: KnownResult::Stored(row.get(3).map_err(StoreError::backend)?),
+                },
+            );
+        }
     }
     Ok(known)
 }
 
-/// Remembers the results of the ops this batch applied (the last one per op id). One row per
+/// Remembers the results of the ops this batch applied (the last one per key). One row per
 /// statement run: a multi-row insert would need a statement journal, which costs more.
 fn remember(
     conn: &Connection,
-    known: &HashMap<String, Known>,
+    known: &HashMap<OpKey, Known>,
     results: &[String],
     now: i64,
 ) -> Result<(), StoreError> {
     let mut statement = conn
         .prepare_cached(&format!(
-            "INSERT OR REPLACE INTO {OPS_TABLE} (op_id, fingerprint, result, at)
-             VALUES (?1, ?2, ?3, ?4)"
+            "INSERT OR REPLACE INTO {OPS_TABLE}
+               (user_id, op_id, table_name, fingerprint, result, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         ))
         .map_err(StoreError::backend)?;
-    for (op_id, entry) in known {
+    for (key, entry) in known {
         let KnownResult::Applied(at) = entry.result else {
             continue;
         };
@@ -157,7 +175,14 @@ fn remember(
             continue;
         };
         statement
-            .execute(rusqlite::params![op_id, entry.fingerprint, result, now])
+            .execute(rusqlite::params![
+                key.user,
+                key.op_id,
+                key.table,
+                entry.fingerprint,
+                result,
+                now
+            ])
             .map_err(StoreError::backend)?;
     }
     Ok(())

@@ -1,17 +1,21 @@
 //! The SQLite store: one file in WAL mode, one writer connection behind a mutex (so stamping
 //! and committing happen under one lock, in stamp order) and a small pool of reader
-//! connections. Every call runs on tokio's blocking pool.
+//! connections. Every call runs on tokio's blocking pool. A read learns whether a write is in
+//! flight from a counter the writer holds up while it has the lock (see `store::horizon`).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params_from_iter};
 
+use super::horizon::{Horizon, monotonic_now_ms, read_until_open, with_horizon};
+use super::limits::{Cancel, ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError, now_ms};
+use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
 
 mod batch;
 mod rows;
@@ -22,6 +26,8 @@ use write::TableWriter;
 
 const BOOKKEEPING: &str = "_tidesync_tables";
 const MAX_IDLE_READERS: usize = 8;
+/// SQLite virtual machine steps between two looks at a read's deadline and cancel flag.
+const PROGRESS_STEPS: i32 = 100;
 
 /// The embedded SQLite store.
 #[derive(Debug, Clone)]
@@ -35,15 +41,35 @@ struct Inner {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     schemas: SchemaCache,
+    /// Writes in flight: up while a writer holds the writer connection.
+    writing: AtomicUsize,
+    limits: StoreLimits,
+    /// The read slots (`limits.max_concurrent_reads`).
+    gate: ReadGate,
 }
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file at `path` in WAL mode.
+    /// Opens (creating if missing) the database file at `path` in WAL mode, with the default
+    /// [`StoreLimits`].
     ///
     /// # Errors
     ///
     /// A store error when the file cannot be opened or configured.
     pub async fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
+        SqliteStore::open_with(path, StoreLimits::default()).await
+    }
+
+    /// [`SqliteStore::open`] with `limits`: reads run at most `max_concurrent_reads` at once,
+    /// are stopped at `query_timeout` (a progress handler) or when their caller drops them,
+    /// and hold or build strings of at most `max_string_bytes`.
+    ///
+    /// # Errors
+    ///
+    /// A store error when the file cannot be opened or configured.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        limits: StoreLimits,
+    ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
         let opened = path.clone();
         let writer = blocking(move || {
@@ -69,6 +95,9 @@ impl SqliteStore {
                 writer: Mutex::new(writer),
                 readers: Mutex::new(Vec::new()),
                 schemas: SchemaCache::default(),
+                writing: AtomicUsize::new(0),
+                gate: ReadGate::new(limits.max_concurrent_reads, limits.queue_timeout),
+                limits,
             }),
         })
     }
@@ -88,23 +117,45 @@ impl SqliteStore {
                 .writer
                 .lock()
                 .map_err(|_| StoreError::Internal("sqlite writer lock poisoned".to_owned()))?;
-            work(&mut conn, &inner)
+            // Up before the first stamp, down after the commit (or the rollback).
+            inner.writing.fetch_add(1, Ordering::SeqCst);
+            let result = work(&mut conn, &inner);
+            inner.writing.fetch_sub(1, Ordering::SeqCst);
+            result
         })
         .await
     }
 
+    /// Runs `work` on a reader connection: in a read slot, under the query deadline, and
+    /// stopped when this future is dropped (the client went away).
     async fn with_reader<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut Connection, &Inner) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
+        // The slot travels with the work: it is free again only once SQLite stopped, so it
+        // bounds the reads the database runs, not the requests waiting for them.
+        let slot = self.inner.gate.enter().await?;
+        let (cancel, cancelled) = Cancel::new();
         let inner = Arc::clone(&self.inner);
-        run_blocking(move || {
+        let result = run_blocking(move || {
+            let _slot = slot;
             let pooled = inner.readers.lock().ok().and_then(|mut idle| idle.pop());
             let mut conn = match pooled {
                 Some(conn) => conn,
-                None => open_connection(&inner.path).map_err(StoreError::backend)?,
+                None => open_reader(&inner.path, &inner.limits).map_err(StoreError::backend)?,
             };
-            let result = work(&mut conn, &inner);
+            let deadline = std::time::Instant::now() + inner.limits.query_timeout;
+            let stop = Arc::clone(&cancelled);
+            conn.progress_handler(
+                PROGRESS_STEPS,
+                Some(move || stop.load(Ordering::Relaxed) || std::time::Instant::now() >= deadline),
+            )
+            .map_err(StoreError::backend)?;
+            let mut result = work(&mut conn, &inner);
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
+            if result.is_err() && std::time::Instant::now() >= deadline {
+                result = Err(inner.limits.timed_out());
+            }
             if let Ok(mut idle) = inner.readers.lock() {
                 if idle.len() < MAX_IDLE_READERS {
                     idle.push(conn);
@@ -112,7 +163,9 @@ impl SqliteStore {
             }
             result
         })
-        .await
+        .await;
+        cancel.done();
+        result
     }
 }
 
@@ -194,52 +247,14 @@ impl Store for SqliteStore {
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         let schema = self.inner.schemas.get(table)?;
-        let translated = sql::translate(Flavor::Sqlite, &schema, request)?;
-        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
-        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
-        let want_count = request.count;
-        self.with_reader(move |conn, _| {
-            let tx = conn.transaction().map_err(StoreError::backend)?;
-            // The columns as this transaction's snapshot has them: the cached schema may
-            // predate a column another request just added, and a row written with it
-            // would be read without that column (and a cursor would move past it).
-            let schema = snapshot_schema(&tx, schema.spec.clone())?;
-            let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
-            let query = format!(
-                "SELECT {} FROM {} WHERE {} ORDER BY {} LIMIT {limit} OFFSET {skip}",
-                column_list(&schema),
-                quote(&schema.spec.name),
-                translated.where_sql,
-                translated.order_sql
-            );
-            let mut statement = tx.prepare(&query).map_err(query_error)?;
-            let rows = statement
-                .query_map(params_from_iter(params.iter()), |r| {
-                    Ok(decode_row(r, &schema))
-                })
-                .map_err(query_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(query_error)?
-                .into_iter()
-                .collect::<Result<Vec<Row>, StoreError>>()?;
-            drop(statement);
-            let count = if want_count {
-                let count_sql = format!(
-                    "SELECT COUNT(*) FROM {} WHERE {}",
-                    quote(&schema.spec.name),
-                    translated.where_sql
-                );
-                let n: i64 = tx
-                    .query_row(&count_sql, params_from_iter(params.iter()), |r| r.get(0))
-                    .map_err(query_error)?;
-                Some(u64::try_from(n).unwrap_or(0))
-            } else {
-                None
-            };
-            tx.commit().map_err(StoreError::backend)?;
-            Ok(ReadResult { rows, count })
-        })
-        .await
+        let translated = Arc::new(sql::translate(
+            Flavor::Sqlite,
+            &schema,
+            request,
+            self.inner.limits.max_string_growth,
+        )?);
+        read_until_open(|| self.read_once(schema.spec.clone(), Arc::clone(&translated), request))
+            .await
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
@@ -303,6 +318,76 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// One read in one snapshot, and the horizon it was read under.
+    async fn read_once(
+        &self,
+        spec: TableSpec,
+        translated: Arc<sql::Translated>,
+        request: &ReadRequest,
+    ) -> Result<(ReadResult, Horizon), StoreError> {
+        let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
+        let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
+        let want_count = request.count;
+        self.with_reader(move |conn, inner| {
+            // `now`, then whether a write is in flight, then the snapshot (see
+            // `store::horizon` for why this order makes the horizon safe).
+            let now = monotonic_now_ms();
+            let idle = inner.writing.load(Ordering::SeqCst) == 0;
+            let tx = conn.transaction().map_err(StoreError::backend)?;
+            // The columns as this transaction's snapshot has them: the cached schema may
+            // predate a column another request just added, and a row written with it
+            // would be read without that column (and a cursor would move past it).
+            let schema = snapshot_schema(&tx, spec)?;
+            let (clock_ms, _) = read_clock(&tx, &schema.spec.name)?;
+            let horizon = Horizon::of(now, idle, clock_ms);
+            let where_sql = with_horizon(&translated.where_sql, horizon);
+            let params: Vec<SqlValue> = translated.params.iter().map(param_value).collect();
+            let query = format!(
+                "SELECT {} FROM {} WHERE {where_sql} ORDER BY {} LIMIT {limit} OFFSET {skip}",
+                column_list(&schema),
+                quote(&schema.spec.name),
+                translated.order_sql
+            );
+            let mut statement = tx.prepare(&query).map_err(query_error)?;
+            let rows = statement
+                .query_map(params_from_iter(params.iter()), |r| {
+                    Ok(decode_row(r, &schema))
+                })
+                .map_err(query_error)?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(query_error)?
+                .into_iter()
+                .collect::<Result<Vec<Row>, StoreError>>()?;
+            drop(statement);
+            let count = if want_count {
+                let count_sql = format!(
+                    "SELECT COUNT(*) FROM {} WHERE {where_sql}",
+                    quote(&schema.spec.name),
+                );
+                let n: i64 = tx
+                    .query_row(&count_sql, params_from_iter(params.iter()), |r| r.get(0))
+                    .map_err(query_error)?;
+                Some(u64::try_from(n).unwrap_or(0))
+            } else {
+                None
+            };
+            tx.commit().map_err(StoreError::backend)?;
+            Ok((ReadResult { rows, count }, horizon))
+        })
+        .await
+    }
+}
+
+/// A reader connection: strings and blobs it holds or builds are at most
+/// `limits.max_string_bytes` long (`SQLITE_LIMIT_LENGTH`).
+fn open_reader(path: &Path, limits: &StoreLimits) -> rusqlite::Result<Connection> {
+    let conn = open_connection(path)?;
+    let length = i32::try_from(limits.max_string_bytes).unwrap_or(i32::MAX);
+    conn.set_limit(rusqlite::limits::Limit::SQLITE_LIMIT_LENGTH, length)?;
+    Ok(conn)
+}
+
 fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
     let conn = Connection::open_with_flags(
         path,
@@ -335,11 +420,14 @@ async fn run_blocking<T: Send + 'static>(
 fn query_error(error: rusqlite::Error) -> StoreError {
     use rusqlite::ErrorCode;
     match &error {
+        rusqlite::Error::SqliteFailure(failure, _) if failure.code == ErrorCode::TooBig => {
+            StoreError::OverLimit {
+                limit: "limits.max_string_bytes",
+                message: "the query builds a string longer than the server allows".to_owned(),
+            }
+        }
         rusqlite::Error::SqliteFailure(failure, Some(message))
-            if matches!(
-                failure.code,
-                ErrorCode::Unknown | ErrorCode::TooBig | ErrorCode::TypeMismatch
-            ) =>
+            if matches!(failure.code, ErrorCode::Unknown | ErrorCode::TypeMismatch) =>
         {
             StoreError::invalid_query(format!("the query cannot be evaluated: {message}"))
         }
@@ -458,12 +546,9 @@ fn read_clock(conn: &Connection, table: &str) -> Result<(i64, i64), StoreError> 
     .map_err(StoreError::backend)
 }
 
-/// The stamp after `(clock_ms, version)`: the clock moves by at least a millisecond.
+/// The stamp after `(clock_ms, version)` (see `store::horizon`).
 fn next_stamp(clock_ms: i64, version: i64) -> (i64, i64) {
-    (
-        now_ms().max(clock_ms.saturating_add(1)),
-        version.saturating_add(1),
-    )
+    super::horizon::next_stamp(monotonic_now_ms(), clock_ms, version)
 }
 
 fn write_clock(
@@ -503,6 +588,7 @@ mod tests {
     #[derive(Debug, PartialEq)]
     enum Fault {
         Query,
+        Limit,
         Load,
         Server,
     }
@@ -526,7 +612,7 @@ mod tests {
     fn only_errors_of_the_query_itself_are_bad_requests() {
         let cases = [
             (ffi::SQLITE_ERROR, "integer overflow", Fault::Query),
-            (ffi::SQLITE_TOOBIG, "string or blob too big", Fault::Query),
+            (ffi::SQLITE_TOOBIG, "string or blob too big", Fault::Limit),
             (ffi::SQLITE_BUSY, "database is locked", Fault::Load),
             (ffi::SQLITE_IOERR, "disk I/O error", Fault::Server),
             (
@@ -539,6 +625,7 @@ mod tests {
         for (code, message, fault) in cases {
             let found = match query_error(failure(code, message)) {
                 StoreError::InvalidQuery { .. } => Fault::Query,
+                StoreError::OverLimit { .. } => Fault::Limit,
                 StoreError::Unavailable(_) => Fault::Load,
                 _ => Fault::Server,
             };
