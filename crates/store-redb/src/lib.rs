@@ -282,23 +282,6 @@ impl RedbStore {
             }
         }
     }
-
-    /// The queued ops at `keys`, read from one snapshot.
-    fn ops_at(txn: &ReadTransaction, keys: &[(u64, String)]) -> Result<Vec<Operation>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ops = txn.open_table(OPS).map_err(from_redb)?;
-        keys.iter()
-            .map(|(sequence, id)| {
-                let bytes = ops.get((*sequence, id.as_str())).map_err(from_redb)?;
-                let bytes = bytes.ok_or_else(|| {
-                    StoreError::Corrupt(format!("op {id} points at a missing sequence {sequence}"))
-                })?;
-                decode_op(bytes.value())
-            })
-            .collect()
-    }
 }
 
 /// The stored definition of a table, or `UnknownTable`.
@@ -346,73 +329,15 @@ impl LocalStore for RedbStore {
         query::run(table, &stored, &rows, query)
     }
 
-    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {
-        let Some(first) = after_sequence.checked_add(1) else {
-            return Ok(Vec::new());
-        };
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
         let txn = self.read()?;
         let ops = txn.open_table(OPS).map_err(from_redb)?;
         let mut found = Vec::new();
-        for entry in ops.range((first, "")..).map_err(from_redb)?.take(limit) {
+        for entry in ops.iter().map_err(from_redb)? {
             let (_, bytes) = entry.map_err(from_redb)?;
             found.push(decode_op(bytes.value())?);
         }
         Ok(found)
-    }
-
-    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError> {
-        let (keys, txn) = {
-            let queue = self.queue()?;
-            let keys = queue.keys_for(table, item_id);
-            if keys.is_empty() {
-                return Ok(Vec::new());
-            }
-            (keys, self.read()?)
-        };
-        Self::ops_at(&txn, &keys)
-    }
-
-    fn get_with_operations(
-        &self,
-        table: &str,
-        id: &str,
-    ) -> Result<(Option<Item>, Vec<Operation>), StoreError> {
-        let (keys, txn) = {
-            let queue = self.queue()?;
-            (queue.keys_for(table, id), self.read()?)
-        };
-        let stored = stored_table(&txn, table)?;
-        let names = Names::of(table);
-        let rows = txn.open_table(names.rows()).map_err(from_redb)?;
-        let row = match rows.get(id).map_err(from_redb)? {
-            None => None,
-            Some(bytes) => Some(query::decode(table, &stored, id, bytes.value())?),
-        };
-        Ok((row, Self::ops_at(&txn, &keys)?))
-    }
-
-    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let (key, txn) = {
-            let queue = self.queue()?;
-            let Some(entry) = queue.get(id) else {
-                return Ok(None);
-            };
-            ([(entry.sequence, id.to_owned())], self.read()?)
-        };
-        Ok(Self::ops_at(&txn, &key)?.pop())
-    }
-
-    fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError> {
-        Ok(self.queue()?.count(table))
-    }
-
-    fn max_sequence(&self) -> Result<u64, StoreError> {
-        let txn = self.read()?;
-        let ops = txn.open_table(OPS).map_err(from_redb)?;
-        Ok(ops
-            .last()
-            .map_err(from_redb)?
-            .map_or(0, |(k, _)| k.value().0))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {

@@ -1,5 +1,9 @@
-//! The in-memory index of the operation queue: op id → `(sequence, table,
-//! item_id)`, and per table the `(sequence, op id)` keys of each item's ops.
+//! The store's in-memory address book of queued ops: op id → `(sequence, table,
+//! item_id)`, and per table the keys of its ops. The file keys ops by
+//! `(sequence, op id)`, so replacing or deleting an op by id needs its
+//! sequence; this map is how the store finds a record again. The queue's
+//! rules and the engine's lookups are not here: the engine's `Queue` owns them
+//! and builds itself from `LocalStore::load_operations`.
 //!
 //! The file keeps the queue only in `tidesync/ops`, keyed by `(sequence, op
 //! id)`; the lookups by op id and by item come from this index, built by one
@@ -101,15 +105,6 @@ impl QueueIndex {
     /// The entry of an op.
     pub(crate) fn get(&self, id: &str) -> Option<&Entry> {
         self.by_id.get(id)
-    }
-
-    /// The `(sequence, op id)` keys of one item's ops, in queue order.
-    pub(crate) fn keys_for(&self, table: &str, item_id: &str) -> Vec<(u64, String)> {
-        self.by_table
-            .get(table)
-            .and_then(|t| t.items.get(item_id))
-            .map(|keys| keys.iter().cloned().collect())
-            .unwrap_or_default()
     }
 
     /// The ids of one table's ops, in no particular order.

@@ -72,6 +72,10 @@ impl<'t> Batch<'t> {
             Write::PutItem { table, item } => self.put_item(table, item),
             Write::DeleteItem { table, id } => self.delete_item(table, id),
             Write::DeleteItems { table, query } => self.delete_items(table, query),
+            Write::PutItemAndOperation { table, item, op } => {
+                self.put_item(table, item)?;
+                self.put_op(op)
+            }
             Write::PutOperation(op) => self.put_op(op),
             Write::DeleteOperation { id } => self.remove_op(id),
             Write::DeleteTableOperations { table } => self.delete_table_ops(table),

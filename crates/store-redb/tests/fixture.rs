@@ -12,6 +12,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
+use tidesync_core::testkit::QueueView;
 
 use serde_json::{Value, json};
 use tidesync_core::{

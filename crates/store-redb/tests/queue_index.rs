@@ -6,6 +6,7 @@
 
 use redb::{ReadableDatabase, TableDefinition, TableHandle};
 use serde_json::{Value, json};
+use tidesync_core::testkit::QueueView;
 use tidesync_core::{
     ColumnType, Item, LocalStore, OpKind, OpState, Operation, StoreError, TableDef, Write,
     WriteBatch,

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::{Value, json};
+use tidesync_core::testkit::QueueView;
 use tidesync_core::{ColumnType, Item, LocalStore, StoreError, TableDef, Write, WriteBatch};
 use tidesync_protocol::odata::eval::run_query;
 use tidesync_protocol::odata::{Query, parse_filter};

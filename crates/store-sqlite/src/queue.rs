@@ -1,6 +1,8 @@
-//! The operation queue and [`OpIndex`], the in-memory map that answers "where
-//! is op `id`", "which ops has item `(table, id)`" and "the ops in sequence
-//! order".
+//! Where the operation queue is kept, and [`OpIndex`], the in-memory map of
+//! where each op's record is (in its item's row or in `__operations`), which
+//! the layout below needs to find a record again. The queue's rules and its
+//! lookups for the engine are not here: the engine's `Queue` owns them and
+//! builds itself from [`LocalStore::load_operations`](tidesync_core::LocalStore::load_operations).
 //!
 //! Where ops live: an op whose item has a row is kept **in that row**, in the
 //! hidden column [`OP_COLUMN`] (one op per row); every other op (a delete's,
@@ -557,43 +559,8 @@ impl OpIndex {
             .collect()
     }
 
-    /// The ops of one item, oldest first.
-    pub(crate) fn of_item(
-        &self,
-        conn: &Connection,
-        table: &str,
-        item_id: &str,
-    ) -> Result<Vec<Operation>> {
-        self.keys_of(table, item_id)
-            .iter()
-            .map(|key| self.read_key(conn, key))
-            .collect()
-    }
-
-    /// One op by id.
-    pub(crate) fn get(&self, conn: &Connection, id: &str) -> Result<Option<Operation>> {
-        self.by_id
-            .get(id)
-            .map(|e| Self::read(conn, id, e))
-            .transpose()
-    }
-
     /// The sequence of op `id`, if it is queued.
     pub(crate) fn sequence_of(&self, id: &str) -> Option<u64> {
         self.by_id.get(id).map(|e| e.sequence)
-    }
-
-    /// How many ops, of one table or of all.
-    pub(crate) fn count(&self, table: Option<&str>) -> u64 {
-        let n = match table {
-            None => self.by_id.len(),
-            Some(t) => self.by_id.values().filter(|e| &*e.table == t).count(),
-        };
-        u64::try_from(n).unwrap_or(u64::MAX)
-    }
-
-    /// The highest sequence, 0 with an empty queue.
-    pub(crate) fn max_sequence(&self) -> u64 {
-        self.order.last().map_or(0, |(s, _)| *s)
     }
 }

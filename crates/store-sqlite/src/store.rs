@@ -11,8 +11,8 @@ use rusqlite::{
     CachedStatement, Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior,
 };
 use tidesync_core::{
-    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, RowWithOps,
-    StoreError, TableDef, Write, WriteBatch, check_value,
+    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, StoreError,
+    TableDef, Write, WriteBatch, check_value,
 };
 
 use crate::error::{Result, SqlResultExt};
@@ -309,20 +309,10 @@ impl LocalStore for SqliteStore {
         self.read(|conn| read_row(conn, &*self.tables.get(conn, table)?, id))
     }
 
-    fn get_with_operations(&self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
-        self.read_queue(|conn, queue, tables| {
-            let info = tables.get(conn, table)?;
-            Ok((read_row(conn, &info, id)?, queue.of_item(conn, table, id)?))
-        })
-    }
-
-    fn get_many_with_operations(&self, keys: &[(&str, &str)]) -> Result<Vec<RowWithOps>> {
-        self.read_queue(|conn, queue, tables| {
+    fn get_many(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Item>>> {
+        self.read(|conn| {
             keys.iter()
-                .map(|(table, id)| {
-                    let info = tables.get(conn, table)?;
-                    Ok((read_row(conn, &info, id)?, queue.of_item(conn, table, id)?))
-                })
+                .map(|(table, id)| read_row(conn, &*self.tables.get(conn, table)?, id))
                 .collect()
         })
     }
@@ -331,24 +321,8 @@ impl LocalStore for SqliteStore {
         self.read(|conn| run(conn, &self.tables.get(conn, table)?.def, query))
     }
 
-    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue, _| queue.after(conn, after_sequence, limit))
-    }
-
-    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue, _| queue.of_item(conn, table, item_id))
-    }
-
-    fn operation(&self, id: &str) -> Result<Option<Operation>> {
-        self.read_queue(|conn, queue, _| queue.get(conn, id))
-    }
-
-    fn count_operations(&self, table: Option<&str>) -> Result<u64> {
-        self.read_queue(|_, queue, _| Ok(queue.count(table)))
-    }
-
-    fn max_sequence(&self) -> Result<u64> {
-        self.read_queue(|_, queue, _| Ok(queue.max_sequence()))
+    fn load_operations(&self) -> Result<Vec<Operation>> {
+        self.read_queue(|conn, queue, _| queue.after(conn, 0, usize::MAX))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {
@@ -409,20 +383,16 @@ fn write_batch(
             tables.clear();
         }
         let mut put = None;
-        let mut writes = batch.writes.iter().peekable();
-        while let Some(write) = writes.next() {
-            // A row followed by its op: one statement writes both (the op in
-            // the row's op column, see `queue`).
-            if let (Write::PutItem { table, item }, Some(Write::PutOperation(op))) =
-                (write, writes.peek())
-            {
+        for write in &batch.writes {
+            // A row and its op: one statement writes both when the row can
+            // hold the op (the op in the row's op column, see `queue`).
+            if let Write::PutItemAndOperation { table, item, op } = write {
                 let id = item.get("id").and_then(|v| v.as_str());
                 if id.is_some_and(|id| ops.fits_row(op, table, id)) {
                     let info = tables.get(conn, table)?;
                     let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
                     put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
                     ops.placed_in_row(conn, op)?;
-                    writes.next();
                     continue;
                 }
             }
@@ -535,6 +505,13 @@ fn apply<'w, 'c>(
                 execute(conn, &info.delete_sql, [id])?;
             }
             Ok(())
+        }
+        Write::PutItemAndOperation { table, item, op } => {
+            let info = tables.get(conn, table)?;
+            let mut statement = conn.prepare_cached(&info.put_sql).store()?;
+            put_item(&mut statement, &info, item, None)?;
+            drop(statement);
+            ops.put(conn, op, true)
         }
         Write::PutOperation(op) => {
             let table_exists = match tables.get(conn, &op.table) {

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tidesync_core::testkit::QueueView;
 
 use serde_json::json;
 use tidesync_core::{

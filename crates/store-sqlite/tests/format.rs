@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::{Path, PathBuf};
+use tidesync_core::testkit::QueueView;
 
 use serde_json::json;
 use tidesync_core::{

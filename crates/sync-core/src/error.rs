@@ -2,81 +2,10 @@
 
 use tidesync_protocol::Item;
 
-use crate::model::{ColumnType, OpKind};
-use crate::push::PushResult;
-
-/// A boxed error from a store or transport backend.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
-
-/// What a [`LocalStore`](crate::LocalStore) can fail with.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The table was never defined.
-    #[error("unknown table {0}")]
-    UnknownTable(String),
-    /// An item has a property that is not a column of the table.
-    #[error("table {table} has no column {column}")]
-    UnknownColumn {
-        /// The table.
-        table: String,
-        /// The unknown property.
-        column: String,
-    },
-    /// A value does not fit its column's type.
-    #[error("column {column} of table {table} expects {expected:?}, found {found}")]
-    TypeMismatch {
-        /// The table.
-        table: String,
-        /// The column.
-        column: String,
-        /// The declared type.
-        expected: ColumnType,
-        /// A short rendering of the offending value.
-        found: String,
-    },
-    /// A table definition is malformed or contradicts what the store holds.
-    #[error("invalid table definition: {0}")]
-    InvalidDefinition(String),
-    /// An item has no usable id.
-    #[error("item in table {table} has no string id")]
-    MissingId {
-        /// The table.
-        table: String,
-    },
-    /// A query the store cannot run (unknown column, type error in a filter).
-    #[error("invalid query on table {table}: {message}")]
-    InvalidQuery {
-        /// The table.
-        table: String,
-        /// What is wrong.
-        message: String,
-    },
-    /// The file is not a store of this kind, or its content is damaged.
-    #[error("store file is not usable: {0}")]
-    Corrupt(String),
-    /// The file was written by a newer format than this build understands.
-    #[error("store format version {found} is newer than the supported {supported}")]
-    UnsupportedFormat {
-        /// The version in the file.
-        found: u32,
-        /// The newest version this build reads.
-        supported: u32,
-    },
-    /// The store is locked by another process or connection.
-    #[error("store is busy: {0}")]
-    Busy(String),
-    /// Any other backend failure (I/O, the database engine).
-    #[error("store backend failed: {0}")]
-    Backend(#[source] BoxError),
-}
-
-impl StoreError {
-    /// Wraps a backend error.
-    pub fn backend(err: impl std::error::Error + Send + Sync + 'static) -> Self {
-        StoreError::Backend(Box::new(err))
-    }
-}
+pub use crate::model::InvalidItem;
+use crate::model::OpKind;
+use crate::outcome::{PushResult, PushStatus};
+pub use crate::store::{BoxError, StoreError};
 
 /// What a [`Transport`](crate::Transport) call can fail with, classified the way
 /// push and pull react to it.
@@ -199,6 +128,21 @@ pub enum Error {
     /// A network call failed (pull; a push reports through its status instead).
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// An item the app gave does not fit its table (an unknown column, a value
+    /// of the wrong type). Nothing was written.
+    #[error(transparent)]
+    InvalidItem(#[from] InvalidItem),
+    /// A row the server sent (a pulled page) does not fit the local table.
+    /// Nothing of its page was written.
+    #[error("the server's row {id} of table {table} does not fit the local table: {reason}")]
+    BadServerRow {
+        /// The table.
+        table: String,
+        /// The row's id.
+        id: String,
+        /// What does not fit.
+        reason: InvalidItem,
+    },
     /// An argument is invalid (a bad id, query id or query).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -257,7 +201,7 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Transport(e) => e.is_retryable(),
-            Error::PushFailed(r) => r.status == crate::push::PushStatus::CancelledByNetworkError,
+            Error::PushFailed(r) => r.status == PushStatus::CancelledByNetworkError,
             _ => false,
         }
     }

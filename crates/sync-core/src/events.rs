@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::model::OpKind;
-use crate::push::PushStatus;
+use crate::outcome::PushStatus;
 
 /// Which sync action a lifecycle event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

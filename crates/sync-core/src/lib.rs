@@ -35,14 +35,18 @@
 
 mod conflict;
 mod context;
+mod engine;
 mod error;
 mod events;
 mod memory;
 mod model;
+mod outcome;
 mod pull;
 mod push;
 mod queue;
 mod store;
+mod table;
+mod tables;
 mod transport;
 mod watch;
 
@@ -53,18 +57,21 @@ pub use conflict::{
     ClientWins, Conflict, ConflictHandler, FailOnConflict, Fallback, FnHandler, MergeFields,
     Resolution, ServerWins,
 };
-pub use context::{SyncContext, SyncContextBuilder, SyncTable};
-pub use error::{BoxError, Error, QueueRefusal, Result, StoreError, TransportError};
+pub use context::{SyncContext, SyncContextBuilder};
+pub use error::{BoxError, Error, InvalidItem, QueueRefusal, Result, StoreError, TransportError};
 pub use events::{ChangeEvent, SyncAction};
 pub use memory::MemoryStore;
 pub use model::{
     ColumnDef, ColumnType, OpKind, OpState, Operation, OperationError, SYSTEM_COLUMNS, TableDef,
     UNMAPPED_COLUMN, check_value, format_stored_timestamp, normalize_value,
 };
-pub use pull::{Cursor, ProgressFn, PullOptions, PullProgress, PullResult, cursor_key};
-pub use push::{PushOptions, PushResult, PushStatus};
+pub use outcome::{
+    Cursor, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus,
+    cursor_key,
+};
 pub use queue::Transaction;
-pub use store::{LocalStore, QueryResult, RowWithOps, Write, WriteBatch};
+pub use store::{LocalStore, QueryResult, Write, WriteBatch};
+pub use table::SyncTable;
 pub use transport::{
     BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
     SnapshotRequest, Transport,

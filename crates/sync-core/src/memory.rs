@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::{Query, eval};
 
-use crate::error::StoreError;
 use crate::model::{Operation, OperationError, TableDef, item_id, normalize_value};
-use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
+use crate::store::{LocalStore, QueryResult, StoreError, Write, WriteBatch};
 
 #[derive(Debug, Clone)]
 struct Table {
@@ -20,11 +19,9 @@ struct Table {
 #[derive(Debug, Default)]
 struct State {
     tables: HashMap<String, Table>,
-    /// Ops by (sequence, id): the engine gives every op its own sequence, but a
-    /// store must not lose an op if two ever share one.
-    ops: BTreeMap<(u64, String), Operation>,
-    /// Op id → sequence.
-    op_ids: HashMap<String, u64>,
+    /// Ops by id, their only key (the engine keeps the queue's order and
+    /// indexes; this store sorts only when it loads).
+    ops: HashMap<String, Operation>,
     errors: HashMap<String, OperationError>,
     config: HashMap<String, String>,
 }
@@ -63,43 +60,52 @@ impl State {
     }
 
     fn put_op(&mut self, op: Operation, undo: &mut Vec<Undo>) {
-        let previous = self.remove_op(&op.id);
-        undo.push(Undo::Op(op.id.clone(), previous));
-        self.op_ids.insert(op.id.clone(), op.sequence);
-        self.ops.insert((op.sequence, op.id.clone()), op);
+        let previous = self.ops.insert(op.id.clone(), op.clone());
+        undo.push(Undo::Op(op.id, previous));
     }
 
     fn remove_op(&mut self, id: &str) -> Option<Operation> {
-        let sequence = self.op_ids.remove(id)?;
-        self.ops.remove(&(sequence, id.to_owned()))
+        self.ops.remove(id)
+    }
+
+    fn put_item(
+        &mut self,
+        table: &str,
+        item: &Item,
+        undo: &mut Vec<Undo>,
+    ) -> Result<(), StoreError> {
+        let t = self.table(table)?;
+        let id = item_id(item)
+            .ok_or_else(|| StoreError::MissingId {
+                table: table.to_owned(),
+            })?
+            .to_owned();
+        let mut row = Item::new();
+        for (name, value) in item.iter().filter(|(_, v)| !v.is_null()) {
+            let ty = t
+                .def
+                .column_type(name)
+                .ok_or_else(|| StoreError::UnknownColumn {
+                    table: table.to_owned(),
+                    column: name.clone(),
+                })?;
+            row.insert(name.clone(), normalize_value(table, name, ty, value)?);
+        }
+        let t = self
+            .tables
+            .get_mut(table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))?;
+        let previous = t.rows.insert(id.clone(), row);
+        undo.push(Undo::Row(table.to_owned(), id, previous));
+        Ok(())
     }
 
     fn apply(&mut self, write: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
         match write {
-            Write::PutItem { table, item } => {
-                let t = self.table(table)?;
-                let id = item_id(item)
-                    .ok_or_else(|| StoreError::MissingId {
-                        table: table.clone(),
-                    })?
-                    .to_owned();
-                let mut row = Item::new();
-                for (name, value) in item.iter().filter(|(_, v)| !v.is_null()) {
-                    let ty = t
-                        .def
-                        .column_type(name)
-                        .ok_or_else(|| StoreError::UnknownColumn {
-                            table: table.clone(),
-                            column: name.clone(),
-                        })?;
-                    row.insert(name.clone(), normalize_value(table, name, ty, value)?);
-                }
-                let t = self
-                    .tables
-                    .get_mut(table)
-                    .ok_or_else(|| StoreError::UnknownTable(table.clone()))?;
-                let previous = t.rows.insert(id.clone(), row);
-                undo.push(Undo::Row(table.clone(), id, previous));
+            Write::PutItem { table, item } => self.put_item(table, item, undo)?,
+            Write::PutItemAndOperation { table, item, op } => {
+                self.put_item(table, item, undo)?;
+                self.put_op(op.clone(), undo);
             }
             Write::DeleteItem { table, id } => {
                 let t = self
@@ -181,11 +187,10 @@ impl State {
                     }
                 }
                 Undo::Op(id, previous) => {
-                    self.remove_op(&id);
-                    if let Some(op) = previous {
-                        self.op_ids.insert(op.id.clone(), op.sequence);
-                        self.ops.insert((op.sequence, op.id.clone()), op);
-                    }
+                    match previous {
+                        Some(op) => self.ops.insert(id, op),
+                        None => self.ops.remove(&id),
+                    };
                 }
                 Undo::Error(id, previous) => {
                     match previous {
@@ -308,50 +313,10 @@ impl LocalStore for MemoryStore {
         run(table, state.table(table)?, query)
     }
 
-    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {
-        Ok(self
-            .lock()
-            .ops
-            .range((after_sequence.saturating_add(1), String::new())..)
-            .take(limit)
-            .map(|(_, op)| op.clone())
-            .collect())
-    }
-
-    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError> {
-        Ok(self
-            .lock()
-            .ops
-            .values()
-            .filter(|op| op.table == table && op.item_id == item_id)
-            .cloned()
-            .collect())
-    }
-
-    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        let state = self.lock();
-        Ok(state
-            .op_ids
-            .get(id)
-            .and_then(|seq| state.ops.get(&(*seq, id.to_owned())))
-            .cloned())
-    }
-
-    fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError> {
-        let state = self.lock();
-        Ok(match table {
-            None => state.ops.len(),
-            Some(t) => state.ops.values().filter(|op| op.table == t).count(),
-        } as u64)
-    }
-
-    fn max_sequence(&self) -> Result<u64, StoreError> {
-        Ok(self
-            .lock()
-            .ops
-            .keys()
-            .next_back()
-            .map_or(0, |(seq, _)| *seq))
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        let mut ops: Vec<Operation> = self.lock().ops.values().cloned().collect();
+        ops.sort_by(|a, b| (a.sequence, &a.id).cmp(&(b.sequence, &b.id)));
+        Ok(ops)
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
@@ -361,10 +326,9 @@ impl LocalStore for MemoryStore {
             .values()
             .map(|e| {
                 let seq = state
-                    .op_ids
+                    .ops
                     .get(&e.operation_id)
-                    .copied()
-                    .unwrap_or(u64::MAX);
+                    .map_or(u64::MAX, |op| op.sequence);
                 (seq, e.clone())
             })
             .collect();

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tidesync_protocol::Item;
 use tidesync_protocol::system::{CREATED_AT, ID, UPDATED_AT, VERSION};
 
-use crate::error::StoreError;
+use crate::store::StoreError;
 
 /// The type of a local column. Items are JSON objects; the type says which JSON
 /// values a column accepts and how a store keeps them.
@@ -218,7 +218,18 @@ pub fn check_value<'a>(
     ty: ColumnType,
     value: &'a Value,
 ) -> Result<Cow<'a, Value>, StoreError> {
-    let mismatch = || StoreError::TypeMismatch {
+    fit_value(table, column, ty, value).map_err(StoreError::from)
+}
+
+/// [`check_value`] as the engine sees it: a value that does not fit is the
+/// item's fault ([`InvalidItem`]), not the store's.
+pub(crate) fn fit_value<'a>(
+    table: &str,
+    column: &str,
+    ty: ColumnType,
+    value: &'a Value,
+) -> Result<Cow<'a, Value>, InvalidItem> {
+    let mismatch = || InvalidItem::TypeMismatch {
         table: table.to_owned(),
         column: column.to_owned(),
         expected: ty,
@@ -431,4 +442,31 @@ impl OperationError {
 /// The id of an item, or `None` if it has no string id.
 pub(crate) fn item_id(item: &Item) -> Option<&str> {
     item.get(ID).and_then(Value::as_str)
+}
+
+/// An item (from the app, a conflict handler or the server) that does not fit
+/// its local table. Not a store failure: the store was never asked.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidItem {
+    /// The item has a property that is not a column of the table.
+    #[error("table {table} has no column {column}")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The unknown property.
+        column: String,
+    },
+    /// A value does not fit its column's type.
+    #[error("column {column} of table {table} expects {expected:?}, found {found}")]
+    TypeMismatch {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The declared type.
+        expected: ColumnType,
+        /// A short rendering of the offending value.
+        found: String,
+    },
 }

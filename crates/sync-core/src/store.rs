@@ -3,8 +3,101 @@
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::Query;
 
-use crate::error::StoreError;
-use crate::model::{Operation, OperationError, TableDef};
+use crate::model::{ColumnType, InvalidItem, Operation, OperationError, TableDef};
+
+/// A boxed error from a store or transport backend.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What a [`LocalStore`](crate::LocalStore) can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The table was never defined.
+    #[error("unknown table {0}")]
+    UnknownTable(String),
+    /// An item has a property that is not a column of the table.
+    #[error("table {table} has no column {column}")]
+    UnknownColumn {
+        /// The table.
+        table: String,
+        /// The unknown property.
+        column: String,
+    },
+    /// A value does not fit its column's type.
+    #[error("column {column} of table {table} expects {expected:?}, found {found}")]
+    TypeMismatch {
+        /// The table.
+        table: String,
+        /// The column.
+        column: String,
+        /// The declared type.
+        expected: ColumnType,
+        /// A short rendering of the offending value.
+        found: String,
+    },
+    /// A table definition is malformed or contradicts what the store holds.
+    #[error("invalid table definition: {0}")]
+    InvalidDefinition(String),
+    /// An item has no usable id.
+    #[error("item in table {table} has no string id")]
+    MissingId {
+        /// The table.
+        table: String,
+    },
+    /// A query the store cannot run (unknown column, type error in a filter).
+    #[error("invalid query on table {table}: {message}")]
+    InvalidQuery {
+        /// The table.
+        table: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The file is not a store of this kind, or its content is damaged.
+    #[error("store file is not usable: {0}")]
+    Corrupt(String),
+    /// The file was written by a newer format than this build understands.
+    #[error("store format version {found} is newer than the supported {supported}")]
+    UnsupportedFormat {
+        /// The version in the file.
+        found: u32,
+        /// The newest version this build reads.
+        supported: u32,
+    },
+    /// The store is locked by another process or connection.
+    #[error("store is busy: {0}")]
+    Busy(String),
+    /// Any other backend failure (I/O, the database engine).
+    #[error("store backend failed: {0}")]
+    Backend(#[source] BoxError),
+}
+
+impl From<InvalidItem> for StoreError {
+    fn from(e: InvalidItem) -> Self {
+        match e {
+            InvalidItem::UnknownColumn { table, column } => {
+                StoreError::UnknownColumn { table, column }
+            }
+            InvalidItem::TypeMismatch {
+                table,
+                column,
+                expected,
+                found,
+            } => StoreError::TypeMismatch {
+                table,
+                column,
+                expected,
+                found,
+            },
+        }
+    }
+}
+
+impl StoreError {
+    /// Wraps a backend error.
+    pub fn backend(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Backend(Box::new(err))
+    }
+}
 
 /// The rows a query returned, and the total count when the query asked for it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -14,9 +107,6 @@ pub struct QueryResult {
     /// The number of rows matching the filter, ignoring skip and top (only when `query.count`).
     pub count: Option<u64>,
 }
-
-/// A local row (if any) with its item's queued ops, oldest first.
-pub type RowWithOps = (Option<Item>, Vec<Operation>);
 
 /// One change inside a [`WriteBatch`].
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +136,20 @@ pub enum Write {
         /// Which rows.
         query: Query,
     },
-    /// Inserts an op or replaces the op with the same id.
+    /// A local write: inserts or replaces the row (as [`Write::PutItem`]) and
+    /// queues its op (as [`Write::PutOperation`]), as one change. A store may
+    /// keep the two together (the SQLite store writes the op into the row);
+    /// `op.table` and `op.item_id` name the row.
+    PutItemAndOperation {
+        /// The table.
+        table: String,
+        /// The row; its `id` is the key.
+        item: Item,
+        /// The row's op.
+        op: Operation,
+    },
+    /// Inserts an op or replaces the op with the same id. An op keeps its
+    /// sequence for life.
     PutOperation(Operation),
     /// Removes an op (and nothing else); a missing op is not an error.
     DeleteOperation {
@@ -108,7 +211,10 @@ impl WriteBatch {
 }
 
 /// A durable local database holding the app's tables, the operation queue, the
-/// error records and sync metadata.
+/// error records and sync metadata: a storage engine, nothing more. It keeps
+/// what it is given and answers reads; the queue's rules and indexes are the
+/// engine's (`Queue` in `sync-core`), built from
+/// [`load_operations`](LocalStore::load_operations).
 ///
 /// Synchronous and object-safe: SQLite and redb are blocking libraries, and the
 /// engine decides where each call runs (inline for a small local write, a
@@ -136,6 +242,16 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
     /// [`StoreError::UnknownTable`] or a backend failure.
     fn get(&self, table: &str, id: &str) -> Result<Option<Item>, StoreError>;
 
+    /// Rows by `(table, id)`, answered in the order asked, as one consistent
+    /// read (what a push batch needs). The default asks one row at a time;
+    /// stores override it when one read for all is cheaper.
+    ///
+    /// # Errors
+    /// As [`get`](LocalStore::get).
+    fn get_many(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Item>>, StoreError> {
+        keys.iter().map(|(table, id)| self.get(table, id)).collect()
+    }
+
     /// Runs a query: filter, order (with `id` as the final tiebreaker), count,
     /// skip, top and select, in that order of meaning.
     ///
@@ -143,65 +259,13 @@ pub trait LocalStore: Send + Sync + std::fmt::Debug {
     /// [`StoreError::UnknownTable`], [`StoreError::InvalidQuery`] or a backend failure.
     fn query(&self, table: &str, query: &Query) -> Result<QueryResult, StoreError>;
 
-    /// Up to `limit` queued ops with `sequence > after_sequence`, in ascending sequence.
+    /// Every queued op, in ascending sequence: what the engine builds its
+    /// queue from when it opens. The engine keeps the queue itself from then
+    /// on (it asks the store nothing else about ops).
     ///
     /// # Errors
     /// A backend failure.
-    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError>;
-
-    /// The queued ops of one item, in ascending sequence (at most two).
-    ///
-    /// # Errors
-    /// A backend failure.
-    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError>;
-
-    /// A row and its item's queued ops together, as one consistent read (what a
-    /// local write needs). The default makes two calls; stores override it when
-    /// one read is cheaper.
-    ///
-    /// # Errors
-    /// As [`get`](LocalStore::get) and [`operations_for`](LocalStore::operations_for).
-    fn get_with_operations(
-        &self,
-        table: &str,
-        id: &str,
-    ) -> Result<(Option<Item>, Vec<Operation>), StoreError> {
-        Ok((self.get(table, id)?, self.operations_for(table, id)?))
-    }
-
-    /// [`get_with_operations`](LocalStore::get_with_operations) for many items,
-    /// answered in the order asked (what a push batch needs before sending and
-    /// after the answer). The default asks one item at a time; stores override
-    /// it when one read for all is cheaper.
-    ///
-    /// # Errors
-    /// As [`get_with_operations`](LocalStore::get_with_operations).
-    fn get_many_with_operations(
-        &self,
-        keys: &[(&str, &str)],
-    ) -> Result<Vec<RowWithOps>, StoreError> {
-        keys.iter()
-            .map(|(table, id)| self.get_with_operations(table, id))
-            .collect()
-    }
-
-    /// The queued op with this id.
-    ///
-    /// # Errors
-    /// A backend failure.
-    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError>;
-
-    /// How many ops are queued, for one table or for all.
-    ///
-    /// # Errors
-    /// A backend failure.
-    fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError>;
-
-    /// The largest sequence number in the queue, 0 when empty.
-    ///
-    /// # Errors
-    /// A backend failure.
-    fn max_sequence(&self) -> Result<u64, StoreError>;
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError>;
 
     /// Every error record, in the order of their ops' sequence.
     ///

@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use serde_json::json;
-use tidesync_core::{Error, OpKind, OpState, PushStatus, QueueRefusal, StoreError};
+use tidesync_core::{Error, InvalidItem, OpKind, OpState, PushStatus, QueueRefusal, StoreError};
 use tidesync_transport_mock::{CallKind, Fault};
 
 #[tokio::test]
@@ -325,12 +325,15 @@ async fn app_writes_with_unknown_columns_or_wrong_types_are_refused() {
         .await
         .unwrap_err();
     assert!(
-        matches!(unknown, Error::Store(StoreError::UnknownColumn { .. })),
+        matches!(
+            unknown,
+            Error::InvalidItem(InvalidItem::UnknownColumn { .. })
+        ),
         "{unknown}"
     );
     let wrong = f.todo().insert(&json!({"text": 5})).await.unwrap_err();
     assert!(
-        matches!(wrong, Error::Store(StoreError::TypeMismatch { .. })),
+        matches!(wrong, Error::InvalidItem(InvalidItem::TypeMismatch { .. })),
         "{wrong}"
     );
     let table = f

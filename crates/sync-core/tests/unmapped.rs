@@ -10,7 +10,8 @@ mod common;
 use common::*;
 use serde_json::{Value, json};
 use tidesync_core::{
-    ClientWins, ColumnType, Error, MergeFields, Query, StoreError, TableDef, UNMAPPED_COLUMN,
+    ClientWins, ColumnType, Error, InvalidItem, MergeFields, Query, StoreError, TableDef,
+    UNMAPPED_COLUMN,
 };
 
 /// A row another client wrote with a column (`priority`) this client does not
@@ -87,7 +88,7 @@ async fn apps_cannot_write_or_declare_the_hidden_column() {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, Error::Store(StoreError::UnknownColumn { ref column, .. }) if column == UNMAPPED_COLUMN),
+        matches!(err, Error::InvalidItem(InvalidItem::UnknownColumn { ref column, .. }) if column == UNMAPPED_COLUMN),
         "{err:?}"
     );
     let err = f

@@ -23,6 +23,9 @@ use crate::store::LocalStore;
 pub mod cases;
 pub mod crash;
 mod fixture;
+mod view;
+
+pub use view::QueueView;
 
 /// Opens stores for the conformance suite.
 pub trait StoreFactory {

@@ -19,6 +19,7 @@ use super::fixture::*;
 use crate::error::StoreError;
 use crate::model::{ColumnType, OpKind, TableDef, normalize_value};
 use crate::store::Write;
+use crate::testkit::QueueView;
 
 /// Writes 5 changes whose 3rd is `bad` and checks that nothing of the batch is
 /// visible afterwards: items, ops, errors and config alike.

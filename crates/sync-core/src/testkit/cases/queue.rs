@@ -12,6 +12,7 @@ use tidesync_protocol::odata::Query;
 use crate::memory::MemoryStore;
 use crate::model::{ColumnType, OpKind, OpState, Operation, TableDef};
 use crate::store::{LocalStore, Write, WriteBatch};
+use crate::testkit::QueueView;
 use crate::testkit::StoreFactory;
 use crate::testkit::fixture::*;
 
@@ -59,8 +60,8 @@ pub fn row_with_operations(factory: &dyn StoreFactory) {
     ));
 }
 
-/// `get_many_with_operations` answers each key as `get_with_operations` does,
-/// in the order asked, repeated and missing keys included.
+/// `get_many` answers each key as `get` does, in the order asked, repeated and
+/// missing keys included, with ops queued beside the rows.
 pub fn many_rows_with_operations(factory: &dyn StoreFactory) {
     let (_place, store) = queue_store(factory);
     write(
@@ -87,20 +88,20 @@ pub fn many_rows_with_operations(factory: &dyn StoreFactory) {
         ("todo", "a"),
         ("todo", "b"),
     ];
-    let many = store.get_many_with_operations(&keys).unwrap();
+    let many = store.get_many(&keys).unwrap();
     assert_eq!(many.len(), keys.len());
     for ((table, id), got) in keys.iter().zip(&many) {
-        assert_eq!(
-            got,
-            &store.get_with_operations(table, id).unwrap(),
-            "{table}/{id}"
-        );
+        assert_eq!(got, &store.get(table, id).unwrap(), "{table}/{id}");
     }
-    assert_eq!(op_ids(&many[3].1), vec!["op-2", "op-4"]);
-    assert_eq!(many[0].0.as_ref().unwrap()["text"], "row b");
-    assert!(store.get_many_with_operations(&[]).unwrap().is_empty());
+    assert_eq!(
+        op_ids(&store.get_with_operations("todo", "a").unwrap().1),
+        vec!["op-2", "op-4"]
+    );
+    assert_eq!(many[0].as_ref().unwrap()["text"], "row b");
+    assert!(many[2].is_none());
+    assert!(store.get_many(&[]).unwrap().is_empty());
     assert!(matches!(
-        store.get_many_with_operations(&[("todo", "a"), ("nope", "a")]),
+        store.get_many(&[("todo", "a"), ("nope", "a")]),
         Err(crate::error::StoreError::UnknownTable(_))
     ));
 }

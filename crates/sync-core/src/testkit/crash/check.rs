@@ -9,6 +9,7 @@ use tidesync_protocol::odata::Query;
 
 use super::{CrashMode, NEXT, Promise, item_id};
 use crate::error::StoreError;
+use crate::testkit::QueueView;
 
 /// What the crash test saw, over all rounds.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -62,24 +62,8 @@ impl LocalStore for LossyStore {
         self.inner.query(table, query)
     }
 
-    fn operations(&self, after_sequence: u64, limit: usize) -> Result<Vec<Operation>, StoreError> {
-        self.inner.operations(after_sequence, limit)
-    }
-
-    fn operations_for(&self, table: &str, item_id: &str) -> Result<Vec<Operation>, StoreError> {
-        self.inner.operations_for(table, item_id)
-    }
-
-    fn operation(&self, id: &str) -> Result<Option<Operation>, StoreError> {
-        self.inner.operation(id)
-    }
-
-    fn count_operations(&self, table: Option<&str>) -> Result<u64, StoreError> {
-        self.inner.count_operations(table)
-    }
-
-    fn max_sequence(&self) -> Result<u64, StoreError> {
-        self.inner.max_sequence()
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        self.inner.load_operations()
     }
 
     fn errors(&self) -> Result<Vec<OperationError>, StoreError> {

@@ -69,6 +69,7 @@ use serde_json::json;
 use super::StoreFactory;
 use crate::model::{ColumnType, OpKind, OpState, Operation, TableDef};
 use crate::store::{LocalStore, Write, WriteBatch};
+use crate::testkit::QueueView;
 
 pub use check::{CrashFailure, CrashReport};
 pub use lossy::Lossy;

@@ -1,0 +1,203 @@
+//! What runs return and take: [`PushResult`], [`PushStatus`], [`PullResult`],
+//! their options and the pull [`Cursor`]. A leaf: plain data, importing only
+//! the model.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::model::OperationError;
+
+/// How a push ended (the reference client's `MobileServicePushStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum PushStatus {
+    /// The queue was walked to the end; per-item errors may remain.
+    #[default]
+    Complete,
+    /// A request got no answer; the op stays queued and nothing later was sent.
+    CancelledByNetworkError,
+    /// The server answered 401; the op stays queued and nothing later was sent.
+    CancelledByAuthenticationError,
+    /// The local store failed during the push.
+    CancelledBySyncStoreError,
+    /// The caller's cancellation token fired.
+    CancelledByToken,
+    /// A conflict handler asked to abort the push.
+    CancelledByOperation,
+    /// The push machinery itself failed unexpectedly (a panic in a store or transport).
+    InternalError,
+}
+
+impl PushStatus {
+    /// The reference client's numeric code.
+    pub fn code(self) -> u32 {
+        match self {
+            PushStatus::Complete => 0,
+            PushStatus::CancelledByNetworkError => 1,
+            PushStatus::CancelledByAuthenticationError => 2,
+            PushStatus::CancelledBySyncStoreError => 3,
+            PushStatus::CancelledByToken => 4,
+            PushStatus::CancelledByOperation => 5,
+            PushStatus::InternalError => 2_147_483_647,
+        }
+    }
+}
+
+impl std::fmt::Display for PushStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self, f)
+    }
+}
+
+/// The outcome of a push.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PushResult {
+    /// How it ended.
+    pub status: PushStatus,
+    /// The ops that failed during this push and were not resolved by the conflict
+    /// handler. Their records stay in the store until resolved or retried.
+    pub errors: Vec<OperationError>,
+    /// A failure that is not about one item (a store error, a panic).
+    pub other_error: Option<String>,
+    /// How many ops the server acknowledged (or that were resolved) in this push.
+    pub pushed: u64,
+}
+
+impl PushResult {
+    /// True when the push completed with no errors of any kind.
+    pub fn is_success(&self) -> bool {
+        self.status == PushStatus::Complete && self.errors.is_empty() && self.other_error.is_none()
+    }
+}
+
+/// Options of one push.
+#[derive(Debug, Clone, Default)]
+pub struct PushOptions {
+    /// Only ops of these tables; all tables when `None`.
+    pub tables: Option<Vec<String>>,
+    /// Cancels the push between ops and while a request is outstanding.
+    pub cancel: Option<CancellationToken>,
+}
+
+impl PushOptions {
+    /// Every table.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Only these tables.
+    #[must_use]
+    pub fn tables<I, S>(mut self, tables: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.tables = Some(tables.into_iter().map(Into::into).collect());
+        self
+    }
+
+    /// With a cancellation token.
+    #[must_use]
+    pub fn cancel(mut self, token: CancellationToken) -> Self {
+        self.cancel = Some(token);
+        self
+    }
+}
+
+/// Progress of a running pull, reported as each page arrives (it is then applied while
+/// the next page is read).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Rows received so far (upserted, deleted or skipped).
+    pub received: u64,
+    /// Requests made so far.
+    pub requests: u64,
+    /// The total on the server, when the server said.
+    pub total: Option<u64>,
+}
+
+/// A callback told of pull progress.
+pub type ProgressFn = Arc<dyn Fn(PullProgress) + Send + Sync>;
+
+/// Options of one pull.
+#[derive(Clone)]
+pub struct PullOptions {
+    /// When the table has pending ops, push every table first (`true`, the
+    /// default) or only the pulled table (`false`).
+    pub push_other_tables: bool,
+    /// Rows per request; the engine's default when `None`.
+    pub page_size: Option<u64>,
+    /// Cancels the pull between pages and while a request is outstanding.
+    pub cancel: Option<CancellationToken>,
+    /// Told of progress after every page.
+    pub progress: Option<ProgressFn>,
+}
+
+impl Default for PullOptions {
+    fn default() -> Self {
+        Self {
+            push_other_tables: true,
+            page_size: None,
+            cancel: None,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for PullOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullOptions")
+            .field("push_other_tables", &self.push_other_tables)
+            .field("page_size", &self.page_size)
+            .field("cancel", &self.cancel)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// The outcome of a pull.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PullResult {
+    /// Rows written locally (inserted or updated).
+    pub upserted: u64,
+    /// Rows removed locally because the server marked them deleted.
+    pub deleted: u64,
+    /// Rows left alone because they have a pending local change.
+    pub skipped: u64,
+    /// Requests made to the server.
+    pub requests: u64,
+    /// The implicit push made first, if one was needed.
+    pub push: Option<PushResult>,
+    /// True when the query was read again in full because its cursor was older
+    /// than the server's tombstone horizon (local rows the server no longer has
+    /// were removed and are counted in `deleted`).
+    pub resynced: bool,
+    /// True when the rows came first from the server's snapshot extension (one
+    /// streamed response) rather than page by page.
+    pub snapshot: bool,
+}
+
+impl PullResult {
+    /// Every row the server sent.
+    pub fn received(&self) -> u64 {
+        self.upserted + self.deleted + self.skipped
+    }
+}
+
+/// The incremental cursor of one query: the `(updatedAt, id)` of the last row
+/// applied. Rows are read in `(updatedAt, id)` order strictly after it, so rows
+/// sharing one timestamp are neither skipped nor read twice.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cursor {
+    /// The last row's `updatedAt`, RFC 3339.
+    #[serde(rename = "updatedAt")]
+    pub updated_at: String,
+    /// The last row's id.
+    pub id: String,
+}
+
+/// The `__config` key of a query's cursor.
+pub fn cursor_key(table: &str, query_id: &str) -> String {
+    format!("deltaToken|{table}|{query_id}")
+}

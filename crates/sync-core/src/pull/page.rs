@@ -1,0 +1,217 @@
+//! Applying what a pull read: one page (or snapshot batch) in one store batch,
+//! rows with a queued op left alone, the cursor stored with the rows; and the
+//! cursor arithmetic that says where the next page starts.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::odata::{Expr, Query, after_keyset};
+use tidesync_protocol::system::{DELETED, ID, UPDATED_AT};
+use tidesync_protocol::time_fmt::parse_timestamp;
+use time::OffsetDateTime;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::outcome::Cursor;
+use crate::queue::conform_owned;
+use crate::store::{Write, WriteBatch};
+
+/// Pages of up to this many rows are applied inline; larger ones on a
+/// blocking thread.
+const INLINE_ROWS: usize = 64;
+
+/// What applying one page did.
+#[derive(Debug, Default)]
+pub(super) struct Applied {
+    pub upserted: u64,
+    pub deleted: u64,
+    pub skipped: u64,
+    pub cursor: Option<Cursor>,
+}
+
+pub(super) fn check_query_id(query_id: &str) -> Result<()> {
+    if query_id.contains('|') || query_id.chars().count() > 255 {
+        return Err(Error::InvalidArgument(format!(
+            "query id {query_id:?} must be at most 255 characters without '|'"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a pull's arguments before anything runs (spec §4.1).
+pub(super) fn check_pull_args(query_id: Option<&str>, query: &Query) -> Result<()> {
+    if let Some(id) = query_id {
+        check_query_id(id)?;
+    }
+    if query.select.is_some() {
+        return Err(Error::InvalidArgument(
+            "a pull query cannot have $select: local rows need every column".to_owned(),
+        ));
+    }
+    if query_id.is_some()
+        && (!query.order_by.is_empty() || query.skip.is_some() || query.top.is_some())
+    {
+        return Err(Error::InvalidArgument(
+            "an incremental pull orders and pages by itself: no $orderby, $skip or $top".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The filter that reads strictly after a cursor ([`after_keyset`], shaped so that a
+/// server seeks its `(updatedAt, id)` index).
+pub(super) fn after_cursor(cursor: &Cursor) -> Result<Expr> {
+    let at = parse_timestamp(&cursor.updated_at)
+        .map_err(|e| Error::Internal(format!("stored cursor is damaged: {e}")))?;
+    Ok(after_keyset(at, &cursor.id))
+}
+
+/// True when the cursor is older than the server's tombstone horizon.
+pub(super) fn before_horizon(cursor: &Cursor, horizon: Option<&str>) -> bool {
+    let (Some(horizon), Ok(at)) = (horizon, parse_timestamp(&cursor.updated_at)) else {
+        return false;
+    };
+    parse_timestamp(horizon).is_ok_and(|h| at < h)
+}
+
+/// The `(updatedAt, id)` of a row, if it has a parseable `updatedAt`.
+fn row_position(item: &Item) -> Option<(OffsetDateTime, &str, &str)> {
+    let text = item.get(UPDATED_AT)?.as_str()?;
+    let at = parse_timestamp(text).ok()?;
+    let id = item.get(ID)?.as_str()?;
+    Some((at, text, id))
+}
+
+/// The cursor a page moves to: its newest `(updatedAt, id)`, if any row has one.
+pub(super) fn page_newest(items: &[Item]) -> Option<Cursor> {
+    let mut newest: Option<(OffsetDateTime, &str, &str)> = None;
+    for item in items {
+        if let Some((at, text, id)) = row_position(item) {
+            if newest.is_none_or(|(n_at, _, n_id)| (at, id).cmp(&(n_at, n_id)) == Ordering::Greater)
+            {
+                newest = Some((at, text, id));
+            }
+        }
+    }
+    newest.map(|(_, text, id)| Cursor {
+        updated_at: text.to_owned(),
+        id: id.to_owned(),
+    })
+}
+
+/// Applies one page in one store batch, on a blocking thread when it is large.
+pub(super) async fn apply_page(
+    engine: Arc<Engine>,
+    table: String,
+    key: Option<String>,
+    cursor: Option<Cursor>,
+    items: Vec<Item>,
+) -> Result<Applied> {
+    if items.len() <= INLINE_ROWS {
+        return apply_page_now(&engine, &table, key, cursor, items);
+    }
+    tokio::task::spawn_blocking(move || apply_page_now(&engine, &table, key, cursor, items))
+        .await
+        .map_err(|e| Error::Internal(format!("page apply failed: {e}")))?
+}
+
+fn apply_page_now(
+    engine: &Engine,
+    table: &str,
+    key: Option<String>,
+    mut cursor: Option<Cursor>,
+    items: Vec<Item>,
+) -> Result<Applied> {
+    let def = engine.tables.get(&*engine.store, table)?;
+    let mut queue = engine.lock_queue();
+    let mut applied = Applied::default();
+    let mut batch = WriteBatch::new();
+    let mut newest: Option<(OffsetDateTime, String, String)> = None;
+    for item in items {
+        let Some(id) = item.get(ID).and_then(Value::as_str) else {
+            continue;
+        };
+        if let Some((at, text, id)) = row_position(&item) {
+            if newest.as_ref().is_none_or(|(n_at, _, n_id)| {
+                (at, id).cmp(&(*n_at, n_id.as_str())) == Ordering::Greater
+            }) {
+                newest = Some((at, text.to_owned(), id.to_owned()));
+            }
+        }
+        if queue.has_ops(table, id) {
+            applied.skipped += 1;
+            continue;
+        }
+        if item.get(DELETED).and_then(Value::as_bool) == Some(true) {
+            applied.deleted += 1;
+            batch.push(Write::DeleteItem {
+                table: table.to_owned(),
+                id: id.to_owned(),
+            });
+        } else {
+            applied.upserted += 1;
+            let id = id.to_owned();
+            let row = conform_owned(&def, item, true).map_err(|reason| Error::BadServerRow {
+                table: table.to_owned(),
+                id,
+                reason,
+            })?;
+            batch.push(Write::PutItem {
+                table: table.to_owned(),
+                item: row,
+            });
+        }
+    }
+    if let (Some(key), Some((_, text, id))) = (key, newest) {
+        let next = Cursor {
+            updated_at: text,
+            id,
+        };
+        batch.push(Write::SetConfig {
+            key,
+            value: Some(serde_json::to_string(&next)?),
+        });
+        cursor = Some(next);
+    }
+    queue.commit(&*engine.store, &batch)?;
+    applied.cursor = cursor;
+    Ok(applied)
+}
+
+/// After a full re-read: removes the local rows the query selects that the
+/// server did not send and that have no queued op.
+pub(super) fn remove_unseen(
+    engine: &Engine,
+    table: &str,
+    query: &Query,
+    seen: &HashSet<String>,
+) -> Result<u64> {
+    let mut queue = engine.lock_queue();
+    let local = engine.store.query(
+        table,
+        &Query {
+            filter: query.filter.clone(),
+            select: Some(vec![ID.to_owned()]),
+            ..Query::default()
+        },
+    )?;
+    let pending = queue.item_ids(table);
+    let mut batch = WriteBatch::new();
+    for id in local
+        .items
+        .iter()
+        .filter_map(|i| i.get(ID).and_then(Value::as_str))
+        .filter(|id| !seen.contains(*id) && !pending.contains(*id))
+    {
+        batch.push(Write::DeleteItem {
+            table: table.to_owned(),
+            id: id.to_owned(),
+        });
+    }
+    let removed = batch.len() as u64;
+    queue.commit(&*engine.store, &batch)?;
+    Ok(removed)
+}

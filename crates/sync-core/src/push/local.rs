@@ -1,0 +1,343 @@
+//! The local side of a push: the queue and row changes that answers lead to
+//! (an op completed, failed, folded with a follow-up, resolved for the server
+//! or resent for the client), each one store batch committed through the
+//! [`Queue`](crate::queue::Queue).
+
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::system::{CREATED_AT, ID, UPDATED_AT, VERSION, is_system_property};
+
+use super::{Outgoing, PushRun};
+use crate::events::ChangeEvent;
+use crate::model::{InvalidItem, OpKind, OpState, Operation, OperationError, UNMAPPED_COLUMN};
+use crate::queue::{Queue, conform_item, id_only, overlay_server_copy, with_server_unmapped};
+use crate::store::{StoreError, Write, WriteBatch};
+
+impl PushRun {
+    /// Completes acknowledged ops of different items in one store write: drops
+    /// each op and stores the server's copy, without overwriting a local edit
+    /// queued behind it meanwhile. An op whose server copy does not fit the
+    /// local table is not completed: it fails with an error record of its own,
+    /// and the push goes on.
+    pub(super) fn complete_ops(
+        &mut self,
+        done: Vec<(Operation, Option<Item>)>,
+    ) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
+        let mut completed = Vec::with_capacity(done.len());
+        let mut bad = Vec::new();
+        {
+            let mut queue = self.engine.lock_queue();
+            let keys: Vec<(&str, &str)> = done
+                .iter()
+                .map(|(op, _)| (op.table.as_str(), op.item_id.as_str()))
+                .collect();
+            let rows = self.engine.store.get_many(&keys)?;
+            let mut batch = WriteBatch::new();
+            for ((op, server_item), row) in done.into_iter().zip(rows) {
+                let ops = queue.of_item(&op.table, &op.item_id);
+                match self.completion(&op, server_item.as_ref(), row, ops, &mut batch)? {
+                    Ok(()) => {
+                        queue.clear_in_flight(&op.id);
+                        completed.push(op);
+                    }
+                    Err(reason) => bad.push((op, server_item, reason)),
+                }
+            }
+            queue.commit(&*self.engine.store, &batch)?;
+        }
+        self.result.pushed += completed.len() as u64;
+        for op in completed {
+            self.engine.emit(ChangeEvent::Pushed {
+                table: op.table,
+                id: op.item_id,
+                kind: op.kind,
+            });
+        }
+        for (op, server_item, reason) in bad {
+            tracing::warn!(table = %op.table, id = %op.item_id, %reason, "the server's copy does not fit the local table");
+            let record = OperationError {
+                operation_id: op.id.clone(),
+                operation_version: op.version,
+                kind: op.kind,
+                table: op.table.clone(),
+                item_id: op.item_id.clone(),
+                status: None,
+                item: op.item.clone(),
+                server_item,
+                raw_result: None,
+                message: format!(
+                    "the server applied the change, but its copy does not fit the local table: {reason}"
+                ),
+            };
+            self.fail_with_record(&op, record)?;
+        }
+        Ok(())
+    }
+
+    /// The writes that complete one acknowledged op, given its item's current
+    /// row and ops; the caller holds the queue lock. The inner error: the
+    /// server's copy does not fit the local table (nothing was added to `batch`).
+    fn completion(
+        &self,
+        op: &Operation,
+        server_item: Option<&Item>,
+        row: Option<Item>,
+        ops: Vec<Operation>,
+        batch: &mut WriteBatch,
+    ) -> Result<Result<(), InvalidItem>, StoreError> {
+        let server = match server_item.filter(|s| s.get(ID).is_some()) {
+            Some(server) => {
+                let def = self.engine.tables.get(&*self.engine.store, &op.table)?;
+                match conform_item(&def, server, true) {
+                    Ok(server) => Some(server),
+                    Err(reason) => return Ok(Err(reason)),
+                }
+            }
+            None => None,
+        };
+        if ops.iter().any(|o| o.id == op.id) {
+            batch.push(Write::DeleteOperation { id: op.id.clone() });
+        }
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let follow_up = ops
+            .into_iter()
+            .find(|o| o.id != op.id && o.sequence > op.sequence);
+        let Some(server) = server else {
+            return Ok(Ok(()));
+        };
+        match follow_up {
+            None => {
+                batch.push(Write::PutItem {
+                    table: op.table.clone(),
+                    item: overlay_server_copy(row.unwrap_or_default(), server),
+                });
+            }
+            Some(mut next) => {
+                // Keep the newer local edit; take only the server's bookkeeping.
+                if next.kind == OpKind::Delete {
+                    let snapshot = next.item.get_or_insert_with(|| id_only(&op.item_id));
+                    if let Some(v) = server.get(VERSION) {
+                        snapshot.insert(VERSION.to_owned(), v.clone());
+                    }
+                } else if let Some(mut row) = row {
+                    for key in [VERSION, UPDATED_AT, CREATED_AT] {
+                        if let Some(v) = server.get(key) {
+                            row.insert(key.to_owned(), v.clone());
+                        }
+                    }
+                    // What the server holds of columns the app does not
+                    // define is the server's to say (the follow-up sends it back).
+                    match server.get(UNMAPPED_COLUMN) {
+                        Some(v) => row.insert(UNMAPPED_COLUMN.to_owned(), v.clone()),
+                        None => row.remove(UNMAPPED_COLUMN),
+                    };
+                    batch.push(Write::PutItem {
+                        table: op.table.clone(),
+                        item: row,
+                    });
+                }
+                next.base = Some(server);
+                batch.push(Write::PutOperation(next));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Marks an op failed (if it is still queued) and records its error.
+    pub(super) fn fail_op(
+        &self,
+        op: &Operation,
+        error: Option<OperationError>,
+    ) -> Result<(), StoreError> {
+        let mut queue = self.engine.lock_queue();
+        queue.clear_in_flight(&op.id);
+        let mut batch = WriteBatch::new();
+        if let Some(mut current) = queue.get(&op.id).cloned() {
+            current.state = OpState::Failed;
+            batch.push(Write::PutOperation(current));
+            if let Some(error) = error {
+                batch.push(Write::PutError(error));
+            }
+        }
+        queue.commit(&*self.engine.store, &batch)
+    }
+
+    /// Fails an op with its error record: announced, counted in the result,
+    /// and its item's later ops wait for the next push.
+    pub(super) fn fail_with_record(
+        &mut self,
+        op: &Operation,
+        record: OperationError,
+    ) -> Result<(), StoreError> {
+        self.fail_op(op, Some(record.clone()))?;
+        self.engine.emit(ChangeEvent::PushFailed {
+            table: op.table.clone(),
+            id: op.item_id.clone(),
+            status: record.status,
+        });
+        self.result.errors.push(record);
+        self.blocked.insert((op.table.clone(), op.item_id.clone()));
+        Ok(())
+    }
+
+    /// An insert or update whose local row is gone: recorded as an error, and
+    /// its item's later ops wait for the next push.
+    pub(super) fn missing_row(&mut self, op: Operation) -> Result<(), StoreError> {
+        let error = OperationError {
+            operation_id: op.id.clone(),
+            operation_version: op.version,
+            kind: op.kind,
+            table: op.table.clone(),
+            item_id: op.item_id.clone(),
+            status: None,
+            item: Some(id_only(&op.item_id)),
+            server_item: None,
+            raw_result: None,
+            message: "the local item is missing".to_owned(),
+        };
+        self.fail_with_record(&op, error)
+    }
+
+    /// An op that failed (or was cut off by a crash) while a later write of the
+    /// same item was queued behind it: now that it is no longer on the wire, the
+    /// two collapse as the matrix says. A follow-up update folds into the op; a
+    /// follow-up delete replaces it (a delete of an item the server never got
+    /// answers 404, which is success). Returns false when the op is gone.
+    pub(super) fn fold_follow_up(
+        &self,
+        queue: &mut Queue,
+        op: &mut Operation,
+        ops: &[Operation],
+    ) -> Result<bool, StoreError> {
+        let Some(next) = ops
+            .iter()
+            .find(|o| o.id != op.id && o.sequence > op.sequence)
+            .cloned()
+        else {
+            return Ok(true);
+        };
+        let mut batch = WriteBatch::new();
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let keep = match (op.kind, next.kind) {
+            (OpKind::Insert | OpKind::Update, OpKind::Update) => {
+                op.version += 1;
+                batch.push(Write::PutOperation(op.clone()));
+                batch.push(Write::DeleteOperation {
+                    id: next.id.clone(),
+                });
+                batch.push(Write::DeleteError {
+                    operation_id: next.id,
+                });
+                true
+            }
+            (OpKind::Insert | OpKind::Update, OpKind::Delete) => {
+                batch.push(Write::DeleteOperation { id: op.id.clone() });
+                false
+            }
+            _ => return Ok(true),
+        };
+        tracing::debug!(table = %op.table, id = %op.item_id, kind = ?op.kind, follow_up = ?next.kind, "folded a follow-up op");
+        queue.commit(&*self.engine.store, &batch)?;
+        Ok(keep)
+    }
+
+    /// Server wins: drop the op and keep the server's copy locally. The inner
+    /// error: the server's copy does not fit the local table.
+    pub(super) fn take_server(
+        &self,
+        op: &Operation,
+        server: &Item,
+    ) -> Result<Result<(), InvalidItem>, StoreError> {
+        let mut queue = self.engine.lock_queue();
+        let mut batch = WriteBatch::new();
+        batch.push(Write::DeleteOperation { id: op.id.clone() });
+        batch.push(Write::DeleteError {
+            operation_id: op.id.clone(),
+        });
+        let deleted = server.get("deleted").and_then(Value::as_bool) == Some(true);
+        if deleted {
+            batch.push(Write::DeleteItem {
+                table: op.table.clone(),
+                id: op.item_id.clone(),
+            });
+        } else {
+            let def = self.engine.tables.get(&*self.engine.store, &op.table)?;
+            let row = match conform_item(&def, server, true) {
+                Ok(row) => row,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            batch.push(Write::PutItem {
+                table: op.table.clone(),
+                item: row,
+            });
+        }
+        queue.clear_in_flight(&op.id);
+        queue.commit(&*self.engine.store, &batch)?;
+        Ok(Ok(()))
+    }
+
+    /// Client wins or merge: store `item` locally with the server's version and
+    /// resend it as an update (or the delete again) conditioned on that version.
+    /// The inner error: `item` (with the server's properties the table does not
+    /// define) does not fit the local table.
+    pub(super) fn retry_with(
+        &self,
+        op: &Operation,
+        item: Item,
+        server: &Item,
+    ) -> Result<Result<(Operation, Outgoing), InvalidItem>, StoreError> {
+        let mut queue = self.engine.lock_queue();
+        let server_version = server
+            .get(VERSION)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let mut op = queue.get(&op.id).cloned().unwrap_or_else(|| op.clone());
+        let mut batch = WriteBatch::new();
+        let mut item = item;
+        item.retain(|k, _| k == ID || !is_system_property(k));
+        item.insert(ID.to_owned(), Value::String(op.item_id.clone()));
+        if op.kind == OpKind::Delete {
+            let snapshot = op.item.get_or_insert_with(|| id_only(&op.item_id));
+            if let Some(v) = &server_version {
+                snapshot.insert(VERSION.to_owned(), Value::String(v.clone()));
+            }
+        } else {
+            let def = self.engine.tables.get(&*self.engine.store, &op.table)?;
+            item = with_server_unmapped(&def, item, server);
+            let mut local = match conform_item(&def, &item, true) {
+                Ok(local) => local,
+                Err(reason) => return Ok(Err(reason)),
+            };
+            if let Some(v) = &server_version {
+                local.insert(VERSION.to_owned(), Value::String(v.clone()));
+            }
+            let row = self
+                .engine
+                .store
+                .get(&op.table, &op.item_id)?
+                .unwrap_or_default();
+            batch.push(Write::PutItem {
+                table: op.table.clone(),
+                item: overlay_server_copy(row, local),
+            });
+            // The server has the item now: an insert becomes an update.
+            op.kind = OpKind::Update;
+        }
+        op.base = Some(server.clone());
+        batch.push(Write::PutOperation(op.clone()));
+        queue.commit(&*self.engine.store, &batch)?;
+        let send = Outgoing {
+            kind: op.kind,
+            item,
+            if_match: server_version,
+        };
+        Ok(Ok((op, send)))
+    }
+}

@@ -1,0 +1,368 @@
+//! [`PushRun`]: one push, as a value. It walks the queue in ascending sequence
+//! ([`PushRun::take_next_ops`]), marks the ops it takes attempted
+//! ([`PushRun::mark_attempted`]), sends them one by one or as one batch
+//! ([`PushRun::send_one`], [`PushRun::send_batch`]), and settles each answer
+//! (`settle.rs`): completes the op, stops the push, records an error, or
+//! resolves a conflict. The queue and row changes that answers lead to are in
+//! `local.rs`. What a push returns is in `outcome.rs`.
+
+mod local;
+mod settle;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use tidesync_protocol::Item;
+use tidesync_protocol::system::{ID, VERSION, is_system_property};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::engine::Engine;
+use crate::error::{Error, Result, TransportError};
+use crate::events::{ChangeEvent, SyncAction};
+use crate::model::{OpKind, OpState, Operation};
+use crate::outcome::{PushOptions, PushResult, PushStatus};
+use crate::queue::{Queue, id_only, server_view};
+use crate::store::{StoreError, Write, WriteBatch};
+use crate::transport::{BatchOperation, BatchOutcome};
+
+/// What one step of a push led to.
+enum Step {
+    /// Go on with the next op (this one succeeded, was resolved, or failed and
+    /// stays queued with its item blocked for the rest of the push).
+    Next,
+    /// Stop the push.
+    Stop(PushStatus),
+}
+
+/// A request to send for an op.
+struct Outgoing {
+    kind: OpKind,
+    item: Item,
+    if_match: Option<String>,
+}
+
+/// What [`PushRun::prepare`] made of an op.
+enum Prepare {
+    /// Marked attempted: send it.
+    Send(Prepared),
+    /// Resolved or collapsed away meanwhile: nothing to send.
+    Gone,
+    /// An insert or update whose local row is missing.
+    Missing(Operation),
+}
+
+/// An op marked attempted, with what to send for it.
+struct Prepared {
+    op: Operation,
+    send: Outgoing,
+    /// What an earlier attempt of this insert or update sent, if there was one.
+    earlier: Option<Item>,
+}
+
+/// One push: its walk through the queue and its result so far.
+pub(crate) struct PushRun {
+    engine: Arc<Engine>,
+    cancel: CancellationToken,
+    /// Ops per request: 1 without batch support.
+    batch_size: usize,
+    /// The sequence of the last op taken.
+    after: u64,
+    /// Only these tables, when set.
+    scope: Option<HashSet<String>>,
+    /// Items whose op failed in this push: their later ops wait for the next push.
+    blocked: HashSet<(String, String)>,
+    result: PushResult,
+}
+
+impl PushRun {
+    /// Runs a push on its own task, so that a panic inside a store or transport
+    /// surfaces as [`PushStatus::InternalError`] and a dropped caller does not
+    /// abandon the push's bookkeeping halfway.
+    ///
+    /// # Errors
+    /// Only a push task that neither finished nor panicked.
+    pub(crate) async fn spawn(engine: &Arc<Engine>, options: PushOptions) -> Result<PushResult> {
+        engine.emit(ChangeEvent::SyncStarted {
+            action: SyncAction::Push,
+            table: None,
+        });
+        let run = PushRun::new(engine.clone(), options);
+        let span = tracing::info_span!("push", tables = ?run.scope, batch_size = run.batch_size);
+        let task = tokio::spawn(
+            async move {
+                let engine = run.engine.clone();
+                let _sync = engine.sync.lock().await;
+                run.run().await
+            }
+            .instrument(span),
+        );
+        let outcome = task.await;
+        engine.lock_queue().clear_all_in_flight();
+        let result = match outcome {
+            Ok(result) => result,
+            Err(e) if e.is_panic() => PushResult {
+                status: PushStatus::InternalError,
+                other_error: Some(format!("push failed unexpectedly: {e}")),
+                ..PushResult::default()
+            },
+            Err(e) => return Err(Error::Internal(e.to_string())),
+        };
+        engine.emit(ChangeEvent::SyncFinished {
+            action: SyncAction::Push,
+            table: None,
+            push_status: Some(result.status),
+            ok: result.is_success(),
+        });
+        Ok(result)
+    }
+
+    fn new(engine: Arc<Engine>, options: PushOptions) -> Self {
+        let batch_size = if engine.transport.supports_batch() {
+            engine.options.batch_size.max(1)
+        } else {
+            1
+        };
+        Self {
+            engine,
+            cancel: options.cancel.unwrap_or_default(),
+            batch_size,
+            after: 0,
+            scope: options.tables.map(|t| t.into_iter().collect()),
+            blocked: HashSet::new(),
+            result: PushResult::default(),
+        }
+    }
+
+    /// Walks the queue to its end, or until something stops the push; the
+    /// caller holds the sync lock.
+    async fn run(mut self) -> PushResult {
+        loop {
+            if self.cancel.is_cancelled() {
+                self.result.status = PushStatus::CancelledByToken;
+                break;
+            }
+            let step = match self.step().await {
+                Ok(Some(step)) => step,
+                Ok(None) => break,
+                Err(e) => {
+                    self.result.other_error = Some(e.to_string());
+                    Step::Stop(PushStatus::CancelledBySyncStoreError)
+                }
+            };
+            if let Step::Stop(status) = step {
+                self.result.status = status;
+                break;
+            }
+        }
+        let result = self.result;
+        tracing::info!(status = %result.status, pushed = result.pushed, errors = result.errors.len(), "push finished");
+        result
+    }
+
+    /// Pushes the next op (or the next batch of ops); `None` when the queue is done.
+    async fn step(&mut self) -> Result<Option<Step>, StoreError> {
+        let mut prepared = {
+            let engine = self.engine.clone();
+            let mut queue = engine.lock_queue();
+            let ops = self.take_next_ops(&queue);
+            if ops.is_empty() {
+                return Ok(None);
+            }
+            let (prepared, missing) = self.mark_attempted(&mut queue, &ops)?;
+            drop(queue);
+            for op in missing {
+                self.missing_row(op)?;
+            }
+            prepared
+        };
+        if prepared.is_empty() {
+            return Ok(Some(Step::Next));
+        }
+        if self.batch_size == 1 {
+            let Some(one) = prepared.pop() else {
+                return Ok(Some(Step::Next));
+            };
+            return self.send_one(one).await.map(Some);
+        }
+        self.send_batch(prepared).await.map(Some)
+    }
+
+    /// The next ops in scope, at most one batch, skipping items blocked by an
+    /// earlier failure and stopping before a second op of an item already taken.
+    fn take_next_ops(&mut self, queue: &Queue) -> Vec<Operation> {
+        let mut taken: Vec<Operation> = Vec::new();
+        let mut keys: HashSet<(&str, &str)> = HashSet::new();
+        for op in queue.after(self.after) {
+            if self.scope.as_ref().is_some_and(|s| !s.contains(&op.table))
+                || self
+                    .blocked
+                    .contains(&(op.table.clone(), op.item_id.clone()))
+            {
+                continue;
+            }
+            let key = (op.table.as_str(), op.item_id.as_str());
+            if keys.contains(&key) || taken.len() == self.batch_size {
+                break;
+            }
+            keys.insert(key);
+            taken.push(op.clone());
+        }
+        self.after = taken.last().map_or(self.after, |o| o.sequence);
+        taken
+    }
+
+    /// Under the queue lock, one store read for every op's row; every op is then
+    /// marked attempted in one store write, before anything is sent. Returns
+    /// the ops to send and the inserts or updates whose row is gone.
+    fn mark_attempted(
+        &mut self,
+        queue: &mut Queue,
+        ops: &[Operation],
+    ) -> Result<(Vec<Prepared>, Vec<Operation>), StoreError> {
+        let keys: Vec<(&str, &str)> = ops
+            .iter()
+            .map(|op| (op.table.as_str(), op.item_id.as_str()))
+            .collect();
+        let rows = self.engine.store.get_many(&keys)?;
+        let mut prepared = Vec::with_capacity(ops.len());
+        let mut missing = Vec::new();
+        let mut marks = WriteBatch::new();
+        for (op, row) in ops.iter().zip(rows) {
+            match self.prepare(queue, op, row, &mut marks)? {
+                Prepare::Send(p) => prepared.push(p),
+                Prepare::Gone => {}
+                Prepare::Missing(op) => missing.push(op),
+            }
+        }
+        queue.commit(&*self.engine.store, &marks)?;
+        for p in &prepared {
+            queue.set_in_flight(&p.op.id);
+        }
+        Ok((prepared, missing))
+    }
+
+    /// Works out what to send for an op from its current row and queued ops
+    /// (the caller holds the queue lock) and adds its mark to `marks`.
+    fn prepare(
+        &self,
+        queue: &mut Queue,
+        listed: &Operation,
+        row: Option<Item>,
+        marks: &mut WriteBatch,
+    ) -> Result<Prepare, StoreError> {
+        let ops = queue.of_item(&listed.table, &listed.item_id);
+        let Some(mut op) = ops.iter().find(|o| o.id == listed.id).cloned() else {
+            return Ok(Prepare::Gone); // resolved or collapsed away meanwhile
+        };
+        if !self.fold_follow_up(queue, &mut op, &ops)? {
+            return Ok(Prepare::Gone);
+        }
+        let item = match op.kind {
+            OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
+            OpKind::Insert | OpKind::Update => row,
+        };
+        let Some(mut item) = item else {
+            return Ok(Prepare::Missing(op));
+        };
+        item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
+        // The server's properties that the local table does not define go back
+        // with the row: a v3 update replaces the whole item.
+        server_view(&mut item);
+        let if_match = item
+            .remove(VERSION)
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .filter(|v| !v.is_empty());
+        // An insert or update keeps what it sends in its `item`, so that a later
+        // attempt can tell its own earlier write (answered but lost) from a
+        // foreign one (see `settle`). A delete's `item` is its snapshot.
+        let earlier = match op.kind {
+            OpKind::Delete => None,
+            OpKind::Insert | OpKind::Update => op.item.replace(item.clone()),
+        };
+        op.state = OpState::Attempted;
+        marks.push(Write::PutOperation(op.clone()));
+        let send = Outgoing {
+            kind: op.kind,
+            item,
+            if_match,
+        };
+        Ok(Prepare::Send(Prepared { op, send, earlier }))
+    }
+
+    /// Sends one op and settles its answer.
+    async fn send_one(&mut self, one: Prepared) -> Result<Step, StoreError> {
+        let Prepared { op, send, earlier } = one;
+        let Some(outcome) = self.send_unless_cancelled(&op, &send).await else {
+            return Ok(Step::Stop(PushStatus::CancelledByToken));
+        };
+        self.settle(op, send, earlier, outcome).await
+    }
+
+    /// Sends ops as one batch request and settles every answer: the server
+    /// applied the successful ones whatever happens to the others, and they are
+    /// completed in one store write; refusals are settled one by one.
+    async fn send_batch(&mut self, prepared: Vec<Prepared>) -> Result<Step, StoreError> {
+        let request: Vec<BatchOperation> = prepared
+            .iter()
+            .map(|p| BatchOperation {
+                operation_id: p.op.id.clone(),
+                kind: p.send.kind,
+                table: p.op.table.clone(),
+                item_id: p.op.item_id.clone(),
+                item: (p.send.kind != OpKind::Delete).then(|| p.send.item.clone()),
+                if_match: p.send.if_match.clone(),
+            })
+            .collect();
+        let outcomes = tokio::select! {
+            biased;
+            () = self.cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
+            outcomes = self.engine.transport.batch(&request) => outcomes,
+        };
+        let failed_all = |message: String, n: usize| -> Vec<BatchOutcome> {
+            std::iter::repeat_with(|| BatchOutcome::Err(TransportError::Protocol(message.clone())))
+                .take(n)
+                .collect()
+        };
+        let outcomes = match outcomes {
+            Ok(outcomes) if outcomes.len() == prepared.len() => outcomes,
+            Ok(outcomes) => failed_all(
+                format!(
+                    "batch answered {} outcomes for {} ops",
+                    outcomes.len(),
+                    prepared.len()
+                ),
+                prepared.len(),
+            ),
+            Err(e @ (TransportError::Network(_) | TransportError::Auth { .. })) => {
+                let status = if matches!(e, TransportError::Network(_)) {
+                    PushStatus::CancelledByNetworkError
+                } else {
+                    PushStatus::CancelledByAuthenticationError
+                };
+                tracing::info!(error = %e, "push stopped");
+                for p in &prepared {
+                    self.fail_op(&p.op, None)?;
+                }
+                return Ok(Step::Stop(status));
+            }
+            Err(e) => failed_all(e.to_string(), prepared.len()),
+        };
+        let mut done = Vec::new();
+        let mut stop = None;
+        for (p, outcome) in prepared.into_iter().zip(outcomes) {
+            match outcome {
+                BatchOutcome::Ok(item) => done.push((p.op, item)),
+                BatchOutcome::Err(_) if stop.is_some() => self.fail_op(&p.op, None)?,
+                BatchOutcome::Err(e) => {
+                    let step = self.settle(p.op, p.send, p.earlier, Err(e)).await?;
+                    if let Step::Stop(status) = step {
+                        stop = Some(status);
+                    }
+                }
+            }
+        }
+        self.complete_ops(done)?;
+        Ok(stop.map_or(Step::Next, Step::Stop))
+    }
+}

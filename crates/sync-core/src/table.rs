@@ -1,0 +1,227 @@
+//! [`SyncTable`]: the typed handle on one table that apps use.
+//!
+//! **Where blocking work runs (the one rule):** a single local write (insert,
+//! update, delete of one item) runs inline on the caller's thread: it is one
+//! short store transaction, like taking a mutex, and moving it to another
+//! thread would cost more than it does. Reads (a row, a query, a count) may
+//! scan a table, so they run on tokio's blocking pool (`spawn_blocking`), as
+//! does applying a large pulled page. `SyncContext`'s synchronous methods
+//! (`get`, `query`, `transaction`) run inline for callers that are already on
+//! a thread of their own.
+
+use std::marker::PhantomData;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tidesync_protocol::Item;
+use tidesync_protocol::odata::Query;
+
+use crate::context::SyncContext;
+use crate::error::{Error, Result};
+use crate::model::OpKind;
+use crate::outcome::{PullOptions, PullResult, PushOptions, PushResult};
+use crate::store::QueryResult;
+
+/// A handle on one table, typed by the app's item type `T` (any serde type that
+/// serialises to a JSON object with a string `id`), or untyped with the default
+/// `T = serde_json::Value`.
+#[derive(Debug)]
+pub struct SyncTable<T = Value> {
+    ctx: SyncContext,
+    name: String,
+    _item: PhantomData<fn() -> T>,
+}
+
+impl<T> SyncTable<T> {
+    pub(crate) fn new(ctx: SyncContext, name: String) -> Self {
+        Self {
+            ctx,
+            name,
+            _item: PhantomData,
+        }
+    }
+
+    /// Runs a read on the blocking pool (see the module's rule).
+    async fn read<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&SyncContext, &str) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        let ctx = self.ctx.clone();
+        let name = self.name.clone();
+        tokio::task::spawn_blocking(move || f(&ctx, &name))
+            .await
+            .map_err(|e| Error::Internal(format!("local read failed: {e}")))?
+    }
+}
+
+impl<T> Clone for SyncTable<T> {
+    fn clone(&self) -> Self {
+        Self {
+            ctx: self.ctx.clone(),
+            name: self.name.clone(),
+            _item: PhantomData,
+        }
+    }
+}
+
+fn to_item<T: Serialize>(value: &T) -> Result<Item> {
+    match serde_json::to_value(value)? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::InvalidArgument(format!(
+            "an item must serialise to a JSON object, not {other}"
+        ))),
+    }
+}
+
+fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
+    Ok(serde_json::from_value(Value::Object(item))?)
+}
+
+impl<T: Serialize + DeserializeOwned> SyncTable<T> {
+    /// The table name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The context this table belongs to.
+    pub fn context(&self) -> &SyncContext {
+        &self.ctx
+    }
+
+    /// Inserts an item locally and queues its insert, in one atomic write. An item
+    /// without an id gets one; the stored item is returned. Runs inline (one
+    /// small write; see the module's rule).
+    ///
+    /// # Errors
+    /// See [`Transaction::insert`].
+    pub async fn insert(&self, item: &T) -> Result<T> {
+        let item = to_item(item)?;
+        from_item(self.ctx.write_one(OpKind::Insert, &self.name, item)?)
+    }
+
+    /// Updates an item locally and queues its update.
+    ///
+    /// # Errors
+    /// See [`Transaction::update`].
+    pub async fn update(&self, item: &T) -> Result<T> {
+        let item = to_item(item)?;
+        from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
+    }
+
+    /// Deletes an item locally and queues its delete (its `version`, if given,
+    /// becomes the delete's `If-Match`).
+    ///
+    /// # Errors
+    /// See [`Transaction::delete`].
+    pub async fn delete(&self, item: &T) -> Result<()> {
+        let item = to_item(item)?;
+        self.ctx.transaction(|tx| tx.delete(&self.name, item))
+    }
+
+    /// Deletes an item by id, with the stored row as the delete's snapshot.
+    ///
+    /// # Errors
+    /// See [`Transaction::delete`].
+    pub async fn delete_id(&self, id: &str) -> Result<()> {
+        self.ctx.transaction(|tx| tx.delete_id(&self.name, id))
+    }
+
+    /// One local item.
+    ///
+    /// # Errors
+    /// Store failures, or a row that does not fit `T`.
+    pub async fn get(&self, id: &str) -> Result<Option<T>> {
+        let id = id.to_owned();
+        self.read(move |ctx, table| ctx.get(table, &id))
+            .await?
+            .map(from_item)
+            .transpose()
+    }
+
+    /// A local query.
+    ///
+    /// # Errors
+    /// Store failures, or rows that do not fit `T`.
+    pub async fn query(&self, query: &Query) -> Result<Vec<T>> {
+        let query = query.clone();
+        self.read(move |ctx, table| ctx.query(table, &query))
+            .await?
+            .items
+            .into_iter()
+            .map(from_item)
+            .collect()
+    }
+
+    /// Counts the local rows a query's filter selects.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub async fn count(&self, query: &Query) -> Result<u64> {
+        let query = Query {
+            filter: query.filter.clone(),
+            top: Some(0),
+            count: true,
+            ..Query::default()
+        };
+        let found: QueryResult = self
+            .read(move |ctx, table| ctx.query(table, &query))
+            .await?;
+        Ok(found.count.unwrap_or(0))
+    }
+
+    /// Pulls this table. A non-empty `query_id` makes the pull incremental; an
+    /// empty one reads the whole query. Pending ops on the table are pushed first.
+    ///
+    /// # Errors
+    /// See [`SyncContext::pull`].
+    pub async fn pull(&self, query_id: &str, query: Query) -> Result<PullResult> {
+        let id = (!query_id.is_empty()).then_some(query_id);
+        self.ctx.pull(&self.name, id, query).await
+    }
+
+    /// [`pull`](Self::pull) with options.
+    ///
+    /// # Errors
+    /// See [`SyncContext::pull`].
+    pub async fn pull_with(
+        &self,
+        query_id: &str,
+        query: Query,
+        options: PullOptions,
+    ) -> Result<PullResult> {
+        let id = (!query_id.is_empty()).then_some(query_id);
+        self.ctx.pull_with(&self.name, id, query, options).await
+    }
+
+    /// Purges local rows of this table; see [`SyncContext::purge`].
+    ///
+    /// # Errors
+    /// See [`SyncContext::purge`].
+    pub async fn purge(
+        &self,
+        query_id: Option<&str>,
+        query: Option<Query>,
+        force: bool,
+    ) -> Result<()> {
+        self.ctx.purge(&self.name, query_id, query, force).await
+    }
+
+    /// Pushes only this table's ops.
+    ///
+    /// # Errors
+    /// See [`SyncContext::push`].
+    pub async fn push(&self) -> Result<PushResult> {
+        self.ctx
+            .push_with(PushOptions::new().tables([self.name.clone()]))
+            .await
+    }
+
+    /// How many ops of this table are queued.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn pending_operations(&self) -> Result<u64> {
+        Ok(self.ctx.pending_in(&self.name))
+    }
+}
