@@ -21,7 +21,9 @@
 //! [`normalize_value`](tidesync_core::normalize_value) produces for them.
 
 use serde_json::{Number, Value};
-use tidesync_core::{ColumnType, Item, StoreError, format_stored_timestamp};
+use tidesync_core::{
+    ColumnType, Item, Operation, OperationError, StoreError, format_stored_timestamp,
+};
 use tidesync_protocol::system::ID;
 
 /// One column as the codec sees it: its name and type, found by slot number.
@@ -201,6 +203,16 @@ fn unzigzag(value: u64) -> i64 {
 /// A decoding failure as a store error naming the row.
 pub(crate) fn corrupt_row(table: &str, id: &str, why: String) -> StoreError {
     StoreError::Corrupt(format!("row {id:?} of table {table}: {why}"))
+}
+
+/// A stored op.
+pub(crate) fn decode_op(bytes: &[u8]) -> Result<Operation, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| crate::error::corrupt_json("stored op", e))
+}
+
+/// A stored error record.
+pub(crate) fn decode_error(bytes: &[u8]) -> Result<OperationError, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| crate::error::corrupt_json("stored error record", e))
 }
 
 #[cfg(test)]

@@ -63,10 +63,11 @@ use tidesync_core::{
 };
 use tidesync_protocol::odata::Query;
 
+use crate::codec::{decode_error, decode_op};
 use crate::error::from_redb;
 use crate::queue::QueueIndex;
 use crate::schema::{CONFIG, ERRORS, Names, OPS, StoredTable, TABLES};
-use crate::write::{Batch, decode_error, decode_op};
+use crate::write::Batch;
 
 /// The store format this build writes and the newest it reads, kept in the
 /// file's metadata. Opening an older file migrates it in the open's write

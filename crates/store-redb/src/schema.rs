@@ -275,7 +275,7 @@ fn rekey_sequence_only_queue(txn: &WriteTransaction) -> Result<(), StoreError> {
         let old = txn.open_table(SEQUENCE_ONLY).map_err(from_redb)?;
         for entry in old.iter().map_err(from_redb)? {
             let (sequence, bytes) = entry.map_err(from_redb)?;
-            let op = crate::write::decode_op(bytes.value())?;
+            let op = crate::codec::decode_op(bytes.value())?;
             ops.push((sequence.value(), op.id, bytes.value().to_vec()));
         }
     }

@@ -16,6 +16,7 @@ use tidesync_core::{
 use tidesync_protocol::odata::Query;
 use tidesync_protocol::system::ID;
 
+use crate::codec::decode_error;
 use crate::codec::encode_row;
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
@@ -220,12 +221,4 @@ impl<'t> Batch<'t> {
             .map_err(from_redb)?;
         Ok(())
     }
-}
-
-pub(crate) fn decode_op(bytes: &[u8]) -> Result<Operation, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt_json("stored op", e))
-}
-
-pub(crate) fn decode_error(bytes: &[u8]) -> Result<OperationError, StoreError> {
-    serde_json::from_slice(bytes).map_err(|e| corrupt_json("stored error record", e))
 }

@@ -614,3 +614,101 @@ async fn an_edit_folded_into_an_op_whose_answer_was_lost_is_sent_without_a_confl
     assert_eq!(text_of(&f.server.get(TODO, "u").unwrap()), "v2");
     assert_eq!(f.server.get(TODO, "d").unwrap()["deleted"], true);
 }
+
+/// A transport that answers inserts of item `bad` with a copy whose `text` is a
+/// number, a row that does not fit the local table.
+#[derive(Debug)]
+struct MistypedAnswers {
+    inner: tidesync_transport_mock::MockTransport,
+}
+
+#[async_trait::async_trait]
+impl tidesync_core::Transport for MistypedAnswers {
+    async fn read(
+        &self,
+        request: &tidesync_core::ReadRequest,
+    ) -> Result<tidesync_core::Page, tidesync_core::TransportError> {
+        self.inner.read(request).await
+    }
+
+    async fn insert(
+        &self,
+        table: &str,
+        item: &Item,
+    ) -> Result<Item, tidesync_core::TransportError> {
+        let mut answer = self.inner.insert(table, item).await?;
+        if answer.get("id") == Some(&json!("bad")) {
+            answer.insert("text".into(), json!(5));
+        }
+        Ok(answer)
+    }
+
+    async fn replace(
+        &self,
+        table: &str,
+        item: &Item,
+        if_match: Option<&str>,
+    ) -> Result<Item, tidesync_core::TransportError> {
+        self.inner.replace(table, item, if_match).await
+    }
+
+    async fn delete(
+        &self,
+        table: &str,
+        id: &str,
+        if_match: Option<&str>,
+    ) -> Result<(), tidesync_core::TransportError> {
+        self.inner.delete(table, id, if_match).await
+    }
+}
+
+#[tokio::test]
+async fn a_mistyped_server_row_fails_its_op_not_the_push() {
+    let server = MockServer::new();
+    server.add_table(TODO);
+    let store = MemoryStore::new();
+    store.define_table(&todo_def()).unwrap();
+    let client = SyncContext::builder()
+        .store(store)
+        .transport(MistypedAnswers {
+            inner: server.transport(),
+        })
+        .build()
+        .unwrap();
+    let todo = client.table::<serde_json::Value>(TODO);
+    for id in ["bad", "good"] {
+        todo.insert(&json!({"id": id, "text": id})).await.unwrap();
+    }
+    let result = client.push().await.unwrap();
+    assert_eq!(result.status, PushStatus::Complete, "{result:?}");
+    assert_eq!(result.pushed, 1);
+    assert_eq!(result.errors.len(), 1);
+    let error = &result.errors[0];
+    assert_eq!(error.item_id, "bad");
+    assert!(error.message.contains("does not fit"), "{}", error.message);
+    assert_eq!(error.server_item.as_ref().unwrap()["text"], json!(5));
+    // The bad op stays queued (failed) with its record; the good one is done.
+    let queued = client.operations().unwrap();
+    assert_eq!(queued.len(), 1);
+    assert_eq!(queued[0].item_id, "bad");
+    assert_eq!(queued[0].state, OpState::Failed);
+    assert_eq!(client.operation_errors().unwrap(), result.errors);
+    // The local row keeps what the app wrote.
+    assert_eq!(todo.get("bad").await.unwrap().unwrap()["text"], "bad");
+}
+
+#[tokio::test]
+async fn a_mistyped_pulled_row_is_a_typed_error_naming_the_row() {
+    let f = Fixture::new();
+    f.server
+        .server_insert(TODO, obj(json!({"id": "x", "text": 5})));
+    let err = f
+        .todo()
+        .pull("all", tidesync_core::Query::all())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::BadServerRow { table, id, .. } if table == TODO && id == "x"),
+        "{err:?}"
+    );
+}
