@@ -6,10 +6,22 @@
 //! Apps / Datasync `/tables` protocol, so official servers work as well as
 //! `tidesync-server`.
 //!
-//! This is the facade crate apps depend on: it re-exports the engine
-//! ([`tidesync_core`]) and, behind cargo features, the stores and transports,
-//! and offers [`Client::builder`] to wire them up. It holds no sync logic of its
-//! own.
+//! This is the facade crate apps depend on: it re-exports the engine's app API
+//! and, behind cargo features, the stores and transports, and offers
+//! [`Client::builder`] to wire them up. It holds no sync logic of its own.
+//!
+//! **One builder, one calling convention.** An app builds a [`Client`] with
+//! [`Client::builder`] (store, transport or [`ClientBuilder::url`], tables,
+//! conflict handler), works on data through table handles
+//! (`client.table::<T>(name)`: `insert`, `update`, `delete`, `get`, `query`,
+//! `count`, `pull`, `push`, all `async`), and calls the client for what spans
+//! tables (`push`, `pending_operations`, `operation_errors` and their
+//! resolutions, `transaction`, `subscribe`, `watch`).
+//!
+//! **Implementers** of a store or a transport (and code that wires the engine
+//! by hand) find their API in [`backend`]: the `LocalStore` and `Transport`
+//! traits with their request and batch types, and the engine's own builder.
+//! It is not in the app's namespace.
 //!
 //! | feature  | default | what it adds |
 //! |----------|---------|--------------|
@@ -67,8 +79,30 @@
 use std::ops::Deref;
 use std::sync::Arc;
 
-pub use tidesync_core::*;
+pub use tidesync_core::{
+    Backoff, CancellationToken, ChangeEvent, ClientWins, ColumnDef, ColumnType, Conflict,
+    ConflictHandler, Error, Expr, FailOnConflict, Fallback, FnHandler, InvalidItem, Item,
+    MemoryStore, MergeFields, OpKind, OpState, Operation, OperationError, OrderBy, ProgressFn,
+    PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus, Query, QueryResult,
+    QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncTable, TableDef,
+    Transaction, TransportError, WatchOptions, Watcher,
+};
 pub use tidesync_protocol::odata::{col, lit};
+
+/// The API for implementers of a store or a transport, and for wiring the
+/// engine by hand: the seams ([`LocalStore`](backend::LocalStore),
+/// [`Transport`](backend::Transport)) with their request, batch and value
+/// types, and the engine's own builder. Apps need none of it.
+pub mod backend {
+    pub use tidesync_core::{
+        BatchOperation, BatchOutcome, BoxError, ChangeFeed, Cursor, FeedEvent, LocalStore, Page,
+        ReadRequest, SYSTEM_COLUMNS, Snapshot, SnapshotRequest, SyncContext, SyncContextBuilder,
+        Transport, UNMAPPED_COLUMN, Write, WriteBatch, check_value, cursor_key,
+        format_stored_timestamp, normalize_value, protocol,
+    };
+}
+
+use backend::{LocalStore, SyncContext, Transport};
 
 #[cfg(feature = "redb")]
 pub use tidesync_store_redb as store_redb;
@@ -91,8 +125,9 @@ pub use tidesync_transport_mock::{MockServer, MockTransport};
 pub struct ReadmeDoctests;
 
 /// A sync client: the engine wired to a store, a transport and a conflict
-/// handler. Dereferences to [`SyncContext`], which has the whole API (tables,
-/// push, pull, purge, transactions, error resolution). Cheap to clone.
+/// handler. Dereferences to the engine ([`backend::SyncContext`]), which has
+/// the whole API (tables, push, pull, purge, transactions, error resolution).
+/// Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Client {
     context: SyncContext,

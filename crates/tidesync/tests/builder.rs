@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use tidesync::{Client, ColumnType, Error, LocalStore, MemoryStore, TableDef};
+use tidesync::backend::LocalStore;
+use tidesync::{Client, ColumnType, Error, MemoryStore, TableDef};
 use tidesync_transport_mock::MockServer;
 
 #[test]

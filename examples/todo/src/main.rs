@@ -356,7 +356,7 @@ async fn pull_command(client: &Client, url: &str) -> Result<u8> {
     }
 }
 
-/// `todo watch`: follows the change feed (see `tidesync::SyncContext::watch`), printing
+/// `todo watch`: follows the change feed (see `tidesync::backend::SyncContext::watch`), printing
 /// the difference in the local list after each change; lifecycle notes go to stderr.
 async fn watch_command(client: &Client, seconds: Option<u64>) -> Result<u8> {
     use std::collections::BTreeMap;
