@@ -4,11 +4,11 @@
 //!
 //! Each app table is one redb table keyed by item id, with rows in a compact
 //! type-directed encoding and no secondary index. The queue is one redb table
-//! keyed by `(sequence, op id)`; its lookups by op id and by item
-//! ([`LocalStore::operation`], [`LocalStore::operations_for`],
-//! [`LocalStore::count_operations`]) come from an index the store keeps in
-//! memory (each queued op's id, table and item id), built by one pass over the
-//! queue when the file opens. So an insert and its queued op write two
+//! keyed by `(sequence, op id)`, loaded whole by
+//! [`LocalStore::load_operations`] (the engine's queue owns the lookups); to
+//! replace or delete an op by id the store keeps an address map in memory
+//! (each queued op's id, sequence, table and item id), built by one pass over
+//! the queue when the file opens. So an insert and its queued op write two
 //! B-trees. Every [`LocalStore::write`] is one redb write transaction: all of a
 //! batch commits or none of it does, so an item and the queue entry describing
 //! it can never be torn apart by a crash, and the in-memory index takes a

@@ -22,10 +22,11 @@
 //!   prepared statements). An op whose item has a row is kept in that row (a
 //!   hidden column, written by the row's own statement), so a local write
 //!   costs a plain insert's two B-tree pages; other ops are rows of
-//!   `__operations`, a table with no index. The store keeps each op's id,
-//!   item and sequence in memory, reads them again when another connection
-//!   has committed (`PRAGMA data_version`) — a scan of each table some of
-//!   whose rows hold ops — and reads the queue on the writer connection.
+//!   `__operations`, a table with no index. The store keeps an address map
+//!   in memory (where each op's record is), reads it again when another
+//!   connection has committed (`PRAGMA data_version`) — a scan of each table
+//!   some of whose rows hold ops — and works on the writer connection. The
+//!   queue's order and lookups are the engine's (`LocalStore::load_operations`).
 //!   Errors and sync metadata are in `__errors` and `__config`.
 //! * **A format version** in `PRAGMA user_version`, upgraded by one migration
 //!   function per version step when a file is opened.

@@ -166,7 +166,7 @@ impl SyncContext {
     /// Defines (or grows) a local table.
     ///
     /// # Errors
-    /// [`StoreError::InvalidDefinition`] and store failures.
+    /// [`StoreError::InvalidDefinition`](crate::StoreError::InvalidDefinition) and store failures.
     pub fn define_table(&self, def: &TableDef) -> Result<()> {
         def.validate()?;
         self.inner.store.define_table(def)?;

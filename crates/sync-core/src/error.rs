@@ -141,7 +141,7 @@ pub enum Error {
         /// The row's id.
         id: String,
         /// What does not fit.
-        reason: InvalidItem,
+        reason: Box<InvalidItem>,
     },
     /// An argument is invalid (a bad id, query id or query).
     #[error("invalid argument: {0}")]

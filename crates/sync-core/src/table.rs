@@ -94,7 +94,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// small write; see the module's rule).
     ///
     /// # Errors
-    /// See [`Transaction::insert`].
+    /// See [`crate::Transaction::insert`].
     pub async fn insert(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
         from_item(self.ctx.write_one(OpKind::Insert, &self.name, item)?)
@@ -103,7 +103,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// Updates an item locally and queues its update.
     ///
     /// # Errors
-    /// See [`Transaction::update`].
+    /// See [`crate::Transaction::update`].
     pub async fn update(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
         from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
@@ -113,7 +113,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// becomes the delete's `If-Match`).
     ///
     /// # Errors
-    /// See [`Transaction::delete`].
+    /// See [`crate::Transaction::delete`].
     pub async fn delete(&self, item: &T) -> Result<()> {
         let item = to_item(item)?;
         self.ctx.transaction(|tx| tx.delete(&self.name, item))
@@ -122,7 +122,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// Deletes an item by id, with the stored row as the delete's snapshot.
     ///
     /// # Errors
-    /// See [`Transaction::delete`].
+    /// See [`crate::Transaction::delete`].
     pub async fn delete_id(&self, id: &str) -> Result<()> {
         self.ctx.transaction(|tx| tx.delete_id(&self.name, id))
     }

@@ -90,8 +90,8 @@ pub use tidesync_core::{
 pub use tidesync_protocol::odata::{col, lit};
 
 /// The API for implementers of a store or a transport, and for wiring the
-/// engine by hand: the seams ([`LocalStore`](backend::LocalStore),
-/// [`Transport`](backend::Transport)) with their request, batch and value
+/// engine by hand: the seams ([`backend::LocalStore`],
+/// [`backend::Transport`]) with their request, batch and value
 /// types, and the engine's own builder. Apps need none of it.
 pub mod backend {
     pub use tidesync_core::{

@@ -157,7 +157,7 @@ fn apply_page_now(
             let row = conform_owned(&def, item, true).map_err(|reason| Error::BadServerRow {
                 table: table.to_owned(),
                 id,
-                reason,
+                reason: Box::new(reason),
             })?;
             batch.push(Write::PutItem {
                 table: table.to_owned(),

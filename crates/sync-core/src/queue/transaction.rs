@@ -60,7 +60,8 @@ impl<'a> Transaction<'a> {
     /// # Errors
     /// [`Error::AlreadyExists`] when the id is already in the local table,
     /// [`Error::QueueRefused`] per the collapse matrix, [`Error::InvalidArgument`]
-    /// for a bad id, [`StoreError`] for an unknown table, column or a type mismatch.
+    /// for a bad id, [`Error::InvalidItem`] for an unknown column or a type mismatch,
+    /// [`StoreError`](crate::StoreError) for an unknown table.
     pub fn insert(&mut self, table: &str, item: Item) -> Result<Item> {
         let at = self.write(OpKind::Insert, table, item)?;
         stored_row(&self.batch, at).cloned().map(app_view)
@@ -100,7 +101,7 @@ impl<'a> Transaction<'a> {
     /// Reads a row as this transaction sees it.
     ///
     /// # Errors
-    /// [`StoreError`] from the store.
+    /// [`StoreError`](crate::StoreError) from the store.
     pub fn get(&mut self, table: &str, id: &str) -> Result<Option<Item>> {
         self.index_fresh();
         let key = (table.to_owned(), id.to_owned());
