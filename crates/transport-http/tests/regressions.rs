@@ -799,10 +799,10 @@ async fn edit_after_lost_ack_update_then_update_then_delete() {
 /// first attempt was applied and its answer lost; an edit was folded in; the next attempt,
 /// carrying it, never reached the server. The op keeps only its last attempt (`v2`), so when
 /// the server answers 409 with the first one (`v1`), nothing matches and a conflict is
-/// recorded: the op stays and the edit never reaches the server. Known engine limitation
-/// (an op remembers one attempt, not every unanswered one); left for the engine's owner.
+/// recorded: the op stays and the edit never reaches the server. Fixed: an op keeps every
+/// unanswered attempt (inside its `item`), and push takes a server copy equal to any of
+/// them as its own write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known engine bug: an op remembers only its last unanswered attempt"]
 async fn edit_after_lost_ack_then_an_attempt_that_never_arrived() {
     edit_after_lost_ack_on_both_paths("insert", &["update", "cut"]).await;
 }

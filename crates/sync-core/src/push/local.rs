@@ -10,7 +10,9 @@ use tidesync_protocol::system::{CREATED_AT, ID, UPDATED_AT, VERSION, is_system_p
 use super::{Outgoing, PushRun};
 use crate::events::ChangeEvent;
 use crate::model::{InvalidItem, OpKind, OpState, Operation, OperationError, UNMAPPED_COLUMN};
-use crate::queue::{Queue, conform_item, id_only, overlay_server_copy, with_server_unmapped};
+use crate::queue::{
+    Queue, conform_item, id_only, overlay_server_copy, split_attempts, with_server_unmapped,
+};
 use crate::store::{StoreError, Write, WriteBatch};
 
 impl PushRun {
@@ -65,7 +67,7 @@ impl PushRun {
                 table: op.table.clone(),
                 item_id: op.item_id.clone(),
                 status: None,
-                item: op.item.clone(),
+                item: op.item.clone().map(|item| split_attempts(item).0),
                 server_item,
                 raw_result: None,
                 message: format!(
@@ -159,6 +161,11 @@ impl PushRun {
         let mut batch = WriteBatch::new();
         if let Some(mut current) = queue.get(&op.id).cloned() {
             current.state = OpState::Failed;
+            if error.is_some() {
+                // The server answered the last attempt and refused it: the
+                // attempts before it are no longer unanswered candidates.
+                current.item = current.item.map(|item| split_attempts(item).0);
+            }
             batch.push(Write::PutOperation(current));
             if let Some(error) = error {
                 batch.push(Write::PutError(error));

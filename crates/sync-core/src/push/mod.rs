@@ -22,7 +22,7 @@ use crate::error::{Error, Result, TransportError};
 use crate::events::{ChangeEvent, SyncAction};
 use crate::model::{OpKind, OpState, Operation};
 use crate::outcome::{PushOptions, PushResult, PushStatus};
-use crate::queue::{Queue, id_only, server_view};
+use crate::queue::{Queue, id_only, server_view, split_attempts, with_attempts};
 use crate::store::{StoreError, Write, WriteBatch};
 use crate::transport::{BatchOperation, BatchOutcome};
 
@@ -56,8 +56,8 @@ enum Prepare {
 struct Prepared {
     op: Operation,
     send: Outgoing,
-    /// What an earlier attempt of this insert or update sent, if there was one.
-    earlier: Option<Item>,
+    /// What earlier attempts of this op sent and got no answer to, oldest first.
+    earlier: Vec<Item>,
 }
 
 /// One push: its walk through the queue and its result so far.
@@ -258,8 +258,17 @@ impl PushRun {
         if !self.fold_follow_up(queue, &mut op, &ops)? {
             return Ok(Prepare::Gone);
         }
+        // What the op sent before (an insert's or update's attempts, a delete's
+        // replaced attempts), any of which the server may hold if an answer was lost.
+        let (last, mut earlier) = match op.item.clone() {
+            Some(item) => {
+                let (last, earlier) = split_attempts(item);
+                (Some(last), earlier)
+            }
+            None => (None, Vec::new()),
+        };
         let item = match op.kind {
-            OpKind::Delete => Some(op.item.clone().unwrap_or_else(|| id_only(&op.item_id))),
+            OpKind::Delete => Some(last.clone().unwrap_or_else(|| id_only(&op.item_id))),
             OpKind::Insert | OpKind::Update => row,
         };
         let Some(mut item) = item else {
@@ -273,13 +282,16 @@ impl PushRun {
             .remove(VERSION)
             .and_then(|v| v.as_str().map(str::to_owned))
             .filter(|v| !v.is_empty());
-        // An insert or update keeps what it sends in its `item`, so that a later
-        // attempt can tell its own earlier write (answered but lost) from a
-        // foreign one (see `settle`). A delete's `item` is its snapshot.
-        let earlier = match op.kind {
-            OpKind::Delete => None,
-            OpKind::Insert | OpKind::Update => op.item.replace(item.clone()),
-        };
+        // An insert or update keeps what it sends in its `item`, and every
+        // earlier attempt beside it, so that a later attempt can tell its own
+        // earlier write (answered but lost) from a foreign one (see `settle`).
+        // A delete's `item` is its snapshot (with the replaced op's attempts).
+        if matches!(op.kind, OpKind::Insert | OpKind::Update) {
+            if let Some(last) = last {
+                earlier.push(last);
+            }
+            op.item = Some(with_attempts(item.clone(), earlier.clone()));
+        }
         op.state = OpState::Attempted;
         marks.push(Write::PutOperation(op.clone()));
         let send = Outgoing {

@@ -10,7 +10,7 @@ use crate::conflict::{Conflict, Resolution};
 use crate::error::TransportError;
 use crate::model::{OpKind, Operation, OperationError};
 use crate::outcome::PushStatus;
-use crate::queue::server_view;
+use crate::queue::{op_view, server_view};
 use crate::store::StoreError;
 
 impl PushRun {
@@ -20,7 +20,7 @@ impl PushRun {
         &mut self,
         mut op: Operation,
         mut send: Outgoing,
-        earlier: Option<Item>,
+        earlier: Vec<Item>,
         first: Result<Option<Item>, TransportError>,
     ) -> Result<Step, StoreError> {
         let mut rounds = 0;
@@ -63,9 +63,10 @@ impl PushRun {
             // local write joined the op since (or a delete replaced it): the
             // server holds our own earlier write, so send the newer content (or
             // the delete) against the server's version, without a conflict.
-            if let Some(server) = server_item.as_ref().filter(|s| {
-                rounds < max_rounds && earlier_write_applied(&send, earlier.as_ref(), s)
-            }) {
+            if let Some(server) = server_item
+                .as_ref()
+                .filter(|s| rounds < max_rounds && earlier_write_applied(&send, &earlier, s))
+            {
                 rounds += 1;
                 tracing::debug!(table = %op.table, id = %op.item_id, "conflict is our own earlier write: resending the newer one");
                 match self.retry_with(&op, sent_copy(&send), server)? {
@@ -81,7 +82,7 @@ impl PushRun {
             if matches!(error, TransportError::Conflict { .. }) && rounds < max_rounds {
                 rounds += 1;
                 let conflict = Conflict {
-                    operation: op.clone(),
+                    operation: op_view(op.clone()),
                     status: error.status().unwrap_or(409),
                     local_item: Some(sent_copy(&send)),
                     server_item: server_item.clone(),
@@ -209,16 +210,17 @@ fn echoes(send: &Outgoing, server: &Item) -> bool {
     send.kind != OpKind::Delete && is_live(server) && holds(server, &send.item)
 }
 
-/// True when the server's copy is what this op's earlier attempt wrote: for an
-/// insert or update, everything the earlier attempt sent; for a delete, the
-/// fields of its snapshot (the row as the app saw it when deleting; a snapshot
-/// with nothing but an id proves nothing).
-fn earlier_write_applied(send: &Outgoing, earlier: Option<&Item>, server: &Item) -> bool {
+/// True when the server's copy is what one of this op's earlier attempts wrote
+/// (each got no answer, so any may have been applied): for an insert or
+/// update, everything that attempt sent; for a delete, the fields of its
+/// snapshot (the row as the app saw it when deleting; a snapshot with nothing
+/// but an id proves nothing) or of an attempt of the op it replaced.
+fn earlier_write_applied(send: &Outgoing, earlier: &[Item], server: &Item) -> bool {
     is_live(server)
-        && match send.kind {
-            OpKind::Insert | OpKind::Update => earlier.is_some_and(|e| holds(server, e)),
-            OpKind::Delete => send.item.keys().any(|k| k != ID) && holds(server, &send.item),
-        }
+        && (earlier.iter().any(|e| holds(server, e))
+            || (send.kind == OpKind::Delete
+                && send.item.keys().any(|k| k != ID)
+                && holds(server, &send.item)))
 }
 
 fn is_live(server: &Item) -> bool {

@@ -20,8 +20,8 @@ mod transaction;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub(crate) use shape::{
-    app_view, conform_item, conform_owned, merge_into, overlay_server_copy, server_view,
-    strip_all_but_version, with_server_unmapped,
+    app_view, conform_item, conform_owned, merge_into, op_view, overlay_server_copy, server_view,
+    split_attempts, strip_all_but_version, with_attempts, with_server_unmapped,
 };
 pub use transaction::Transaction;
 pub(crate) use transaction::{Committed, id_only};
@@ -109,9 +109,9 @@ impl Queue {
             .map(|(_, op)| op)
     }
 
-    /// Every op, in push order.
+    /// Every op, in push order, as the app sees it.
     pub(crate) fn all(&self) -> Vec<Operation> {
-        self.order.values().cloned().collect()
+        self.order.values().cloned().map(op_view).collect()
     }
 
     /// How many ops are queued, for one table or for all.

@@ -130,3 +130,53 @@ pub(crate) fn merge_into(mut row: Item, changes: Item) -> Item {
     }
     row
 }
+
+/// Where an op keeps its earlier unanswered attempts: a key inside its `item`
+/// (engine bookkeeping, opaque to stores, removed from every view the app
+/// gets). An insert's or update's `item` is its last attempt; a delete's is its
+/// snapshot. Any earlier attempt may be what the server holds when an answer
+/// was lost, so push recognises each of them as its own write.
+pub(crate) const EARLIER_ATTEMPTS: &str = "__tidesync_earlier_attempts";
+
+/// How many earlier attempts an op remembers (the oldest are forgotten first;
+/// each one needs an answer lost, so more is unlikely).
+pub(crate) const MAX_EARLIER_ATTEMPTS: usize = 8;
+
+/// An op's `item` without its earlier attempts, and the attempts.
+pub(crate) fn split_attempts(mut item: Item) -> (Item, Vec<Item>) {
+    let attempts = match item.remove(EARLIER_ATTEMPTS) {
+        Some(Value::Array(list)) => list
+            .into_iter()
+            .filter_map(|v| match v {
+                Value::Object(map) => Some(map),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    (item, attempts)
+}
+
+/// `item` carrying `attempts` (the newest last, at most
+/// [`MAX_EARLIER_ATTEMPTS`]).
+pub(crate) fn with_attempts(mut item: Item, mut attempts: Vec<Item>) -> Item {
+    if attempts.len() > MAX_EARLIER_ATTEMPTS {
+        attempts.drain(..attempts.len() - MAX_EARLIER_ATTEMPTS);
+    }
+    if !attempts.is_empty() {
+        item.insert(
+            EARLIER_ATTEMPTS.to_owned(),
+            Value::Array(attempts.into_iter().map(Value::Object).collect()),
+        );
+    }
+    item
+}
+
+/// An op as the app and conflict handlers see it: without the engine's record
+/// of earlier attempts.
+pub(crate) fn op_view(mut op: crate::model::Operation) -> crate::model::Operation {
+    if let Some(item) = op.item.take() {
+        op.item = Some(split_attempts(item).0);
+    }
+    op
+}

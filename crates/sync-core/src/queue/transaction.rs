@@ -9,7 +9,9 @@ use tidesync_protocol::system::{ID, VERSION};
 
 use super::Queue;
 use super::collapse::{Collapse, collapse};
-use super::shape::{app_view, conform_owned, merge_into, strip_all_but_version};
+use super::shape::{
+    app_view, conform_owned, merge_into, split_attempts, strip_all_but_version, with_attempts,
+};
 use crate::error::{Error, Result};
 use crate::events::ChangeEvent;
 use crate::model::{OpKind, OpState, Operation};
@@ -431,11 +433,13 @@ fn attempt_snapshot(existing: &Operation, snapshot: Option<Item>) -> Option<Item
     if existing.kind == OpKind::Delete || existing.state == OpState::Pending {
         return snapshot;
     }
-    let mut kept = attempt.clone();
+    // Every attempt of the replaced op may be what the server holds: the last
+    // becomes the snapshot, the earlier ones stay with it.
+    let (mut kept, earlier) = split_attempts(attempt.clone());
     if let Some(version) = row.get(VERSION) {
         kept.insert(VERSION.to_owned(), version.clone());
     }
-    Some(kept)
+    Some(with_attempts(kept, earlier))
 }
 
 #[cfg(test)]

@@ -151,6 +151,10 @@ pub struct Model {
     pub local: BTreeMap<Key, Row>,
     pub server: BTreeMap<Key, ServerRow>,
     pub ops: BTreeMap<Key, Op>,
+    /// What each op's earlier attempts sent, unanswered, oldest first (the
+    /// engine keeps them to recognise any of them as its own write; not part
+    /// of what the app sees of an op).
+    pub attempts: BTreeMap<Key, Vec<Row>>,
     pub errors: BTreeMap<Key, ErrRec>,
     pub cursor: [Option<u64>; 3],
     pub next_seq: u64,
@@ -182,6 +186,7 @@ impl Model {
             local: BTreeMap::new(),
             server: BTreeMap::new(),
             ops: BTreeMap::new(),
+            attempts: BTreeMap::new(),
             errors: BTreeMap::new(),
             cursor: [None; 3],
             next_seq: 1,
@@ -296,14 +301,19 @@ impl Model {
             Cell::DeleteToEnd => {
                 self.errors.remove(key);
                 // A delete replacing an insert or update that was sent keeps what that
-                // attempt sent as its snapshot's values (the server may hold exactly them).
-                let snapshot = match self.ops.remove(key) {
+                // attempt sent as its snapshot's values (the server may hold exactly them),
+                // and the attempts before it.
+                let earlier = self.attempts.remove(key).unwrap_or_default();
+                let (snapshot, earlier) = match self.ops.remove(key) {
                     Some(op) if op.state != OpState::Pending && op.kind != OpKind::Delete => {
-                        op.sent.or(snapshot)
+                        (op.sent.or(snapshot), earlier)
                     }
-                    _ => snapshot,
+                    _ => (snapshot, Vec::new()),
                 };
                 self.enqueue(kind, key, snapshot_ver, snapshot, 2);
+                if !earlier.is_empty() {
+                    self.attempts.insert(key.clone(), earlier);
+                }
             }
             Cell::Refuse(_) => unreachable!(),
         }
@@ -329,6 +339,7 @@ impl Model {
             sent: None,
         };
         self.next_seq += 1;
+        self.attempts.remove(key);
         self.ops.insert(key.clone(), op);
     }
 
@@ -498,11 +509,20 @@ impl Model {
                     }
                 },
             };
-            let mut earlier = None;
+            // Every earlier attempt got no answer the op heard: any may be what
+            // the server holds.
+            let mut earlier = self.attempts.get(&key).cloned().unwrap_or_default();
             if let Some(op) = self.ops.get_mut(&key) {
                 op.state = OpState::Attempted;
                 if op.kind != OpKind::Delete {
-                    earlier = std::mem::replace(&mut op.sent, sent.as_ref().map(values));
+                    if let Some(last) = std::mem::replace(&mut op.sent, sent.as_ref().map(values)) {
+                        earlier.push(last);
+                    }
+                    let mut kept = earlier.clone();
+                    if kept.len() > 8 {
+                        kept.drain(..kept.len() - 8);
+                    }
+                    self.attempts.insert(key.clone(), kept);
                 }
             }
             let mut kind = op.kind;
@@ -541,11 +561,13 @@ impl Model {
                     Answer::Conflict(_, Some(server))
                         if rounds < 3
                             && !server.deleted
-                            && match kind {
-                                OpKind::Delete => op.snap.as_ref(),
-                                _ => earlier.as_ref(),
-                            }
-                            .is_some_and(|e| e.v == server.v && e.rel == server.rel) =>
+                            && (earlier
+                                .iter()
+                                .any(|e| e.v == server.v && e.rel == server.rel)
+                                || (kind == OpKind::Delete
+                                    && op.snap.as_ref().is_some_and(|e| {
+                                        e.v == server.v && e.rel == server.rel
+                                    }))) =>
                     {
                         // The server holds this op's earlier attempt (answer lost)
                         // and a newer write joined the op: resend it against the
@@ -624,6 +646,11 @@ impl Model {
     fn fail(&mut self, key: &Key, error: Option<ErrRec>) {
         if let Some(op) = self.ops.get_mut(key) {
             op.state = OpState::Failed;
+        }
+        if error.is_some() {
+            // The server answered (and refused) the last attempt: the ones before
+            // it are no longer candidates.
+            self.attempts.remove(key);
         }
         if let Some(error) = error {
             self.errors.insert(key.clone(), error);

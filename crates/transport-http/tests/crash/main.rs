@@ -362,16 +362,13 @@ async fn sigkill_client_loses_and_doubles_nothing() {
 /// op meets 409/412 with the copy of its earlier attempt, which the engine must take as
 /// its own write (see `regressions.rs`, `edit_after_lost_ack_*`).
 ///
-/// Ignored while a known engine bug stands: an op remembers only its last unanswered
-/// attempt, so when the attempt the server applied is an earlier one (applied, answer lost;
+/// It was ignored while an engine bug stood: an op remembered only its last unanswered
+/// attempt, so when the attempt the server applied was an earlier one (applied, answer lost;
 /// an edit folded in; the next attempt killed before it reached the server), the resent op
-/// meets its own write as a conflict (`regressions.rs`,
-/// `edit_after_lost_ack_then_an_attempt_that_never_arrived`, ignored too). With kills placed
-/// right after the server applied a push, a run of 30 kills meets it about one time in ten.
-/// Run it with `cargo test -p tidesync-transport-http --test crash -- --ignored` or
-/// `cargo xtask soak --strict`.
+/// met its own write as a conflict (`regressions.rs`,
+/// `edit_after_lost_ack_then_an_attempt_that_never_arrived`). An op now keeps every
+/// unanswered attempt. `cargo xtask soak --strict` runs it long.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known engine bug: an op remembers only its last unanswered attempt"]
 async fn sigkill_client_with_edits_behind_unacknowledged_ops() {
     assert_ran_and_clean(&run(ClientStore::Sqlite, kills(), true).await);
 }
