@@ -615,3 +615,55 @@ pub async fn a_retried_batch_is_applied_once(target: &dyn Target) {
         "a retried batch was applied again"
     );
 }
+
+/// System properties a client sends (`updatedAt`, `createdAt`, `version`, `deleted`) are
+/// the server's business: an insert's stamps and version are the server's own.
+pub async fn system_properties_from_the_client_are_the_servers_business(target: &dyn Target) {
+    let c = connect!(
+        target,
+        "system_properties_from_the_client_are_the_servers_business"
+    );
+    let reference = put(&c, "ref", "reference", 0, false).await;
+    let back = c
+        .transport
+        .insert(
+            TABLE,
+            &item(json!({
+                "id": "a", "text": "first",
+                "updatedAt": "2000-01-01T00:00:00.000Z",
+                "createdAt": "2000-01-01T00:00:00.000Z",
+                "version": "Ym9ndXM=",
+            })),
+        )
+        .await
+        .unwrap();
+    assert!(stamp(&back, "updatedAt") >= stamp(&reference, "updatedAt"));
+    assert!(stamp(&back, "createdAt") >= stamp(&reference, "createdAt"));
+    assert_ne!(version(&back), "Ym9ndXM=");
+    assert!(!is_deleted(&back));
+}
+
+/// Ids with spaces and non-ASCII letters travel in paths and bodies intact.
+pub async fn ids_with_spaces_and_unicode_round_trip(target: &dyn Target) {
+    let c = connect!(target, "ids_with_spaces_and_unicode_round_trip");
+    let id = "größe café 1";
+    let first = put(&c, id, "first", 1, false).await;
+    assert_eq!(first["id"], id);
+    let back = c
+        .transport
+        .replace(
+            TABLE,
+            &item(json!({"id": id, "text": "second"})),
+            Some(&version(&first)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(back["id"], id);
+    c.transport
+        .delete(TABLE, id, Some(&version(&back)))
+        .await
+        .unwrap();
+    let rows = all(&c, true).await;
+    assert_eq!(rows[0]["id"], id);
+    assert!(is_deleted(&rows[0]));
+}

@@ -190,6 +190,8 @@ macro_rules! transport_conformance {
             reading_an_unknown_table_is_a_404,
             batch_applies_each_op_with_its_own_outcome,
             a_retried_batch_is_applied_once,
+            system_properties_from_the_client_are_the_servers_business,
+            ids_with_spaces_and_unicode_round_trip,
         );
     };
     (@cases $target:expr; $($case:ident,)*) => {
