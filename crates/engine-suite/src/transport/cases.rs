@@ -3,7 +3,7 @@
 //! every server must answer; see the module docs of [`crate::transport`].
 
 use serde_json::{Value, json};
-use tidesync_core::{BatchOperation, BatchOutcome, OpKind, Transport, TransportError};
+use tidesync_core::{BatchOperation, BatchOutcome, OpKind, TransportError};
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::{Query, after_keyset, col};
 use tidesync_protocol::parse_timestamp;
