@@ -45,6 +45,9 @@ const FORBIDDEN_PREFIXES_IN_CORE: &[&str] = &["tidesync-store-", "tidesync-trans
 /// The test-only harness of the official Node peers: a dev-dependency only, and a leaf.
 const PEERS: &str = "tidesync-peers";
 
+/// The shared test suites (transport conformance, engine properties): a dev-dependency only.
+const SUITE: &str = "tidesync-engine-suite";
+
 /// Every committed store fixture (the files under `crates/*/tests/fixtures/`) with its
 /// sha256. A committed fixture never changes: a layout change bumps the format, adds a
 /// migration and a new fixture, and a line here (docs/FORMATS.md).
@@ -147,7 +150,7 @@ fn peers_harness_is_test_only() -> Result<()> {
     )?)
     .context("cargo metadata printed invalid JSON")?;
     assert_clean(
-        "tidesync-peers dependency rule",
+        "test-only crates (tidesync-peers, tidesync-engine-suite) are dev-dependencies only",
         &peers_dependency_violations(&metadata),
     );
     Ok(())
@@ -472,9 +475,9 @@ fn peers_dependency_violations(metadata: &serde_json::Value) -> Vec<String> {
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
             let target = dependency["name"].as_str().unwrap_or_default();
             let kind = dependency["kind"].as_str().unwrap_or("normal");
-            if target == PEERS && kind != "dev" {
+            if (target == PEERS || target == SUITE) && kind != "dev" {
                 violations.push(format!(
-                    "{name}: `{PEERS}` is a {kind} dependency; it may only be a dev-dependency"
+                    "{name}: `{target}` is a {kind} dependency; it may only be a dev-dependency"
                 ));
             }
             if name == PEERS && target.starts_with("tidesync") {
@@ -646,6 +649,7 @@ fn peers_rule_can_fail() {
         ]},
         {"name": "tidesync-transport-http", "dependencies": [
             {"name": "tidesync-peers", "kind": null},
+            {"name": "tidesync-engine-suite", "kind": "build"},
         ]},
         {"name": "tidesync-peers", "dependencies": [
             {"name": "tokio", "kind": null},
@@ -656,6 +660,7 @@ fn peers_rule_can_fail() {
         peers_dependency_violations(&metadata),
         [
             "tidesync-transport-http: `tidesync-peers` is a normal dependency; it may only be a dev-dependency",
+            "tidesync-transport-http: `tidesync-engine-suite` is a build dependency; it may only be a dev-dependency",
             "tidesync-peers: depends on `tidesync-protocol`; the harness must not depend on our crates",
         ]
     );
