@@ -1,5 +1,5 @@
 //! The cases of the transport conformance suite. Each starts a fresh server through its
-//! [`Target`], drives the transport through the public [`Transport`] API and asserts what
+//! [`Target`], drives the transport through the public [`Transport`](tidesync_core::Transport) API and asserts what
 //! every server must answer; see the module docs of [`crate::transport`].
 
 use serde_json::{Value, json};
