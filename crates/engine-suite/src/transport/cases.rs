@@ -667,3 +667,51 @@ pub async fn ids_with_spaces_and_unicode_round_trip(target: &dyn Target) {
     assert_eq!(rows[0]["id"], id);
     assert!(is_deleted(&rows[0]));
 }
+
+/// An insert of an id whose row was soft-deleted is a 409 conflict: the tombstone keeps
+/// the id taken, and is not revived.
+pub async fn insert_over_a_tombstone_is_a_409_conflict(target: &dyn Target) {
+    let c = connect!(target, "insert_over_a_tombstone_is_a_409_conflict");
+    put(&c, "a", "first", 1, false).await;
+    c.transport.delete(TABLE, "a", None).await.unwrap();
+    let again = c
+        .transport
+        .insert(TABLE, &item(json!({"id": "a", "text": "again"})))
+        .await;
+    let server_item = conflict_item(again, 409);
+    assert_eq!(server_item["id"], "a");
+    let rows = all(&c, true).await;
+    assert_eq!(rows.len(), 1);
+    assert!(is_deleted(&rows[0]), "the tombstone was revived: {rows:?}");
+}
+
+/// Deleting a row twice succeeds both times (the second finds a tombstone or nothing), and
+/// the tombstone does not change.
+pub async fn a_second_delete_succeeds_and_changes_nothing(target: &dyn Target) {
+    let c = connect!(target, "a_second_delete_succeeds_and_changes_nothing");
+    put(&c, "a", "first", 1, false).await;
+    c.transport.delete(TABLE, "a", None).await.unwrap();
+    let tombstone = all(&c, true).await.remove(0);
+    c.transport.delete(TABLE, "a", None).await.unwrap();
+    let after = all(&c, true).await.remove(0);
+    assert_eq!(version(&after), version(&tombstone));
+}
+
+/// A conditional replace of an id the server does not have is `NotFound` (not a 412), and
+/// creates nothing.
+pub async fn a_conditional_replace_of_a_missing_item_creates_nothing(target: &dyn Target) {
+    let c = connect!(
+        target,
+        "a_conditional_replace_of_a_missing_item_creates_nothing"
+    );
+    let result = c
+        .transport
+        .replace(
+            TABLE,
+            &item(json!({"id": "nobody", "text": "x"})),
+            Some("AAAAAAAAAAE="),
+        )
+        .await;
+    assert_not_found(result, "conditional replace of a missing item");
+    assert!(all(&c, true).await.is_empty(), "a replace created a row");
+}

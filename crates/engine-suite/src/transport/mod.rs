@@ -192,6 +192,9 @@ macro_rules! transport_conformance {
             a_retried_batch_is_applied_once,
             system_properties_from_the_client_are_the_servers_business,
             ids_with_spaces_and_unicode_round_trip,
+            insert_over_a_tombstone_is_a_409_conflict,
+            a_second_delete_succeeds_and_changes_nothing,
+            a_conditional_replace_of_a_missing_item_creates_nothing,
         );
     };
     (@cases $target:expr; $($case:ident,)*) => {
