@@ -33,8 +33,10 @@ impl StoreUnderTest for Sqlite {
         Arc::new(SqliteStore::open(dir.join("props.db")).unwrap())
     }
 
-    /// The same file opened again, as a restarted app opens it.
-    fn reopen(&self, _store: &Arc<dyn LocalStore>, dir: &Path) -> Arc<dyn LocalStore> {
+    /// The same file opened again, as a restarted app opens it, after the old handle
+    /// is dropped.
+    fn reopen(&self, store: Arc<dyn LocalStore>, dir: &Path) -> Arc<dyn LocalStore> {
+        drop(store);
         self.open(dir)
     }
 }

@@ -2,7 +2,8 @@
 //! sequences of local writes, pushes, pulls, purges, restarts and server-side changes
 //! under scripted and seeded mock faults, checked after every step against a reference
 //! model; the cursor, the collapse matrix, restarts and push statuses) on `MemoryStore`.
-//! store-sqlite's `tests/props_sqlite.rs` runs the same properties on SQLite files.
+//! store-sqlite's `tests/props_sqlite.rs` and store-redb's `tests/props_redb.rs` run the
+//! same properties on files.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -19,8 +20,8 @@ impl StoreUnderTest for Memory {
         Arc::new(MemoryStore::new())
     }
 
-    fn reopen(&self, store: &Arc<dyn LocalStore>, _dir: &Path) -> Arc<dyn LocalStore> {
-        Arc::clone(store)
+    fn reopen(&self, store: Arc<dyn LocalStore>, _dir: &Path) -> Arc<dyn LocalStore> {
+        store
     }
 }
 

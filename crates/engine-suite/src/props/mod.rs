@@ -5,7 +5,7 @@
 //!
 //! They run on any [`LocalStore`]: a store crate's test file implements
 //! [`StoreUnderTest`] and expands [`engine_properties!`](crate::engine_properties)
-//! (sync-core runs them on `MemoryStore`, store-sqlite on SQLite files). Every property
+//! (sync-core runs them on `MemoryStore`, store-sqlite and store-redb on files). Every property
 //! runs `PROPTEST_CASES` cases (256 by default) on a current-thread runtime with paused
 //! time, so injected latency costs nothing.
 
@@ -31,8 +31,9 @@ pub trait StoreUnderTest: Sync {
     /// A fresh, empty store (keeping its files, if any, under `dir`).
     fn open(&self, dir: &Path) -> Arc<dyn LocalStore>;
 
-    /// The same store again, as a restarted app opens it.
-    fn reopen(&self, store: &Arc<dyn LocalStore>, dir: &Path) -> Arc<dyn LocalStore>;
+    /// The same store again, as a restarted app opens it; `store` is the last handle
+    /// of the old app (every other is dropped).
+    fn reopen(&self, store: Arc<dyn LocalStore>, dir: &Path) -> Arc<dyn LocalStore>;
 }
 
 /// Expands the engine's properties into named tests (`proptest!` blocks and plain

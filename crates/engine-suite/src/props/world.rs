@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidesync_core::{
-    Error, Item, LocalStore, OpKind, Query, ReadRequest, SyncContext, Transport, TransportError,
+    Error, Item, LocalStore, MemoryStore, OpKind, Query, ReadRequest, SyncContext, Transport,
+    TransportError,
 };
 use tidesync_transport_mock::{CallKind, Fault, MockServer};
 
@@ -186,7 +187,12 @@ impl World {
     pub(crate) fn restart(&mut self) {
         let ops = self.client.operations().unwrap();
         let errors = self.client.operation_errors().unwrap();
-        self.store = self.under.reopen(&self.store, self.dir.path());
+        // The old app is gone before the new one opens the store: a store holding an
+        // exclusive file lock (redb) refuses a second handle.
+        let placeholder: Arc<dyn LocalStore> = Arc::new(MemoryStore::new());
+        self.client = World::connect(&self.server, &placeholder);
+        let old = std::mem::replace(&mut self.store, placeholder);
+        self.store = self.under.reopen(old, self.dir.path());
         self.client = World::connect(&self.server, &self.store);
         self.model.restart();
         assert_eq!(
