@@ -3,7 +3,8 @@
 //!
 //! Each rule is a function from the workspace root to a list of violations that name the
 //! offending file; the `*_rule_can_fail` tests run every rule against a tiny fake tree to
-//! prove it is not vacuous.
+//! prove it is not vacuous. The layout rules (no `#[path]`, file length, import circles)
+//! and the file helpers live in `layout/`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -11,6 +12,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
+
+mod layout;
+
+use layout::fs::{FakeTree, files_under, files_with_extension, read, relative, subdirectories};
 
 /// The package that must stay free of storage, network and runtime I/O crates.
 const CORE: &str = "tidesync-core";
@@ -39,6 +44,9 @@ const FORBIDDEN_PREFIXES_IN_CORE: &[&str] = &["tidesync-store-", "tidesync-trans
 
 /// The test-only harness of the official Node peers: a dev-dependency only, and a leaf.
 const PEERS: &str = "tidesync-peers";
+
+/// The shared test suites (transport conformance, engine properties): a dev-dependency only.
+const SUITE: &str = "tidesync-engine-suite";
 
 /// Every committed store fixture (the files under `crates/*/tests/fixtures/`) with its
 /// sha256. A committed fixture never changes: a layout change bumps the format, adds a
@@ -142,7 +150,7 @@ fn peers_harness_is_test_only() -> Result<()> {
     )?)
     .context("cargo metadata printed invalid JSON")?;
     assert_clean(
-        "tidesync-peers dependency rule",
+        "test-only crates (tidesync-peers, tidesync-engine-suite) are dev-dependencies only",
         &peers_dependency_violations(&metadata),
     );
     Ok(())
@@ -307,6 +315,10 @@ fn fixture_violations(root: &Path, pinned: &[(&str, &str)]) -> Result<Vec<String
 /// ([`RETRY_HELPERS`]): a test that sleeps to let something happen is flaky under load.
 fn sleep_violations(root: &Path) -> Result<Vec<String>> {
     let mut files = files_with_extension(&root.join("crates/sync-core/src/testkit"), "rs")?;
+    files.extend(files_with_extension(
+        &root.join("crates/engine-suite/src"),
+        "rs",
+    )?);
     for parent in ["crates", "examples"] {
         for package in subdirectories(&root.join(parent))? {
             files.extend(files_with_extension(&package.join("tests"), "rs")?);
@@ -463,9 +475,9 @@ fn peers_dependency_violations(metadata: &serde_json::Value) -> Vec<String> {
         for dependency in package["dependencies"].as_array().into_iter().flatten() {
             let target = dependency["name"].as_str().unwrap_or_default();
             let kind = dependency["kind"].as_str().unwrap_or("normal");
-            if target == PEERS && kind != "dev" {
+            if (target == PEERS || target == SUITE) && kind != "dev" {
                 violations.push(format!(
-                    "{name}: `{PEERS}` is a {kind} dependency; it may only be a dev-dependency"
+                    "{name}: `{target}` is a {kind} dependency; it may only be a dev-dependency"
                 ));
             }
             if name == PEERS && target.starts_with("tidesync") {
@@ -532,98 +544,7 @@ fn contains_macro_call(line: &str, name: &str) -> bool {
     })
 }
 
-fn subdirectories(dir: &Path) -> Result<Vec<PathBuf>> {
-    if !dir.is_dir() {
-        return Ok(Vec::new());
-    }
-    let mut dirs = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let path = entry?.path();
-        if path.is_dir() {
-            dirs.push(path);
-        }
-    }
-    dirs.sort();
-    Ok(dirs)
-}
-
-/// Files under `dir` ending in `.{extension}`, recursively, skipping `target` and hidden
-/// directories.
-fn files_with_extension(dir: &Path, extension: &str) -> Result<Vec<PathBuf>> {
-    let mut files = files_under(dir)?;
-    files.retain(|path| path.extension().is_some_and(|ext| ext == extension));
-    Ok(files)
-}
-
-/// Every file under `dir`, recursively, skipping `target` and hidden directories.
-fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        if !dir.is_dir() {
-            continue;
-        }
-        for entry in fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))? {
-            let path = entry?.path();
-            let name = path
-                .file_name()
-                .map(|name| name.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if path.is_dir() {
-                if name != "target" && !name.starts_with('.') {
-                    pending.push(path);
-                }
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files.sort();
-    Ok(files)
-}
-
-fn read(file: &Path) -> Result<String> {
-    fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))
-}
-
-fn relative(root: &Path, file: &Path) -> String {
-    file.strip_prefix(root)
-        .unwrap_or(file)
-        .display()
-        .to_string()
-}
-
 // ---- every rule can fail: run them against tiny fake trees ----
-
-/// A scratch directory under the system temp dir, removed on drop.
-struct FakeTree(PathBuf);
-
-impl FakeTree {
-    fn new(name: &str) -> Result<Self> {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_nanos();
-        let dir = std::env::temp_dir().join(format!(
-            "tidesync-tidy-{name}-{}-{nanos}",
-            std::process::id()
-        ));
-        fs::create_dir_all(&dir)?;
-        Ok(Self(dir))
-    }
-
-    fn with(self, path: &str, text: &str) -> Result<Self> {
-        let file = self.0.join(path);
-        fs::create_dir_all(file.parent().context("no parent")?)?;
-        fs::write(file, text)?;
-        Ok(self)
-    }
-}
-
-impl Drop for FakeTree {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 #[test]
 fn module_doc_rule_can_fail() -> Result<()> {
@@ -728,6 +649,7 @@ fn peers_rule_can_fail() {
         ]},
         {"name": "tidesync-transport-http", "dependencies": [
             {"name": "tidesync-peers", "kind": null},
+            {"name": "tidesync-engine-suite", "kind": "build"},
         ]},
         {"name": "tidesync-peers", "dependencies": [
             {"name": "tokio", "kind": null},
@@ -738,6 +660,7 @@ fn peers_rule_can_fail() {
         peers_dependency_violations(&metadata),
         [
             "tidesync-transport-http: `tidesync-peers` is a normal dependency; it may only be a dev-dependency",
+            "tidesync-transport-http: `tidesync-engine-suite` is a build dependency; it may only be a dev-dependency",
             "tidesync-peers: depends on `tidesync-protocol`; the harness must not depend on our crates",
         ]
     );

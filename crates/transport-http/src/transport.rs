@@ -24,11 +24,8 @@ use crate::builder::{HttpTransportBuilder, Protocol, RetryPolicy};
 use crate::capabilities::Capabilities;
 use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from, retry_after};
 
-#[path = "batch.rs"]
 mod batch;
-#[path = "feed.rs"]
 mod feed;
-#[path = "snapshot.rs"]
 mod snapshot;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits

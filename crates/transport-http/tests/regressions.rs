@@ -1,205 +1,33 @@
 //! Bugs other sync engines shipped, reproduced against tidesync on the real server: the
 //! engine over `HttpTransport` talking to a `tidesync-server` (SQLite) started in-process.
 //! The mock-transport versions are `crates/sync-core/tests/regressions.rs`; each test here
-//! follows the same report's scenario. Network faults come from [`Faulty`], a transport
-//! that wraps `HttpTransport` and, when told, fails the next calls before they leave
-//! (`Network`, an HTTP status, 401) or after the server answered (`LoseResponse`: the
-//! server applied the write, the client never hears). Every scenario runs on both push
+//! follows the same report's scenario. Network faults come from `Faulty`, the fault
+//! decorator of `tidesync-transport-mock` wrapped around `HttpTransport`: when told, it fails
+//! the next calls before they leave (`Network`, an HTTP status, 401) or after the server
+//! answered (`CommitThenLoseResponse`: the server applied the write, the client never hears);
+//! it hides the snapshot and change feed, so pulls page as these reports had them. Every scenario runs on both push
 //! paths: one request per op (`Protocol::V3`) and the batch extension (`Protocol::Auto`).
 //!
 //! The `edit_after_lost_ack_*` tests pin an engine bug the crash suite found (now fixed:
 //! an op remembers what its last attempt sent).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use serde_json::{Value, json};
 use tidesync_core::{
-    BatchOperation, BatchOutcome, ColumnType, Error, Item, LocalStore, MemoryStore, OpState, Page,
-    PullOptions, PushStatus, Query, ReadRequest, SyncContext, TableDef, Transport, TransportError,
+    ColumnType, Error, LocalStore, MemoryStore, OpState, PullOptions, PushStatus, Query,
+    SyncContext, TableDef, TransportError,
 };
 use tidesync_server::{App, RunningServer, Server};
 use tidesync_transport_http::{HttpTransport, Protocol, RetryPolicy};
-use tokio::sync::oneshot;
+use tidesync_transport_mock::{Fault, Faulty};
 
 const TODO: &str = "TodoItem";
 const TAGS: &str = "Tag";
 const PROTOCOLS: [Protocol; 2] = [Protocol::V3, Protocol::Auto];
-
-// ---------------------------------------------------------------------------------------
-// A transport that fails on request
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Fault {
-    /// The call fails before it leaves: the server sees nothing.
-    Network,
-    /// The server answers this status (without being asked).
-    Status(u16),
-    /// The server answers 401.
-    Auth,
-    /// The call reaches the server and is applied; its answer is lost.
-    LoseResponse,
-}
-
-/// Waits inside the next write call until released.
-type Gate = (oneshot::Sender<()>, oneshot::Receiver<()>);
-
-#[derive(Debug)]
-struct Faulty {
-    inner: HttpTransport,
-    writes: Mutex<VecDeque<Fault>>,
-    reads: Mutex<VecDeque<Fault>>,
-    /// A network partition: each write call fails with this percentage, the fault
-    /// drawn from a seeded generator.
-    partition: Mutex<Option<(u64, u64)>>,
-    gate: Mutex<Option<Gate>>,
-}
-
-impl Faulty {
-    fn new(inner: HttpTransport) -> Faulty {
-        Faulty {
-            inner,
-            writes: Mutex::default(),
-            reads: Mutex::default(),
-            partition: Mutex::default(),
-            gate: Mutex::default(),
-        }
-    }
-
-    fn fail_writes(&self, count: usize, fault: Fault) {
-        self.writes
-            .lock()
-            .unwrap()
-            .extend((0..count).map(|_| fault));
-    }
-
-    fn fail_reads(&self, count: usize, fault: Fault) {
-        self.reads.lock().unwrap().extend((0..count).map(|_| fault));
-    }
-
-    fn partition(&self, seed: u64, percent: u64) {
-        *self.partition.lock().unwrap() = Some((seed | 1, percent));
-    }
-
-    fn heal(&self) {
-        *self.partition.lock().unwrap() = None;
-        self.writes.lock().unwrap().clear();
-        self.reads.lock().unwrap().clear();
-    }
-
-    /// Holds the next write call before it leaves. Returns a receiver that fires when
-    /// the call is held and a sender that lets it go.
-    fn block_next_write(&self) -> (oneshot::Receiver<()>, oneshot::Sender<()>) {
-        let (reached_tx, reached_rx) = oneshot::channel();
-        let (release_tx, release_rx) = oneshot::channel();
-        *self.gate.lock().unwrap() = Some((reached_tx, release_rx));
-        (reached_rx, release_tx)
-    }
-
-    fn next_write_fault(&self) -> Option<Fault> {
-        if let Some(fault) = self.writes.lock().unwrap().pop_front() {
-            return Some(fault);
-        }
-        let mut partition = self.partition.lock().unwrap();
-        let (state, percent) = partition.as_mut()?;
-        let percent = *percent;
-        *state ^= *state << 13;
-        *state ^= *state >> 7;
-        *state ^= *state << 17;
-        let roll = *state % 100;
-        (roll < percent).then_some(if roll % 2 == 0 {
-            Fault::LoseResponse
-        } else {
-            Fault::Network
-        })
-    }
-
-    /// Runs a write call through the gate and the faults.
-    async fn write<T>(
-        &self,
-        call: impl Future<Output = Result<T, TransportError>>,
-    ) -> Result<T, TransportError> {
-        let gate = self.gate.lock().unwrap().take();
-        if let Some((reached, release)) = gate {
-            let _ = reached.send(());
-            let _ = release.await;
-        }
-        match self.next_write_fault() {
-            None => call.await,
-            Some(Fault::LoseResponse) => {
-                let _ = call.await;
-                Err(TransportError::Network(
-                    "response lost (injected)".to_owned(),
-                ))
-            }
-            Some(fault) => Err(injected(fault)),
-        }
-    }
-}
-
-fn injected(fault: Fault) -> TransportError {
-    match fault {
-        Fault::Network | Fault::LoseResponse => {
-            TransportError::Network("connection reset (injected)".to_owned())
-        }
-        Fault::Status(status) => TransportError::Http {
-            status,
-            message: "injected".to_owned(),
-            raw: None,
-        },
-        Fault::Auth => TransportError::Auth {
-            message: "injected".to_owned(),
-        },
-    }
-}
-
-#[async_trait]
-impl Transport for Faulty {
-    async fn read(&self, request: &ReadRequest) -> Result<Page, TransportError> {
-        let fault = self.reads.lock().unwrap().pop_front();
-        match fault {
-            None => self.inner.read(request).await,
-            Some(fault) => Err(injected(fault)),
-        }
-    }
-
-    async fn insert(&self, table: &str, item: &Item) -> Result<Item, TransportError> {
-        self.write(self.inner.insert(table, item)).await
-    }
-
-    async fn replace(
-        &self,
-        table: &str,
-        item: &Item,
-        if_match: Option<&str>,
-    ) -> Result<Item, TransportError> {
-        self.write(self.inner.replace(table, item, if_match)).await
-    }
-
-    async fn delete(
-        &self,
-        table: &str,
-        id: &str,
-        if_match: Option<&str>,
-    ) -> Result<(), TransportError> {
-        self.write(self.inner.delete(table, id, if_match)).await
-    }
-
-    fn supports_batch(&self) -> bool {
-        self.inner.supports_batch()
-    }
-
-    async fn batch(
-        &self,
-        operations: &[BatchOperation],
-    ) -> Result<Vec<BatchOutcome>, TransportError> {
-        self.write(self.inner.batch(operations)).await
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Set-up
@@ -258,8 +86,8 @@ fn store() -> MemoryStore {
 }
 
 /// A client whose transport fails on request.
-fn client(env: &Env, protocol: Protocol) -> (SyncContext, Arc<Faulty>) {
-    let faulty = Arc::new(Faulty::new(http(&env.server.url(), protocol)));
+fn client(env: &Env, protocol: Protocol) -> (SyncContext, Arc<Faulty<HttpTransport>>) {
+    let faulty = Arc::new(Faulty::new(http(&env.server.url(), protocol)).without_streams());
     let ctx = SyncContext::builder()
         .store(store())
         .transport_arc(faulty.clone())
@@ -487,13 +315,13 @@ async fn replicache_42_write_during_push_is_pushed() {
         let env = env(None).await;
         let (ctx, faulty) = client(&env, protocol);
         insert(&ctx, "a", "first").await;
-        let (reached, release) = faulty.block_next_write();
+        let gate = faulty.hold_next_write();
         let pusher = ctx.clone();
         let push = tokio::spawn(async move { pusher.push().await.unwrap() });
-        reached.await.unwrap();
+        gate.reached().await;
         insert(&ctx, "b", "during the push").await;
         update(&ctx, "a", "edited during the push").await;
-        release.send(()).unwrap();
+        gate.release();
         let result = push.await.unwrap();
         assert!(result.is_success(), "{protocol:?}: {result:?}");
         assert_eq!(ctx.pending_operations().unwrap(), 0, "{protocol:?}");
@@ -540,7 +368,7 @@ async fn rocicorp_mono_4608_applied_but_errored_op_leaves_no_limbo() {
                 }
             };
             let before = env.writes(TODO).await;
-            faulty.fail_writes(1, Fault::LoseResponse);
+            faulty.fail_writes(1, Fault::CommitThenLoseResponse);
             let lost = ctx.push().await.unwrap();
             assert_eq!(
                 lost.status,
@@ -721,7 +549,7 @@ async fn edit_after_lost_ack(
             "u"
         }
     };
-    faulty.fail_writes(1, Fault::LoseResponse);
+    faulty.fail_writes(1, Fault::CommitThenLoseResponse);
     let lost = ctx.push().await.unwrap();
     assert_eq!(lost.status, PushStatus::CancelledByNetworkError);
     assert_eq!(env.text(id).await.as_deref(), Some("v1"), "applied");

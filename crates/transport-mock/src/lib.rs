@@ -11,6 +11,10 @@
 //! scripted or drawn from a seeded generator, so a test fails the same way every run. Every
 //! call is logged ([`Call`]).
 //!
+//! [`Faulty`] brings the same faults (offline, scripted failures, lost answers, a seeded
+//! partition, latency, a gate on the next write) to **any** [`Transport`](tidesync_core::Transport)
+//! by wrapping it: the HTTP transport's tests use it against a real server.
+//!
 //! It is **not** a real HTTP server (no sockets, headers, status lines or JSON parsing: the
 //! wire format is the business of the HTTP transport and the real server), and it has **no
 //! persistence**: the data lives in memory for as long as a handle to the server does.
@@ -51,6 +55,7 @@
 
 mod calls;
 mod faults;
+mod faulty;
 mod feed;
 mod gate;
 mod model;
@@ -64,6 +69,7 @@ use time::OffsetDateTime;
 
 pub use calls::{Call, CallKind, CallOutcome};
 pub use faults::{Fault, Faults};
+pub use faulty::Faulty;
 pub use feed::FEED_BUFFER;
 pub use gate::Gate;
 pub use transport::MockTransport;

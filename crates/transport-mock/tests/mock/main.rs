@@ -5,6 +5,7 @@
 mod support;
 
 mod batch;
+mod decorator;
 mod faults;
 mod feed;
 mod gates;
