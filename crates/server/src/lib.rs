@@ -44,12 +44,17 @@ pub mod error;
 pub mod feed;
 pub mod http;
 mod listen;
-mod policy;
+pub mod policy;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, Limits, SchemaConfig, ServerConfig, TableConfig};
+pub use auth::{Authenticator, JwtAuthenticator, User};
+pub use config::{
+    Access, BatchConfig, Limits, Operations, Rule, SchemaConfig, ScopeConfig, ServerConfig,
+    TableConfig,
+};
 pub use error::ServerError;
 pub use feed::FeedConfig;
+pub use policy::{Caller, Operation, PolicyError, TablePolicy};
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
 pub use store::{ColumnType, PostgresStore, SqliteStore, Store};

@@ -11,9 +11,12 @@ use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::Authenticator;
+use std::collections::HashMap;
+
+use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::config::{ServerConfig, TableConfig};
 use crate::http::{self, AppState, Shared};
+use crate::policy::TablePolicy;
 use crate::store::{
     SqliteStore, Store, StoreError, StoreLimits, TableSpec, check_table_name, now_ms,
 };
@@ -98,6 +101,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     database: Option<Database>,
     store: Option<Arc<dyn Store>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    policies: HashMap<String, Arc<dyn TablePolicy>>,
 }
 
 impl ServerBuilder {
@@ -136,6 +141,26 @@ impl ServerBuilder {
     #[must_use]
     pub fn store(mut self, store: Arc<dyn Store>) -> ServerBuilder {
         self.store = Some(store);
+        self
+    }
+
+    /// Uses `authenticator` to sign requests in, instead of the built-in
+    /// [`JwtAuthenticator`] (the `[auth]` settings then go unused).
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> ServerBuilder {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Runs the app's `policy` on `table` (a configured table; the name in any case), after
+    /// the configured rules. A later call for the same table replaces it.
+    #[must_use]
+    pub fn policy(
+        mut self,
+        table: impl Into<String>,
+        policy: Arc<dyn TablePolicy>,
+    ) -> ServerBuilder {
+        self.policies.insert(table.into(), policy);
         self
     }
 
@@ -262,17 +287,46 @@ impl ServerBuilder {
                  (up to [schema] max_columns_per_table); declare `columns` for production"
             );
         }
-        let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
+        if let Some(name) = self.policies.keys().find(|name| {
+            !config
+                .tables
+                .iter()
+                .any(|t| t.name.eq_ignore_ascii_case(name))
+        }) {
+            return Err(StartError::Config(format!(
+                "a policy is registered for '{name}', which is not a configured table"
+            )));
+        }
+        for table in &config.tables {
+            if let Some(scope) = &table.scope {
+                crate::http::check_declared_column(&scope.column).map_err(|reason| {
+                    StartError::Config(format!("table '{}' scope column: {reason}", table.name))
+                })?;
+                let declared = table.columns.as_ref().and_then(|c| c.get(&scope.column));
+                if declared.is_some_and(|ty| *ty != crate::store::ColumnType::String) {
+                    return Err(StartError::Config(format!(
+                        "table '{}': the scope column '{}' must be a string column",
+                        table.name, scope.column
+                    )));
+                }
+                if scope.claim.trim().is_empty() {
+                    return Err(StartError::Config(format!(
+                        "table '{}': the scope needs a claim",
+                        table.name
+                    )));
+                }
+            }
+        }
+        let auth: Arc<dyn Authenticator> = match self.authenticator {
+            Some(auth) => auth,
+            None => Arc::new(JwtAuthenticator::new(&config.auth).map_err(StartError::Config)?),
+        };
         config
             .limits
             .check(config.body_limit_bytes)
             .map_err(StartError::Config)?;
         if !auth.verifies_tokens() {
-            if let Some(table) = config
-                .tables
-                .iter()
-                .find(|t| t.access != crate::config::Access::Anonymous)
-            {
+            if let Some(table) = config.tables.iter().find(|t| t.needs_users()) {
                 return Err(StartError::Config(format!(
                     "table '{}' needs signed-in users but no JWT secret or public key is configured",
                     table.name
@@ -310,8 +364,9 @@ impl ServerBuilder {
             let mut spec = TableSpec::new(
                 table.name.clone(),
                 table.soft_delete,
-                table.access == crate::config::Access::Owner,
+                table.has_owner_column(),
             );
+            spec.scope_column = table.scope.as_ref().map(|s| s.column.clone());
             spec.declared = table
                 .columns
                 .as_ref()
@@ -324,7 +379,7 @@ impl ServerBuilder {
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
         let state = Arc::new(AppState {
             store,
-            policies: http::access_policies(&config.tables),
+            guards: http::guards(&config.tables, &self.policies),
             tables: config.tables.clone(),
             paging: config.paging,
             auth,

@@ -39,7 +39,7 @@ pub(crate) async fn insert(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Insert)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Insert).await?;
         let mut item = json_body(&ctx, &headers, body, state.body_limit)?;
         if !ctx.v3() {
             check_reserved(&item)?;
@@ -90,16 +90,17 @@ pub(crate) async fn read(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read).await?;
         check_url_id(&id)?;
-        let scope = ctx.scope();
         let row = state
             .store
             .get(&ctx.table.name, &id)
             .await?
-            .filter(|row| scope.as_ref().is_none_or(|scope| scope.admits(row)))
+            .filter(|row| ctx.grant.admits(row))
             .ok_or(ServerError::NotFound)?;
         let item = ItemResponse::from_row(&row, ctx.table.soft_delete);
+        ctx.guard
+            .authorize_item(&ctx.caller, Operation::Read, &item.item)?;
         if row.deleted {
             if !ctx.v3() {
                 return Err(ServerError::NotFound);
@@ -137,7 +138,7 @@ pub(crate) async fn patch(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if ctx.v3() {
             return Err(ServerError::MethodNotAllowed);
         }
@@ -177,7 +178,7 @@ pub(crate) async fn put(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if !ctx.v3() {
             // v2 has no PUT; the reference answers 404.
             return Err(ServerError::NotFound);
@@ -226,7 +227,7 @@ pub(crate) async fn delete(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Delete)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Delete).await?;
         check_url_id(&id)?;
         let op = if ctx.v3() {
             let mut op = WriteOp::new(Verb::Delete, id, Tombstones::Gone);
@@ -263,7 +264,7 @@ pub(crate) async fn undelete(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if ctx.v3() {
             return Err(ServerError::MethodNotAllowed);
         }

@@ -45,7 +45,7 @@ pub(crate) async fn list(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read).await?;
         let query = Query::from_query_pairs(
             ctx.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             &ParseLimits::default(),
@@ -69,12 +69,12 @@ pub(crate) async fn list(
         }
         let skip = query.skip.unwrap_or(0);
         let request = ReadRequest {
-            filter: query.filter.clone(),
+            filter: ctx.grant.restrict(query.filter.clone()),
             order_by: query.order_by.clone(),
             skip,
             limit: take.saturating_add(1),
             include_deleted: ctx.include_deleted(),
-            scope: ctx.scope(),
+            scope: None,
             count: query.count,
         };
         let mut result = state.store.read(&ctx.table.name, &request).await?;
