@@ -2,6 +2,7 @@
 //! hands back the router ([`App`], for in-process tests) or binds and serves
 //! ([`RunningServer`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -377,7 +378,12 @@ impl ServerBuilder {
                 .map_err(StartError::Database)?;
         }
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
-        let state = Arc::new(AppState {
+        let retention = config.tombstone_retention_secs;
+        // The purge task holds the state weakly: it stops when the last router and the `App`
+        // are gone (and at once when the state drops, by its `PurgeTask`).
+        let state = Arc::new_cyclic(|weak: &std::sync::Weak<AppState>| AppState {
+            purger: retention
+                .map(|secs| PurgeTask(tokio::spawn(purge_loop(weak.clone(), secs)).abort_handle())),
             store,
             guards: http::guards(&config.tables, &self.policies),
             tables: config.tables.clone(),
@@ -455,7 +461,11 @@ pub struct App {
 }
 
 impl App {
-    /// The router (for `tower::ServiceExt::oneshot` in tests, or to nest in another app).
+    /// The router: for `tower::ServiceExt::oneshot` in tests, or to `merge` (or `nest`) into
+    /// a host axum app. It serves `/tables`, `/tidesync/v1`, `/health` and `/ready` and has
+    /// no fallback of its own (the host's applies elsewhere). Tombstone purging runs as long
+    /// as the app lives (it started with [`ServerBuilder::build`]); end open change feeds on
+    /// shutdown with [`App::close`] or [`App::graceful_shutdown`].
     pub fn router(&self) -> Router {
         http::router(Arc::clone(&self.state))
     }
@@ -482,20 +492,50 @@ impl App {
             source,
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = self.router();
+        // Standalone, the whole URL space is the server's: unknown paths get its JSON 404.
+        let router = self.router().fallback(http::not_found);
         let limits = self.state.limits;
         let server = tokio::spawn(crate::listen::serve(listener, router, limits, stopped));
-        let purger = self
-            .state
-            .tombstone_retention_secs
-            .map(|secs| tokio::spawn(purge_loop(Arc::clone(&self.state), secs)));
         Ok(RunningServer {
             addr,
-            feed: self.state.feed.clone(),
+            app: self,
             stop: Some(stop),
             server,
-            purger,
         })
+    }
+
+    /// Ends every open change feed and stops the tombstone purge: call it when the host app
+    /// shuts down (or use [`App::graceful_shutdown`]), since an open feed is a response that
+    /// never ends on its own and would hold a graceful shutdown forever.
+    pub fn close(&self) {
+        self.state.feed.close();
+        if let Some(purger) = &self.state.purger {
+            purger.0.abort();
+        }
+    }
+
+    /// A shutdown signal for a host's `axum::serve(…).with_graceful_shutdown(…)`: waits for
+    /// `signal`, then [`App::close`]s this app, so that open change feeds end and the host's
+    /// graceful shutdown can finish.
+    pub fn graceful_shutdown<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self.clone();
+        async move {
+            signal.await;
+            app.close();
+        }
+    }
+}
+
+/// The tombstone purge task of an app; aborted when the app's state is dropped.
+#[derive(Debug)]
+pub(crate) struct PurgeTask(tokio::task::AbortHandle);
+
+impl Drop for PurgeTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -503,10 +543,9 @@ impl App {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
-    feed: crate::feed::FeedHub,
+    app: App,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
-    purger: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -527,12 +566,9 @@ impl RunningServer {
     /// [`StartError::Serve`] when the server had failed.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         // Open change feeds never end on their own; end them so the shutdown can finish.
-        self.feed.close();
+        self.app.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
-        }
-        if let Some(purger) = self.purger.take() {
-            purger.abort();
         }
         match (&mut self.server).await {
             Ok(result) => result.map_err(StartError::Serve),
@@ -541,10 +577,14 @@ impl RunningServer {
     }
 }
 
-/// Purges tombstones older than the retention, every minute (or sooner for short retentions).
-async fn purge_loop(state: Shared, retention_secs: u64) {
+/// Purges tombstones older than the retention, every minute (or sooner for short
+/// retentions), for as long as the app's state lives.
+async fn purge_loop(state: std::sync::Weak<AppState>, retention_secs: u64) {
     let period = Duration::from_secs(retention_secs.clamp(1, 60));
     loop {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         let retention_ms = i64::try_from(retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention_ms);
         for table in state.tables.iter().filter(|t| t.soft_delete) {
@@ -554,6 +594,7 @@ async fn purge_loop(state: Shared, retention_secs: u64) {
                 Err(error) => tracing::warn!(table = %table.name, %error, "tombstone purge failed"),
             }
         }
+        drop(state);
         tokio::time::sleep(period).await;
     }
 }

@@ -5,7 +5,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -34,6 +34,7 @@ pub(crate) async fn insert(
     State(state): State<Shared>,
     Path(table): Path<String>,
     uri: Uri,
+    OriginalUri(original): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -68,7 +69,8 @@ pub(crate) async fn insert(
         if ctx.v3() {
             let location = format!(
                 "{}/{}",
-                super::context::absolute_path(&headers, &uri).trim_end_matches('/'),
+                // The path the client sent, also when the router is nested in a host app.
+                super::context::absolute_path(&headers, &original).trim_end_matches('/'),
                 utf8_percent_encode(&row.id, PATH_SEGMENT)
             );
             if let Ok(value) = HeaderValue::from_str(&location) {

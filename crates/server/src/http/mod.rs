@@ -23,7 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) batch: BatchConfig,
     /// The caps on dynamic tables' schemas.
     pub(crate) schema: SchemaConfig,
+    /// The tombstone purge task (stopped when the state is dropped).
+    pub(crate) purger: Option<crate::server::PurgeTask>,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
@@ -175,13 +177,17 @@ pub(crate) fn router(state: Shared) -> Router {
             get(snapshot::snapshot),
         )
         .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch))
-        .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed));
+        .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed))
+        // Unknown paths in this router's own space answer its JSON 404; the rest of the
+        // URL space is the host app's (no router-level fallback, so `Router::merge` into a
+        // host router with a fallback of its own works).
+        .route(&format!("{EXTENSION_PREFIX}/{{*rest}}"), any(not_found))
+        .route("/tables/{table}/{id}/{*rest}", any(not_found));
     let mut app = Router::new()
         .merge(tables)
         .merge(extensions)
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
         // A body that stalls ends its request instead of holding the connection.
         .layer(RequestBodyTimeoutLayer::new(
@@ -262,7 +268,8 @@ async fn method_not_allowed() -> Response {
     ServerError::MethodNotAllowed.into_response_for(None)
 }
 
-async fn not_found() -> Response {
+/// The answer of a path no route serves (the standalone server's fallback too).
+pub(crate) async fn not_found() -> Response {
     response::error_body(StatusCode::NOT_FOUND, "no such route")
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -41,6 +41,7 @@ pub(crate) async fn list(
     State(state): State<Shared>,
     Path(table): Path<String>,
     uri: Uri,
+    OriginalUri(original): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
@@ -104,7 +105,7 @@ pub(crate) async fn list(
                     let next = next_query(&ctx.pairs, skip + returned, Some(take));
                     // No angle brackets: the official clients take everything
                     // before `;` as the URL (docs/protocol.md).
-                    let link = format!("{}?{next}; rel=next", absolute_path(&headers, &uri));
+                    let link = format!("{}?{next}; rel=next", absolute_path(&headers, &original));
                     if let Ok(value) = HeaderValue::from_str(&link) {
                         response.headers_mut().insert(header::LINK, value);
                     }
