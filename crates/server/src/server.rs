@@ -2,6 +2,7 @@
 //! hands back the router ([`App`], for in-process tests) or binds and serves
 //! ([`RunningServer`]).
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,8 +12,6 @@ use std::time::Duration;
 use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-
-use std::collections::HashMap;
 
 use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::config::{ServerConfig, TableConfig};
@@ -379,11 +378,8 @@ impl ServerBuilder {
         }
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
         let retention = config.tombstone_retention_secs;
-        // The purge task holds the state weakly: it stops when the last router and the `App`
-        // are gone (and at once when the state drops, by its `PurgeTask`).
-        let state = Arc::new_cyclic(|weak: &std::sync::Weak<AppState>| AppState {
-            purger: retention
-                .map(|secs| PurgeTask(tokio::spawn(purge_loop(weak.clone(), secs)).abort_handle())),
+        let state = Arc::new(AppState {
+            purger: std::sync::Mutex::new(None),
             store,
             guards: http::guards(&config.tables, &self.policies),
             tables: config.tables.clone(),
@@ -399,6 +395,13 @@ impl ServerBuilder {
             feed_config: config.feed,
             limits: config.limits,
         });
+        // The purge task holds the state weakly: it stops when the last router and the `App`
+        // are gone (and at once when the state drops, by its `PurgeTask`).
+        if let Some(secs) = retention {
+            let task = tokio::spawn(purge_loop(Arc::downgrade(&state), secs));
+            *state.purger.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(PurgeTask(task.abort_handle()));
+        }
         Ok(App {
             state,
             listen: config.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
@@ -509,7 +512,13 @@ impl App {
     /// never ends on its own and would hold a graceful shutdown forever.
     pub fn close(&self) {
         self.state.feed.close();
-        if let Some(purger) = &self.state.purger {
+        if let Some(purger) = self
+            .state
+            .purger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             purger.0.abort();
         }
     }

@@ -55,7 +55,7 @@ pub(crate) struct AppState {
     /// The caps on dynamic tables' schemas.
     pub(crate) schema: SchemaConfig,
     /// The tombstone purge task (stopped when the state is dropped).
-    pub(crate) purger: Option<crate::server::PurgeTask>,
+    pub(crate) purger: std::sync::Mutex<Option<crate::server::PurgeTask>>,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
