@@ -112,12 +112,9 @@ impl TablePolicy for TodoPolicy {
         operation: Operation,
         item: &Item,
     ) -> Result<(), PolicyError> {
-        tracing::info!(
-            user = caller.user.as_ref().map(|u| u.id.as_str()),
-            operation = operation.as_str(),
-            id = item.get("id").and_then(Value::as_str),
-            "todo written"
-        );
+        let user = caller.user.as_ref().map_or("", |u| u.id.as_str());
+        let id = item.get("id").and_then(Value::as_str).unwrap_or_default();
+        tracing::info!(user, operation = operation.as_str(), id, "todo written");
         Ok(())
     }
 }
