@@ -166,6 +166,19 @@ impl Rule {
     }
 }
 
+impl std::fmt::Display for Rule {
+    /// The configuration form (`role:NAME` for a role).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Anonymous => f.write_str("anonymous"),
+            Rule::Authenticated => f.write_str("authenticated"),
+            Rule::Owner => f.write_str("owner"),
+            Rule::Role(role) => write!(f, "role:{role}"),
+            Rule::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
 impl From<Access> for Rule {
     fn from(access: Access) -> Rule {
         match access {

@@ -316,6 +316,15 @@ async fn operations_are_independent() {
     let r = c.v3("DELETE", "/tables/Mixed/m1", &e, None).await;
     assert_eq!(r.status, 405, "{}", r.text);
     assert!(r.body["error"].as_str().unwrap().contains("delete"));
+    // The capabilities document tells clients each operation's rule.
+    let caps = c.send("GET", "/tidesync/v1/capabilities", &[], None).await;
+    assert_eq!(
+        caps.body["tables"][0]["operations"],
+        json!({"read": "anonymous", "insert": "authenticated",
+               "update": "role:editor", "delete": "disabled"}),
+        "{}",
+        caps.text
+    );
     // The role claim is configurable.
     let config = ServerConfig::from_toml(&format!(
         "[auth]\njwt_secret = \"{SECRET}\"\nroles_claim = \"groups\"\n\

@@ -324,3 +324,72 @@ on_both_stores!(
     builder(),
     isolation
 );
+
+/// Owner mode is the tenant scope `column = "userId", claim = "sub"`: the same requests get
+/// the same answers from an owner table and from a table scoped that way.
+#[tokio::test]
+async fn owner_mode_is_the_user_id_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = Server::builder()
+        .sqlite(dir.path().join("owner.db"))
+        .table_config(TableConfig::new("Owned").access(Access::Owner))
+        .table_config(
+            TableConfig::new("Scoped")
+                .access(Access::Authenticated)
+                .scope("userId", "sub"),
+        )
+        .jwt_secret(SECRET)
+        .build()
+        .await
+        .unwrap();
+    let c = Client {
+        router: app.router(),
+    };
+    let alice = token("alice", None);
+    let bob = token("bob", None);
+    let ha = [("x-zumo-auth", alice.as_str())];
+    let hb = [("x-zumo-auth", bob.as_str())];
+    let mut answers: Vec<Vec<(u16, Value)>> = Vec::new();
+    for table in ["Owned", "Scoped"] {
+        let t = format!("/tables/{table}");
+        let mut seen = Vec::new();
+        let mut note = |r: common::Resp| {
+            let body = r.body.get("userId").cloned().unwrap_or(Value::Null);
+            seen.push((r.status, body));
+        };
+        note(
+            c.v3("POST", &t, &ha, Some(json!({"id": "a", "userId": "bob"})))
+                .await,
+        );
+        note(c.v3("POST", &t, &hb, Some(json!({"id": "b"}))).await);
+        note(c.v3("GET", &format!("{t}/b"), &ha, None).await);
+        note(
+            c.v2("PATCH", &format!("{t}/b"), &ha, Some(json!({"x": 1})))
+                .await,
+        );
+        note(
+            c.v2(
+                "PATCH",
+                &format!("{t}/a"),
+                &ha,
+                Some(json!({"userId": "bob"})),
+            )
+            .await,
+        );
+        note(c.v3("DELETE", &format!("{t}/b"), &ha, None).await);
+        note(c.v3("POST", &t, &ha, Some(json!({"id": "b"}))).await);
+        note(c.v3("GET", &t, &[], None).await);
+        let list = c.v2("GET", &t, &ha, None).await;
+        seen.push((list.status, json!(list.ids())));
+        answers.push(seen);
+    }
+    assert_eq!(answers[0], answers[1]);
+    assert_eq!(answers[0][0], (201, json!("alice")));
+    assert_eq!(answers[0][2].0, 404);
+    assert_eq!(
+        answers[0][4],
+        (200, json!("alice")),
+        "a client userId is dropped"
+    );
+    assert_eq!(answers[0][8], (200, json!(["a"])));
+}

@@ -30,6 +30,13 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
             json!({
                 "name": t.name,
                 "access": t.access.as_str(),
+                "operations": {
+                    "read": t.rule(Operation::Read).to_string(),
+                    "insert": t.rule(Operation::Insert).to_string(),
+                    "update": t.rule(Operation::Update).to_string(),
+                    "delete": t.rule(Operation::Delete).to_string(),
+                },
+                "scoped": t.scope.is_some(),
                 "softDelete": t.soft_delete,
             })
         })
