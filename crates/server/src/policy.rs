@@ -1,11 +1,11 @@
 //! The table rules: who may do what to a table, which rows a caller sees, and what the
 //! server stamps on a write. The one decide-and-write path (`http::write`) and every read
-//! path (queries, item reads, snapshots, the change feed) ask a table's [`Guard`], so a rule
+//! path (queries, item reads, snapshots, the change feed) ask a table's `Guard`, so a rule
 //! lives here once.
 //!
 //! A guard has two layers, run in this order:
 //!
-//! 1. the **configured rules** ([`Rules`]): per-operation access (`access` and
+//! 1. the **configured rules** (`Rules`): per-operation access (`access` and
 //!    `[tables.operations]`: anonymous, authenticated, owner, `role:NAME`, disabled) and the
 //!    tenant scope (`[tables.scope]`); owner mode is the scope `userId` = the token's `sub`;
 //! 2. the app's **[`TablePolicy`]**, when one is registered with
