@@ -11,8 +11,9 @@
 //! misses a row), JWT / API-key auth (or an app's [`Authenticator`]) with per-operation
 //! access rules (anonymous, authenticated, owner, `role:NAME`, disabled), tenant scopes and an
 //! app's [`TablePolicy`] hooks, tombstone retention, CORS, `/health`, `/ready`, the extension
-//! routes under `/tidesync/v1`, and a bound with a documented setting on everything a client controls (`[limits]`: query cost,
-//! time and concurrency, body size, connections and their timers).
+//! routes under `/tidesync/v1`, and a bound with a documented setting on everything a
+//! client controls (`[limits]`: query cost, time and concurrency, body size, connections and
+//! their timers).
 //!
 //! What it is not: a client (it depends on no client crate), a general OData server, or a
 //! place for custom APIs, push or login flows.
