@@ -206,9 +206,37 @@ async fn every_rule_on_every_verb_v2_and_v3() {
                 }
                 n += 1;
             }
+            // The extension reads: snapshot, horizon and the change feed follow `read`.
+            let tag = format!("{table} {rule} {who:?}");
+            let path = format!("/tidesync/v1/tables/{table}/snapshot");
+            let r = c.send("GET", &path, &h, None).await;
+            check(&r, expected, 200, &format!("{tag} snapshot"), true);
+            let path = format!("/tidesync/v1/tables/{table}/horizon");
+            let r = c.send("GET", &path, &h, None).await;
+            check(&r, expected, 200, &format!("{tag} horizon"), false);
+            let status = feed_status(&c, table, &h).await;
+            assert_eq!(
+                status,
+                if expected == 0 { 200 } else { expected },
+                "{tag} feed"
+            );
         }
     }
     assert_eq!(n, 30);
+}
+
+/// The status a change feed on `table` opens with (the stream itself is dropped unread).
+async fn feed_status(c: &Client, table: &str, headers: &[(&str, &str)]) -> u16 {
+    use tower::ServiceExt;
+    let mut request = axum::http::Request::builder()
+        .uri(format!("/tidesync/v1/feed?tables={table}"))
+        .header("host", "127.0.0.1");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(axum::body::Body::empty()).unwrap();
+    let response = c.router.clone().oneshot(request).await.unwrap();
+    response.status().as_u16()
 }
 
 /// Every rule × batch op kind × caller: the refusal is the op's result, the other ops of
