@@ -118,31 +118,44 @@ impl TablePolicy for NotesPolicy {
     }
 }
 
-async fn app(dir: &tempfile::TempDir, policy: Arc<NotesPolicy>) -> Client {
+fn builder(policy: Arc<NotesPolicy>) -> tidesync_server::ServerBuilder {
     let table = TableConfig::new("Notes")
         .access(Access::Authenticated)
         .column("text", ColumnType::String)
         .column("modifiedBy", ColumnType::String)
         .column("archived", ColumnType::Boolean)
         .column("locked", ColumnType::Boolean);
-    let app = Server::builder()
-        .sqlite(dir.path().join("policy.db"))
+    Server::builder()
         .table_config(table)
         .authenticator(Arc::new(HeaderAuth))
         .policy("notes", policy)
-        .build()
-        .await
-        .unwrap();
-    Client {
-        router: app.router(),
-    }
+}
+
+async fn app(dir: &tempfile::TempDir, policy: Arc<NotesPolicy>) -> Client {
+    common::sqlite_client(builder(policy), dir.path()).await
 }
 
 #[tokio::test]
-async fn the_policy_runs_on_every_path() {
+async fn the_policy_runs_on_every_path_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let policy = Arc::new(NotesPolicy::default());
     let c = app(&dir, Arc::clone(&policy)).await;
+    policy_case(&c, &policy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_policy_runs_on_every_path_postgres() {
+    let policy = Arc::new(NotesPolicy::default());
+    let Some((c, schema)) =
+        common::postgres_client(builder(Arc::clone(&policy)), "policy_api").await
+    else {
+        return;
+    };
+    policy_case(&c, &policy).await;
+    common::drop_pg_schema(&schema).await;
+}
+
+async fn policy_case(c: &Client, policy: &NotesPolicy) {
     let ann = [("x-user", "ann")];
     let bob = [("x-user", "bob")];
     let boss = [("x-user", "boss")];
