@@ -61,6 +61,7 @@ impl Operation {
 /// Who is asking: the authenticated user, if any (what the [`crate::auth::Authenticator`]
 /// found).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Caller {
     /// The signed-in user; `None` for an anonymous request.
     pub user: Option<User>,
