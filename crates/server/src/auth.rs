@@ -7,10 +7,16 @@
 //! a non-empty `sub`, and a lifetime (`exp - iat`, or `exp - now` without `iat`) of at most
 //! [`AuthConfig::max_token_lifetime_secs`]. The server refuses to start with an empty API key
 //! or an HS256 secret shorter than [`MIN_SECRET_BYTES`]. Tokens and keys are never logged.
+//!
+//! [`Authenticator`] is the seam: [`JwtAuthenticator`] (the above) is the built-in one, and an
+//! app that embeds the server can register its own identity provider with
+//! [`crate::ServerBuilder::authenticator`].
 
+use async_trait::async_trait;
 use axum::http::HeaderMap;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode};
 use serde::Deserialize;
+use serde_json::{Map, Value};
 use tidesync_protocol::wire::X_ZUMO_AUTH;
 
 use crate::config::AuthConfig;
@@ -22,24 +28,106 @@ pub const MIN_SECRET_BYTES: usize = 32;
 
 /// The signed-in user of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct User {
     /// The token's `sub` claim (never empty).
     pub id: String,
     /// The token's `exp` claim, seconds since the Unix epoch: an open change feed ends then.
     pub expires_at: i64,
+    /// The user's roles (the `[auth] roles_claim` claim), for `role:NAME` rules.
+    pub roles: Vec<String>,
+    /// Every claim of the token (tenant scopes read theirs from here).
+    pub claims: Map<String, Value>,
 }
 
-/// Verifies tokens and API keys.
+impl User {
+    /// A user with `id`, no roles, no claims and no expiry (for custom authenticators).
+    pub fn new(id: impl Into<String>) -> User {
+        User {
+            id: id.into(),
+            expires_at: i64::MAX,
+            roles: Vec::new(),
+            claims: Map::new(),
+        }
+    }
+
+    /// Sets when the credentials expire (seconds since the Unix epoch): an open change feed
+    /// ends then.
+    #[must_use]
+    pub fn expires_at(mut self, unix_secs: i64) -> User {
+        self.expires_at = unix_secs;
+        self
+    }
+
+    /// Adds a role.
+    #[must_use]
+    pub fn role(mut self, role: impl Into<String>) -> User {
+        self.roles.push(role.into());
+        self
+    }
+
+    /// Sets a claim (e.g. the one a tenant scope reads).
+    #[must_use]
+    pub fn claim(mut self, name: impl Into<String>, value: impl Into<Value>) -> User {
+        self.claims.insert(name.into(), value.into());
+        self
+    }
+
+    /// Whether the user has `role`.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// The text of a claim: a string, or a number's decimal form; `None` otherwise.
+    pub fn claim_text(&self, name: &str) -> Option<String> {
+        match self.claims.get(name)? {
+            Value::String(text) if !text.is_empty() => Some(text.clone()),
+            Value::Number(number) => Some(number.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Who is calling: works out the user of a request (and refuses bad credentials). The
+/// server asks it once per request, before anything else.
+///
+/// The built-in [`JwtAuthenticator`] checks the API key and verifies JWTs; an app plugs its
+/// own identity provider in with [`crate::ServerBuilder::authenticator`].
+#[async_trait]
+pub trait Authenticator: Send + Sync + std::fmt::Debug {
+    /// The user of a request, `None` for an anonymous one.
+    ///
+    /// # Errors
+    ///
+    /// The refusal to answer with: [`ServerError::InvalidToken`] or
+    /// [`ServerError::InvalidApiKey`] (401) for credentials that do not verify.
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<User>, ServerError>;
+
+    /// Whether this authenticator can sign users in at all (a server that cannot refuses
+    /// to start with tables that need users). Default: yes.
+    fn verifies_tokens(&self) -> bool {
+        true
+    }
+
+    /// Whether every request needs an API key (told to clients by the capabilities
+    /// document). Default: no.
+    fn requires_api_key(&self) -> bool {
+        false
+    }
+}
+
+/// The built-in authenticator: the API key, and JWTs (HS256 secret or RS/ES public key).
 #[derive(Clone)]
-pub struct Authenticator {
+pub struct JwtAuthenticator {
     keys: Vec<(DecodingKey, Validation)>,
     api_key: Option<String>,
     max_lifetime_secs: i64,
+    roles_claim: String,
 }
 
-impl std::fmt::Debug for Authenticator {
+impl std::fmt::Debug for JwtAuthenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
+        f.debug_struct("JwtAuthenticator")
             .field("n_keys", &self.keys.len())
             .field("api_key", &self.api_key.as_ref().map(|_| "…"))
             .finish()
@@ -51,19 +139,21 @@ struct Claims {
     sub: String,
     exp: i64,
     iat: Option<i64>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
 }
 
 /// The headers an API key may arrive in.
 pub const API_KEY_HEADERS: [&str; 2] = ["x-api-key", "zumo-api-key"];
 
-impl Authenticator {
+impl JwtAuthenticator {
     /// Builds the verifier from the configuration.
     ///
     /// # Errors
     ///
     /// A message when the API key is empty, the HS256 secret is shorter than
     /// [`MIN_SECRET_BYTES`], or the public key cannot be read or parsed.
-    pub fn new(config: &AuthConfig) -> Result<Authenticator, String> {
+    pub fn new(config: &AuthConfig) -> Result<JwtAuthenticator, String> {
         if config.api_key.as_deref() == Some("") {
             return Err(
                 "the API key is empty: set a non-empty key, or leave it out to require none"
@@ -115,10 +205,11 @@ impl Authenticator {
                 keys.push((key, validation(&[Algorithm::ES256, Algorithm::ES384])));
             }
         }
-        Ok(Authenticator {
+        Ok(JwtAuthenticator {
             keys,
             api_key: config.api_key.clone(),
             max_lifetime_secs: i64::try_from(config.max_token_lifetime_secs).unwrap_or(i64::MAX),
+            roles_claim: config.roles_claim.clone(),
         })
     }
 
@@ -190,10 +281,40 @@ impl Authenticator {
                 self.max_lifetime_secs
             ));
         }
+        let roles = match claims.rest.get(&self.roles_claim) {
+            Some(Value::String(role)) => vec![role.clone()],
+            Some(Value::Array(roles)) => roles
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut all = claims.rest;
+        all.insert("sub".to_owned(), Value::String(claims.sub.clone()));
+        all.insert("exp".to_owned(), Value::from(claims.exp));
         Ok(User {
             id: claims.sub,
             expires_at: claims.exp,
+            roles,
+            claims: all,
         })
+    }
+}
+
+#[async_trait]
+impl Authenticator for JwtAuthenticator {
+    async fn authenticate(&self, headers: &HeaderMap) -> Result<Option<User>, ServerError> {
+        self.check_api_key(headers)?;
+        self.user(headers)
+    }
+
+    fn verifies_tokens(&self) -> bool {
+        JwtAuthenticator::verifies_tokens(self)
+    }
+
+    fn requires_api_key(&self) -> bool {
+        JwtAuthenticator::requires_api_key(self)
     }
 }
 

@@ -60,6 +60,7 @@
 //! api_key = "…"                        # when set, every table and extension request needs it
 //!                                      # in the `x-api-key` (or `zumo-api-key`) header
 //! max_token_lifetime_secs = 86400      # tokens valid for longer (exp - iat) answer 401
+//! roles_claim = "roles"                # the claim listing the user's roles (string or array)
 //!
 //! # An empty api_key, or a jwt_secret shorter than 32 bytes, stops the server at start.
 //!
@@ -70,6 +71,22 @@
 //! # The production setting: a fixed schema. An unknown property or a value of the wrong
 //! # type answers 400. Types: string, bool, integer, number, datetime.
 //! columns = { text = "string", complete = "bool", priority = "integer", due = "datetime" }
+//!
+//! # Optional: per-operation rules (an operation left out follows `access`). Each is
+//! # anonymous | authenticated | owner | role:NAME | disabled. A refusal answers 401 without
+//! # credentials, 403 with credentials that lack the right, 405 for disabled.
+//! [tables.operations]
+//! read = "anonymous"
+//! insert = "authenticated"
+//! update = "authenticated"
+//! delete = "role:admin"
+//!
+//! # Optional: a tenant scope. A caller sees, changes and hears of only the rows whose
+//! # `column` equals the token's `claim`; an insert gets the column stamped from the claim;
+//! # a token without the claim answers 403.
+//! [tables.scope]
+//! column = "tenantId"
+//! claim = "tid"
 //! ```
 //!
 //! A table without `columns` is dynamic: it learns a column from the first write that
@@ -109,6 +126,102 @@ impl Access {
     }
 }
 
+/// Who may do one operation on a table (`[tables.operations]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rule {
+    /// Anyone (a token, if sent, must still be valid).
+    Anonymous,
+    /// Any signed-in user.
+    Authenticated,
+    /// A signed-in user, on their own rows only (`userId` = the token's `sub`).
+    Owner,
+    /// A signed-in user whose roles (the `[auth] roles_claim` claim) include this one.
+    Role(String),
+    /// Nobody: the operation answers 405.
+    Disabled,
+}
+
+impl Rule {
+    /// Reads `anonymous`, `authenticated`, `owner`, `role:NAME` or `disabled`.
+    ///
+    /// # Errors
+    ///
+    /// A message naming the accepted forms.
+    pub fn parse(text: &str) -> Result<Rule, String> {
+        Ok(match text {
+            "anonymous" => Rule::Anonymous,
+            "authenticated" => Rule::Authenticated,
+            "owner" => Rule::Owner,
+            "disabled" => Rule::Disabled,
+            _ => match text.strip_prefix("role:").map(str::trim) {
+                Some(role) if !role.is_empty() => Rule::Role(role.to_owned()),
+                _ => {
+                    return Err(format!(
+                        "unknown access rule '{text}': use anonymous, authenticated, owner, \
+                         role:NAME or disabled"
+                    ));
+                }
+            },
+        })
+    }
+}
+
+impl std::fmt::Display for Rule {
+    /// The configuration form (`role:NAME` for a role).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Rule::Anonymous => f.write_str("anonymous"),
+            Rule::Authenticated => f.write_str("authenticated"),
+            Rule::Owner => f.write_str("owner"),
+            Rule::Role(role) => write!(f, "role:{role}"),
+            Rule::Disabled => f.write_str("disabled"),
+        }
+    }
+}
+
+impl From<Access> for Rule {
+    fn from(access: Access) -> Rule {
+        match access {
+            Access::Anonymous => Rule::Anonymous,
+            Access::Authenticated => Rule::Authenticated,
+            Access::Owner => Rule::Owner,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Rule {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Rule, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Rule::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Per-operation rules (`[tables.operations]`); an operation left out follows the table's
+/// `access`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Operations {
+    /// Queries, item reads, snapshots and the change feed.
+    pub read: Option<Rule>,
+    /// Creating rows.
+    pub insert: Option<Rule>,
+    /// Changing rows (v2 `PATCH`, v3 `PUT`, undelete, batch updates).
+    pub update: Option<Rule>,
+    /// Deleting rows.
+    pub delete: Option<Rule>,
+}
+
+/// A tenant scope (`[tables.scope]`): a caller sees, changes and hears of only the rows whose
+/// `column` equals their token's `claim`; inserts get the column stamped from the claim.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeConfig {
+    /// The string column that holds the tenant (created with the table).
+    pub column: String,
+    /// The token claim whose value is the caller's tenant (a string or a number).
+    pub claim: String,
+}
+
 /// One served table.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +238,12 @@ pub struct TableConfig {
     /// `None` (the default) for a dynamic table, which learns its columns from writes.
     #[serde(default)]
     pub columns: Option<BTreeMap<String, ColumnType>>,
+    /// Per-operation rules on top of `access`.
+    #[serde(default)]
+    pub operations: Operations,
+    /// The tenant scope, if any.
+    #[serde(default)]
+    pub scope: Option<ScopeConfig>,
 }
 
 impl TableConfig {
@@ -135,7 +254,63 @@ impl TableConfig {
             access: Access::Anonymous,
             soft_delete: true,
             columns: None,
+            operations: Operations::default(),
+            scope: None,
         }
+    }
+
+    /// Sets the rule of one operation (overriding `access` for it).
+    #[must_use]
+    pub fn operation(mut self, operation: crate::policy::Operation, rule: Rule) -> TableConfig {
+        use crate::policy::Operation;
+        let slot = match operation {
+            Operation::Read => &mut self.operations.read,
+            Operation::Insert => &mut self.operations.insert,
+            Operation::Update => &mut self.operations.update,
+            Operation::Delete => &mut self.operations.delete,
+        };
+        *slot = Some(rule);
+        self
+    }
+
+    /// Scopes the table by tenant: rows whose `column` equals the token's `claim`.
+    #[must_use]
+    pub fn scope(mut self, column: impl Into<String>, claim: impl Into<String>) -> TableConfig {
+        self.scope = Some(ScopeConfig {
+            column: column.into(),
+            claim: claim.into(),
+        });
+        self
+    }
+
+    /// The rule of `operation`: its own, else the table's `access`.
+    pub fn rule(&self, operation: crate::policy::Operation) -> Rule {
+        use crate::policy::Operation;
+        let own = match operation {
+            Operation::Read => &self.operations.read,
+            Operation::Insert => &self.operations.insert,
+            Operation::Update => &self.operations.update,
+            Operation::Delete => &self.operations.delete,
+        };
+        own.clone().unwrap_or_else(|| self.access.into())
+    }
+
+    /// Whether rows carry the `userId` owner column (some operation is `owner`).
+    pub fn has_owner_column(&self) -> bool {
+        crate::policy::Operation::ALL
+            .iter()
+            .any(|op| self.rule(*op) == Rule::Owner)
+    }
+
+    /// Whether any operation needs a signed-in user (so the server must verify tokens).
+    pub fn needs_users(&self) -> bool {
+        self.scope.is_some()
+            || crate::policy::Operation::ALL.iter().any(|op| {
+                matches!(
+                    self.rule(*op),
+                    Rule::Authenticated | Rule::Owner | Rule::Role(_)
+                )
+            })
     }
 
     /// Declares a column (the table then has a fixed schema: every column it takes must be
@@ -239,6 +414,9 @@ pub struct AuthConfig {
     /// The longest token lifetime accepted, in seconds: `exp - iat` (or `exp - now` when the
     /// token has no `iat`). A stolen token is useful only this long.
     pub max_token_lifetime_secs: u64,
+    /// The token claim that lists the user's roles (a string or an array of strings), for
+    /// `role:NAME` rules.
+    pub roles_claim: String,
 }
 
 impl Default for AuthConfig {
@@ -251,6 +429,7 @@ impl Default for AuthConfig {
             issuer: ZUMO_AUDIENCE.to_owned(),
             api_key: None,
             max_token_lifetime_secs: 24 * 60 * 60,
+            roles_claim: "roles".to_owned(),
         }
     }
 }
@@ -266,6 +445,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("issuer", &self.issuer)
             .field("api_key", &hidden(&self.api_key))
             .field("max_token_lifetime_secs", &self.max_token_lifetime_secs)
+            .field("roles_claim", &self.roles_claim)
             .finish()
     }
 }

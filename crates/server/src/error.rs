@@ -77,6 +77,19 @@ pub enum ServerError {
     /// The request needs a signed-in user and has none.
     #[error("You must be logged in to use this application")]
     Unauthenticated,
+    /// The caller is known but lacks the right (a role, a tenant claim, an app policy's
+    /// refusal): 403 with the reason.
+    #[error("{message}")]
+    Forbidden {
+        /// Why, for the client.
+        message: String,
+    },
+    /// The operation is switched off for this table (`disabled` in `[tables.operations]`).
+    #[error("the {operation} operation is disabled on this table")]
+    OperationDisabled {
+        /// `read`, `insert`, `update` or `delete`.
+        operation: &'static str,
+    },
     /// The request carried a token that does not verify.
     #[error("invalid token: {message}")]
     InvalidToken {
@@ -141,6 +154,13 @@ impl ServerError {
         }
     }
 
+    /// A [`ServerError::Forbidden`] with `message`.
+    pub fn forbidden(message: impl Into<String>) -> ServerError {
+        ServerError::Forbidden {
+            message: message.into(),
+        }
+    }
+
     /// An [`ServerError::Internal`] with `message`.
     pub fn internal(message: impl Into<String>) -> ServerError {
         ServerError::Internal(message.into())
@@ -167,7 +187,10 @@ impl ServerError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             ServerError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ServerError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ServerError::MethodNotAllowed | ServerError::OperationDisabled { .. } => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            ServerError::Forbidden { .. } => StatusCode::FORBIDDEN,
             ServerError::Unavailable(_) | ServerError::Busy { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }

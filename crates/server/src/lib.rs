@@ -8,10 +8,12 @@
 //! decide-and-write path for every write (table policy, schema check, preconditions,
 //! stamping), a per-table clock that never runs ahead of the wall clock and reads that stop
 //! below a horizon nothing can commit under (so an incremental `(updatedAt, id)` reader never
-//! misses a row), JWT / API-key auth with anonymous, authenticated and owner tables, tombstone
-//! retention, CORS, `/health`, `/ready`, the extension routes under `/tidesync/v1`, and a
-//! bound with a documented setting on everything a client controls (`[limits]`: query cost,
-//! time and concurrency, body size, connections and their timers).
+//! misses a row), JWT / API-key auth (or an app's [`Authenticator`]) with per-operation
+//! access rules (anonymous, authenticated, owner, `role:NAME`, disabled), tenant scopes and an
+//! app's [`TablePolicy`] hooks, tombstone retention, CORS, `/health`, `/ready`, the extension
+//! routes under `/tidesync/v1`, and a bound with a documented setting on everything a
+//! client controls (`[limits]`: query cost, time and concurrency, body size, connections and
+//! their timers).
 //!
 //! What it is not: a client (it depends on no client crate), a general OData server, or a
 //! place for custom APIs, push or login flows.
@@ -36,7 +38,9 @@
 //! ```
 //!
 //! To drive the router without a socket, call [`ServerBuilder::build`] and use
-//! [`App::router`] with `tower::ServiceExt::oneshot`.
+//! [`App::router`] with `tower::ServiceExt::oneshot`; to embed the server in an axum app,
+//! merge [`App::router`] into the app's router and pass its shutdown signal through
+//! [`App::graceful_shutdown`] (`docs/SERVER.md`, `examples/embedded-server`).
 
 pub mod auth;
 pub mod config;
@@ -44,12 +48,17 @@ pub mod error;
 pub mod feed;
 pub mod http;
 mod listen;
-mod policy;
+pub mod policy;
 mod server;
 pub mod store;
 
-pub use config::{Access, BatchConfig, Limits, SchemaConfig, ServerConfig, TableConfig};
+pub use auth::{Authenticator, JwtAuthenticator, User};
+pub use config::{
+    Access, BatchConfig, Limits, Operations, Rule, SchemaConfig, ScopeConfig, ServerConfig,
+    TableConfig,
+};
 pub use error::ServerError;
 pub use feed::FeedConfig;
+pub use policy::{Caller, Operation, PolicyError, TablePolicy};
 pub use server::{App, Database, RunningServer, Server, ServerBuilder, StartError};
 pub use store::{ColumnType, PostgresStore, SqliteStore, Store};

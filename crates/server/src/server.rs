@@ -2,6 +2,8 @@
 //! hands back the router ([`App`], for in-process tests) or binds and serves
 //! ([`RunningServer`]).
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,9 +13,10 @@ use axum::Router;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, JwtAuthenticator};
 use crate::config::{ServerConfig, TableConfig};
 use crate::http::{self, AppState, Shared};
+use crate::policy::TablePolicy;
 use crate::store::{
     SqliteStore, Store, StoreError, StoreLimits, TableSpec, check_table_name, now_ms,
 };
@@ -98,6 +101,8 @@ pub struct ServerBuilder {
     config: ServerConfig,
     database: Option<Database>,
     store: Option<Arc<dyn Store>>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    policies: HashMap<String, Arc<dyn TablePolicy>>,
 }
 
 impl ServerBuilder {
@@ -136,6 +141,26 @@ impl ServerBuilder {
     #[must_use]
     pub fn store(mut self, store: Arc<dyn Store>) -> ServerBuilder {
         self.store = Some(store);
+        self
+    }
+
+    /// Uses `authenticator` to sign requests in, instead of the built-in
+    /// [`JwtAuthenticator`] (the `[auth]` settings then go unused).
+    #[must_use]
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> ServerBuilder {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Runs the app's `policy` on `table` (a configured table; the name in any case), after
+    /// the configured rules. A later call for the same table replaces it.
+    #[must_use]
+    pub fn policy(
+        mut self,
+        table: impl Into<String>,
+        policy: Arc<dyn TablePolicy>,
+    ) -> ServerBuilder {
+        self.policies.insert(table.into(), policy);
         self
     }
 
@@ -262,17 +287,46 @@ impl ServerBuilder {
                  (up to [schema] max_columns_per_table); declare `columns` for production"
             );
         }
-        let auth = Authenticator::new(&config.auth).map_err(StartError::Config)?;
+        if let Some(name) = self.policies.keys().find(|name| {
+            !config
+                .tables
+                .iter()
+                .any(|t| t.name.eq_ignore_ascii_case(name))
+        }) {
+            return Err(StartError::Config(format!(
+                "a policy is registered for '{name}', which is not a configured table"
+            )));
+        }
+        for table in &config.tables {
+            if let Some(scope) = &table.scope {
+                crate::http::check_declared_column(&scope.column).map_err(|reason| {
+                    StartError::Config(format!("table '{}' scope column: {reason}", table.name))
+                })?;
+                let declared = table.columns.as_ref().and_then(|c| c.get(&scope.column));
+                if declared.is_some_and(|ty| *ty != crate::store::ColumnType::String) {
+                    return Err(StartError::Config(format!(
+                        "table '{}': the scope column '{}' must be a string column",
+                        table.name, scope.column
+                    )));
+                }
+                if scope.claim.trim().is_empty() {
+                    return Err(StartError::Config(format!(
+                        "table '{}': the scope needs a claim",
+                        table.name
+                    )));
+                }
+            }
+        }
+        let auth: Arc<dyn Authenticator> = match self.authenticator {
+            Some(auth) => auth,
+            None => Arc::new(JwtAuthenticator::new(&config.auth).map_err(StartError::Config)?),
+        };
         config
             .limits
             .check(config.body_limit_bytes)
             .map_err(StartError::Config)?;
         if !auth.verifies_tokens() {
-            if let Some(table) = config
-                .tables
-                .iter()
-                .find(|t| t.access != crate::config::Access::Anonymous)
-            {
+            if let Some(table) = config.tables.iter().find(|t| t.needs_users()) {
                 return Err(StartError::Config(format!(
                     "table '{}' needs signed-in users but no JWT secret or public key is configured",
                     table.name
@@ -310,8 +364,9 @@ impl ServerBuilder {
             let mut spec = TableSpec::new(
                 table.name.clone(),
                 table.soft_delete,
-                table.access == crate::config::Access::Owner,
+                table.has_owner_column(),
             );
+            spec.scope_column = table.scope.as_ref().map(|s| s.column.clone());
             spec.declared = table
                 .columns
                 .as_ref()
@@ -322,9 +377,11 @@ impl ServerBuilder {
                 .map_err(StartError::Database)?;
         }
         let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
+        let retention = config.tombstone_retention_secs;
         let state = Arc::new(AppState {
+            purger: std::sync::Mutex::new(None),
             store,
-            policies: http::access_policies(&config.tables),
+            guards: http::guards(&config.tables, &self.policies),
             tables: config.tables.clone(),
             paging: config.paging,
             auth,
@@ -338,6 +395,13 @@ impl ServerBuilder {
             feed_config: config.feed,
             limits: config.limits,
         });
+        // The purge task holds the state weakly: it stops when the last router and the `App`
+        // are gone (and at once when the state drops, by its `PurgeTask`).
+        if let Some(secs) = retention {
+            let task = tokio::spawn(purge_loop(Arc::downgrade(&state), secs));
+            *state.purger.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(PurgeTask(task.abort_handle()));
+        }
         Ok(App {
             state,
             listen: config.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned()),
@@ -400,7 +464,11 @@ pub struct App {
 }
 
 impl App {
-    /// The router (for `tower::ServiceExt::oneshot` in tests, or to nest in another app).
+    /// The router: for `tower::ServiceExt::oneshot` in tests, or to `merge` (or `nest`) into
+    /// a host axum app. It serves `/tables`, `/tidesync/v1`, `/health` and `/ready` and has
+    /// no fallback of its own (the host's applies elsewhere). Tombstone purging runs as long
+    /// as the app lives (it started with [`ServerBuilder::build`]); end open change feeds on
+    /// shutdown with [`App::close`] or [`App::graceful_shutdown`].
     pub fn router(&self) -> Router {
         http::router(Arc::clone(&self.state))
     }
@@ -427,20 +495,56 @@ impl App {
             source,
         })?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let router = self.router();
+        // Standalone, the whole URL space is the server's: unknown paths get its JSON 404.
+        let router = self.router().fallback(http::not_found);
         let limits = self.state.limits;
         let server = tokio::spawn(crate::listen::serve(listener, router, limits, stopped));
-        let purger = self
-            .state
-            .tombstone_retention_secs
-            .map(|secs| tokio::spawn(purge_loop(Arc::clone(&self.state), secs)));
         Ok(RunningServer {
             addr,
-            feed: self.state.feed.clone(),
+            app: self,
             stop: Some(stop),
             server,
-            purger,
         })
+    }
+
+    /// Ends every open change feed and stops the tombstone purge: call it when the host app
+    /// shuts down (or use [`App::graceful_shutdown`]), since an open feed is a response that
+    /// never ends on its own and would hold a graceful shutdown forever.
+    pub fn close(&self) {
+        self.state.feed.close();
+        if let Some(purger) = self
+            .state
+            .purger
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            purger.0.abort();
+        }
+    }
+
+    /// A shutdown signal for a host's `axum::serve(…).with_graceful_shutdown(…)`: waits for
+    /// `signal`, then [`App::close`]s this app, so that open change feeds end and the host's
+    /// graceful shutdown can finish.
+    pub fn graceful_shutdown<F>(&self, signal: F) -> impl Future<Output = ()> + Send + 'static
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let app = self.clone();
+        async move {
+            signal.await;
+            app.close();
+        }
+    }
+}
+
+/// The tombstone purge task of an app; aborted when the app's state is dropped.
+#[derive(Debug)]
+pub(crate) struct PurgeTask(tokio::task::AbortHandle);
+
+impl Drop for PurgeTask {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -448,10 +552,9 @@ impl App {
 #[derive(Debug)]
 pub struct RunningServer {
     addr: SocketAddr,
-    feed: crate::feed::FeedHub,
+    app: App,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
-    purger: Option<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -472,12 +575,9 @@ impl RunningServer {
     /// [`StartError::Serve`] when the server had failed.
     pub async fn shutdown(mut self) -> Result<(), StartError> {
         // Open change feeds never end on their own; end them so the shutdown can finish.
-        self.feed.close();
+        self.app.close();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
-        }
-        if let Some(purger) = self.purger.take() {
-            purger.abort();
         }
         match (&mut self.server).await {
             Ok(result) => result.map_err(StartError::Serve),
@@ -486,10 +586,14 @@ impl RunningServer {
     }
 }
 
-/// Purges tombstones older than the retention, every minute (or sooner for short retentions).
-async fn purge_loop(state: Shared, retention_secs: u64) {
+/// Purges tombstones older than the retention, every minute (or sooner for short
+/// retentions), for as long as the app's state lives.
+async fn purge_loop(state: std::sync::Weak<AppState>, retention_secs: u64) {
     let period = Duration::from_secs(retention_secs.clamp(1, 60));
     loop {
+        let Some(state) = state.upgrade() else {
+            return;
+        };
         let retention_ms = i64::try_from(retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
         let before = now_ms().saturating_sub(retention_ms);
         for table in state.tables.iter().filter(|t| t.soft_delete) {
@@ -499,6 +603,7 @@ async fn purge_loop(state: Shared, retention_secs: u64) {
                 Err(error) => tracing::warn!(table = %table.name, %error, "tombstone purge failed"),
             }
         }
+        drop(state);
         tokio::time::sleep(period).await;
     }
 }

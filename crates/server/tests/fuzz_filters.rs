@@ -2,7 +2,8 @@
 //! grammar-shaped expressions over the table's columns, unknown names, every function with
 //! any arguments, odd literals, and raw noise. Whatever comes in, the server never panics,
 //! never answers 5xx except `503` for a query it stopped at its deadline (naming the limit),
-//! and answers within the harness's bound: no filter costs more than the budget.
+//! and answers within the harness's bound: no filter costs more than the budget. On a
+//! tenant-scoped table no filter shows a caller another tenant's row.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -28,6 +29,7 @@ const MEMBERS: &[&str] = &[
     "deleted",
     "nosuch",
     "Text",
+    "tenantId",
 ];
 const OPERATORS: &[&str] = &[
     "eq", "ne", "gt", "ge", "lt", "le", "and", "or", "add", "sub", "mul", "div", "mod",
@@ -307,6 +309,145 @@ fn generated_filters_never_fail_the_server_on_postgres() {
         return;
     };
     run(client, &runtime, 128);
+    runtime.block_on(common::drop_pg_schema(&schema));
+}
+
+/// A tenant-scoped table (`tenantId` from the `tid` claim) where tenant `t1` holds `a`..`c`
+/// and tenant `t2` holds `d`..`f`.
+fn tenant_server() -> ServerBuilder {
+    Server::builder()
+        .table_config(
+            tidesync_server::TableConfig::new("TodoItem")
+                .access(tidesync_server::Access::Authenticated)
+                .scope("tenantId", "tid"),
+        )
+        .jwt_secret(common::hostile::SECRET)
+        .limits(Limits {
+            query_timeout_ms: 300,
+            ..Limits::default()
+        })
+}
+
+fn tenant_token(tid: &str) -> String {
+    common::hostile::token(&format!("user-{tid}"), json!({ "tid": tid }))
+}
+
+async fn seed_tenants(c: &Client) {
+    for (tid, ids) in [("t1", ["a", "b", "c"]), ("t2", ["d", "e", "f"])] {
+        let token = tenant_token(tid);
+        for (n, id) in ids.into_iter().enumerate() {
+            let item = json!({"id": id, "text": format!("{id}'é%_"), "n": n, "x": 0.5,
+                              "complete": n == 1, "due": "2026-03-01T10:00:00.000Z"});
+            let r = c
+                .v3(
+                    "POST",
+                    "/tables/TodoItem",
+                    &[("x-zumo-auth", &token)],
+                    Some(item),
+                )
+                .await;
+            assert_eq!(r.status, 201, "seed {id}: {}", r.text);
+        }
+    }
+}
+
+/// As tenant `t1`: whatever the filter, an answer of 200, 400 or 503 that holds none of
+/// `t2`'s rows (lists, counts and the snapshot).
+async fn check_tenant(c: &Client, token: &str, filter: &str) -> Result<(), TestCaseError> {
+    let encoded = utf8_percent_encode(filter, NON_ALPHANUMERIC).to_string();
+    for (version, path) in [
+        (
+            "3.0.0",
+            format!("/tables/TodoItem?$filter={encoded}&$count=true"),
+        ),
+        (
+            "2.0.0",
+            format!("/tables/TodoItem?$filter={encoded}&$inlinecount=allpages"),
+        ),
+        (
+            "3.0.0",
+            format!("/tidesync/v1/tables/TodoItem/snapshot?$filter={encoded}"),
+        ),
+    ] {
+        let headers = [("zumo-api-version", version), ("x-zumo-auth", token)];
+        let r: Resp =
+            tokio::time::timeout(common::hostile::BOUND, c.send("GET", &path, &headers, None))
+                .await
+                .map_err(|_| {
+                    TestCaseError::fail(format!("no answer within the bound: {filter}"))
+                })?;
+        prop_assert!(
+            matches!(r.status, 200 | 400 | 503),
+            "{filter}: {} {}",
+            r.status,
+            r.text
+        );
+        if r.status != 200 {
+            continue;
+        }
+        let ids: Vec<String> = if path.contains("snapshot") {
+            r.text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter_map(|row| row["id"].as_str().map(str::to_owned))
+                .collect()
+        } else {
+            r.ids()
+        };
+        prop_assert!(
+            ids.iter().all(|id| ["a", "b", "c"].contains(&id.as_str())),
+            "{filter} ({version}) leaked another tenant's row: {ids:?}"
+        );
+        let count = r.body["count"].as_u64().unwrap_or(0);
+        prop_assert!(
+            count <= 3,
+            "{filter}: count {count} includes another tenant"
+        );
+    }
+    Ok(())
+}
+
+fn run_tenants(client: Client, runtime: &tokio::runtime::Runtime, cases: u32) {
+    runtime.block_on(seed_tenants(&client));
+    let token = tenant_token("t1");
+    let mut runner = TestRunner::new(Config {
+        cases,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(&filter(), |filter| {
+            runtime.block_on(check_tenant(&client, &token, &filter))
+        })
+        .unwrap();
+}
+
+#[test]
+fn generated_filters_never_cross_a_tenant_on_sqlite() {
+    let runtime = runtime();
+    let dir = tempfile::tempdir().unwrap();
+    let app = runtime
+        .block_on(
+            tenant_server()
+                .sqlite(dir.path().join("tenants.db"))
+                .build(),
+        )
+        .unwrap();
+    let client = Client {
+        router: app.router(),
+    };
+    run_tenants(client, &runtime, 256);
+}
+
+#[test]
+fn generated_filters_never_cross_a_tenant_on_postgres() {
+    let runtime = runtime();
+    let Some((client, schema)) =
+        runtime.block_on(common::postgres_client(tenant_server(), "fuzz_tenants"))
+    else {
+        return;
+    };
+    run_tenants(client, &runtime, 128);
     runtime.block_on(common::drop_pg_schema(&schema));
 }
 

@@ -9,7 +9,9 @@
 //! answers `200 {"results": [{"status": 201, "item": {...}, "error": null}, …]}`, one result per
 //! op in order. Per-op statuses: 201 inserted, 200 updated, 204 deleted, 404 missing (or not
 //! the user's), 410 deleted on the server, 409 insert of an existing id and 412 `ifMatch`
-//! mismatch (both with the server's item), 400 a malformed op, 401 a table that needs a user.
+//! mismatch (both with the server's item), 400 a malformed op (or an app policy's refusal of
+//! the item), 401 a table that needs a user, 403 a user who lacks the right (a role, the
+//! tenant claim, an app policy), 405 an operation the table disables.
 //! An update merges the sent properties into the row (as a v2 `PATCH`), so columns a client
 //! does not know are kept. Each op goes through the same decide-and-write path as a
 //! single request (`write.rs`): the table policy, the schema check and the preconditions
@@ -32,12 +34,12 @@ use super::context::{same_id, strip_system};
 use super::response::JSON_CONTENT_TYPE;
 use super::write::{self, Conditions, Tombstones, Verb, WriteOp};
 use crate::error::ServerError;
-use crate::policy::{Caller, Operation, TablePolicy};
+use crate::policy::{Caller, Guard, Operation};
 use crate::store::{BatchWrite, Fingerprint, Outcome, Rendered, Row, Written};
 
-/// The rows a batch committed, with the policy and operation that wrote each (for
-/// [`TablePolicy::after_commit`] once the batch is committed).
-type Committed = Arc<Mutex<Vec<(Arc<dyn TablePolicy>, Operation, Row)>>>;
+/// The rows a batch committed, with the guard, operation and soft-delete setting of each
+/// (for the app's `after_commit` once the batch is committed).
+type Committed = Arc<Mutex<Vec<(Arc<Guard>, Operation, Row, bool)>>>;
 
 /// `POST /tidesync/v1/batch`.
 pub(crate) async fn batch(
@@ -56,7 +58,7 @@ async fn run(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ServerError> {
-    let caller = state.caller(headers)?;
+    let caller = state.caller(headers).await?;
     let bytes = body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ServerError::PayloadTooLarge {
@@ -107,8 +109,8 @@ async fn run(
         results[slot] = Some(result);
     }
     let committed = std::mem::take(&mut *committed.lock().unwrap_or_else(|e| e.into_inner()));
-    for (policy, operation, row) in committed {
-        policy.after_commit(&caller, operation, &row);
+    for (guard, operation, row, soft_delete) in committed {
+        guard.after_commit(&caller, operation, &row, soft_delete);
     }
     let mut body =
         String::with_capacity(results.iter().flatten().map(String::len).sum::<usize>() + 16);
@@ -173,7 +175,7 @@ fn plan(
             )));
         }
     };
-    let (table, policy) = state.resolve(&text("table")?, caller, verb.operation())?;
+    let (table, guard) = state.resolve(&text("table")?, caller, verb.operation())?;
     let operation = verb.operation();
     let item_id = text("itemId")?;
     validate_id(&item_id).map_err(|e| ServerError::bad_request(format!("invalid id: {e}")))?;
@@ -214,14 +216,15 @@ fn plan(
         };
     }
     let soft_delete = table.soft_delete;
-    let decide = write::prepare(state, table, policy.as_ref(), caller, op)?;
+    let decide = write::prepare(state, table, &guard, caller, op)?;
     let committed = Arc::clone(committed);
     let render = Box::new(move |outcome: Outcome| {
         render(verb, soft_delete, outcome, |row| {
             committed.lock().unwrap_or_else(|e| e.into_inner()).push((
-                Arc::clone(&policy),
+                Arc::clone(&guard),
                 operation,
                 row,
+                soft_delete,
             ));
         })
     });

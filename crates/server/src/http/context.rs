@@ -16,8 +16,8 @@ use time::OffsetDateTime;
 use super::Shared;
 use crate::config::TableConfig;
 use crate::error::ServerError;
-use crate::policy::{Caller, Operation, TablePolicy};
-use crate::store::{Row, RowScope};
+use crate::policy::{Caller, Grant, Guard, Operation};
+use crate::store::Row;
 
 /// The resolved facts of a table request.
 #[derive(Debug, Clone)]
@@ -25,7 +25,9 @@ pub(crate) struct Ctx {
     pub(crate) state: Shared,
     pub(crate) table: TableConfig,
     /// The table's rules.
-    pub(crate) policy: Arc<dyn TablePolicy>,
+    pub(crate) guard: Arc<Guard>,
+    /// The rows it may see or touch.
+    pub(crate) grant: Grant,
     pub(crate) version: ApiVersion,
     /// Who is asking (authenticated).
     pub(crate) caller: Caller,
@@ -36,7 +38,7 @@ impl Ctx {
     /// Resolves version, credentials (API key and user), then the table (see
     /// `AppState::resolve`: a stranger cannot tell a table that exists from one that does
     /// not), and asks the table policy whether the caller may do `operation` at all.
-    pub(crate) fn new(
+    pub(crate) async fn new(
         state: &Shared,
         table: &str,
         headers: &HeaderMap,
@@ -45,13 +47,15 @@ impl Ctx {
     ) -> Result<Ctx, ServerError> {
         let pairs = query_pairs(uri)?;
         let version = api_version(state, headers, &pairs).ok_or(ServerError::InvalidApiVersion)?;
-        let caller = state.caller(headers)?;
-        let (table, policy) = state.resolve(table, &caller, operation)?;
+        let caller = state.caller(headers).await?;
+        let (table, guard) = state.resolve(table, &caller, operation)?;
         let table = table.clone();
+        let grant = guard.grant(&caller, operation)?;
         Ok(Ctx {
             state: Arc::clone(state),
             table,
-            policy,
+            guard,
+            grant,
             version,
             caller,
             pairs,
@@ -60,11 +64,6 @@ impl Ctx {
 
     pub(crate) fn v3(&self) -> bool {
         self.version == ApiVersion::V3
-    }
-
-    /// The rows this caller may see and change (the policy's scope).
-    pub(crate) fn scope(&self) -> Option<RowScope> {
-        self.policy.scope(&self.caller)
     }
 
     /// Whether the include-deleted flag is on (`__includedeleted`, any case, `true` or `1`).

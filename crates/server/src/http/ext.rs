@@ -17,7 +17,7 @@ use crate::store::ms_to_time;
 
 /// `GET /tidesync/v1/capabilities`.
 pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap) -> Response {
-    let caller = match state.caller(&headers) {
+    let caller = match state.caller(&headers).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response_for(None),
     };
@@ -25,11 +25,18 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
     let tables: Vec<_> = state
         .tables
         .iter()
-        .filter(|t| state.policy(t).authorize(&caller, Operation::Read).is_ok())
+        .filter(|t| state.guard(t).authorize(&caller, Operation::Read).is_ok())
         .map(|t| {
             json!({
                 "name": t.name,
                 "access": t.access.as_str(),
+                "operations": {
+                    "read": t.rule(Operation::Read).to_string(),
+                    "insert": t.rule(Operation::Insert).to_string(),
+                    "update": t.rule(Operation::Update).to_string(),
+                    "delete": t.rule(Operation::Delete).to_string(),
+                },
+                "scoped": t.scope.is_some(),
                 "softDelete": t.soft_delete,
             })
         })
@@ -90,7 +97,7 @@ pub(crate) async fn horizon(
     headers: HeaderMap,
 ) -> Response {
     let result = async {
-        let caller = state.caller(&headers)?;
+        let caller = state.caller(&headers).await?;
         let (table, _policy) = state.resolve(&table, &caller, Operation::Read)?;
         let horizon = state.store.purge_horizon(&table.name).await?;
         Ok::<_, ServerError>(response::json(

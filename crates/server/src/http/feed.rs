@@ -18,8 +18,10 @@
 //!
 //! At most one event per table per `coalesce_ms` (50 ms by default): the first change is
 //! sent at once, the ones that follow within the window are folded into one event sent when
-//! the window ends, carrying the newest position. On an owner-mode table a user is told only
-//! of changes to their own rows, and the position is that of their newest row. An event
+//! the window ends, carrying the newest position. A caller is told only of changes to rows
+//! they may read (the table's rules: owner rows, the tenant scope, an app policy's read
+//! filter — checked per row as events are delivered), and the position is that of their
+//! newest such row. An event
 //! without `updatedAt`/`id` means "this table may have changed" (the server may have missed
 //! changes, e.g. its database listener reconnected). Idle streams get a comment line every
 //! `heartbeat_ms` (15 s by default). Events are hints: a client pulls to learn the rows.
@@ -44,8 +46,8 @@ use super::context::query_pairs;
 use crate::auth::{API_KEY_HEADERS, User};
 use crate::error::ServerError;
 use crate::feed::{Change, FeedMessage, FeedRefusal, FeedSlot};
-use crate::policy::Operation;
-use crate::store::ms_to_time;
+use crate::policy::{Grant, Operation};
+use crate::store::{OWNER_COLUMN, Store, ms_to_time};
 
 /// The query parameter that may carry the token.
 pub const TOKEN_PARAM: &str = "access_token";
@@ -56,8 +58,8 @@ pub const API_KEY_PARAM: &str = "api_key";
 #[derive(Debug, Clone)]
 struct Subscription {
     table: String,
-    /// Only rows of this user (owner-mode tables).
-    owner: Option<String>,
+    /// The rows the caller may hear of.
+    grant: Grant,
 }
 
 /// `GET /tidesync/v1/feed`.
@@ -67,7 +69,7 @@ pub(crate) async fn feed(
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    let (subscriptions, user) = match subscriptions(&state, &uri, headers) {
+    let (subscriptions, user) = match subscriptions(&state, &uri, headers).await {
         Ok(found) => found,
         Err(error) => return error.into_response_for(None),
     };
@@ -87,10 +89,15 @@ pub(crate) async fn feed(
         let left = user
             .expires_at
             .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
-        Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
+        let left = std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0));
+        // A user without expiry (a custom authenticator's) gets a far instant, not an overflow.
+        Instant::now()
+            .checked_add(left)
+            .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(10 * 365 * 86_400))
     });
     tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
     let stream = FeedStream {
+        store: Arc::clone(&state.store),
         receiver: state.feed.subscribe(),
         closed: state.feed.closed(),
         coalesce: state.feed_config.coalesce(),
@@ -153,7 +160,7 @@ fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
 }
 
 /// Checks credentials and tables; returns the subscriptions and the user.
-fn subscriptions(
+async fn subscriptions(
     state: &Shared,
     uri: &Uri,
     mut headers: HeaderMap,
@@ -182,17 +189,17 @@ fn subscriptions(
             headers.insert(header::AUTHORIZATION, value);
         }
     }
-    let caller = state.caller(&headers)?;
+    let caller = state.caller(&headers).await?;
     let names = param("tables").unwrap_or_default();
     let mut subscriptions: Vec<Subscription> = Vec::new();
     for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-        let (table, policy) = state.resolve(name, &caller, Operation::Read)?;
+        let (table, guard) = state.resolve(name, &caller, Operation::Read)?;
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
         subscriptions.push(Subscription {
             table: table.name.clone(),
-            owner: policy.scope(&caller).map(|scope| scope.value),
+            grant: guard.grant(&caller, Operation::Read)?,
         });
     }
     if subscriptions.is_empty() {
@@ -208,6 +215,8 @@ type Position = Option<(i64, String)>;
 
 /// The state of one open feed.
 struct FeedStream {
+    /// Where a restricted subscription looks up a changed row.
+    store: Arc<dyn Store>,
     receiver: tokio::sync::broadcast::Receiver<Arc<FeedMessage>>,
     closed: tokio::sync::watch::Receiver<bool>,
     coalesce: std::time::Duration,
@@ -268,10 +277,10 @@ impl FeedStream {
                 }
                 () = sleep_until_opt(next_due) => {}
                 message = self.receiver.recv() => match message {
-                    Ok(message) => self.take(&message),
+                    Ok(message) => self.take(&message).await,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::debug!(missed, "feed fell behind; resync");
-                        self.take(&FeedMessage::Resync);
+                        self.take(&FeedMessage::Resync).await;
                     }
                     Err(RecvError::Closed) => return None,
                 },
@@ -280,12 +289,15 @@ impl FeedStream {
     }
 
     /// Folds a hub message into the pending set, if this feed may hear of it.
-    fn take(&mut self, message: &FeedMessage) {
+    async fn take(&mut self, message: &FeedMessage) {
         match message {
             FeedMessage::Change(change) => {
-                let Some(sub) = self.subscriptions.iter().find(|s| wants(s, change)) else {
+                let Some(sub) = self.subscriptions.iter().find(|s| s.table == change.table) else {
                     return;
                 };
+                if !may_hear(self.store.as_ref(), sub, change).await {
+                    return;
+                }
                 let position = Some((change.updated_at_ms, change.id.clone()));
                 let slot = self.pending.entry(sub.table.clone()).or_insert(None);
                 if position > *slot {
@@ -301,12 +313,27 @@ impl FeedStream {
     }
 }
 
-fn wants(sub: &Subscription, change: &Change) -> bool {
-    sub.table == change.table
-        && sub
-            .owner
-            .as_ref()
-            .is_none_or(|owner| change.owner.as_ref() == Some(owner))
+/// Whether the subscriber may hear of `change`: every row when unrestricted; the owner's
+/// rows by the message's owner alone; otherwise the row as stored now must be in the
+/// subscriber's grant (a row gone or unreadable is not told).
+async fn may_hear(store: &dyn Store, sub: &Subscription, change: &Change) -> bool {
+    let grant = &sub.grant;
+    if grant.is_unrestricted() {
+        return true;
+    }
+    if let ([scope], None) = (grant.scopes.as_slice(), &grant.filter) {
+        if scope.column == OWNER_COLUMN {
+            return change.owner.as_deref() == Some(scope.value.as_str());
+        }
+    }
+    match store.get(&change.table, &change.id).await {
+        Ok(Some(row)) => grant.admits(&row),
+        Ok(None) => false,
+        Err(error) => {
+            tracing::debug!(%error, "feed: cannot check a changed row; not told");
+            false
+        }
+    }
 }
 
 fn change_event(table: &str, position: Position) -> Event {

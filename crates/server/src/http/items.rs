@@ -5,7 +5,7 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -34,12 +34,13 @@ pub(crate) async fn insert(
     State(state): State<Shared>,
     Path(table): Path<String>,
     uri: Uri,
+    OriginalUri(original): OriginalUri,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Insert)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Insert).await?;
         let mut item = json_body(&ctx, &headers, body, state.body_limit)?;
         if !ctx.v3() {
             check_reserved(&item)?;
@@ -68,7 +69,8 @@ pub(crate) async fn insert(
         if ctx.v3() {
             let location = format!(
                 "{}/{}",
-                super::context::absolute_path(&headers, &uri).trim_end_matches('/'),
+                // The path the client sent, also when the router is nested in a host app.
+                super::context::absolute_path(&headers, &original).trim_end_matches('/'),
                 utf8_percent_encode(&row.id, PATH_SEGMENT)
             );
             if let Ok(value) = HeaderValue::from_str(&location) {
@@ -90,16 +92,17 @@ pub(crate) async fn read(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read).await?;
         check_url_id(&id)?;
-        let scope = ctx.scope();
         let row = state
             .store
             .get(&ctx.table.name, &id)
             .await?
-            .filter(|row| scope.as_ref().is_none_or(|scope| scope.admits(row)))
+            .filter(|row| ctx.grant.admits(row))
             .ok_or(ServerError::NotFound)?;
         let item = ItemResponse::from_row(&row, ctx.table.soft_delete);
+        ctx.guard
+            .authorize_item(&ctx.caller, Operation::Read, &item.item)?;
         if row.deleted {
             if !ctx.v3() {
                 return Err(ServerError::NotFound);
@@ -137,7 +140,7 @@ pub(crate) async fn patch(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if ctx.v3() {
             return Err(ServerError::MethodNotAllowed);
         }
@@ -177,7 +180,7 @@ pub(crate) async fn put(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if !ctx.v3() {
             // v2 has no PUT; the reference answers 404.
             return Err(ServerError::NotFound);
@@ -226,7 +229,7 @@ pub(crate) async fn delete(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Delete)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Delete).await?;
         check_url_id(&id)?;
         let op = if ctx.v3() {
             let mut op = WriteOp::new(Verb::Delete, id, Tombstones::Gone);
@@ -263,7 +266,7 @@ pub(crate) async fn undelete(
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Update).await?;
         if ctx.v3() {
             return Err(ServerError::MethodNotAllowed);
         }

@@ -23,7 +23,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::middleware;
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -32,7 +32,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::{BatchConfig, Paging, SchemaConfig, TableConfig};
 use crate::error::ServerError;
-use crate::policy::{AccessPolicy, Caller, Operation, TablePolicy};
+use crate::policy::{Caller, Guard, Operation, TablePolicy};
 use crate::store::Store;
 
 /// The prefix of the tidesync-only routes.
@@ -43,10 +43,10 @@ pub const EXTENSION_PREFIX: &str = "/tidesync/v1";
 pub(crate) struct AppState {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) tables: Vec<TableConfig>,
-    /// Each table's rules, by configured name (see [`AppState::policy`]).
-    pub(crate) policies: HashMap<String, Arc<dyn TablePolicy>>,
+    /// Each table's rules, by configured name (see [`AppState::guard`]).
+    pub(crate) guards: HashMap<String, Arc<Guard>>,
     pub(crate) paging: Paging,
-    pub(crate) auth: Authenticator,
+    pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) body_limit: usize,
     pub(crate) lenient_version: bool,
     pub(crate) tombstone_retention_secs: Option<u64>,
@@ -54,6 +54,8 @@ pub(crate) struct AppState {
     pub(crate) batch: BatchConfig,
     /// The caps on dynamic tables' schemas.
     pub(crate) schema: SchemaConfig,
+    /// The tombstone purge task (stopped when the state is dropped).
+    pub(crate) purger: std::sync::Mutex<Option<crate::server::PurgeTask>>,
     /// The change feed's broadcast and settings.
     pub(crate) feed: crate::feed::FeedHub,
     pub(crate) feed_config: crate::feed::FeedConfig,
@@ -72,19 +74,21 @@ impl AppState {
             })
     }
 
-    /// The rules of `table`: the registered policy, or the one of its access mode.
-    pub(crate) fn policy(&self, table: &TableConfig) -> Arc<dyn TablePolicy> {
-        self.policies
+    /// The rules of `table`: its configured rules and the app's policy, if registered.
+    pub(crate) fn guard(&self, table: &TableConfig) -> Arc<Guard> {
+        self.guards
             .get(&table.name)
             .cloned()
-            .unwrap_or_else(|| Arc::new(AccessPolicy::new(table)))
+            .unwrap_or_else(|| Arc::new(Guard::new(table, None)))
     }
 
-    /// Authenticates a request: the API key when one is configured, and the user of a token
-    /// when one is sent (it must verify).
-    pub(crate) fn caller(&self, headers: &axum::http::HeaderMap) -> Result<Caller, ServerError> {
-        self.auth.check_api_key(headers)?;
-        Ok(Caller::new(self.auth.user(headers)?))
+    /// Authenticates a request with the server's [`Authenticator`] (the built-in one: the API
+    /// key when one is configured, and the user of a token when one is sent; it must verify).
+    pub(crate) async fn caller(
+        &self,
+        headers: &axum::http::HeaderMap,
+    ) -> Result<Caller, ServerError> {
+        Ok(Caller::new(self.auth.authenticate(headers).await?))
     }
 
     /// The table `name` for an authenticated `caller` who wants to do `operation`, with its
@@ -97,7 +101,7 @@ impl AppState {
         name: &str,
         caller: &Caller,
         operation: Operation,
-    ) -> Result<(&TableConfig, Arc<dyn TablePolicy>), ServerError> {
+    ) -> Result<(&TableConfig, Arc<Guard>), ServerError> {
         let table = match self.table(name) {
             Ok(table) => table,
             Err(_) if caller.user.is_none() && self.auth.verifies_tokens() => {
@@ -105,9 +109,9 @@ impl AppState {
             }
             Err(unknown) => return Err(unknown),
         };
-        let policy = self.policy(table);
-        policy.authorize(caller, operation)?;
-        Ok((table, policy))
+        let guard = self.guard(table);
+        guard.authorize(caller, operation)?;
+        Ok((table, guard))
     }
 }
 
@@ -121,13 +125,19 @@ pub(crate) fn check_declared_column(name: &str) -> Result<(), String> {
     schema_check::check_column_name(name)
 }
 
-/// The built-in policy of every configured table.
-pub(crate) fn access_policies(tables: &[TableConfig]) -> HashMap<String, Arc<dyn TablePolicy>> {
+/// The guard of every configured table, with the app's policies (by table name, any case).
+pub(crate) fn guards(
+    tables: &[TableConfig],
+    policies: &HashMap<String, Arc<dyn TablePolicy>>,
+) -> HashMap<String, Arc<Guard>> {
     tables
         .iter()
         .map(|table| {
-            let policy: Arc<dyn TablePolicy> = Arc::new(AccessPolicy::new(table));
-            (table.name.clone(), policy)
+            let app = policies
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(&table.name))
+                .map(|(_, policy)| Arc::clone(policy));
+            (table.name.clone(), Arc::new(Guard::new(table, app)))
         })
         .collect()
 }
@@ -167,13 +177,17 @@ pub(crate) fn router(state: Shared) -> Router {
             get(snapshot::snapshot),
         )
         .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch))
-        .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed));
+        .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed))
+        // Unknown paths in this router's own space answer its JSON 404; the rest of the
+        // URL space is the host app's (no router-level fallback, so `Router::merge` into a
+        // host router with a fallback of its own works).
+        .route(&format!("{EXTENSION_PREFIX}/{{*rest}}"), any(not_found))
+        .route("/tables/{table}/{id}/{*rest}", any(not_found));
     let mut app = Router::new()
         .merge(tables)
         .merge(extensions)
         .route("/health", get(health))
         .route("/ready", get(ready))
-        .fallback(not_found)
         .layer(DefaultBodyLimit::max(state.body_limit))
         // A body that stalls ends its request instead of holding the connection.
         .layer(RequestBodyTimeoutLayer::new(
@@ -254,7 +268,8 @@ async fn method_not_allowed() -> Response {
     ServerError::MethodNotAllowed.into_response_for(None)
 }
 
-async fn not_found() -> Response {
+/// The answer of a path no route serves (the standalone server's fallback too).
+pub(crate) async fn not_found() -> Response {
     response::error_body(StatusCode::NOT_FOUND, "no such route")
 }
 

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use axum::extract::{Path, State};
+use axum::extract::{OriginalUri, Path, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -41,11 +41,12 @@ pub(crate) async fn list(
     State(state): State<Shared>,
     Path(table): Path<String>,
     uri: Uri,
+    OriginalUri(original): OriginalUri,
     headers: HeaderMap,
 ) -> Response {
     let version = detect_version(&state, &headers, &uri);
     let result = async {
-        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read)?;
+        let ctx = Ctx::new(&state, &table, &headers, &uri, Operation::Read).await?;
         let query = Query::from_query_pairs(
             ctx.pairs.iter().map(|(n, v)| (n.as_str(), v.as_str())),
             &ParseLimits::default(),
@@ -69,12 +70,12 @@ pub(crate) async fn list(
         }
         let skip = query.skip.unwrap_or(0);
         let request = ReadRequest {
-            filter: query.filter.clone(),
+            filter: ctx.grant.restrict(query.filter.clone()),
             order_by: query.order_by.clone(),
             skip,
             limit: take.saturating_add(1),
             include_deleted: ctx.include_deleted(),
-            scope: ctx.scope(),
+            scope: None,
             count: query.count,
         };
         let mut result = state.store.read(&ctx.table.name, &request).await?;
@@ -104,7 +105,7 @@ pub(crate) async fn list(
                     let next = next_query(&ctx.pairs, skip + returned, Some(take));
                     // No angle brackets: the official clients take everything
                     // before `;` as the URL (docs/protocol.md).
-                    let link = format!("{}?{next}; rel=next", absolute_path(&headers, &uri));
+                    let link = format!("{}?{next}; rel=next", absolute_path(&headers, &original));
                     if let Ok(value) = HeaderValue::from_str(&link) {
                         response.headers_mut().insert(header::LINK, value);
                     }

@@ -115,9 +115,11 @@ pub(crate) fn check(
     Ok(checked)
 }
 
-/// Whether a declared table takes property `name`: declared, or its owner column.
+/// Whether a declared table takes property `name`: declared, its owner column or its tenant
+/// scope column.
 fn is_declared(schema: &TableSchema, name: &str) -> bool {
     (schema.spec.owned && name == OWNER_COLUMN)
+        || schema.spec.scope_column.as_deref() == Some(name)
         || schema
             .spec
             .declared

@@ -46,7 +46,7 @@ use super::Shared;
 use super::context::{include_deleted, query_pairs};
 use crate::error::ServerError;
 use crate::policy::Operation;
-use crate::store::{ReadRequest, Row, RowScope, ms_to_time};
+use crate::store::{ReadRequest, Row, ms_to_time};
 
 /// The content type of the snapshot body.
 pub const NDJSON: &str = "application/x-ndjson";
@@ -72,8 +72,8 @@ async fn start(
     headers: &HeaderMap,
 ) -> Result<Response, ServerError> {
     let pairs = query_pairs(uri)?;
-    let caller = state.caller(headers)?;
-    let (table, policy) = state.resolve(table, &caller, Operation::Read)?;
+    let caller = state.caller(headers).await?;
+    let (table, guard) = state.resolve(table, &caller, Operation::Read)?;
     let table = table.clone();
     let query = Query::from_query_pairs(
         pairs
@@ -83,7 +83,7 @@ async fn start(
         &ParseLimits::default(),
     )
     .map_err(|e| ServerError::bad_request(e.to_string()))?;
-    let scope = policy.scope(&caller);
+    let grant = guard.grant(&caller, Operation::Read)?;
     let include_deleted = include_deleted(&pairs);
     let mut stream = Snapshot {
         include_deleted,
@@ -91,8 +91,7 @@ async fn start(
         state,
         table: table.name,
         soft_delete: table.soft_delete,
-        filter: query.filter,
-        scope,
+        filter: grant.restrict(query.filter),
         after: None,
         sent: 0,
         first: None,
@@ -118,12 +117,10 @@ struct Snapshot {
     table: String,
     soft_delete: bool,
     page_size: u64,
-    /// The client's `$filter`.
+    /// The client's `$filter`, restricted to the rows the caller may see (their grant).
     filter: Option<Expr>,
     /// Tombstones too.
     include_deleted: bool,
-    /// The rows the caller may see (the table policy's scope).
-    scope: Option<RowScope>,
     /// The `(updatedAt ms, id)` of the last row sent.
     after: Option<(i64, String)>,
     /// Rows sent so far.
@@ -147,7 +144,7 @@ impl Snapshot {
             skip: 0,
             limit: self.page_size,
             include_deleted: self.include_deleted,
-            scope: self.scope.clone(),
+            scope: None,
             count: false,
         };
         Ok(self.state.store.read(&self.table, &request).await?.rows)

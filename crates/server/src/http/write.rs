@@ -1,23 +1,28 @@
 //! The one decide-and-write path. Every table write — v2 and v3, the single-item verbs and
 //! each op of the batch extension — is described as a [`WriteOp`] and passes the same steps:
 //!
-//! 1. **authentication** (the caller, from the API key and token) and **authorization**
-//!    ([`TablePolicy::authorize`]) — done by whoever read the request (`Ctx::new` for a
-//!    single request, the batch for each op), before anything else;
-//! 2. **table policy**: [`TablePolicy::before_write`] stamps or refuses the sent item, and
-//!    [`TablePolicy::scope`] decides which rows the write may touch;
+//! 1. **authentication** (the caller, from the server's `Authenticator`) and
+//!    **authorization** (the table's [`Guard`]: configured per-operation rules, then the
+//!    app's `TablePolicy::authorize` without an item) — done by whoever read the request
+//!    (`Ctx::new` for a single request, the batch for each op), before anything else;
+//! 2. **table rules**: [`Guard::before_write`] (a client `userId` dropped, a tenant move
+//!    refused, the app's `before_write`, scope columns stamped), and the [`Grant`] decides
+//!    which rows the write may touch; an insert's item goes to the app's `authorize`;
 //! 3. **schema check** (`schema_check`): the sent properties against the table's columns,
 //!    as the write transaction sees them; a dynamic table's new columns are added only by a
 //!    write that commits;
-//! 4. **preconditions**: the row must exist in the caller's scope (404), not be a tombstone
+//! 4. **preconditions**: the row must exist in the caller's grant (404) and pass the app's
+//!    `authorize` for it (403/400), not be a tombstone
 //!    where the protocol forbids it (404 in v2, 410 in v3 and the batch), and `If-Match`,
 //!    `If-None-Match`, `If-Unmodified-Since` or a v2 body `version` must hold (412 / 409); an
 //!    insert must not hit an existing id (409, or 400 outside the caller's scope);
 //! 5. **stamping and storing**, by the store, in the same transaction as steps 3–4 (the
 //!    [`Decide`] built by [`prepare`] runs there);
-//! 6. [`TablePolicy::after_commit`] once the write committed.
+//! 6. the app's `TablePolicy::after_commit` once the write committed (a failure is logged).
 //!
 //! The handlers only read their request into a [`WriteOp`] and shape the answer.
+
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use tidesync_protocol::{ETag, Item};
@@ -29,8 +34,8 @@ use super::response::ItemResponse;
 use super::schema_check;
 use crate::config::{SchemaConfig, TableConfig};
 use crate::error::ServerError;
-use crate::policy::{Caller, Operation, TablePolicy};
-use crate::store::{Decide, Mutation, Refusal, Row, RowScope, TableSchema, Written};
+use crate::policy::{Caller, Grant, Guard, Operation, PolicyError};
+use crate::store::{Decide, Mutation, Refusal, Row, TableSchema, Written};
 
 /// What a write does with the row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,16 +175,24 @@ impl WriteOp {
 pub(crate) fn prepare(
     state: &AppState,
     table: &TableConfig,
-    policy: &dyn TablePolicy,
+    guard: &Arc<Guard>,
     caller: &Caller,
     op: WriteOp,
 ) -> Result<Decide, ServerError> {
     let mut op = op;
+    let operation = op.verb.operation();
+    let grant = guard.grant(caller, operation)?;
     if op.verb.sends_item() {
-        policy.before_write(caller, op.verb.operation(), &mut op.item)?;
+        guard.before_write(caller, operation, &grant, &mut op.item)?;
+    }
+    if op.verb == Verb::Insert {
+        guard.authorize_item(caller, operation, &op.item)?;
     }
     let rules = Rules {
-        scope: policy.scope(caller),
+        grant,
+        guard: Arc::clone(guard),
+        caller: caller.clone(),
+        protected: guard.protected_columns(),
         soft_delete: table.soft_delete,
         limits: state.schema,
     };
@@ -188,10 +201,15 @@ pub(crate) fn prepare(
     }))
 }
 
-/// What a decision knows besides the op: the caller's scope and the table's settings.
+/// What a decision knows besides the op: the caller, their grant, the table's rules and
+/// settings.
 #[derive(Debug, Clone)]
 struct Rules {
-    scope: Option<RowScope>,
+    grant: Grant,
+    guard: Arc<Guard>,
+    caller: Caller,
+    /// Columns a replacement keeps from the stored row when it does not send them.
+    protected: Vec<String>,
     soft_delete: bool,
     limits: SchemaConfig,
 }
@@ -205,15 +223,19 @@ struct Rules {
 pub(crate) async fn apply(ctx: &Ctx, op: WriteOp) -> Result<Written, ServerError> {
     let operation = op.verb.operation();
     let id = op.id.clone();
-    let decide = prepare(&ctx.state, &ctx.table, ctx.policy.as_ref(), &ctx.caller, op)?;
+    let decide = prepare(&ctx.state, &ctx.table, &ctx.guard, &ctx.caller, op)?;
     let written = ctx
         .state
         .store
         .write(&ctx.table.name, &id, decide)
         .await?
         .map_err(|refusal| refused(refusal, ctx.table.soft_delete))?;
-    ctx.policy
-        .after_commit(&ctx.caller, operation, written_row(&written));
+    ctx.guard.after_commit(
+        &ctx.caller,
+        operation,
+        written_row(&written),
+        ctx.table.soft_delete,
+    );
     Ok(written)
 }
 
@@ -231,6 +253,7 @@ pub(crate) fn refused(refusal: Refusal, soft_delete: bool) -> ServerError {
         },
         Refusal::IdNotAvailable => ServerError::IdNotAvailable,
         Refusal::Invalid { message } => ServerError::BadRequest { message },
+        Refusal::Forbidden { message } => ServerError::Forbidden { message },
     }
 }
 
@@ -254,7 +277,7 @@ fn decide(
     } else {
         schema_check::Checked::default()
     };
-    let visible = |row: &&Row| rules.scope.as_ref().is_none_or(|scope| scope.admits(row));
+    let visible = |row: &&Row| rules.grant.admits(row);
     let row = match (op.verb, existing) {
         (Verb::Insert, None) => {
             return Ok(Mutation::Put {
@@ -274,6 +297,17 @@ fn decide(
             Tombstones::Writable => {}
         }
     }
+    rules
+        .guard
+        .authorize_item(
+            &rules.caller,
+            op.verb.operation(),
+            &row.to_item(soft_delete),
+        )
+        .map_err(|error| match error {
+            PolicyError::Invalid(message) => Refusal::Invalid { message },
+            PolicyError::Forbidden(message) => Refusal::Forbidden { message },
+        })?;
     op.conditions.check(row)?;
     Ok(match op.verb {
         // An insert returned above.
@@ -286,11 +320,21 @@ fn decide(
                 new_columns: checked.new_columns,
             }
         }
-        Verb::Replace => Mutation::Put {
-            values: checked.values,
-            deleted: op.deleted && soft_delete,
-            new_columns: checked.new_columns,
-        },
+        Verb::Replace => {
+            let mut values = checked.values;
+            for column in &rules.protected {
+                if !values.contains_key(column) {
+                    if let Some(kept) = row.values.get(column) {
+                        values.insert(column.clone(), kept.clone());
+                    }
+                }
+            }
+            Mutation::Put {
+                values,
+                deleted: op.deleted && soft_delete,
+                new_columns: checked.new_columns,
+            }
+        }
         Verb::Delete if soft_delete => Mutation::Put {
             values: row.values.clone(),
             deleted: true,

@@ -108,6 +108,12 @@ pub enum Refusal {
         /// What is wrong, naming the property.
         message: String,
     },
+    /// The table's rules refuse the caller this row (an app policy's `authorize`, or an
+    /// update that would move a row out of the caller's tenant scope).
+    Forbidden {
+        /// Why, for the client.
+        message: String,
+    },
 }
 
 impl Refusal {

@@ -22,6 +22,8 @@ pub struct TableSpec {
     /// The declared user columns: a table with them has a fixed schema (created when the
     /// table is prepared); `None` for a dynamic table, whose columns are learned from writes.
     pub declared: Option<Vec<(String, ColumnType)>>,
+    /// The string column of a tenant scope (`[tables.scope] column`), created with the table.
+    pub scope_column: Option<String>,
 }
 
 impl TableSpec {
@@ -32,6 +34,7 @@ impl TableSpec {
             soft_delete,
             owned,
             declared: None,
+            scope_column: None,
         }
     }
 }
@@ -157,6 +160,11 @@ impl TableSchema {
         for (name, ty) in spec.declared.iter().flatten() {
             if !(spec.owned && name == OWNER_COLUMN) {
                 columns.push((name.clone(), *ty));
+            }
+        }
+        if let Some(scope) = &spec.scope_column {
+            if !columns.iter().any(|(name, _)| name == scope) {
+                columns.push((scope.clone(), ColumnType::String));
             }
         }
         columns
