@@ -261,8 +261,8 @@ impl TableConfig {
 
     /// Sets the rule of one operation (overriding `access` for it).
     #[must_use]
-    pub fn operation(mut self, operation: crate::policy::Operation, rule: Rule) -> TableConfig {
-        use crate::policy::Operation;
+    pub fn operation(mut self, operation: crate::operation::Operation, rule: Rule) -> TableConfig {
+        use crate::operation::Operation;
         let slot = match operation {
             Operation::Read => &mut self.operations.read,
             Operation::Insert => &mut self.operations.insert,
@@ -284,8 +284,8 @@ impl TableConfig {
     }
 
     /// The rule of `operation`: its own, else the table's `access`.
-    pub fn rule(&self, operation: crate::policy::Operation) -> Rule {
-        use crate::policy::Operation;
+    pub fn rule(&self, operation: crate::operation::Operation) -> Rule {
+        use crate::operation::Operation;
         let own = match operation {
             Operation::Read => &self.operations.read,
             Operation::Insert => &self.operations.insert,
@@ -297,7 +297,7 @@ impl TableConfig {
 
     /// Whether rows carry the `userId` owner column (some operation is `owner`).
     pub fn has_owner_column(&self) -> bool {
-        crate::policy::Operation::ALL
+        crate::operation::Operation::ALL
             .iter()
             .any(|op| self.rule(*op) == Rule::Owner)
     }
@@ -305,7 +305,7 @@ impl TableConfig {
     /// Whether any operation needs a signed-in user (so the server must verify tokens).
     pub fn needs_users(&self) -> bool {
         self.scope.is_some()
-            || crate::policy::Operation::ALL.iter().any(|op| {
+            || crate::operation::Operation::ALL.iter().any(|op| {
                 matches!(
                     self.rule(*op),
                     Rule::Authenticated | Rule::Owner | Rule::Role(_)

@@ -48,6 +48,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 mod listen;
+mod operation;
 pub mod policy;
 mod server;
 pub mod store;
