@@ -48,6 +48,7 @@ mod store;
 mod table;
 mod tables;
 mod transport;
+mod typed;
 mod watch;
 
 #[cfg(feature = "testkit")]
@@ -76,6 +77,7 @@ pub use transport::{
     BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
     SnapshotRequest, Transport,
 };
+pub use typed::SyncItem;
 pub use watch::{Backoff, WatchOptions, Watcher};
 
 pub use tidesync_protocol::odata::{Expr, OrderBy, Query};
