@@ -38,12 +38,14 @@ mod context;
 mod engine;
 mod error;
 mod events;
+mod live;
 mod memory;
 mod model;
 mod outcome;
 mod pull;
 mod push;
 mod queue;
+mod status;
 mod store;
 mod table;
 mod tables;
@@ -71,6 +73,7 @@ pub use outcome::{
     cursor_key,
 };
 pub use queue::Transaction;
+pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus};
 pub use store::{LocalStore, QueryResult, Write, WriteBatch};
 pub use table::SyncTable;
 pub use transport::{

@@ -84,8 +84,9 @@ pub use tidesync_core::{
     ConflictHandler, Error, Expr, FailOnConflict, Fallback, FnHandler, InvalidItem, Item,
     MemoryStore, MergeFields, OpKind, OpState, Operation, OperationError, OrderBy, ProgressFn,
     PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus, Query, QueryResult,
-    QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncItem, SyncTable,
-    TableDef, Transaction, TransportError, WatchOptions, Watcher,
+    QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncErrorInfo,
+    SyncErrorKind, SyncItem, SyncStatus, SyncTable, TableDef, Transaction, TransportError,
+    WatchOptions, Watcher,
 };
 /// Derives [`SyncItem`] (the trait): the table definition from the row's type.
 /// See [`tidesync_derive`] for what it reads.

@@ -1,6 +1,8 @@
 //! `#[derive(SyncItem)]` through the facade: the schema comes from the type, and
 //! what the derive declares is exactly what serde writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use serde::{Deserialize, Serialize};
 use tidesync::{Client, ColumnType, MemoryStore, Query, SyncItem, TableDef, col};
 use tidesync_transport_mock::MockServer;
