@@ -21,6 +21,7 @@ use crate::queue::{
     Committed, Queue, Transaction, app_view, conform_item, merge_into, overlay_server_copy,
     strip_all_but_version, with_server_unmapped,
 };
+use crate::status::{StatusCell, SyncStatus};
 use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
 use crate::table::SyncTable;
 use crate::transport::Transport;
@@ -108,7 +109,9 @@ impl SyncContextBuilder {
         let transport = self
             .transport
             .ok_or_else(|| Error::InvalidArgument("a sync context needs a transport".to_owned()))?;
-        let queue = Queue::load(&*store)?;
+        let mut queue = Queue::load(&*store)?;
+        let status = StatusCell::new(queue.count(None), queue.per_table().clone());
+        queue.publish_to(status.sender());
         Ok(SyncContext {
             inner: Arc::new(Engine::new(
                 store,
@@ -117,6 +120,7 @@ impl SyncContextBuilder {
                 queue,
                 self.options,
                 tokio::sync::broadcast::channel(EVENT_BUFFER).0,
+                status,
             )),
         })
     }
@@ -141,6 +145,14 @@ impl SyncContext {
     /// (`RecvError::Lagged`) and should re-query.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ChangeEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// The sync status, current now and after every change: queued ops (in all
+    /// and per table), whether a push or pull is running, the change feed's
+    /// state, when push and pull last succeeded and how the last one failed.
+    /// A background [`Watcher`](crate::Watcher) reports its failures here too.
+    pub fn status(&self) -> tokio::sync::watch::Receiver<SyncStatus> {
+        self.inner.status.subscribe()
     }
 
     /// How many ops of one table are queued.
@@ -343,7 +355,10 @@ impl SyncContext {
             table: op.table.clone(),
             item: merge_into(current, row),
         });
-        Ok(queue.commit(&*self.inner.store, &batch)?)
+        queue.commit(&*self.inner.store, &batch)?;
+        drop(queue);
+        self.inner.emit(resolved(&op));
+        Ok(())
     }
 
     /// Resolves an error by dropping its op and the local row.
@@ -358,7 +373,10 @@ impl SyncContext {
             table: op.table.clone(),
             id: op.item_id.clone(),
         });
-        Ok(queue.commit(&*self.inner.store, &batch)?)
+        queue.commit(&*self.inner.store, &batch)?;
+        drop(queue);
+        self.inner.emit(resolved(&op));
+        Ok(())
     }
 
     /// Resolves an error by keeping the op with `item` as its new content (for
@@ -405,11 +423,23 @@ impl SyncContext {
         }
         op.version += 1;
         op.state = OpState::Pending;
+        let event = resolved(&op);
         batch.push(Write::PutOperation(op));
         batch.push(Write::DeleteError {
             operation_id: error.operation_id.clone(),
         });
-        Ok(queue.commit(&*self.inner.store, &batch)?)
+        queue.commit(&*self.inner.store, &batch)?;
+        drop(queue);
+        self.inner.emit(event);
+        Ok(())
+    }
+}
+
+/// The event a resolution announces.
+fn resolved(op: &Operation) -> ChangeEvent {
+    ChangeEvent::Resolved {
+        table: op.table.clone(),
+        id: op.item_id.clone(),
     }
 }
 

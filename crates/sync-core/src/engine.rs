@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::conflict::ConflictHandler;
 use crate::events::ChangeEvent;
 use crate::queue::Queue;
+use crate::status::StatusCell;
 use crate::store::LocalStore;
 use crate::tables::TableCache;
 use crate::transport::Transport;
@@ -43,6 +44,8 @@ pub(crate) struct Engine {
     pub tables: TableCache,
     pub options: Options,
     pub events: tokio::sync::broadcast::Sender<ChangeEvent>,
+    /// The sync status, kept current from the events (and the queue's counts).
+    pub status: StatusCell,
 }
 
 impl Engine {
@@ -53,6 +56,7 @@ impl Engine {
         queue: Queue,
         options: Options,
         events: tokio::sync::broadcast::Sender<ChangeEvent>,
+        status: StatusCell,
     ) -> Self {
         Self {
             store,
@@ -63,11 +67,13 @@ impl Engine {
             tables: TableCache::default(),
             options,
             events,
+            status,
         }
     }
 
     /// Announces an event to subscribers (none listening is fine).
     pub(crate) fn emit(&self, event: ChangeEvent) {
+        self.status.on_event(&event);
         let _ = self.events.send(event);
     }
 

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::model::OpKind;
 use crate::outcome::PushStatus;
+use crate::status::SyncErrorInfo;
 
 /// Which sync action a lifecycle event is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -14,6 +15,8 @@ pub enum SyncAction {
     Push,
     /// A pull of one table.
     Pull,
+    /// A watcher's change feed (only in [`ChangeEvent::SyncFailed`]: it could not be opened).
+    Feed,
 }
 
 /// Something that changed local data or the sync state.
@@ -61,6 +64,25 @@ pub enum ChangeEvent {
         /// The table.
         table: String,
     },
+    /// The app resolved an op's error ([`SyncContext::cancel_and_update`],
+    /// [`cancel_and_discard`], [`update_and_retry`]); the row may have changed.
+    ///
+    /// [`SyncContext::cancel_and_update`]: crate::SyncContext::cancel_and_update
+    /// [`cancel_and_discard`]: crate::SyncContext::cancel_and_discard
+    /// [`update_and_retry`]: crate::SyncContext::update_and_retry
+    Resolved {
+        /// The table.
+        table: String,
+        /// The item id.
+        id: String,
+    },
+    /// Every local row, op, error record and pull cursor was removed (a sign-out).
+    Cleared,
+    /// A push or pull failed (sent just before its [`ChangeEvent::SyncFinished`]).
+    SyncFailed {
+        /// How.
+        error: SyncErrorInfo,
+    },
     /// A push or pull started.
     SyncStarted {
         /// Which.
@@ -107,17 +129,21 @@ impl ChangeEvent {
             | ChangeEvent::Pushed { table, .. }
             | ChangeEvent::PushFailed { table, .. }
             | ChangeEvent::Pulled { table, .. }
-            | ChangeEvent::Purged { table } => Some(table),
+            | ChangeEvent::Purged { table }
+            | ChangeEvent::Resolved { table, .. } => Some(table),
+            ChangeEvent::SyncFailed { error } => error.table.as_deref(),
             ChangeEvent::SyncStarted { table, .. } | ChangeEvent::SyncFinished { table, .. } => {
                 table.as_deref()
             }
-            ChangeEvent::FeedConnected { .. }
+            ChangeEvent::Cleared
+            | ChangeEvent::FeedConnected { .. }
             | ChangeEvent::FeedDisconnected { .. }
             | ChangeEvent::FeedPolling { .. } => None,
         }
     }
 
-    /// True when local rows of the table may have changed (a reason to re-query).
+    /// True when local rows of the table (of every table, for an event without
+    /// one) may have changed: a reason to re-query.
     pub fn changes_rows(&self) -> bool {
         matches!(
             self,
@@ -125,6 +151,8 @@ impl ChangeEvent {
                 | ChangeEvent::Pushed { .. }
                 | ChangeEvent::Pulled { .. }
                 | ChangeEvent::Purged { .. }
+                | ChangeEvent::Resolved { .. }
+                | ChangeEvent::Cleared
         )
     }
 }

@@ -38,16 +38,19 @@ mod context;
 mod engine;
 mod error;
 mod events;
+mod live;
 mod memory;
 mod model;
 mod outcome;
 mod pull;
 mod push;
 mod queue;
+mod status;
 mod store;
 mod table;
 mod tables;
 mod transport;
+mod typed;
 mod watch;
 
 #[cfg(feature = "testkit")]
@@ -70,12 +73,14 @@ pub use outcome::{
     cursor_key,
 };
 pub use queue::Transaction;
+pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus};
 pub use store::{LocalStore, QueryResult, Write, WriteBatch};
 pub use table::SyncTable;
 pub use transport::{
     BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
     SnapshotRequest, Transport,
 };
+pub use typed::SyncItem;
 pub use watch::{Backoff, WatchOptions, Watcher};
 
 pub use tidesync_protocol::odata::{Expr, OrderBy, Query};

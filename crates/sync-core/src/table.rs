@@ -153,6 +153,20 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
             .collect()
     }
 
+    /// A local query's rows as stored (live queries compare them).
+    pub(crate) async fn query_items(&self, query: &Query) -> Result<Vec<Item>> {
+        let query = query.clone();
+        Ok(self
+            .read(move |ctx, table| ctx.query(table, &query))
+            .await?
+            .items)
+    }
+
+    /// Rows as `T`.
+    pub(crate) fn typed(rows: Vec<Item>) -> Result<Vec<T>> {
+        rows.into_iter().map(from_item).collect()
+    }
+
     /// Counts the local rows a query's filter selects.
     ///
     /// # Errors

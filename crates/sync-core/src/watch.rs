@@ -35,7 +35,8 @@ use tracing::Instrument as _;
 
 use crate::context::SyncContext;
 use crate::error::{Error, Result, TransportError};
-use crate::events::ChangeEvent;
+use crate::events::{ChangeEvent, SyncAction};
+use crate::status::{SyncErrorInfo, SyncErrorKind};
 use crate::transport::ChangeFeed;
 
 /// How long to wait before reconnecting: `initial`, doubled after each failed attempt,
@@ -287,7 +288,19 @@ impl WatchState {
                     self.poll().await;
                     return;
                 }
-                Err(error) => error.to_string(),
+                Err(error) => {
+                    // A feed that cannot be opened is a failure of background sync.
+                    let error = Error::Transport(error);
+                    self.ctx.emit(ChangeEvent::SyncFailed {
+                        error: SyncErrorInfo {
+                            action: SyncAction::Feed,
+                            table: None,
+                            kind: SyncErrorKind::of(&error),
+                            message: error.to_string(),
+                        },
+                    });
+                    error.to_string()
+                }
             };
             let retry_in = self.options.backoff.delay(attempt);
             attempt = attempt.saturating_add(1);

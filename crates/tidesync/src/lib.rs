@@ -84,9 +84,13 @@ pub use tidesync_core::{
     ConflictHandler, Error, Expr, FailOnConflict, Fallback, FnHandler, InvalidItem, Item,
     MemoryStore, MergeFields, OpKind, OpState, Operation, OperationError, OrderBy, ProgressFn,
     PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus, Query, QueryResult,
-    QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncTable, TableDef,
-    Transaction, TransportError, WatchOptions, Watcher,
+    QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncErrorInfo,
+    SyncErrorKind, SyncItem, SyncStatus, SyncTable, TableDef, Transaction, TransportError,
+    WatchOptions, Watcher,
 };
+/// Derives [`SyncItem`] (the trait): the table definition from the row's type.
+/// See [`tidesync_derive`] for what it reads.
+pub use tidesync_derive::SyncItem;
 pub use tidesync_protocol::odata::{col, lit};
 
 /// The API for implementers of a store or a transport, and for wiring the
@@ -142,6 +146,12 @@ impl Client {
     /// The engine.
     pub fn context(&self) -> &SyncContext {
         &self.context
+    }
+
+    /// The handle of `T`'s table ([`SyncItem::TABLE`]), typed as `T`; the table is
+    /// defined by [`ClientBuilder::define`].
+    pub fn sync_table<T: SyncItem>(&self) -> SyncTable<T> {
+        self.context.table::<T>(T::TABLE)
     }
 }
 
@@ -207,6 +217,13 @@ impl ClientBuilder {
     pub fn table(mut self, def: TableDef) -> Self {
         self.tables.push(def);
         self
+    }
+
+    /// Defines (or grows) `T`'s table from its type when the client is built:
+    /// `#[derive(SyncItem)]` gives the name and columns, so neither is repeated.
+    #[must_use]
+    pub fn define<T: SyncItem>(self) -> Self {
+        self.table(T::table_def())
     }
 
     /// Rows per pull request.

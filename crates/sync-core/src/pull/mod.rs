@@ -26,6 +26,7 @@ use crate::outcome::{
     Cursor, PullOptions, PullProgress, PullResult, PushOptions, PushResult, cursor_key,
 };
 use crate::push::PushRun;
+use crate::status::{SyncErrorInfo, SyncErrorKind};
 use crate::transport::{Page, ReadRequest, SnapshotRequest};
 
 pub(crate) use purge::purge;
@@ -85,6 +86,16 @@ impl PullRun {
         }
         .instrument(span)
         .await;
+        if let Err(e) = &result {
+            engine.emit(ChangeEvent::SyncFailed {
+                error: SyncErrorInfo {
+                    action: SyncAction::Pull,
+                    table: Some(table.to_owned()),
+                    kind: SyncErrorKind::of(e),
+                    message: e.to_string(),
+                },
+            });
+        }
         engine.emit(ChangeEvent::SyncFinished {
             action: SyncAction::Pull,
             table: Some(table.to_owned()),

@@ -23,6 +23,7 @@ use crate::events::{ChangeEvent, SyncAction};
 use crate::model::{OpKind, OpState, Operation};
 use crate::outcome::{PushOptions, PushResult, PushStatus};
 use crate::queue::{Queue, id_only, server_view, split_attempts, with_attempts};
+use crate::status::{SyncErrorInfo, SyncErrorKind};
 use crate::store::{StoreError, Write, WriteBatch};
 use crate::transport::{BatchOperation, BatchOutcome};
 
@@ -108,6 +109,16 @@ impl PushRun {
             },
             Err(e) => return Err(Error::Internal(e.to_string())),
         };
+        if let Some(kind) = SyncErrorKind::of_push(&result) {
+            engine.emit(ChangeEvent::SyncFailed {
+                error: SyncErrorInfo {
+                    action: SyncAction::Push,
+                    table: None,
+                    kind,
+                    message: crate::status::push_message(&result),
+                },
+            });
+        }
         engine.emit(ChangeEvent::SyncFinished {
             action: SyncAction::Push,
             table: None,

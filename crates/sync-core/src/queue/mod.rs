@@ -26,7 +26,10 @@ pub(crate) use shape::{
 pub use transaction::Transaction;
 pub(crate) use transaction::{Committed, id_only};
 
+use tokio::sync::watch;
+
 use crate::model::Operation;
+use crate::status::SyncStatus;
 use crate::store::{LocalStore, StoreError, Write, WriteBatch};
 
 /// The queue: every queued op in memory (it is the client's unpushed changes,
@@ -45,6 +48,10 @@ pub(crate) struct Queue {
     next_sequence: u64,
     /// Ops whose request is on the wire right now.
     in_flight: HashSet<String>,
+    /// Queued ops per table (tables with none are absent).
+    per_table: BTreeMap<String, u64>,
+    /// Where the counts are published after each commit (the sync status).
+    status: Option<watch::Sender<SyncStatus>>,
 }
 
 impl Queue {
@@ -116,14 +123,20 @@ impl Queue {
 
     /// How many ops are queued, for one table or for all.
     pub(crate) fn count(&self, table: Option<&str>) -> u64 {
-        let n = match table {
-            None => self.by_id.len(),
-            Some(t) => self
-                .by_item
-                .get(t)
-                .map_or(0, |items| items.values().map(Vec::len).sum()),
-        };
-        u64::try_from(n).unwrap_or(u64::MAX)
+        match table {
+            None => u64::try_from(self.by_id.len()).unwrap_or(u64::MAX),
+            Some(t) => self.per_table.get(t).copied().unwrap_or(0),
+        }
+    }
+
+    /// Queued ops per table (tables with none are absent).
+    pub(crate) fn per_table(&self) -> &BTreeMap<String, u64> {
+        &self.per_table
+    }
+
+    /// Publishes the counts to the sync status from now on, after every commit.
+    pub(crate) fn publish_to(&mut self, status: watch::Sender<SyncStatus>) {
+        self.status = Some(status);
     }
 
     /// True when the op's request is on the wire.
@@ -185,6 +198,17 @@ impl Queue {
                 _ => {}
             }
         }
+        if let Some(status) = &self.status {
+            let pending = self.count(None);
+            status.send_if_modified(|s| {
+                let changed = s.pending != pending || s.pending_by_table != self.per_table;
+                if changed {
+                    s.pending = pending;
+                    s.pending_by_table.clone_from(&self.per_table);
+                }
+                changed
+            });
+        }
     }
 
     /// Adds an op or replaces the op with the same id.
@@ -204,6 +228,7 @@ impl Queue {
                 .is_some_and(|s| (*s, id.as_str()) < (op.sequence, op.id.as_str()))
         });
         ids.insert(at, op.id.clone());
+        *self.per_table.entry(op.table.clone()).or_insert(0) += 1;
         self.order.insert((op.sequence, op.id.clone()), op);
     }
 
@@ -214,6 +239,12 @@ impl Queue {
         let Some(op) = self.order.remove(&(sequence, id.to_owned())) else {
             return;
         };
+        if let Some(n) = self.per_table.get_mut(&op.table) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_table.remove(&op.table);
+            }
+        }
         if let Some(items) = self.by_item.get_mut(&op.table) {
             if let Some(ids) = items.get_mut(&op.item_id) {
                 ids.retain(|other| other != id);
