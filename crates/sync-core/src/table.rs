@@ -194,6 +194,17 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
         self.ctx.pull(&self.name, id, query).await
     }
 
+    /// Pulls this table incrementally under the query id derived from `query`
+    /// ([`derived_query_id`](crate::derived_query_id)): each distinct query keeps
+    /// its own cursor without the app naming one.
+    ///
+    /// # Errors
+    /// See [`SyncContext::pull`].
+    pub async fn pull_query(&self, query: Query) -> Result<PullResult> {
+        let id = crate::outcome::derived_query_id(&query);
+        self.ctx.pull(&self.name, Some(&id), query).await
+    }
+
     /// [`pull`](Self::pull) with options.
     ///
     /// # Errors

@@ -86,7 +86,7 @@ pub use tidesync_core::{
     PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus, Query, QueryResult,
     QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncErrorInfo,
     SyncErrorKind, SyncItem, SyncStatus, SyncTable, TableDef, Transaction, TransportError,
-    WatchOptions, Watcher,
+    WatchOptions, Watcher, derived_query_id,
 };
 /// Derives [`SyncItem`] (the trait): the table definition from the row's type.
 /// See [`tidesync_derive`] for what it reads.

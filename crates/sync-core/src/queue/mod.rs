@@ -185,6 +185,12 @@ impl Queue {
                     self.put(op.clone());
                 }
                 Write::DeleteOperation { id } => self.remove(id),
+                Write::Clear => {
+                    self.order.clear();
+                    self.by_id.clear();
+                    self.by_item.clear();
+                    self.per_table.clear();
+                }
                 Write::DeleteTableOperations { table } => {
                     let ids: Vec<String> = self
                         .by_item
