@@ -146,6 +146,14 @@ pub enum Error {
     /// An argument is invalid (a bad id, query id or query).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The local table has no row with this id.
+    #[error("no item {id} in table {table}")]
+    NotFound {
+        /// The table.
+        table: String,
+        /// The item id.
+        id: String,
+    },
     /// A local insert of an id that already exists locally.
     #[error("item {id} already exists in table {table}")]
     AlreadyExists {

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::Query;
+use tidesync_protocol::system::ID;
 
 use crate::context::SyncContext;
 use crate::error::{Error, Result};
@@ -107,6 +108,35 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     pub async fn update(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
         from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
+    }
+
+    /// Edits the stored row: reads it, lets `edit` change it, and writes it back
+    /// with its update queued, in one transaction. The edit starts from the row
+    /// as stored now (its current version), so it never conflicts with this
+    /// client's own earlier writes; a change pulled meanwhile is in the row it
+    /// edits. Returns the stored item.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without such a row; [`Error::InvalidArgument`] when
+    /// `edit` changes the id; otherwise as [`update`](Self::update).
+    pub async fn update_with(&self, id: &str, edit: impl FnOnce(&mut T)) -> Result<T> {
+        let stored = self.ctx.transaction(|tx| {
+            let row = tx.get(&self.name, id)?.ok_or_else(|| Error::NotFound {
+                table: self.name.clone(),
+                id: id.to_owned(),
+            })?;
+            let mut value: T = from_item(row)?;
+            edit(&mut value);
+            let item = to_item(&value)?;
+            if item.get(ID).and_then(Value::as_str) != Some(id) {
+                return Err(Error::InvalidArgument(format!(
+                    "update_with must not change the id of {id} in {}",
+                    self.name
+                )));
+            }
+            tx.update(&self.name, item)
+        })?;
+        from_item(stored)
     }
 
     /// Deletes an item locally and queues its delete (its `version`, if given,
