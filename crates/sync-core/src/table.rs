@@ -75,8 +75,18 @@ fn to_item<T: Serialize>(value: &T) -> Result<Item> {
     }
 }
 
-fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
-    Ok(serde_json::from_value(Value::Object(item))?)
+/// A stored row as `T`; a row that does not fit names its table and id.
+fn from_row<T: DeserializeOwned>(table: &str, item: Item) -> Result<T> {
+    let id = item
+        .get(ID)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_value(Value::Object(item)).map_err(|source| Error::RowDoesNotFit {
+        table: table.to_owned(),
+        id,
+        source,
+    })
 }
 
 impl<T: Serialize + DeserializeOwned> SyncTable<T> {
@@ -98,7 +108,10 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`crate::Transaction::insert`].
     pub async fn insert(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        from_item(self.ctx.write_one(OpKind::Insert, &self.name, item)?)
+        from_row(
+            &self.name,
+            self.ctx.write_one(OpKind::Insert, &self.name, item)?,
+        )
     }
 
     /// Updates an item locally and queues its update.
@@ -107,7 +120,10 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`crate::Transaction::update`].
     pub async fn update(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
+        from_row(
+            &self.name,
+            self.ctx.write_one(OpKind::Update, &self.name, item)?,
+        )
     }
 
     /// Edits the stored row: reads it, lets `edit` change it, and writes it back
@@ -125,7 +141,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
                 table: self.name.clone(),
                 id: id.to_owned(),
             })?;
-            let mut value: T = from_item(row)?;
+            let mut value: T = from_row(&self.name, row)?;
             edit(&mut value);
             let item = to_item(&value)?;
             if item.get(ID).and_then(Value::as_str) != Some(id) {
@@ -136,7 +152,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
             }
             tx.update(&self.name, item)
         })?;
-        from_item(stored)
+        from_row(&self.name, stored)
     }
 
     /// Deletes an item locally and queues its delete (its `version`, if given,
@@ -165,7 +181,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
         let id = id.to_owned();
         self.read(move |ctx, table| ctx.get(table, &id))
             .await?
-            .map(from_item)
+            .map(|row| from_row(&self.name, row))
             .transpose()
     }
 
@@ -179,7 +195,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
             .await?
             .items
             .into_iter()
-            .map(from_item)
+            .map(|row| from_row(&self.name, row))
             .collect()
     }
 
@@ -193,8 +209,10 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     }
 
     /// Rows as `T`.
-    pub(crate) fn typed(rows: Vec<Item>) -> Result<Vec<T>> {
-        rows.into_iter().map(from_item).collect()
+    pub(crate) fn typed(&self, rows: Vec<Item>) -> Result<Vec<T>> {
+        rows.into_iter()
+            .map(|row| from_row(&self.name, row))
+            .collect()
     }
 
     /// Counts the local rows a query's filter selects.
