@@ -34,10 +34,11 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use tidesync::{Client, ColumnType, MemoryStore, PushStatus, Query, TableDef, col};
+//! use tidesync::{Client, MemoryStore, PushStatus, Query, SyncItem, col};
 //! use tidesync_transport_mock::MockServer;
 //!
-//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, Serialize, Deserialize, SyncItem)]
+//! #[tidesync(table = "TodoItem")]
 //! struct TodoItem {
 //!     #[serde(default, skip_serializing_if = "Option::is_none")]
 //!     id: Option<String>,
@@ -51,18 +52,16 @@
 //!
 //! let client = Client::builder()
 //!     .store(MemoryStore::new())
-//!     .table(TableDef::new("TodoItem")
-//!         .column("text", ColumnType::String)
-//!         .column("complete", ColumnType::Bool))
+//!     .define::<TodoItem>()                       // the table, from the type
 //!     .transport(server.transport())
 //!     .build()?;
-//! let todo = client.table::<TodoItem>("TodoItem");
+//! let todo = client.sync_table::<TodoItem>();
 //!
 //! // Local writes always succeed, online or not.
 //! let milk = todo.insert(&TodoItem { id: None, text: "buy milk".into(), complete: false }).await?;
 //! server.set_offline(true);
 //! assert_eq!(client.push().await?.status, PushStatus::CancelledByNetworkError);
-//! assert_eq!(client.pending_operations()?, 1);
+//! assert_eq!(client.status().borrow().pending, 1);
 //!
 //! // Back online: the queued insert goes out, and a pull brings the server's rows.
 //! server.set_offline(false);
