@@ -80,6 +80,7 @@ impl<'t> Batch<'t> {
             Write::PutOperation(op) => self.put_op(op),
             Write::DeleteOperation { id } => self.remove_op(id),
             Write::DeleteTableOperations { table } => self.delete_table_ops(table),
+            Write::Clear => self.clear(),
             Write::PutError(error) => self.put_error(error),
             Write::DeleteError { operation_id } => {
                 self.errors
@@ -209,6 +210,56 @@ impl<'t> Batch<'t> {
         }
         for id in error_ids {
             self.errors.remove(id.as_str()).map_err(from_redb)?;
+        }
+        Ok(())
+    }
+
+    /// Empties every app table, the queue, the error records and the sync
+    /// metadata; the table definitions stay.
+    fn clear(&mut self) -> Result<(), StoreError> {
+        let mut names = Vec::new();
+        for entry in self.tables.iter().map_err(from_redb)? {
+            let (name, _) = entry.map_err(from_redb)?;
+            names.push(name.value().to_owned());
+        }
+        for name in names {
+            let open = self.table(&name)?;
+            let mut ids = Vec::new();
+            for entry in open.rows.iter().map_err(from_redb)? {
+                let (id, _) = entry.map_err(from_redb)?;
+                ids.push(id.value().to_owned());
+            }
+            for id in ids {
+                open.rows.remove(id.as_str()).map_err(from_redb)?;
+            }
+        }
+        let mut ops = Vec::new();
+        for entry in self.ops.iter().map_err(from_redb)? {
+            let (key, _) = entry.map_err(from_redb)?;
+            let (sequence, id) = key.value();
+            ops.push((sequence, id.to_owned()));
+        }
+        for (sequence, id) in ops {
+            self.ops
+                .remove((sequence, id.as_str()))
+                .map_err(from_redb)?;
+            self.staged.remove(&id);
+        }
+        let mut errors = Vec::new();
+        for entry in self.errors.iter().map_err(from_redb)? {
+            let (id, _) = entry.map_err(from_redb)?;
+            errors.push(id.value().to_owned());
+        }
+        for id in errors {
+            self.errors.remove(id.as_str()).map_err(from_redb)?;
+        }
+        let mut keys = Vec::new();
+        for entry in self.config.iter().map_err(from_redb)? {
+            let (key, _) = entry.map_err(from_redb)?;
+            keys.push(key.value().to_owned());
+        }
+        for key in keys {
+            self.config.remove(key.as_str()).map_err(from_redb)?;
         }
         Ok(())
     }

@@ -477,6 +477,17 @@ impl OpIndex {
         Ok(())
     }
 
+    /// Deletes every op (the caller has emptied the app tables, which held the
+    /// ops kept in rows): the map is then empty and still current.
+    pub(crate) fn clear(&mut self, conn: &Connection) -> Result<()> {
+        conn.execute_batch("DELETE FROM __operations; DELETE FROM __row_op_tables")
+            .store()?;
+        let version = self.version;
+        *self = OpIndex::default();
+        self.version = version;
+        Ok(())
+    }
+
     /// Deletes every op of a table.
     pub(crate) fn delete_table(&mut self, conn: &Connection, table: &str) -> Result<()> {
         let ids: Vec<String> = self

@@ -526,6 +526,22 @@ fn apply<'w, 'c>(
             ops.delete_table(conn, table)?;
             execute(conn, "DELETE FROM __errors WHERE tableName = ?1", [table])
         }
+        Write::Clear => {
+            let names: Vec<String> = conn
+                .prepare_cached("SELECT name FROM __tables")
+                .store()?
+                .query_map([], |r| r.get(0))
+                .store()?
+                .collect::<rusqlite::Result<_>>()
+                .store()?;
+            for name in names {
+                // Rows go with the ops kept in them; `ops.clear` forgets those.
+                execute(conn, &format!("DELETE FROM {}", quote(&name)), [])?;
+            }
+            ops.clear(conn)?;
+            execute(conn, "DELETE FROM __errors", [])?;
+            execute(conn, "DELETE FROM __config", [])
+        }
         Write::PutError(error) => {
             let sql = format!(
                 "INSERT OR REPLACE INTO __errors ({ERROR_COLUMNS}) \

@@ -294,6 +294,33 @@ impl SyncContext {
         PullRun::start(&self.inner, table, query_id, query, options).await
     }
 
+    /// Signs out: removes every local row of every table, every queued op (they
+    /// are never pushed, so no op of one user goes out under the next user's
+    /// credentials), every error record and every pull cursor of every table and
+    /// query id, so the next user's pulls start from nothing. Table definitions
+    /// stay. Waits for a push or pull that is running to finish first; stop a
+    /// [`Watcher`](crate::Watcher) and change the transport's credentials around it.
+    /// Live queries see empty results; the status's queue counts, times and last
+    /// error are reset.
+    ///
+    /// # Errors
+    /// Store failures (then nothing was removed).
+    pub async fn clear_all(&self) -> Result<()> {
+        let _sync = self.inner.sync.lock().await;
+        let engine = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let batch = WriteBatch {
+                writes: vec![Write::Clear],
+            };
+            engine.lock_queue().commit(&*engine.store, &batch)
+        })
+        .await
+        .map_err(|e| Error::Internal(format!("clear_all failed unexpectedly: {e}")))??;
+        self.inner.emit(ChangeEvent::Cleared);
+        tracing::info!("cleared every local row, op, error record and cursor");
+        Ok(())
+    }
+
     /// Deletes local rows (all, or those `query` selects) without contacting the
     /// server, and forgets the cursor of `query_id`. A table with pending ops is
     /// purged only with `force` and no filter, which also drops its ops.

@@ -146,6 +146,14 @@ pub enum Error {
     /// An argument is invalid (a bad id, query id or query).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// The local table has no row with this id.
+    #[error("no item {id} in table {table}")]
+    NotFound {
+        /// The table.
+        table: String,
+        /// The item id.
+        id: String,
+    },
     /// A local insert of an id that already exists locally.
     #[error("item {id} already exists in table {table}")]
     AlreadyExists {
@@ -191,6 +199,19 @@ pub enum Error {
     /// An item could not be converted from or to the app's type.
     #[error("item conversion failed: {0}")]
     Serde(#[from] serde_json::Error),
+    /// A stored row does not fit the app's type (a column the type lacks a
+    /// field for is fine; a value of another type, or a missing required field,
+    /// is not).
+    #[error("row {id} of table {table} does not fit the app's type: {source}")]
+    RowDoesNotFit {
+        /// The table.
+        table: String,
+        /// The row's id.
+        id: String,
+        /// What serde said.
+        #[source]
+        source: serde_json::Error,
+    },
     /// A bug or a panic in a store or transport: the engine could not finish.
     #[error("internal error: {0}")]
     Internal(String),

@@ -76,7 +76,8 @@ pub enum ChangeEvent {
         /// The item id.
         id: String,
     },
-    /// Every local row, op, error record and pull cursor was removed (a sign-out).
+    /// Every local row, op, error record and pull cursor was removed (a sign-out,
+    /// [`SyncContext::clear_all`](crate::SyncContext::clear_all)).
     Cleared,
     /// A push or pull failed (sent just before its [`ChangeEvent::SyncFinished`]).
     SyncFailed {

@@ -70,7 +70,7 @@ pub use model::{
 };
 pub use outcome::{
     Cursor, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus,
-    cursor_key,
+    cursor_key, derived_query_id,
 };
 pub use queue::Transaction;
 pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus};

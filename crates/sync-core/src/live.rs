@@ -66,7 +66,7 @@ impl<T: Serialize + DeserializeOwned + Send + 'static> SyncTable<T> {
                     }
                     Ok(rows) => {
                         state.last = Some(rows.clone());
-                        return Some((SyncTable::<T>::typed(rows), state));
+                        return Some((state.table.typed(rows), state));
                     }
                     Err(e) => {
                         // Yield the failure; the next change tries again.

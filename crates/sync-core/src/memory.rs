@@ -164,6 +164,22 @@ impl State {
                 let previous = self.errors.remove(operation_id);
                 undo.push(Undo::Error(operation_id.clone(), previous));
             }
+            Write::Clear => {
+                for (name, table) in &mut self.tables {
+                    for (id, row) in std::mem::take(&mut table.rows) {
+                        undo.push(Undo::Row(name.clone(), id, Some(row)));
+                    }
+                }
+                for (id, op) in std::mem::take(&mut self.ops) {
+                    undo.push(Undo::Op(id, Some(op)));
+                }
+                for (id, error) in std::mem::take(&mut self.errors) {
+                    undo.push(Undo::Error(id, Some(error)));
+                }
+                for (key, value) in std::mem::take(&mut self.config) {
+                    undo.push(Undo::Config(key, Some(value)));
+                }
+            }
             Write::SetConfig { key, value } => {
                 let previous = match value {
                     Some(v) => self.config.insert(key.clone(), v.clone()),

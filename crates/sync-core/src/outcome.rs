@@ -197,6 +197,22 @@ pub struct Cursor {
     pub id: String,
 }
 
+/// The query id [`SyncTable::pull_query`](crate::SyncTable::pull_query) gives a
+/// query when the app names none: `auto-` and a 64-bit FNV-1a hash of the query's
+/// text, the same on every run and build, so two different queries of a table
+/// never share a cursor by accident and the same query finds its cursor again.
+/// (The table is part of the cursor's key already.) Pass it to
+/// [`SyncContext::purge`](crate::SyncContext::purge) to forget that cursor.
+pub fn derived_query_id(query: &tidesync_protocol::odata::Query) -> String {
+    let text = query.to_query_string(tidesync_protocol::odata::Dialect::V3);
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("auto-{hash:016x}")
+}
+
 /// The `__config` key of a query's cursor.
 pub fn cursor_key(table: &str, query_id: &str) -> String {
     format!("deltaToken|{table}|{query_id}")

@@ -186,14 +186,22 @@ impl StatusCell {
                 self.sender
                     .send_if_modified(|s| set(&mut s.connected, None));
             }
+            // A sign-out: what the last user's sync did no longer applies.
+            ChangeEvent::Cleared => {
+                self.sender.send_if_modified(|s| {
+                    let before = (s.last_pushed_at, s.last_pulled_at, s.last_error.take());
+                    s.last_pushed_at = None;
+                    s.last_pulled_at = None;
+                    before != (None, None, None)
+                });
+            }
             // Queue counts come from the queue itself.
             ChangeEvent::LocalWrite { .. }
             | ChangeEvent::Pushed { .. }
             | ChangeEvent::PushFailed { .. }
             | ChangeEvent::Pulled { .. }
             | ChangeEvent::Purged { .. }
-            | ChangeEvent::Resolved { .. }
-            | ChangeEvent::Cleared => {}
+            | ChangeEvent::Resolved { .. } => {}
         }
     }
 }

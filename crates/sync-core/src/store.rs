@@ -168,6 +168,9 @@ pub enum Write {
         /// The op id.
         operation_id: String,
     },
+    /// Removes every row of every table, every op, every error record and every
+    /// sync metadata value (the pull cursors): a sign-out. Table definitions stay.
+    Clear,
     /// Sets (`Some`) or removes (`None`) a sync metadata value (`__config`).
     SetConfig {
         /// The key, e.g. `deltaToken|TodoItem|allTodoItems`.

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::Query;
+use tidesync_protocol::system::ID;
 
 use crate::context::SyncContext;
 use crate::error::{Error, Result};
@@ -74,8 +75,18 @@ fn to_item<T: Serialize>(value: &T) -> Result<Item> {
     }
 }
 
-fn from_item<T: DeserializeOwned>(item: Item) -> Result<T> {
-    Ok(serde_json::from_value(Value::Object(item))?)
+/// A stored row as `T`; a row that does not fit names its table and id.
+fn from_row<T: DeserializeOwned>(table: &str, item: Item) -> Result<T> {
+    let id = item
+        .get(ID)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    serde_json::from_value(Value::Object(item)).map_err(|source| Error::RowDoesNotFit {
+        table: table.to_owned(),
+        id,
+        source,
+    })
 }
 
 impl<T: Serialize + DeserializeOwned> SyncTable<T> {
@@ -97,7 +108,10 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`crate::Transaction::insert`].
     pub async fn insert(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        from_item(self.ctx.write_one(OpKind::Insert, &self.name, item)?)
+        from_row(
+            &self.name,
+            self.ctx.write_one(OpKind::Insert, &self.name, item)?,
+        )
     }
 
     /// Updates an item locally and queues its update.
@@ -106,7 +120,39 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// See [`crate::Transaction::update`].
     pub async fn update(&self, item: &T) -> Result<T> {
         let item = to_item(item)?;
-        from_item(self.ctx.write_one(OpKind::Update, &self.name, item)?)
+        from_row(
+            &self.name,
+            self.ctx.write_one(OpKind::Update, &self.name, item)?,
+        )
+    }
+
+    /// Edits the stored row: reads it, lets `edit` change it, and writes it back
+    /// with its update queued, in one transaction. The edit starts from the row
+    /// as stored now (its current version), so it never conflicts with this
+    /// client's own earlier writes; a change pulled meanwhile is in the row it
+    /// edits. Returns the stored item.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] without such a row; [`Error::InvalidArgument`] when
+    /// `edit` changes the id; otherwise as [`update`](Self::update).
+    pub async fn update_with(&self, id: &str, edit: impl FnOnce(&mut T)) -> Result<T> {
+        let stored = self.ctx.transaction(|tx| {
+            let row = tx.get(&self.name, id)?.ok_or_else(|| Error::NotFound {
+                table: self.name.clone(),
+                id: id.to_owned(),
+            })?;
+            let mut value: T = from_row(&self.name, row)?;
+            edit(&mut value);
+            let item = to_item(&value)?;
+            if item.get(ID).and_then(Value::as_str) != Some(id) {
+                return Err(Error::InvalidArgument(format!(
+                    "update_with must not change the id of {id} in {}",
+                    self.name
+                )));
+            }
+            tx.update(&self.name, item)
+        })?;
+        from_row(&self.name, stored)
     }
 
     /// Deletes an item locally and queues its delete (its `version`, if given,
@@ -135,7 +181,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
         let id = id.to_owned();
         self.read(move |ctx, table| ctx.get(table, &id))
             .await?
-            .map(from_item)
+            .map(|row| from_row(&self.name, row))
             .transpose()
     }
 
@@ -149,7 +195,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
             .await?
             .items
             .into_iter()
-            .map(from_item)
+            .map(|row| from_row(&self.name, row))
             .collect()
     }
 
@@ -163,8 +209,10 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     }
 
     /// Rows as `T`.
-    pub(crate) fn typed(rows: Vec<Item>) -> Result<Vec<T>> {
-        rows.into_iter().map(from_item).collect()
+    pub(crate) fn typed(&self, rows: Vec<Item>) -> Result<Vec<T>> {
+        rows.into_iter()
+            .map(|row| from_row(&self.name, row))
+            .collect()
     }
 
     /// Counts the local rows a query's filter selects.
@@ -192,6 +240,17 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     pub async fn pull(&self, query_id: &str, query: Query) -> Result<PullResult> {
         let id = (!query_id.is_empty()).then_some(query_id);
         self.ctx.pull(&self.name, id, query).await
+    }
+
+    /// Pulls this table incrementally under the query id derived from `query`
+    /// ([`derived_query_id`](crate::derived_query_id)): each distinct query keeps
+    /// its own cursor without the app naming one.
+    ///
+    /// # Errors
+    /// See [`SyncContext::pull`].
+    pub async fn pull_query(&self, query: Query) -> Result<PullResult> {
+        let id = crate::outcome::derived_query_id(&query);
+        self.ctx.pull(&self.name, Some(&id), query).await
     }
 
     /// [`pull`](Self::pull) with options.

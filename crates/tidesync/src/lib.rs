@@ -34,10 +34,11 @@
 //!
 //! ```
 //! use serde::{Deserialize, Serialize};
-//! use tidesync::{Client, ColumnType, MemoryStore, PushStatus, Query, TableDef, col};
+//! use tidesync::{Client, MemoryStore, PushStatus, Query, SyncItem, col};
 //! use tidesync_transport_mock::MockServer;
 //!
-//! #[derive(Debug, Clone, Serialize, Deserialize)]
+//! #[derive(Debug, Clone, Serialize, Deserialize, SyncItem)]
+//! #[tidesync(table = "TodoItem")]
 //! struct TodoItem {
 //!     #[serde(default, skip_serializing_if = "Option::is_none")]
 //!     id: Option<String>,
@@ -51,18 +52,16 @@
 //!
 //! let client = Client::builder()
 //!     .store(MemoryStore::new())
-//!     .table(TableDef::new("TodoItem")
-//!         .column("text", ColumnType::String)
-//!         .column("complete", ColumnType::Bool))
+//!     .define::<TodoItem>()                       // the table, from the type
 //!     .transport(server.transport())
 //!     .build()?;
-//! let todo = client.table::<TodoItem>("TodoItem");
+//! let todo = client.sync_table::<TodoItem>();
 //!
 //! // Local writes always succeed, online or not.
 //! let milk = todo.insert(&TodoItem { id: None, text: "buy milk".into(), complete: false }).await?;
 //! server.set_offline(true);
 //! assert_eq!(client.push().await?.status, PushStatus::CancelledByNetworkError);
-//! assert_eq!(client.pending_operations()?, 1);
+//! assert_eq!(client.status().borrow().pending, 1);
 //!
 //! // Back online: the queued insert goes out, and a pull brings the server's rows.
 //! server.set_offline(false);
@@ -86,7 +85,7 @@ pub use tidesync_core::{
     PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus, Query, QueryResult,
     QueueRefusal, Resolution, Result, ServerWins, StoreError, SyncAction, SyncErrorInfo,
     SyncErrorKind, SyncItem, SyncStatus, SyncTable, TableDef, Transaction, TransportError,
-    WatchOptions, Watcher,
+    WatchOptions, Watcher, derived_query_id,
 };
 /// Derives [`SyncItem`] (the trait): the table definition from the row's type.
 /// See [`tidesync_derive`] for what it reads.
@@ -119,7 +118,9 @@ pub use tidesync_store_sqlite::SqliteStore;
 #[cfg(feature = "http")]
 pub use tidesync_transport_http as transport_http;
 #[cfg(feature = "http")]
-pub use tidesync_transport_http::{HttpTransport, Protocol};
+pub use tidesync_transport_http::{
+    ApiKey, AuthProvider, BearerToken, FnAuth, HttpTransport, Protocol, RetryPolicy,
+};
 #[cfg(feature = "mock")]
 pub use tidesync_transport_mock::{MockServer, MockTransport};
 
@@ -165,13 +166,26 @@ impl Deref for Client {
 
 /// Builds a [`Client`]: a store and a transport are required; the conflict
 /// handler defaults to [`FailOnConflict`].
+///
+/// Everything an app sets is here: the HTTP transport's settings
+/// ([`url`](Self::url), then [`timeout`](Self::timeout), [`retry`](Self::retry),
+/// [`auth`](Self::auth), [`header`](Self::header), …) and the engine's
+/// ([`page_size`](Self::page_size), [`batch_size`](Self::batch_size),
+/// [`max_conflict_rounds`](Self::max_conflict_rounds)).
 #[derive(Debug, Default)]
 pub struct ClientBuilder {
     store: Option<Arc<dyn LocalStore>>,
     transport: Option<Arc<dyn Transport>>,
+    #[cfg(feature = "http")]
+    http: Option<tidesync_transport_http::HttpTransportBuilder>,
+    /// An HTTP setting given without `url` (reported by `build`).
+    #[cfg(feature = "http")]
+    http_without_url: Option<&'static str>,
     handler: Option<Arc<dyn ConflictHandler>>,
     tables: Vec<TableDef>,
     page_size: Option<u64>,
+    batch_size: Option<usize>,
+    max_conflict_rounds: Option<u32>,
 }
 
 impl ClientBuilder {
@@ -190,19 +204,86 @@ impl ClientBuilder {
     }
 
     /// Talks to the sync server at `url` over HTTP, choosing the protocol from
-    /// the server's capabilities document (v2 for servers without one). Use
-    /// [`transport`](Self::transport) with an `HttpTransport` built by hand for
-    /// auth, timeouts, retries or a fixed protocol.
+    /// the server's capabilities document (v2 for servers without one) unless
+    /// [`protocol`](Self::protocol) fixes it. The HTTP settings below apply to
+    /// this transport.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the URL is not usable.
+    /// [`Error::InvalidArgument`] when the URL is not absolute `http(s)` with a host.
     #[cfg(feature = "http")]
     pub fn url(mut self, url: &str) -> Result<Self> {
-        let transport = HttpTransport::builder(url)
-            .build()
+        let http = HttpTransport::builder(url);
+        http.check_url()
             .map_err(|e| Error::InvalidArgument(format!("server url {url:?}: {e}")))?;
-        self.transport = Some(Arc::new(transport));
+        self.http = Some(http);
         Ok(self)
+    }
+
+    #[cfg(feature = "http")]
+    fn with_http(
+        mut self,
+        setting: &'static str,
+        apply: impl FnOnce(
+            tidesync_transport_http::HttpTransportBuilder,
+        ) -> tidesync_transport_http::HttpTransportBuilder,
+    ) -> Self {
+        match self.http.take() {
+            Some(http) => self.http = Some(apply(http)),
+            None => self.http_without_url = Some(setting),
+        }
+        self
+    }
+
+    /// The protocol (v2, v3, or `Auto`, the default: discovered).
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn protocol(self, protocol: Protocol) -> Self {
+        self.with_http("protocol", |b| b.protocol(protocol))
+    }
+
+    /// How long one HTTP request may take in all (default 30 s).
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn timeout(self, timeout: std::time::Duration) -> Self {
+        self.with_http("timeout", |b| b.timeout(timeout))
+    }
+
+    /// How long connecting may take (no separate limit unless set).
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn connect_timeout(self, timeout: std::time::Duration) -> Self {
+        self.with_http("connect_timeout", |b| b.connect_timeout(timeout))
+    }
+
+    /// How failed requests are retried (default: 3 retries, 200 ms doubling up to 5 s).
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn retry(self, policy: RetryPolicy) -> Self {
+        self.with_http("retry", |b| b.retry(policy))
+    }
+
+    /// Where requests get their credentials ([`BearerToken`], [`ApiKey`], or your own
+    /// [`AuthProvider`], asked again after a 401).
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn auth(self, provider: impl AuthProvider + 'static) -> Self {
+        self.with_http("auth", |b| b.auth(provider))
+    }
+
+    /// A header sent with every request.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn header(self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        let (name, value) = (name.into(), value.into());
+        self.with_http("header", |b| b.header(name, value))
+    }
+
+    /// The `User-Agent` header.
+    #[cfg(feature = "http")]
+    #[must_use]
+    pub fn user_agent(self, user_agent: impl Into<String>) -> Self {
+        let user_agent = user_agent.into();
+        self.with_http("user_agent", |b| b.user_agent(user_agent))
     }
 
     /// The conflict handler ([`FailOnConflict`] when not set).
@@ -233,22 +314,59 @@ impl ClientBuilder {
         self
     }
 
+    /// Ops per request when the server offers batch push (default 500).
+    #[must_use]
+    pub fn batch_size(mut self, ops: usize) -> Self {
+        self.batch_size = Some(ops);
+        self
+    }
+
+    /// How often one push may ask the conflict handler about the same op before
+    /// recording the conflict as an error (default 3).
+    #[must_use]
+    pub fn max_conflict_rounds(mut self, rounds: u32) -> Self {
+        self.max_conflict_rounds = Some(rounds);
+        self
+    }
+
     /// Defines the tables and opens the client.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] without a store or transport; an invalid table
     /// definition; store failures.
     pub fn build(self) -> Result<Client> {
+        #[cfg(feature = "http")]
+        let transport = {
+            if let Some(setting) = self.http_without_url {
+                return Err(Error::InvalidArgument(format!(
+                    "`{setting}` configures the HTTP transport: call url() before it"
+                )));
+            }
+            match (self.transport, self.http) {
+                (Some(_), Some(_)) => {
+                    return Err(Error::InvalidArgument(
+                        "give a client either a transport or a url, not both".to_owned(),
+                    ));
+                }
+                (Some(transport), None) => Some(transport),
+                (None, Some(http)) => Some(Arc::new(
+                    http.build()
+                        .map_err(|e| Error::InvalidArgument(format!("HTTP transport: {e}")))?,
+                ) as Arc<dyn Transport>),
+                (None, None) => None,
+            }
+        };
+        #[cfg(not(feature = "http"))]
+        let transport = self.transport;
         let store = self
             .store
             .ok_or_else(|| Error::InvalidArgument("a client needs a store".to_owned()))?;
+        let transport = transport
+            .ok_or_else(|| Error::InvalidArgument("a client needs a transport".to_owned()))?;
         for def in &self.tables {
             def.validate()?;
             store.define_table(def)?;
         }
-        let transport = self
-            .transport
-            .ok_or_else(|| Error::InvalidArgument("a client needs a transport".to_owned()))?;
         let mut builder = SyncContext::builder()
             .store_arc(store)
             .transport_arc(transport);
@@ -257,6 +375,12 @@ impl ClientBuilder {
         }
         if let Some(rows) = self.page_size {
             builder = builder.page_size(rows);
+        }
+        if let Some(ops) = self.batch_size {
+            builder = builder.batch_size(ops);
+        }
+        if let Some(rounds) = self.max_conflict_rounds {
+            builder = builder.max_conflict_rounds(rounds);
         }
         Ok(Client {
             context: builder.build()?,

@@ -100,6 +100,15 @@ impl HttpTransportBuilder {
         }
     }
 
+    /// Checks the base URL now (absolute `http(s)` with a host), as
+    /// [`build`](Self::build) will.
+    ///
+    /// # Errors
+    /// [`HttpError::InvalidUrl`].
+    pub fn check_url(&self) -> Result<(), HttpError> {
+        parse_base(&self.base_url).map(drop)
+    }
+
     /// The protocol ([`Protocol::Auto`] unless set).
     #[must_use]
     pub fn protocol(mut self, protocol: Protocol) -> Self {

@@ -9,19 +9,19 @@ use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
-use tidesync::transport_http::{ApiKey, HttpTransport, Protocol, RetryPolicy};
 use tidesync::{
-    ChangeEvent, Client, ColumnType, Error, Item, OperationError, PullOptions, PullProgress,
-    PushResult, PushStatus, Query, TableDef, TransportError,
+    ApiKey, ChangeEvent, Client, Error, Item, OperationError, Protocol, PullOptions, PullProgress,
+    PushResult, PushStatus, Query, RetryPolicy, SyncItem, TransportError,
 };
 
 /// The table of the tutorial.
-pub const TABLE: &str = "TodoItem";
+pub const TABLE: &str = TodoItem::TABLE;
 /// The incremental pull's query id, as in the tutorial.
 pub const QUERY_ID: &str = "allTodoItems";
 
-/// One todo item, as the app sees it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One todo item, as the app sees it; the local table is defined from this type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SyncItem)]
+#[tidesync(table = "TodoItem")]
 pub struct TodoItem {
     /// The id (32 hex digits, given by the engine on insert).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -61,13 +61,6 @@ impl TodoItem {
     pub fn id(&self) -> &str {
         self.id.as_deref().unwrap_or("")
     }
-}
-
-/// The local table's definition.
-pub fn table_def() -> TableDef {
-    TableDef::new(TABLE)
-        .column("text", ColumnType::String)
-        .column("complete", ColumnType::Bool)
 }
 
 /// Which local store file format to use.
@@ -120,7 +113,10 @@ pub struct Connection {
 pub fn open(conn: &Connection) -> Result<Client> {
     // Short limits: a CLI run offline should come back in a moment, and the
     // queue keeps whatever could not be sent for the next run.
-    let mut http = HttpTransport::builder(&conn.url)
+    let mut builder = Client::builder()
+        .define::<TodoItem>()
+        .url(&conn.url)
+        .with_context(|| format!("server url {:?}", conn.url))?
         .protocol(conn.protocol.into())
         .connect_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(10))
@@ -131,12 +127,8 @@ pub fn open(conn: &Connection) -> Result<Client> {
         })
         .user_agent(concat!("tidesync-todo/", env!("CARGO_PKG_VERSION")));
     if let Some(key) = &conn.api_key {
-        http = http.auth(ApiKey::new(key.clone()));
+        builder = builder.auth(ApiKey::new(key.clone()));
     }
-    let transport = http
-        .build()
-        .with_context(|| format!("server url {:?}", conn.url))?;
-    let builder = Client::builder().table(table_def()).transport(transport);
     let what = || format!("cannot open the local store {}", conn.db.display());
     let builder = match conn.store {
         StoreKind::Sqlite => {
@@ -149,7 +141,7 @@ pub fn open(conn: &Connection) -> Result<Client> {
 
 /// Every local item, ordered by text then id.
 pub async fn list(client: &Client) -> Result<Vec<TodoItem>> {
-    let todo = client.table::<TodoItem>(TABLE);
+    let todo = client.sync_table::<TodoItem>();
     Ok(todo
         .query(&Query::all().order_by("text").order_by("id"))
         .await?)
@@ -157,7 +149,7 @@ pub async fn list(client: &Client) -> Result<Vec<TodoItem>> {
 
 /// The local item whose id is `id`, or the only one whose id starts with it.
 pub async fn find(client: &Client, id: &str) -> Result<TodoItem> {
-    let todo = client.table::<TodoItem>(TABLE);
+    let todo = client.sync_table::<TodoItem>();
     if let Some(item) = todo.get(id).await? {
         return Ok(item);
     }
@@ -176,12 +168,9 @@ pub async fn find(client: &Client, id: &str) -> Result<TodoItem> {
 /// Marks an item complete locally (and queues the update).
 pub async fn complete(client: &Client, id: &str) -> Result<TodoItem> {
     let item = find(client, id).await?;
-    let todo = client.table::<TodoItem>(TABLE);
-    Ok(todo
-        .update(&TodoItem {
-            complete: true,
-            ..item
-        })
+    Ok(client
+        .sync_table::<TodoItem>()
+        .update_with(item.id(), |item| item.complete = true)
         .await?)
 }
 

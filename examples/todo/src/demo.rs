@@ -123,7 +123,7 @@ pub async fn run(store: StoreKind, protocol: ProtocolArg, api_key: Option<String
     d.step("device A adds \"buy milk\" while online (todo add \"buy milk\")");
     let a = d.open("device-a", &url)?;
     let milk = a
-        .table::<TodoItem>(TABLE)
+        .sync_table::<TodoItem>()
         .insert(&TodoItem::new("buy milk"))
         .await?;
     d.say(format!("added: {}", milk.id()));
@@ -141,7 +141,7 @@ pub async fn run(store: StoreKind, protocol: ProtocolArg, api_key: Option<String
     d.say(format!("server url: {offline}"));
     let a = d.open("device-a", &offline)?;
     let dog = a
-        .table::<TodoItem>(TABLE)
+        .sync_table::<TodoItem>()
         .insert(&TodoItem::new("walk the dog"))
         .await?;
     d.say(format!("added: {} (walk the dog)", dog.id()));
@@ -202,7 +202,7 @@ pub async fn run(store: StoreKind, protocol: ProtocolArg, api_key: Option<String
 
     d.step("both devices edit \"walk the dog\": B first, then A, which has not pulled B's edit");
     let b_dog = app::find(&b, dog.id()).await?;
-    b.table::<TodoItem>(TABLE)
+    b.sync_table::<TodoItem>()
         .update(&TodoItem {
             text: "walk the dog at 7".into(),
             ..b_dog
@@ -216,7 +216,7 @@ pub async fn run(store: StoreKind, protocol: ProtocolArg, api_key: Option<String
         || format!("push: {}", report.push.status),
     )?;
     let a_dog = app::find(&a, dog.id()).await?;
-    a.table::<TodoItem>(TABLE)
+    a.sync_table::<TodoItem>()
         .update(&TodoItem {
             text: "walk the dog and the cat".into(),
             ..a_dog
@@ -278,7 +278,7 @@ pub async fn run(store: StoreKind, protocol: ProtocolArg, api_key: Option<String
         || format!("push: {}", report.push.status),
     )?;
     let a_dog = app::find(&a, dog.id()).await?;
-    a.table::<TodoItem>(TABLE)
+    a.sync_table::<TodoItem>()
         .update(&TodoItem {
             text: "walk the dog tomorrow".into(),
             ..a_dog

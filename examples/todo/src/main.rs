@@ -184,7 +184,7 @@ async fn run(cli: Cli) -> Result<u8> {
         Command::Add { text, no_sync } => {
             let client = app::open(&conn)?;
             let item = client
-                .table::<TodoItem>(app::TABLE)
+                .sync_table::<TodoItem>()
                 .insert(&TodoItem::new(text))
                 .await?;
             println!("added: {}", item.id());

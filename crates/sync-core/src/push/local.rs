@@ -40,8 +40,18 @@ impl PushRun {
             let mut batch = WriteBatch::new();
             for ((op, server_item), row) in done.into_iter().zip(rows) {
                 let ops = queue.of_item(&op.table, &op.item_id);
+                let version = |item: Option<&Item>| {
+                    item.and_then(|i| i.get(VERSION))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned)
+                };
+                let before = version(row.as_ref());
+                let after = version(server_item.as_ref());
                 match self.completion(&op, server_item.as_ref(), row, ops, &mut batch)? {
                     Ok(()) => {
+                        if op.kind != OpKind::Delete && after.is_some() {
+                            queue.record_own_write(&op.table, &op.item_id, before, after);
+                        }
                         queue.clear_in_flight(&op.id);
                         completed.push(op);
                     }

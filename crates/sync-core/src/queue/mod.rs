@@ -52,6 +52,34 @@ pub(crate) struct Queue {
     per_table: BTreeMap<String, u64>,
     /// Where the counts are published after each commit (the sync status).
     status: Option<watch::Sender<SyncStatus>>,
+    /// The versions this client's own acknowledged writes replaced.
+    own: OwnVersions,
+}
+
+/// How many items [`OwnVersions`] remembers (the oldest are forgotten first;
+/// forgetting only makes an update from a stale copy conflict, as without it).
+const OWN_ITEMS_MAX: usize = 10_000;
+/// How many replaced versions it keeps per item.
+const OWN_VERSIONS_PER_ITEM: usize = 16;
+
+/// Per item, the version this client's last acknowledged write produced and
+/// the versions its own writes replaced since the server last changed the item
+/// some other way. An update whose `version` is one of those is stale only
+/// because of this client's own writes, so it is sent against the current
+/// version instead of meeting a 412 against itself; any other stale version
+/// keeps optimistic concurrency (it conflicts). Kept in memory: an app's copy
+/// of a row does not outlive the process either.
+#[derive(Debug, Default)]
+struct OwnVersions {
+    items: HashMap<(String, String), Own>,
+    /// Items in the order they were first remembered, for the cap.
+    order: std::collections::VecDeque<(String, String)>,
+}
+
+#[derive(Debug)]
+struct Own {
+    current: Option<String>,
+    replaced: Vec<Option<String>>,
 }
 
 impl Queue {
@@ -134,6 +162,61 @@ impl Queue {
         &self.per_table
     }
 
+    /// Remembers that this client's write of an item was acknowledged: the row's
+    /// version went from `before` to `after` by its own hand.
+    pub(crate) fn record_own_write(
+        &mut self,
+        table: &str,
+        id: &str,
+        before: Option<String>,
+        after: Option<String>,
+    ) {
+        let key = (table.to_owned(), id.to_owned());
+        let own = &mut self.own;
+        if !own.items.contains_key(&key) {
+            if own.items.len() >= OWN_ITEMS_MAX {
+                if let Some(oldest) = own.order.pop_front() {
+                    own.items.remove(&oldest);
+                }
+            }
+            own.order.push_back(key.clone());
+        }
+        let entry = own.items.entry(key).or_insert(Own {
+            current: before.clone(),
+            replaced: Vec::new(),
+        });
+        if entry.current != before {
+            // Someone else changed the item in between: older versions are stale for real.
+            entry.replaced.clear();
+        }
+        if !entry.replaced.contains(&before) {
+            if entry.replaced.len() >= OWN_VERSIONS_PER_ITEM {
+                entry.replaced.remove(0);
+            }
+            entry.replaced.push(before);
+        }
+        entry.current = after;
+    }
+
+    /// True when `given` is stale only because of this client's own writes:
+    /// `current` (the row's version now) is what its last acknowledged write
+    /// produced, and `given` one of the versions its writes replaced.
+    pub(crate) fn replaced_by_own_writes(
+        &self,
+        table: &str,
+        id: &str,
+        given: Option<&str>,
+        current: Option<&str>,
+    ) -> bool {
+        self.own
+            .items
+            .get(&(table.to_owned(), id.to_owned()))
+            .is_some_and(|own| {
+                own.current.as_deref() == current
+                    && own.replaced.iter().any(|v| v.as_deref() == given)
+            })
+    }
+
     /// Publishes the counts to the sync status from now on, after every commit.
     pub(crate) fn publish_to(&mut self, status: watch::Sender<SyncStatus>) {
         self.status = Some(status);
@@ -185,6 +268,13 @@ impl Queue {
                     self.put(op.clone());
                 }
                 Write::DeleteOperation { id } => self.remove(id),
+                Write::Clear => {
+                    self.own = OwnVersions::default();
+                    self.order.clear();
+                    self.by_id.clear();
+                    self.by_item.clear();
+                    self.per_table.clear();
+                }
                 Write::DeleteTableOperations { table } => {
                     let ids: Vec<String> = self
                         .by_item

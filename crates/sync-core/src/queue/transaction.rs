@@ -114,6 +114,26 @@ impl<'a> Transaction<'a> {
         Ok(row.map(app_view))
     }
 
+    /// An update or delete whose `version` is stale only because of this
+    /// client's own acknowledged writes since its copy was read takes the row's
+    /// current version; a version stale because of anyone else's change stays,
+    /// and conflicts at push (see `Queue::record_own_write`).
+    fn forgive_own_staleness(&self, table: &str, id: &str, row: &Item, item: &mut Item) {
+        let Some(given) = item.get(VERSION) else {
+            return;
+        };
+        let current = row.get(VERSION).unwrap_or(&Value::Null);
+        if given == current {
+            return;
+        }
+        if self
+            .queue
+            .replaced_by_own_writes(table, id, given.as_str(), current.as_str())
+        {
+            item.insert(VERSION.to_owned(), current.clone());
+        }
+    }
+
     /// The row and its ops as this transaction sees them.
     fn row_and_ops(&mut self, table: &str, id: &str) -> Result<(Option<Item>, Vec<Operation>)> {
         self.index_fresh();
@@ -146,6 +166,9 @@ impl<'a> Transaction<'a> {
             return Ok(self.insert_fresh(table, id, item));
         }
         let (row, mut ops) = self.row_and_ops(table, &id)?;
+        if let Some(row) = &row {
+            self.forgive_own_staleness(table, &id, row, &mut item);
+        }
         let newest = ops.last().cloned();
         let in_flight = newest
             .as_ref()

@@ -156,6 +156,7 @@ macro_rules! store_conformance {
                 queue_order_survives_reopen,
                 queue_follows_the_memory_store,
                 delete_table_operations,
+                clear_empties_everything_but_definitions,
                 errors_ordered_by_sequence,
                 config_set_overwrite_remove,
                 bulk_apply_100k,

@@ -691,3 +691,72 @@ pub fn queue_follows_the_memory_store(factory: &dyn StoreFactory) {
         }
     }
 }
+
+/// `Clear` empties every table, the queue (ops kept anywhere), the error records
+/// and the sync metadata, keeps the definitions, and the store works on after it,
+/// across a reopen.
+pub fn clear_empties_everything_but_definitions(factory: &dyn StoreFactory) {
+    let place = place();
+    let store = open(factory, &place);
+    store.define_table(&todo_def()).unwrap();
+    store.define_table(&fx_def()).unwrap();
+    let ops = [
+        op("t1", 1, "todo", "a", OpKind::Insert),
+        op("t2", 2, "todo", "gone", OpKind::Delete),
+        op("f1", 3, "fx", "b", OpKind::Update),
+        op("f2", 4, "fx", "b", OpKind::Update),
+        op("g1", 5, "ghost", "x", OpKind::Insert),
+    ];
+    let mut writes = vec![
+        put("todo", json!({"id": "a"})),
+        put("todo", json!({"id": "kept-no-op"})),
+        put("fx", json!({"id": "b"})),
+    ];
+    writes.extend(ops.iter().cloned().map(Write::PutOperation));
+    writes.push(Write::PutError(op_error(&ops[1], Some(412))));
+    writes.push(Write::SetConfig {
+        key: "deltaToken|todo|all".to_owned(),
+        value: Some("cursor".to_owned()),
+    });
+    write(&*store, writes);
+    assert_eq!(store.count_operations(None).unwrap(), 5);
+
+    write(&*store, vec![Write::Clear]);
+    let empty = |store: &dyn LocalStore| {
+        for table in ["todo", "fx"] {
+            assert!(
+                store
+                    .query(table, &Query::default())
+                    .unwrap()
+                    .items
+                    .is_empty()
+            );
+            assert!(store.table(table).unwrap().is_some(), "definitions stay");
+        }
+        assert_eq!(store.count_operations(None).unwrap(), 0);
+        assert!(store.errors().unwrap().is_empty());
+        assert_eq!(store.config("deltaToken|todo|all").unwrap(), None);
+    };
+    empty(&*store);
+
+    // The store works on: a row with its op, kept across a reopen.
+    let next = op("t3", 6, "todo", "c", OpKind::Insert);
+    write(
+        &*store,
+        vec![
+            put("todo", json!({"id": "c"})),
+            Write::PutOperation(next.clone()),
+        ],
+    );
+    drop(store);
+    let store = open(factory, &place);
+    if factory.capabilities().durable {
+        assert_eq!(store.operations(0, 10).unwrap(), vec![next]);
+        assert!(store.get("todo", "c").unwrap().is_some());
+        assert!(store.get("todo", "a").unwrap().is_none());
+        assert!(store.get("todo", "kept-no-op").unwrap().is_none());
+        write(&*store, vec![Write::Clear]);
+        drop(store);
+        empty(&*open(factory, &place));
+    }
+}
