@@ -7,15 +7,75 @@ use crate::model::OpKind;
 use crate::outcome::{PushResult, PushStatus};
 pub use crate::store::{BoxError, StoreError};
 
+/// Why a request got no answer, for an app to decide what to say or do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum NetworkKind {
+    /// The server's name could not be resolved.
+    Dns,
+    /// Nothing listens at the server's address (connection refused).
+    Refused,
+    /// The request or the connection took longer than allowed.
+    Timeout,
+    /// The TLS handshake failed (a certificate, or not TLS at all).
+    Tls,
+    /// The connection was closed or reset before the answer was complete.
+    Reset,
+    /// The client is offline (a test transport's offline switch).
+    Offline,
+    /// Anything else, or not known.
+    Other,
+}
+
+/// A request that got no answer: what kind of failure, and the whole story.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkError {
+    /// What kind of failure.
+    pub kind: NetworkKind,
+    /// What happened, with the chain of causes.
+    pub message: String,
+}
+
+impl NetworkError {
+    /// A failure of a known kind.
+    pub fn new(kind: NetworkKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for NetworkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// A failure of no particular kind ([`NetworkKind::Other`]).
+impl From<String> for NetworkError {
+    fn from(message: String) -> Self {
+        Self::new(NetworkKind::Other, message)
+    }
+}
+
+/// A failure of no particular kind ([`NetworkKind::Other`]).
+impl From<&str> for NetworkError {
+    fn from(message: &str) -> Self {
+        Self::new(NetworkKind::Other, message)
+    }
+}
+
 /// What a [`Transport`](crate::Transport) call can fail with, classified the way
 /// push and pull react to it.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransportError {
-    /// No answer: connection refused, DNS, TLS, timeout, offline. Stops a push
-    /// with `CancelledByNetworkError`; nothing is lost.
+    /// No answer: connection refused, DNS, TLS, timeout, offline; its
+    /// [`NetworkError::kind`] says which. Stops a push with
+    /// `CancelledByNetworkError`; nothing is lost.
     #[error("network error: {0}")]
-    Network(String),
+    Network(NetworkError),
     /// 401 (after any token refresh): stops a push with `CancelledByAuthenticationError`.
     #[error("not authenticated: {message}")]
     Auth {

@@ -61,7 +61,10 @@ pub use conflict::{
     Resolution, ServerWins,
 };
 pub use context::{SyncContext, SyncContextBuilder};
-pub use error::{BoxError, Error, InvalidItem, QueueRefusal, Result, StoreError, TransportError};
+pub use error::{
+    BoxError, Error, InvalidItem, NetworkError, NetworkKind, QueueRefusal, Result, StoreError,
+    TransportError,
+};
 pub use events::{ChangeEvent, SyncAction};
 pub use memory::MemoryStore;
 pub use model::{

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tidesync::{
-    BearerToken, Client, Error, MemoryStore, Protocol, Query, RetryPolicy, SyncItem, TransportError,
+    BearerToken, Client, Error, MemoryStore, NetworkKind, Protocol, Query, RetryPolicy, SyncItem,
+    TransportError,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -106,10 +107,72 @@ async fn a_request_that_gets_no_answer_times_out_as_a_network_error() {
         .await
         .unwrap_err();
     assert!(
-        matches!(error, Error::Transport(TransportError::Network(_))),
+        matches!(&error, Error::Transport(TransportError::Network(n)) if n.kind == NetworkKind::Timeout),
         "{error:?}"
     );
     hold.abort();
+}
+
+/// The kind of a failure with no answer, for a client pointed at `url`.
+async fn failure_kind(url: &str) -> NetworkKind {
+    let client = Client::builder()
+        .store(MemoryStore::new())
+        .define::<Todo>()
+        .url(url)
+        .unwrap()
+        .protocol(Protocol::V2)
+        .timeout(Duration::from_secs(20))
+        .retry(RetryPolicy::NONE)
+        .build()
+        .unwrap();
+    match client.sync_table::<Todo>().pull("", Query::all()).await {
+        Err(Error::Transport(TransportError::Network(network))) => network.kind,
+        other => panic!("expected a network error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_network_error_keeps_its_kind() {
+    // Nothing listens: refused.
+    let closed = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = closed.local_addr().unwrap();
+    drop(closed);
+    assert_eq!(
+        failure_kind(&format!("http://{address}")).await,
+        NetworkKind::Refused
+    );
+
+    // A server that is not TLS, asked over https: the handshake fails.
+    let plain = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = plain.local_addr().unwrap();
+    let answer = tokio::spawn(async move {
+        let (mut socket, _) = plain.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = socket.read(&mut buf).await;
+        let _ = socket
+            .write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+            .await;
+    });
+    assert_eq!(
+        failure_kind(&format!("https://{address}")).await,
+        NetworkKind::Tls
+    );
+    answer.await.unwrap();
+
+    // A server that hangs up mid-request: reset.
+    let rude = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = rude.local_addr().unwrap();
+    let hang_up = tokio::spawn(async move {
+        let (mut socket, _) = rude.accept().await.unwrap();
+        let mut buf = [0u8; 512];
+        let _ = socket.read(&mut buf).await;
+        drop(socket);
+    });
+    assert_eq!(
+        failure_kind(&format!("http://{address}")).await,
+        NetworkKind::Reset
+    );
+    hang_up.await.unwrap();
 }
 
 #[test]

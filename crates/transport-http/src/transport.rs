@@ -10,8 +10,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tidesync_core::{
-    BatchOperation, BatchOutcome, ChangeFeed, Page, ReadRequest, Snapshot, SnapshotRequest,
-    Transport, TransportError,
+    BatchOperation, BatchOutcome, ChangeFeed, NetworkError, NetworkKind, Page, ReadRequest,
+    Snapshot, SnapshotRequest, Transport, TransportError,
 };
 use tidesync_protocol::odata::Dialect;
 use tidesync_protocol::system::{ID, is_system_property};
@@ -457,19 +457,64 @@ fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     full.mul_f64(1.0 - rand::random_range(0.0..0.5))
 }
 
-/// A failure without an answer, with the chain of causes (reqwest's own message is terse).
+/// A failure without an answer, with the chain of causes (reqwest's own message is
+/// terse) and its kind.
 fn network(what: &str, error: &reqwest::Error) -> TransportError {
     let mut message = format!("{what}: {error}");
     if error.is_timeout() {
         message.push_str(" (timed out)");
     }
     let mut source = std::error::Error::source(error);
+    let mut io_kind = None;
+    let mut dns = false;
     while let Some(cause) = source {
+        let text = cause.to_string();
+        dns |= text.starts_with("dns error");
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
         message.push_str(": ");
-        message.push_str(&cause.to_string());
+        message.push_str(&text);
         source = cause.source();
     }
-    TransportError::Network(message)
+    TransportError::Network(NetworkError::new(
+        network_kind(error, io_kind, dns),
+        message,
+    ))
+}
+
+/// Which kind of "no answer": from reqwest's own flags, the first I/O error in the
+/// chain of causes, and hyper's connector naming a name-resolution failure.
+fn network_kind(
+    error: &reqwest::Error,
+    io_kind: Option<std::io::ErrorKind>,
+    dns: bool,
+) -> NetworkKind {
+    use std::io::ErrorKind;
+    if error.is_timeout() {
+        return NetworkKind::Timeout;
+    }
+    if dns {
+        return NetworkKind::Dns;
+    }
+    match io_kind {
+        Some(ErrorKind::ConnectionRefused) => NetworkKind::Refused,
+        Some(ErrorKind::TimedOut) => NetworkKind::Timeout,
+        Some(
+            ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::BrokenPipe
+            | ErrorKind::UnexpectedEof,
+        ) => NetworkKind::Reset,
+        // Connected over TCP but the https connection still failed: the handshake
+        // (the TLS library's own error types are not reqwest's API to inspect).
+        _ if error.is_connect() && error.url().is_some_and(|u| u.scheme() == "https") => {
+            NetworkKind::Tls
+        }
+        _ if error.is_connect() => NetworkKind::Other,
+        _ if error.is_body() || error.is_request() => NetworkKind::Reset,
+        _ => NetworkKind::Other,
+    }
 }
 
 #[cfg(test)]

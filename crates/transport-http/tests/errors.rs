@@ -322,10 +322,15 @@ async fn a_timeout_is_a_network_error() {
         .unwrap();
     // The answer would come after 3 s (an `Ok`); the error says the 200 ms timeout fired.
     let err = transport.read(&read_all()).await.unwrap_err();
-    let TransportError::Network(message) = &err else {
+    let TransportError::Network(network) = &err else {
         panic!("{err:?}");
     };
-    assert!(message.contains("timed out"), "{message}");
+    assert!(network.message.contains("timed out"), "{network}");
+    assert_eq!(
+        network.kind,
+        tidesync_core::NetworkKind::Timeout,
+        "{network}"
+    );
 }
 
 #[tokio::test]

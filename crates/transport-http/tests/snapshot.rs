@@ -124,14 +124,14 @@ async fn a_cut_off_body_an_error_line_and_a_wrong_count_are_errors_after_the_row
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[0].as_ref().unwrap(), &vec!["r1", "r2"]);
     assert_eq!(got[1].as_ref().unwrap(), &vec!["r3"]);
-    assert!(matches!(&got[2], Err(TransportError::Network(m)) if m.contains("end line")));
+    assert!(matches!(&got[2], Err(TransportError::Network(m)) if m.message.contains("end line")));
 
     // The server failed part-way.
     let mock = server(ndjson(&[row(1), json!({"error": "disk I/O error"})])).await;
     let transport = builder(&mock, Protocol::Auto).build().unwrap();
     let got = drain(transport.snapshot(&request(10)).await.unwrap()).await;
     assert_eq!(got[0].as_ref().unwrap(), &vec!["r1"]);
-    assert!(matches!(&got[1], Err(TransportError::Network(m)) if m.contains("disk I/O")));
+    assert!(matches!(&got[1], Err(TransportError::Network(m)) if m.message.contains("disk I/O")));
 
     // A count that does not match what arrived.
     let mock = server(ndjson(&[row(1), json!({"end": true, "rows": 2})])).await;

@@ -32,9 +32,9 @@ impl Fault {
     /// The error a caller sees for this fault.
     pub(crate) fn error(self) -> TransportError {
         match self {
-            Fault::Network => TransportError::Network("injected network fault".to_owned()),
+            Fault::Network => TransportError::Network("injected network fault".into()),
             Fault::CommitThenLoseResponse => TransportError::Network(
-                "injected fault: the response was lost after the request was applied".to_owned(),
+                "injected fault: the response was lost after the request was applied".into(),
             ),
             Fault::Auth | Fault::Status(401) => TransportError::Auth {
                 message: "injected authentication failure".to_owned(),

@@ -235,6 +235,7 @@ fn same(error: &TransportError) -> TransportError {
         TransportError::Auth { message } => TransportError::Auth {
             message: message.clone(),
         },
-        other => TransportError::Network(other.to_string()),
+        TransportError::Network(network) => TransportError::Network(network.clone()),
+        other => TransportError::Network(other.to_string().into()),
     }
 }

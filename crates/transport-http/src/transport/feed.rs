@@ -44,7 +44,7 @@ impl HttpTransport {
             {
                 // Discovery failed for now (401, 429, 5xx): not a final "no".
                 return Err(TransportError::Network(
-                    "the server's capabilities are not known yet".to_owned(),
+                    "the server's capabilities are not known yet".into(),
                 ));
             }
             return Err(TransportError::Unsupported("change feed"));

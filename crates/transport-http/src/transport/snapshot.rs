@@ -13,7 +13,7 @@
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
-use tidesync_core::{Item, Snapshot, SnapshotRequest, TransportError};
+use tidesync_core::{Item, NetworkError, NetworkKind, Snapshot, SnapshotRequest, TransportError};
 use tidesync_protocol::odata::{Dialect, Query};
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
@@ -82,9 +82,9 @@ fn parse_line(line: &[u8]) -> Result<Line, TransportError> {
         let message = error
             .as_str()
             .map_or_else(|| error.to_string(), str::to_owned);
-        return Err(TransportError::Network(format!(
-            "the server failed part-way through the snapshot: {message}"
-        )));
+        return Err(TransportError::Network(
+            format!("the server failed part-way through the snapshot: {message}").into(),
+        ));
     }
     Ok(Line::Row(object))
 }
@@ -110,8 +110,9 @@ async fn pump(
                 break 'read Err(super::network("the snapshot was cut off", &error));
             }
             None => {
-                break 'read Err(TransportError::Network(format!(
-                    "the snapshot ended after {rows} rows without its end line"
+                break 'read Err(TransportError::Network(NetworkError::new(
+                    NetworkKind::Reset,
+                    format!("the snapshot ended after {rows} rows without its end line"),
                 )));
             }
         };
@@ -184,7 +185,7 @@ mod tests {
         ));
         assert!(matches!(
             parse_line(br#"{"error":"disk full"}"#),
-            Err(TransportError::Network(m)) if m.contains("disk full")
+            Err(TransportError::Network(m)) if m.message.contains("disk full")
         ));
         assert!(matches!(
             parse_line(b"[1]"),
