@@ -3,55 +3,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use futures_util::{FutureExt, StreamExt};
-use serde::{Deserialize, Serialize};
-use tidesync::{
-    Client, MemoryStore, Query, SyncErrorKind, SyncItem, SyncStatus, WatchOptions, col,
-};
-use tidesync_transport_mock::MockServer;
+use tidesync::{Query, SyncErrorKind, SyncStatus, WatchOptions, col};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SyncItem)]
-#[tidesync(table = "TodoItem")]
-struct Todo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    text: String,
-    complete: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    version: Option<String>,
-}
+mod app;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SyncItem)]
-struct Note {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    body: String,
-}
-
-fn todo(text: &str, complete: bool) -> Todo {
-    Todo {
-        id: None,
-        text: text.to_owned(),
-        complete,
-        version: None,
-    }
-}
-
-fn server() -> MockServer {
-    let server = MockServer::new();
-    server.add_table("TodoItem");
-    server.add_table("Note");
-    server
-}
-
-fn client(server: &MockServer) -> Client {
-    Client::builder()
-        .store(MemoryStore::new())
-        .define::<Todo>()
-        .define::<Note>()
-        .transport(server.transport())
-        .build()
-        .expect("client")
-}
+use app::{Note, Todo, client, note, server, todo};
 
 /// The stream's next result; a guard, not a wait: a missing result fails the test
 /// instead of hanging it.
@@ -100,10 +56,7 @@ async fn a_live_query_follows_local_writes_and_pulls_and_coalesces_bursts() {
     // Changes the query cannot see yield nothing: another table, a row it filters out.
     client
         .sync_table::<Note>()
-        .insert(&Note {
-            id: None,
-            body: "x".to_owned(),
-        })
+        .insert(&note("x"))
         .await
         .expect("insert note");
     todos
@@ -164,10 +117,7 @@ async fn the_status_counts_the_queue_and_reports_push_and_pull() {
     todos.insert(&todo("b", false)).await.unwrap();
     client
         .sync_table::<Note>()
-        .insert(&Note {
-            id: None,
-            body: "n".to_owned(),
-        })
+        .insert(&note("n"))
         .await
         .unwrap();
     {

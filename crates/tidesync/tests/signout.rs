@@ -2,32 +2,16 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod app;
+
+use app::{Todo, client, todo};
 use futures_util::StreamExt;
-use serde::{Deserialize, Serialize};
 use serde_json::json;
-use tidesync::{Client, MemoryStore, Query, SyncItem, col, derived_query_id};
+use tidesync::{Query, col, derived_query_id};
 use tidesync_transport_mock::MockServer;
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, SyncItem)]
-#[tidesync(table = "TodoItem")]
-struct Todo {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    id: Option<String>,
-    text: String,
-    complete: bool,
-}
-
-fn todo(text: &str, complete: bool) -> Todo {
-    Todo {
-        id: None,
-        text: text.to_owned(),
-        complete,
-    }
-}
-
 fn seeded() -> MockServer {
-    let server = MockServer::new();
-    server.add_table("TodoItem");
+    let server = app::server();
     for (id, complete) in [("a", true), ("b", false), ("c", false)] {
         let mut row = serde_json::Map::new();
         row.insert("id".to_owned(), json!(id));
@@ -36,15 +20,6 @@ fn seeded() -> MockServer {
         server.server_insert("TodoItem", row);
     }
     server
-}
-
-fn client(server: &MockServer) -> Client {
-    Client::builder()
-        .store(MemoryStore::new())
-        .define::<Todo>()
-        .transport(server.transport())
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
