@@ -17,7 +17,7 @@ mod collapse;
 mod shape;
 mod transaction;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 pub(crate) use shape::{
     app_view, conform_item, conform_owned, merge_into, op_view, overlay_server_copy, server_view,
@@ -28,6 +28,10 @@ pub(crate) use transaction::{Committed, id_only};
 
 use crate::model::Operation;
 use crate::store::{LocalStore, StoreError, Write, WriteBatch};
+
+/// The maps' hasher: their keys are op ids, table names and item ids, hashed
+/// several times per local write (SipHash showed in the SQLite store's profiles).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The queue: every queued op in memory (it is the client's unpushed changes,
 /// normally small next to its data), the ops on the wire right now, and the
@@ -164,26 +168,74 @@ impl Queue {
         Ok(())
     }
 
+    /// [`commit`](Self::commit) for a batch the caller only reads rows from
+    /// afterwards: the ops it queues are moved into the queue rather than
+    /// copied. A row-and-op write becomes the plain [`Write::PutItem`] it also
+    /// was; a [`Write::PutOperation`] becomes an empty placeholder.
+    ///
+    /// # Errors
+    /// The store's; the queue and the batch are then unchanged.
+    pub(crate) fn commit_owned(
+        &mut self,
+        store: &dyn LocalStore,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.write(batch)?;
+        for write in &mut batch.writes {
+            if !matches!(
+                write,
+                Write::PutItemAndOperation { .. } | Write::PutOperation(_)
+            ) {
+                self.apply_one(write);
+                continue;
+            }
+            // A placeholder that allocates nothing.
+            let taken = std::mem::replace(
+                write,
+                Write::SetConfig {
+                    key: String::new(),
+                    value: None,
+                },
+            );
+            match taken {
+                Write::PutItemAndOperation { table, item, op } => {
+                    *write = Write::PutItem { table, item };
+                    self.put(op);
+                }
+                Write::PutOperation(op) => self.put(op),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Mirrors the queue changes of a committed batch.
     pub(crate) fn apply(&mut self, batch: &WriteBatch) {
         for write in &batch.writes {
-            match write {
-                Write::PutOperation(op) | Write::PutItemAndOperation { op, .. } => {
-                    self.put(op.clone());
-                }
-                Write::DeleteOperation { id } => self.remove(id),
-                Write::DeleteTableOperations { table } => {
-                    let ids: Vec<String> = self
-                        .by_item
-                        .get(table)
-                        .map(|items| items.values().flatten().cloned().collect())
-                        .unwrap_or_default();
-                    for id in ids {
-                        self.remove(&id);
-                    }
-                }
-                _ => {}
+            self.apply_one(write);
+        }
+    }
+
+    fn apply_one(&mut self, write: &Write) {
+        match write {
+            Write::PutOperation(op) | Write::PutItemAndOperation { op, .. } => {
+                self.put(op.clone());
             }
+            Write::DeleteOperation { id } => self.remove(id),
+            Write::DeleteTableOperations { table } => {
+                let ids: Vec<String> = self
+                    .by_item
+                    .get(table)
+                    .map(|items| items.values().flatten().cloned().collect())
+                    .unwrap_or_default();
+                for id in ids {
+                    self.remove(&id);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -192,12 +244,15 @@ impl Queue {
         self.remove(&op.id);
         self.next_sequence = self.next_sequence.max(op.sequence.saturating_add(1));
         self.by_id.insert(op.id.clone(), op.sequence);
-        let ids = self
-            .by_item
-            .entry(op.table.clone())
-            .or_default()
-            .entry(op.item_id.clone())
-            .or_default();
+        // Nested maps, so that a lookup by `&str` needs no allocation.
+        let items = match self.by_item.get_mut(op.table.as_str()) {
+            Some(items) => items,
+            None => self.by_item.entry(op.table.clone()).or_default(),
+        };
+        let ids = match items.get_mut(op.item_id.as_str()) {
+            Some(ids) => ids,
+            None => items.entry(op.item_id.clone()).or_default(),
+        };
         let at = ids.partition_point(|id| {
             self.by_id
                 .get(id)
