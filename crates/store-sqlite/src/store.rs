@@ -334,7 +334,7 @@ impl LocalStore for SqliteStore {
     }
 
     fn load_operations(&self) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue, _| queue.after(conn, 0, usize::MAX))
+        self.read_queue(|conn, queue, _| queue.all(conn))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {
