@@ -30,7 +30,7 @@
 //! the map is read again. A write that fails leaves the map marked stale, so it
 //! is rebuilt from what was really committed.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -95,8 +95,6 @@ pub(crate) struct OpIndex {
     /// `None`: stale, read the queue again before use.
     version: Option<i64>,
     by_id: HashMap<Id, Entry>,
-    /// Every op in push order.
-    order: BTreeSet<Key>,
     /// table → item id → its ops, oldest first (nested, so that lookups by
     /// `&str` need no allocation).
     by_item: HashMap<Arc<str>, HashMap<String, Vec<Key>>>,
@@ -273,7 +271,6 @@ impl OpIndex {
         };
         let at = ops.partition_point(|k| *k < key);
         ops.insert(at, key.clone());
-        self.order.insert(key);
         self.by_id.insert(id, entry);
     }
 
@@ -283,7 +280,6 @@ impl OpIndex {
             self.count_row_op(&entry.table, false);
         }
         let key = (entry.sequence, id);
-        self.order.remove(&key);
         if let Some(items) = self.by_item.get_mut(&entry.table) {
             if let Some(ops) = items.get_mut(&entry.item_id) {
                 ops.retain(|k| *k != key);
@@ -545,29 +541,15 @@ impl OpIndex {
         Ok(op)
     }
 
-    fn read_key(&self, conn: &Connection, (_, id): &Key) -> Result<Operation> {
-        let entry = self
+    /// Every queued op, in ascending `(sequence, id)`: what the engine loads.
+    pub(crate) fn all(&self, conn: &Connection) -> Result<Vec<Operation>> {
+        let mut ops = self
             .by_id
-            .get(id)
-            .ok_or_else(|| corrupt(format!("op {id} is ordered but not indexed")))?;
-        Self::read(conn, id, entry)
-    }
-
-    /// Up to `limit` ops with a sequence above `after`, in order.
-    pub(crate) fn after(
-        &self,
-        conn: &Connection,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<Operation>> {
-        let Some(from) = after.checked_add(1) else {
-            return Ok(Vec::new());
-        };
-        self.order
-            .range((from, Id::from(""))..)
-            .take(limit)
-            .map(|key| self.read_key(conn, key))
-            .collect()
+            .iter()
+            .map(|(id, entry)| Self::read(conn, id, entry))
+            .collect::<Result<Vec<_>>>()?;
+        ops.sort_by(|a, b| (a.sequence, &a.id).cmp(&(b.sequence, &b.id)));
+        Ok(ops)
     }
 
     /// The sequence of op `id`, if it is queued.

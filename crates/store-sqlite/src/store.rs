@@ -311,8 +311,20 @@ impl LocalStore for SqliteStore {
 
     fn get_many(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Item>>> {
         self.read(|conn| {
+            // One definition lookup per table of the call, not per key.
+            let mut infos: Vec<(&str, Arc<TableInfo>)> = Vec::new();
             keys.iter()
-                .map(|(table, id)| read_row(conn, &*self.tables.get(conn, table)?, id))
+                .map(|(table, id)| {
+                    let info = match infos.iter().find(|(name, _)| name == table) {
+                        Some((_, info)) => info.clone(),
+                        None => {
+                            let info = self.tables.get(conn, table)?;
+                            infos.push((table, info.clone()));
+                            info
+                        }
+                    };
+                    read_row(conn, &info, id)
+                })
                 .collect()
         })
     }
@@ -322,7 +334,7 @@ impl LocalStore for SqliteStore {
     }
 
     fn load_operations(&self) -> Result<Vec<Operation>> {
-        self.read_queue(|conn, queue, _| queue.after(conn, 0, usize::MAX))
+        self.read_queue(|conn, queue, _| queue.all(conn))
     }
 
     fn errors(&self) -> Result<Vec<OperationError>> {

@@ -216,8 +216,8 @@ impl SyncContext {
         let mut queue = self.inner.lock_queue();
         let mut tx = Transaction::new(&*self.inner.store, &self.inner.tables, &queue);
         let value = f(&mut tx)?;
-        let committed = tx.finish()?;
-        queue.commit(&*self.inner.store, &committed.batch)?;
+        let mut committed = tx.finish()?;
+        queue.commit_owned(&*self.inner.store, &mut committed.batch)?;
         queue.set_next_sequence(committed.next_sequence);
         drop(queue);
         if self.inner.events.receiver_count() > 0 {

@@ -58,7 +58,7 @@ impl PushRun {
                     Err(reason) => bad.push((op, server_item, reason)),
                 }
             }
-            queue.commit(&*self.engine.store, &batch)?;
+            queue.commit_owned(&*self.engine.store, &mut batch)?;
         }
         self.result.pushed += completed.len() as u64;
         for op in completed {

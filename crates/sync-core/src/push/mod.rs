@@ -206,9 +206,10 @@ impl PushRun {
         let mut keys: HashSet<(&str, &str)> = HashSet::new();
         for op in queue.after(self.after) {
             if self.scope.as_ref().is_some_and(|s| !s.contains(&op.table))
-                || self
-                    .blocked
-                    .contains(&(op.table.clone(), op.item_id.clone()))
+                || (!self.blocked.is_empty()
+                    && self
+                        .blocked
+                        .contains(&(op.table.clone(), op.item_id.clone())))
             {
                 continue;
             }
@@ -246,7 +247,7 @@ impl PushRun {
                 Prepare::Missing(op) => missing.push(op),
             }
         }
-        queue.commit(&*self.engine.store, &marks)?;
+        queue.commit_owned(&*self.engine.store, &mut marks)?;
         for p in &prepared {
             queue.set_in_flight(&p.op.id);
         }

@@ -17,7 +17,8 @@ mod collapse;
 mod shape;
 mod transaction;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 
 pub(crate) use shape::{
     app_view, conform_item, conform_owned, merge_into, op_view, overlay_server_copy, server_view,
@@ -26,24 +27,50 @@ pub(crate) use shape::{
 pub use transaction::Transaction;
 pub(crate) use transaction::{Committed, id_only};
 
+use std::collections::{BTreeMap, VecDeque};
+
 use tokio::sync::watch;
 
 use crate::model::Operation;
 use crate::status::SyncStatus;
 use crate::store::{LocalStore, StoreError, Write, WriteBatch};
 
+/// The maps' hasher: their keys are op ids, table names and item ids, hashed
+/// several times per local write (SipHash showed in the SQLite store's profiles).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// An op id, shared by the maps below (one allocation per op).
+type Id = Arc<str>;
+
+/// The ops of one item, oldest first: nearly always one, kept inline.
+#[derive(Debug)]
+enum ItemOps {
+    One(Id),
+    Many(Vec<Id>),
+}
+
+impl ItemOps {
+    fn ids(&self) -> &[Id] {
+        match self {
+            ItemOps::One(id) => std::slice::from_ref(id),
+            ItemOps::Many(ids) => ids,
+        }
+    }
+}
+
 /// The queue: every queued op in memory (it is the client's unpushed changes,
 /// normally small next to its data), the ops on the wire right now, and the
 /// next sequence number.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    /// Every op, in push order: by `(sequence, id)` (two ops never share a
-    /// sequence in practice; if a store ever held two, both are kept).
-    order: BTreeMap<(u64, String), Operation>,
-    /// Op id → sequence.
-    by_id: HashMap<String, u64>,
-    /// Table → item id → its ops' ids, oldest first.
-    by_item: HashMap<String, HashMap<String, Vec<String>>>,
+    /// Every op, by id.
+    ops: HashMap<Id, Operation>,
+    /// Push order: `(sequence, id)` (two ops never share a sequence in
+    /// practice; if a store ever held two, both are kept).
+    order: BTreeSet<(u64, Id)>,
+    /// Table → item id → its ops, oldest first (nested, so that a lookup by
+    /// `&str` allocates nothing).
+    by_item: HashMap<String, HashMap<String, ItemOps>>,
     /// The sequence the next new op gets.
     next_sequence: u64,
     /// Ops whose request is on the wire right now.
@@ -71,9 +98,9 @@ const OWN_VERSIONS_PER_ITEM: usize = 16;
 /// of a row does not outlive the process either.
 #[derive(Debug, Default)]
 struct OwnVersions {
-    items: HashMap<(String, String), Own>,
+    items: std::collections::HashMap<(String, String), Own>,
     /// Items in the order they were first remembered, for the cap.
-    order: std::collections::VecDeque<(String, String)>,
+    order: VecDeque<(String, String)>,
 }
 
 #[derive(Debug)]
@@ -92,7 +119,7 @@ impl Queue {
         for op in store.load_operations()? {
             queue.put(op);
         }
-        queue.next_sequence = queue.order.keys().next_back().map_or(0, |(s, _)| *s) + 1;
+        queue.next_sequence = queue.order.last().map_or(0, |(s, _)| *s) + 1;
         Ok(queue)
     }
 
@@ -108,8 +135,7 @@ impl Queue {
 
     /// One op by id.
     pub(crate) fn get(&self, id: &str) -> Option<&Operation> {
-        let sequence = self.by_id.get(id)?;
-        self.order.get(&(*sequence, id.to_owned()))
+        self.ops.get(id)
     }
 
     /// The ops of one item, oldest first.
@@ -117,7 +143,13 @@ impl Queue {
         self.by_item
             .get(table)
             .and_then(|items| items.get(item_id))
-            .map(|ids| ids.iter().filter_map(|id| self.get(id)).cloned().collect())
+            .map(|ids| {
+                ids.ids()
+                    .iter()
+                    .filter_map(|id| self.ops.get(id))
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -140,19 +172,24 @@ impl Queue {
     pub(crate) fn after(&self, after: u64) -> impl Iterator<Item = &Operation> {
         let from = after.checked_add(1);
         from.into_iter()
-            .flat_map(move |from| self.order.range((from, String::new())..))
-            .map(|(_, op)| op)
+            .flat_map(move |from| self.order.range((from, Id::from(""))..))
+            .filter_map(|(_, id)| self.ops.get(id))
     }
 
     /// Every op, in push order, as the app sees it.
     pub(crate) fn all(&self) -> Vec<Operation> {
-        self.order.values().cloned().map(op_view).collect()
+        self.order
+            .iter()
+            .filter_map(|(_, id)| self.ops.get(id))
+            .cloned()
+            .map(op_view)
+            .collect()
     }
 
     /// How many ops are queued, for one table or for all.
     pub(crate) fn count(&self, table: Option<&str>) -> u64 {
         match table {
-            None => u64::try_from(self.by_id.len()).unwrap_or(u64::MAX),
+            None => u64::try_from(self.ops.len()).unwrap_or(u64::MAX),
             Some(t) => self.per_table.get(t).copied().unwrap_or(0),
         }
     }
@@ -222,6 +259,21 @@ impl Queue {
         self.status = Some(status);
     }
 
+    /// Sends the counts to the sync status, if they changed.
+    fn publish(&self) {
+        if let Some(status) = &self.status {
+            let pending = self.count(None);
+            status.send_if_modified(|s| {
+                let changed = s.pending != pending || s.pending_by_table != self.per_table;
+                if changed {
+                    s.pending = pending;
+                    s.pending_by_table.clone_from(&self.per_table);
+                }
+                changed
+            });
+        }
+    }
+
     /// True when the op's request is on the wire.
     pub(crate) fn is_in_flight(&self, id: &str) -> bool {
         self.in_flight.contains(id)
@@ -260,90 +312,151 @@ impl Queue {
         Ok(())
     }
 
-    /// Mirrors the queue changes of a committed batch.
-    pub(crate) fn apply(&mut self, batch: &WriteBatch) {
-        for write in &batch.writes {
-            match write {
-                Write::PutOperation(op) | Write::PutItemAndOperation { op, .. } => {
-                    self.put(op.clone());
+    /// [`commit`](Self::commit) for a batch the caller only reads rows from
+    /// afterwards: the ops it queues are moved into the queue rather than
+    /// copied. A row-and-op write becomes the plain [`Write::PutItem`] it also
+    /// was; a [`Write::PutOperation`] becomes an empty placeholder.
+    ///
+    /// # Errors
+    /// The store's; the queue and the batch are then unchanged.
+    pub(crate) fn commit_owned(
+        &mut self,
+        store: &dyn LocalStore,
+        batch: &mut WriteBatch,
+    ) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        store.write(batch)?;
+        for write in &mut batch.writes {
+            if !matches!(
+                write,
+                Write::PutItemAndOperation { .. } | Write::PutOperation(_)
+            ) {
+                self.apply_one(write);
+                continue;
+            }
+            // A placeholder that allocates nothing.
+            let taken = std::mem::replace(
+                write,
+                Write::SetConfig {
+                    key: String::new(),
+                    value: None,
+                },
+            );
+            match taken {
+                Write::PutItemAndOperation { table, item, op } => {
+                    *write = Write::PutItem { table, item };
+                    self.put(op);
                 }
-                Write::DeleteOperation { id } => self.remove(id),
-                Write::Clear => {
-                    self.own = OwnVersions::default();
-                    self.order.clear();
-                    self.by_id.clear();
-                    self.by_item.clear();
-                    self.per_table.clear();
-                }
-                Write::DeleteTableOperations { table } => {
-                    let ids: Vec<String> = self
-                        .by_item
-                        .get(table)
-                        .map(|items| items.values().flatten().cloned().collect())
-                        .unwrap_or_default();
-                    for id in ids {
-                        self.remove(&id);
-                    }
-                }
+                Write::PutOperation(op) => self.put(op),
                 _ => {}
             }
         }
-        if let Some(status) = &self.status {
-            let pending = self.count(None);
-            status.send_if_modified(|s| {
-                let changed = s.pending != pending || s.pending_by_table != self.per_table;
-                if changed {
-                    s.pending = pending;
-                    s.pending_by_table.clone_from(&self.per_table);
+        self.publish();
+        Ok(())
+    }
+
+    /// Mirrors the queue changes of a committed batch.
+    pub(crate) fn apply(&mut self, batch: &WriteBatch) {
+        for write in &batch.writes {
+            self.apply_one(write);
+        }
+        self.publish();
+    }
+
+    fn apply_one(&mut self, write: &Write) {
+        match write {
+            Write::PutOperation(op) | Write::PutItemAndOperation { op, .. } => {
+                self.put(op.clone());
+            }
+            Write::DeleteOperation { id } => self.remove(id),
+            Write::Clear => {
+                self.own = OwnVersions::default();
+                self.ops.clear();
+                self.order.clear();
+                self.by_item.clear();
+                self.per_table.clear();
+            }
+            Write::DeleteTableOperations { table } => {
+                let ids: Vec<Id> = self
+                    .by_item
+                    .get(table)
+                    .map(|items| {
+                        items
+                            .values()
+                            .flat_map(|ops| ops.ids().iter().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                for id in ids {
+                    self.remove(&id);
                 }
-                changed
-            });
+            }
+            _ => {}
         }
     }
 
     /// Adds an op or replaces the op with the same id.
     fn put(&mut self, op: Operation) {
-        self.remove(&op.id);
+        if self.ops.contains_key(op.id.as_str()) {
+            self.remove(&op.id);
+        }
         self.next_sequence = self.next_sequence.max(op.sequence.saturating_add(1));
-        self.by_id.insert(op.id.clone(), op.sequence);
-        let ids = self
-            .by_item
-            .entry(op.table.clone())
-            .or_default()
-            .entry(op.item_id.clone())
-            .or_default();
-        let at = ids.partition_point(|id| {
-            self.by_id
-                .get(id)
-                .is_some_and(|s| (*s, id.as_str()) < (op.sequence, op.id.as_str()))
-        });
-        ids.insert(at, op.id.clone());
+        let id: Id = Arc::from(op.id.as_str());
+        let key = (op.sequence, id.clone());
+        let ops = &self.ops;
+        let items = match self.by_item.get_mut(op.table.as_str()) {
+            Some(items) => items,
+            None => self.by_item.entry(op.table.clone()).or_default(),
+        };
+        match items.get_mut(op.item_id.as_str()) {
+            None => {
+                items.insert(op.item_id.clone(), ItemOps::One(id.clone()));
+            }
+            Some(item_ops) => {
+                let mut ids = match std::mem::replace(item_ops, ItemOps::Many(Vec::new())) {
+                    ItemOps::One(one) => vec![one],
+                    ItemOps::Many(ids) => ids,
+                };
+                let at = ids.partition_point(|other| {
+                    ops.get(other)
+                        .is_some_and(|o| (o.sequence, &*o.id) < (op.sequence, &*op.id))
+                });
+                ids.insert(at, id.clone());
+                *item_ops = ItemOps::Many(ids);
+            }
+        }
+        self.order.insert(key);
         *self.per_table.entry(op.table.clone()).or_insert(0) += 1;
-        self.order.insert((op.sequence, op.id.clone()), op);
+        self.ops.insert(id, op);
     }
 
     fn remove(&mut self, id: &str) {
-        let Some(sequence) = self.by_id.remove(id) else {
+        let Some((id, op)) = self.ops.remove_entry(id) else {
             return;
         };
-        let Some(op) = self.order.remove(&(sequence, id.to_owned())) else {
-            return;
-        };
-        if let Some(n) = self.per_table.get_mut(&op.table) {
+        self.order.remove(&(op.sequence, id.clone()));
+        if let Some(n) = self.per_table.get_mut(op.table.as_str()) {
             *n = n.saturating_sub(1);
             if *n == 0 {
-                self.per_table.remove(&op.table);
+                self.per_table.remove(op.table.as_str());
             }
         }
-        if let Some(items) = self.by_item.get_mut(&op.table) {
-            if let Some(ids) = items.get_mut(&op.item_id) {
-                ids.retain(|other| other != id);
-                if ids.is_empty() {
-                    items.remove(&op.item_id);
+        if let Some(items) = self.by_item.get_mut(op.table.as_str()) {
+            let emptied = match items.get_mut(op.item_id.as_str()) {
+                Some(ItemOps::One(one)) => *one == id,
+                Some(ItemOps::Many(ids)) => {
+                    ids.retain(|other| *other != id);
+                    ids.is_empty()
                 }
+                None => false,
+            };
+            if emptied {
+                items.remove(op.item_id.as_str());
             }
             if items.is_empty() {
-                self.by_item.remove(&op.table);
+                self.by_item.remove(op.table.as_str());
             }
         }
     }
