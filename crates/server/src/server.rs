@@ -321,7 +321,13 @@ impl ServerBuilder {
                 .await
                 .map_err(StartError::Database)?;
         }
-        let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
+        let (store, feed) = feed_source(
+            store,
+            postgres_feed,
+            &config.tables,
+            config.feed.replay_events,
+        )
+        .await?;
         let state = Arc::new(AppState {
             store,
             policies: http::access_policies(&config.tables),
@@ -362,8 +368,9 @@ async fn feed_source(
     store: Arc<dyn Store>,
     postgres: Option<(String, Option<String>)>,
     tables: &[TableConfig],
+    replay_events: usize,
 ) -> Result<(Arc<dyn Store>, crate::feed::FeedHub), StartError> {
-    let hub = crate::feed::FeedHub::new();
+    let hub = crate::feed::FeedHub::with_replay(replay_events);
     match postgres {
         Some((url, schema)) => {
             let schema = schema.as_deref().unwrap_or("public");

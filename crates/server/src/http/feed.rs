@@ -24,41 +24,31 @@
 //! changes, e.g. its database listener reconnected). Idle streams get a comment line every
 //! `heartbeat_ms` (15 s by default). Events are hints: a client pulls to learn the rows.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tidesync_protocol::format_timestamp;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::context::query_pairs;
 use crate::auth::{API_KEY_HEADERS, User};
 use crate::error::ServerError;
-use crate::feed::{Change, FeedMessage, FeedRefusal, FeedSlot};
+use crate::feed::deliver::{FeedSession, Subscription, Timing};
+use crate::feed::{FeedRefusal, FeedTakeover};
 use crate::policy::Operation;
-use crate::store::ms_to_time;
 
 /// The query parameter that may carry the token.
 pub const TOKEN_PARAM: &str = "access_token";
 /// The query parameter that may carry the API key.
 pub const API_KEY_PARAM: &str = "api_key";
-
-/// One subscribed table.
-#[derive(Debug, Clone)]
-struct Subscription {
-    table: String,
-    /// Only rows of this user (owner-mode tables).
-    owner: Option<String>,
-}
+/// The query parameter that may carry the last event id (for clients that cannot set the
+/// `Last-Event-ID` header).
+pub const LAST_EVENT_PARAM: &str = "last_event_id";
+/// The longest last event id looked at (`EPOCH.SEQ` is at most 41 characters).
+const LAST_EVENT_ID_MAX: usize = 64;
 
 /// `GET /tidesync/v1/feed`.
 pub(crate) async fn feed(
@@ -67,7 +57,7 @@ pub(crate) async fn feed(
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    let (subscriptions, user) = match subscriptions(&state, &uri, headers) {
+    let (subscriptions, user, last_event_id) = match subscriptions(&state, &uri, headers) {
         Ok(found) => found,
         Err(error) => return error.into_response_for(None),
     };
@@ -89,37 +79,34 @@ pub(crate) async fn feed(
             .saturating_sub(time::OffsetDateTime::now_utc().unix_timestamp());
         Instant::now() + std::time::Duration::from_secs(u64::try_from(left).unwrap_or(0))
     });
-    tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
-    let stream = FeedStream {
-        receiver: state.feed.subscribe(),
-        closed: state.feed.closed(),
+    let timing = Timing {
         coalesce: state.feed_config.coalesce(),
-        subscriptions,
-        pending: BTreeMap::new(),
-        last_sent: BTreeMap::new(),
-        greeted: false,
+        heartbeat: state.feed_config.heartbeat(),
+        write_timeout: state.feed_config.write_timeout(),
         expires,
-        _slot: slot,
     };
-    let events = futures_util::stream::unfold(stream, |mut stream| async move {
-        let event = stream.next_event().await?;
-        Some((Ok::<_, Infallible>(event), stream))
-    });
-    let mut response = Sse::new(events)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(state.feed_config.heartbeat())
-                .text("heartbeat"),
-        )
-        .into_response();
+    let session = FeedSession::new(
+        &state.feed,
+        subscriptions,
+        timing,
+        last_event_id.as_deref(),
+        slot,
+    );
+    tracing::debug!(tables = ?session.tables().collect::<Vec<_>>(), resumed = last_event_id.is_some(), "feed opened");
+    let takeover = FeedTakeover::new(session);
+    let mut response = FeedSession::into_body(takeover.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     // Proxies that buffer would hold events back.
-    response.headers_mut().insert(
+    headers.insert(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.extensions_mut().insert(takeover);
     response
 }
 
@@ -135,6 +122,14 @@ fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
             ),
             "feed.max_feeds",
         ),
+        FeedRefusal::Storm => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many change feeds are opening; retry after a short, random wait (at most {} a second)",
+                config.max_opens_per_sec
+            ),
+            "feed.max_opens_per_sec",
+        ),
         FeedRefusal::CallerFull => (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -146,18 +141,24 @@ fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
     };
     tracing::info!(limit, "change feed refused");
     let mut response = super::response::json(status, &json!({ "error": message, "limit": limit }));
+    // A storm passes within a second or two; a full server or caller takes longer.
+    let retry = if refusal == FeedRefusal::Storm {
+        "1"
+    } else {
+        "5"
+    };
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
     response
 }
 
-/// Checks credentials and tables; returns the subscriptions and the user.
-fn subscriptions(
-    state: &Shared,
-    uri: &Uri,
-    mut headers: HeaderMap,
-) -> Result<(Vec<Subscription>, Option<User>), ServerError> {
+/// The subscriptions, the user and the last event id of a feed request.
+type Opened = (Vec<Subscription>, Option<User>, Option<String>);
+
+/// Checks credentials and tables; returns the subscriptions, the user and the last event id
+/// (the `Last-Event-ID` header, else the `last_event_id` parameter).
+fn subscriptions(state: &Shared, uri: &Uri, mut headers: HeaderMap) -> Result<Opened, ServerError> {
     let pairs = query_pairs(uri)?;
     let param = |name: &str| {
         pairs
@@ -190,140 +191,21 @@ fn subscriptions(
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
-        subscriptions.push(Subscription {
-            table: table.name.clone(),
-            owner: policy.scope(&caller).map(|scope| scope.value),
-        });
+        subscriptions.push(Subscription::new(
+            table.name.clone(),
+            policy.scope(&caller).map(|scope| scope.value),
+        ));
     }
     if subscriptions.is_empty() {
         return Err(ServerError::bad_request(
             "name the tables to watch: /tidesync/v1/feed?tables=A,B",
         ));
     }
-    Ok((subscriptions, caller.user))
-}
-
-/// A position: `(updatedAt ms, id)`; `None` when unknown.
-type Position = Option<(i64, String)>;
-
-/// The state of one open feed.
-struct FeedStream {
-    receiver: tokio::sync::broadcast::Receiver<Arc<FeedMessage>>,
-    closed: tokio::sync::watch::Receiver<bool>,
-    coalesce: std::time::Duration,
-    subscriptions: Vec<Subscription>,
-    /// Tables with a change not sent yet, and its newest position.
-    pending: BTreeMap<String, Position>,
-    /// When each table's last event went out.
-    last_sent: BTreeMap<String, Instant>,
-    greeted: bool,
-    /// When the token the feed was opened with expires.
-    expires: Option<Instant>,
-    /// The feed's place under the caps, freed when the stream is dropped.
-    _slot: FeedSlot,
-}
-
-impl FeedStream {
-    /// The next event, or `None` when the server shuts down.
-    async fn next_event(&mut self) -> Option<Event> {
-        if !self.greeted {
-            // Sent at once so that the client sees the response start; `retry` tells a
-            // browser EventSource how soon to reconnect.
-            self.greeted = true;
-            return Some(
-                Event::default()
-                    .comment("subscribed")
-                    .retry(std::time::Duration::from_secs(1)),
-            );
-        }
-        loop {
-            if *self.closed.borrow() {
-                return None;
-            }
-            let now = Instant::now();
-            let mut next_due: Option<Instant> = None;
-            let mut due: Option<String> = None;
-            for table in self.pending.keys() {
-                let at = self
-                    .last_sent
-                    .get(table)
-                    .map_or(now, |sent| *sent + self.coalesce);
-                if at <= now {
-                    due = Some(table.clone());
-                    break;
-                }
-                next_due = Some(next_due.map_or(at, |n: Instant| n.min(at)));
-            }
-            if let Some(table) = due {
-                let position = self.pending.remove(&table).flatten();
-                self.last_sent.insert(table.clone(), now);
-                return Some(change_event(&table, position));
-            }
-            tokio::select! {
-                biased;
-                _ = self.closed.changed() => {}
-                () = sleep_until_opt(self.expires) => {
-                    tracing::debug!("feed token expired");
-                    return None;
-                }
-                () = sleep_until_opt(next_due) => {}
-                message = self.receiver.recv() => match message {
-                    Ok(message) => self.take(&message),
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "feed fell behind; resync");
-                        self.take(&FeedMessage::Resync);
-                    }
-                    Err(RecvError::Closed) => return None,
-                },
-            }
-        }
-    }
-
-    /// Folds a hub message into the pending set, if this feed may hear of it.
-    fn take(&mut self, message: &FeedMessage) {
-        match message {
-            FeedMessage::Change(change) => {
-                let Some(sub) = self.subscriptions.iter().find(|s| wants(s, change)) else {
-                    return;
-                };
-                let position = Some((change.updated_at_ms, change.id.clone()));
-                let slot = self.pending.entry(sub.table.clone()).or_insert(None);
-                if position > *slot {
-                    *slot = position;
-                }
-            }
-            FeedMessage::Resync => {
-                for sub in &self.subscriptions {
-                    self.pending.entry(sub.table.clone()).or_insert(None);
-                }
-            }
-        }
-    }
-}
-
-fn wants(sub: &Subscription, change: &Change) -> bool {
-    sub.table == change.table
-        && sub
-            .owner
-            .as_ref()
-            .is_none_or(|owner| change.owner.as_ref() == Some(owner))
-}
-
-fn change_event(table: &str, position: Position) -> Event {
-    let data = match position {
-        Some((ms, id)) => json!({
-            "table": table,
-            "updatedAt": format_timestamp(ms_to_time(ms)),
-            "id": id,
-        }),
-        None => json!({ "table": table }),
-    };
-    Event::default().event("change").data(data.to_string())
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| param(LAST_EVENT_PARAM))
+        .filter(|id| !id.is_empty())
+        .map(|id| id.chars().take(LAST_EVENT_ID_MAX).collect::<String>());
+    Ok((subscriptions, caller.user, last_event_id))
 }
