@@ -135,12 +135,13 @@ impl Drop for ServerProcess {
     }
 }
 
-/// The configuration of a fan-out server holding `feeds` feeds.
+/// The configuration of a fan-out server holding `feeds` feeds (all from one address, opened
+/// as fast as the bench can: no cap on opens per second).
 pub(crate) fn fanout_config(database: &str, schema: Option<&str>, feeds: usize) -> String {
     let schema = schema.map_or(String::new(), |s| format!("postgres_schema = {s:?}\n"));
     format!(
         "listen = \"127.0.0.1:0\"\ndatabase = {database:?}\n{schema}\
-         [feed]\nmax_feeds = {feeds}\nmax_feeds_per_user = {feeds}\n\
+         [feed]\nmax_feeds = {feeds}\nmax_feeds_per_user = {feeds}\nmax_opens_per_sec = 0\n\
          [limits]\nmax_connections = {conns}\n\
          [[tables]]\nname = \"Item\"\ncolumns = {{ text = \"string\", n = \"integer\" }}\n",
         conns = feeds + 64,

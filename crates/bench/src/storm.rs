@@ -38,7 +38,9 @@ pub(crate) fn reconnect(plan: Plan) -> anyhow::Result<Figure> {
     let database = format!("sqlite://{}", dir.path().join("storm.db").display());
     // Dynamic table: the engine's Item rows carry text, n and done.
     let config = fanout_config(&database, None, clients * 2)
-        .replace("columns = { text = \"string\", n = \"integer\" }\n", "");
+        .replace("columns = { text = \"string\", n = \"integer\" }\n", "")
+        // The storm meets the default cap on opens per second.
+        .replace("max_opens_per_sec = 0\n", "");
     let server = ServerProcess::start(dir.path(), "storm", &config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

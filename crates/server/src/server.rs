@@ -343,6 +343,7 @@ impl ServerBuilder {
             feed,
             feed_config: config.feed,
             limits: config.limits,
+            metrics: http::metrics::Metrics::default(),
         });
         Ok(App {
             state,

@@ -351,7 +351,6 @@ impl FeedHub {
     }
 
     /// `(open feeds, events sent, events dropped)`.
-    #[allow(dead_code)] // read by the metrics route
     pub(crate) fn stats(&self) -> (usize, u64, u64) {
         let open = self
             .inner

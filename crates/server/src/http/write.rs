@@ -212,6 +212,7 @@ pub(crate) async fn apply(ctx: &Ctx, op: WriteOp) -> Result<Written, ServerError
         .write(&ctx.table.name, &id, decide)
         .await?
         .map_err(|refusal| refused(refusal, ctx.table.soft_delete))?;
+    ctx.state.metrics.add_ops(1);
     ctx.policy
         .after_commit(&ctx.caller, operation, written_row(&written));
     Ok(written)
