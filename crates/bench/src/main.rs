@@ -52,7 +52,7 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -138,6 +138,9 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
         if let Some(figure) = fanout::postgres(plan)? {
             show(figure);
         }
+    }
+    if only == Some("storm") {
+        show(storm::reconnect(plan)?);
     }
     if !json {
         println!();

@@ -37,7 +37,8 @@ pub(crate) fn reconnect(plan: Plan) -> anyhow::Result<Figure> {
     let dir = tempfile::tempdir()?;
     let database = format!("sqlite://{}", dir.path().join("storm.db").display());
     // Dynamic table: the engine's Item rows carry text, n and done.
-    let config = fanout_config(&database, None, clients * 2)
+    // Each client holds its feed and a pooled connection or two for its pulls.
+    let config = fanout_config(&database, None, clients * 4)
         .replace("columns = { text = \"string\", n = \"integer\" }\n", "")
         // The storm meets the default cap on opens per second.
         .replace("max_opens_per_sec = 0\n", "");
