@@ -113,6 +113,9 @@ pub(crate) struct FeedSession {
     greeted: bool,
     /// When the last chunk went out (heartbeats fill silences).
     last_output: Instant,
+    /// The heartbeat timer: one timer entry for the feed's life, re-armed only when it
+    /// fires, so that sending an event touches no timer.
+    heartbeat: std::pin::Pin<Box<tokio::time::Sleep>>,
     /// Messages up to this number were replayed at the start; the live ones are skipped.
     replayed_to: u64,
     /// The feed's place under the caps, freed when the session is dropped.
@@ -137,6 +140,7 @@ impl FeedSession {
             timing,
             greeted: false,
             last_output: Instant::now(),
+            heartbeat: Box::pin(tokio::time::sleep(timing.heartbeat)),
             replayed_to: 0,
             _slot: slot,
         };
@@ -227,7 +231,6 @@ impl FeedSession {
                 }
                 next_due = Some(next_due.map_or(at, |n: Instant| n.min(at)));
             }
-            let heartbeat = self.last_output + self.timing.heartbeat;
             tokio::select! {
                 biased;
                 _ = self.closed.changed() => {}
@@ -236,9 +239,16 @@ impl FeedSession {
                     return None;
                 }
                 () = sleep_until_opt(next_due) => {}
-                () = tokio::time::sleep_until(heartbeat) => {
-                    self.last_output = Instant::now();
-                    return Some(frame(HEARTBEAT));
+                () = self.heartbeat.as_mut() => {
+                    let due = self.last_output + self.timing.heartbeat;
+                    let now = Instant::now();
+                    if due <= now {
+                        self.last_output = now;
+                        self.heartbeat.as_mut().reset(now + self.timing.heartbeat);
+                        return Some(frame(HEARTBEAT));
+                    }
+                    // Something was sent since the timer was armed: wait the rest.
+                    self.heartbeat.as_mut().reset(due);
                 }
                 message = self.receiver.recv() => match message {
                     Ok(message) if message.seq <= self.replayed_to => {}
