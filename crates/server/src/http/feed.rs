@@ -12,9 +12,18 @@
 //! The stream carries one event per change burst and table:
 //!
 //! ```text
+//! id: 1764966000000.42
 //! event: change
 //! data: {"table":"TodoItem","updatedAt":"2026-11-27T08:29:32.659Z","id":"a1"}
 //! ```
+//!
+//! **Resuming.** A client that reopens the feed with the last `id` it saw (the
+//! `Last-Event-ID` header, as a browser `EventSource` sends by itself, or the
+//! `last_event_id` query parameter) is first sent what it missed: one event per table,
+//! at the newest change it may see, from the server's last `feed.replay_events` changes.
+//! When the server cannot know (an id from before a restart or from another server
+//! process, too old, or unreadable) every table gets a "may have changed" event. More than
+//! `feed.max_opens_per_sec` opens in one second answer 503 with `Retry-After: 1`.
 //!
 //! At most one event per table per `coalesce_ms` (50 ms by default): the first change is
 //! sent at once, the ones that follow within the window are folded into one event sent when
