@@ -180,6 +180,8 @@ async fn open_feed(
     limits: Limits,
 ) -> Option<(crate::feed::deliver::FeedSession, TcpStream)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Each event is one complete write: waiting to merge it with a later one only delays it.
+    let _ = stream.set_nodelay(true);
     let deadline = Instant::now() + limits.header_read_timeout();
     let mut head = Vec::with_capacity(1024);
     let end = loop {
