@@ -18,7 +18,7 @@
 //! they carry no other row data.
 //!
 //! **One encoding per change, shared by every feed.** Each published message gets a
-//! sequence number and is kept as a [`Published`]; the first feed that sends it encodes its
+//! sequence number and is kept as a `Published`; the first feed that sends it encodes its
 //! event (`id`, `event`, `data`, already framed as an HTTP/1.1 chunk) once, and every other
 //! feed writes the same bytes. The hub keeps the last `feed.replay_events` messages, so that
 //! a feed reopened with `Last-Event-ID` is sent what it missed (see `http::feed`). Event ids
