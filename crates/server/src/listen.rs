@@ -26,7 +26,9 @@
 //! small task of its own: a feed that lives for hours keeps no HTTP connection state, read or
 //! write buffers (hyper's are 8 KB each) or request future. The connection closes when the
 //! feed ends (`connection: close`). Any other first request (and a feed request whose first
-//! packet is shorter than the prefix) is served by hyper as above.
+//! packet is shorter than the prefix) is served by hyper as above. A feed request on this path
+//! must be HTTP/1.1 (the events are chunks); anything else, or a head that does not parse,
+//! answers 400, and a head over the size 431, each closing the connection.
 
 use std::convert::Infallible;
 use std::io;
