@@ -4,7 +4,7 @@
 //!   (nextest when installed), doc tests, rustdoc and benchmark builds, stopping at the first
 //!   failure. See [`ci`] for the steps.
 //! - `cargo xtask soak --kills N` runs the crash suite's long version (see [`soak`]).
-//! - `cargo xtask bench [--quick] [--json]` builds and runs the benchmark suite
+//! - `cargo xtask bench [--quick] [--json] [--only PART]` builds and runs the benchmark suite
 //!   (`crates/bench`, binary `tidesync-bench`) in release mode: one JSON line per figure,
 //!   then a table. A missed goal is reported in the output, not as a failing exit.
 //!
@@ -33,7 +33,7 @@ commands:
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test)
                 and Node.js with npm (the official peers, installed once into
                 target/node-peers).
-  bench [--quick] [--json]
+  bench [--quick] [--json] [--only local|remote|live|fanout]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.
@@ -60,7 +60,19 @@ fn main() -> ExitCode {
 
 /// Runs `cargo run --release -p tidesync-bench -- ARGS`, passing its exit status on.
 fn bench(args: &[&str]) -> ExitCode {
-    if let Some(bad) = args.iter().find(|a| !matches!(**a, "--quick" | "--json")) {
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        match *arg {
+            "--quick" | "--json" => {}
+            // One part of the suite: local, remote, live or fanout.
+            "--only" if rest.next().is_some() => {}
+            bad => {
+                eprintln!("error: unknown bench argument {bad:?}\n\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    if let Some(bad) = args.iter().find(|a| a.is_empty()) {
         eprintln!("error: unknown bench argument {bad:?}\n\n{USAGE}");
         return ExitCode::from(2);
     }

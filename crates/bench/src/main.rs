@@ -6,13 +6,17 @@
 //! - **plain code, same work** — what the best plain code a competent user would write takes
 //!   for the same work with the same settings (same SQLite pragmas, one prepared statement,
 //!   one transaction per batch): `local_write_sqlite`, `local_write_redb`, `push_10k_floor`
-//!   (raw SQLite inserts), `pull_100k`;
+//!   (raw SQLite inserts), `push_10k_idem_floor` (raw inserts plus one remembered-op-id row
+//!   each), `pull_100k`, `serve_10k` (raw SQLite read + serde_json encoding);
 //! - **our own other mode** — not plain code: `push_10k` divides the batched push by our
 //!   own push with one request per op, so it is a speed-up, not a cost over plain code;
 //! - **a plain unit of work** — `visibility_p50` divides by one plain loopback round trip,
 //!   which is the floor of any notification, not code doing the same work;
-//! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new) and
-//!   `pull_1m_rss_mb` (peak MB) have the baseline 1: the ratio is the value itself.
+//! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new),
+//!   `pull_1m_rss_mb` (peak MB) and the many-clients figures (`fanout.rs`, `storm.rs`:
+//!   `fanout_10k_p99_ms`, `fanout_10k_rss_mb`, `reconnect_500_s`, `fanout_pg_2x5k_p99_ms`,
+//!   against a server child process and raw sockets) have the baseline 1: the ratio is the
+//!   value itself.
 //!
 //! Each figure prints as one JSON line
 //! `{"name","value","baseline","baseline_kind","ratio","unit","goal","met"}`, then a table
@@ -23,10 +27,12 @@
 //! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three
 //! minutes on two cores.
 
+mod fanout;
 mod live;
 mod local;
 mod output;
 mod remote;
+mod storm;
 
 use std::process::ExitCode;
 
@@ -46,11 +52,14 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live] | --child-pull URL ROWS [PAGE]";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let ["--child-serve", config] = args.as_slice() {
+        return finish(fanout::child_serve(std::path::Path::new(config)));
+    }
     if let ["--child-pull", url, rows, page @ ..] = args.as_slice() {
         let page = match page {
             [] => Some(remote::PAGE),
@@ -108,17 +117,30 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
         println!("{}", figure.json_line());
         figures.push(figure);
     };
-    if only != Some("remote") && only != Some("live") {
+    let wants = |part: &str| only.is_none() || only == Some(part);
+    if wants("local") {
         show(local::local_write_sqlite(plan)?);
         show(local::local_write_redb(plan)?);
     }
-    if only != Some("local") {
-        if only != Some("live") {
-            for figure in remote::run(plan)? {
-                show(figure);
-            }
+    if wants("remote") {
+        for figure in remote::run(plan)? {
+            show(figure);
         }
+    }
+    if wants("live") {
         show(live::visibility_p50(plan)?);
+    }
+    if wants("fanout") {
+        for figure in fanout::sqlite(plan)? {
+            show(figure);
+        }
+        show(storm::reconnect(plan)?);
+        if let Some(figure) = fanout::postgres(plan)? {
+            show(figure);
+        }
+    }
+    if only == Some("storm") {
+        show(storm::reconnect(plan)?);
     }
     if !json {
         println!();

@@ -29,7 +29,7 @@ const FLOOR_BATCH: usize = 500;
 struct Served {
     url: String,
     requests: Arc<AtomicUsize>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 async fn serve() -> anyhow::Result<Served> {
@@ -51,11 +51,7 @@ async fn serve() -> anyhow::Result<Served> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(Served {
-        url,
-        requests,
-        _dir: dir,
-    })
+    Ok(Served { url, requests, dir })
 }
 
 fn client(url: &str, protocol: Protocol, file: &Path) -> anyhow::Result<SyncContext> {
@@ -122,6 +118,40 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
         against: Baseline::SameWork,
         unit: format!("s, batched push vs raw SQLite inserts, {FLOOR_BATCH} per txn{note}"),
         goal: Goal::AtMost(2.0),
+    });
+    let idem_floor = push_idem_floor(plan.push_ops, dir.path())?;
+    let server_share = server_batches(plan.push_ops).await?;
+    progress(&format!(
+        "push_10k_idem_floor: the server's share, {} ops as raw batch requests of {FLOOR_BATCH}: {server_share:.3} s ({:.1} µs per op, {:.2} x the floor)",
+        plan.push_ops,
+        server_share / plan.push_ops as f64 * 1e6,
+        server_share / idem_floor
+    ));
+    figures.push(Figure {
+        name: "push_10k_idem_floor",
+        value: batched,
+        baseline: idem_floor,
+        against: Baseline::SameWork,
+        unit: format!(
+            "s, batched push vs raw SQLite inserts of the rows and one remembered-op-id row each, {FLOOR_BATCH} per txn{note}; the server alone (raw batch requests, no client engine): {server_share:.3} s, {:.2} x the floor",
+            server_share / idem_floor
+        ),
+        goal: Goal::AtMost(4.0),
+    });
+
+    // serve_10k.
+    let read = serve().await?;
+    seed(&read.url, 0, SERVE_ROWS).await?;
+    let (ours, theirs) = serve_10k(&read).await?;
+    figures.push(Figure {
+        name: "serve_10k",
+        value: ours,
+        baseline: theirs,
+        against: Baseline::SameWork,
+        unit: format!(
+            "s reading {SERVE_ROWS} rows as v2 pages of {PAGE} over one keep-alive connection vs raw SQLite read + serde_json encoding of the same rows"
+        ),
+        goal: Goal::AtMost(1.5),
     });
 
     // pull_100k, pull_noop_requests.
@@ -252,6 +282,186 @@ fn push_floor(ops: usize, dir: &Path) -> anyhow::Result<f64> {
         }
         tx.commit()?;
     }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The floor of an exactly-once push: the rows (as in [`push_floor`]) and, in the same
+/// transaction, one row each in a table laid out like the server's remembered ops (user,
+/// op id, table, SHA-256 fingerprint, the rendered result, time; keyed and indexed alike).
+/// Fingerprints and results are built before the clock starts.
+fn push_idem_floor(ops: usize, dir: &Path) -> anyhow::Result<f64> {
+    progress(&format!(
+        "push_10k_idem_floor: {ops} raw inserts with remembered op ids"
+    ));
+    let mut conn = rusqlite::Connection::open(dir.join("idem-floor.db"))?;
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.execute_batch(
+        "CREATE TABLE Item (id TEXT PRIMARY KEY NOT NULL, createdAt INTEGER NOT NULL,
+             updatedAt INTEGER NOT NULL, version INTEGER NOT NULL, deleted INTEGER NOT NULL,
+             text TEXT, n REAL, done BOOLEAN);
+         CREATE INDEX Item_updatedAt_id ON Item (updatedAt, id);
+         CREATE TABLE ops (user_id TEXT NOT NULL, op_id TEXT NOT NULL, table_name TEXT NOT NULL,
+             fingerprint TEXT NOT NULL, result TEXT NOT NULL, at INTEGER NOT NULL,
+             PRIMARY KEY (user_id, op_id, table_name));
+         CREATE INDEX ops_at ON ops (at);",
+    )?;
+    let rows: Vec<(String, String, String, String)> = (0..ops)
+        .map(|n| {
+            let id = new_client_id();
+            let result = json!({"id": id, "text": format!("item number {n}"), "n": n,
+                "done": n % 2 == 0, "version": "MQ==", "deleted": false,
+                "createdAt": "2026-12-05T00:00:00.000Z", "updatedAt": "2026-12-05T00:00:00.000Z"})
+            .to_string();
+            let fingerprint = format!("{:064x}", n as u128 * 0x9e37_79b9_7f4a_7c15_u128);
+            (id, new_client_id(), fingerprint, result)
+        })
+        .collect();
+    let start = Instant::now();
+    for (chunk_no, chunk) in rows.chunks(FLOOR_BATCH).enumerate() {
+        let tx = conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO Item (id, createdAt, updatedAt, version, deleted, text, n, done)
+                 VALUES (?1, ?2, ?2, ?3, 0, ?4, ?5, ?6)",
+            )?;
+            let mut remember = tx.prepare_cached(
+                "INSERT INTO ops (user_id, op_id, table_name, fingerprint, result, at)
+                 VALUES ('', ?1, 'Item', ?2, ?3, ?4)",
+            )?;
+            for (k, (id, op_id, fingerprint, result)) in chunk.iter().enumerate() {
+                let n = chunk_no * FLOOR_BATCH + k;
+                insert.execute(rusqlite::params![
+                    id,
+                    n as i64,
+                    n as i64,
+                    format!("item number {n}"),
+                    n as f64,
+                    n % 2 == 0
+                ])?;
+                remember.execute(rusqlite::params![op_id, fingerprint, result, n as i64])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// The server's share of a push: the same number of insert ops sent as raw batch requests
+/// of [`FLOOR_BATCH`] (bodies built before the clock) to a fresh server, one after another on
+/// one connection.
+async fn server_batches(ops: usize) -> anyhow::Result<f64> {
+    let served = serve().await?;
+    let http = reqwest::Client::new();
+    let bodies: Vec<Vec<u8>> = (0..ops)
+        .collect::<Vec<_>>()
+        .chunks(FLOOR_BATCH)
+        .map(|chunk| {
+            let operations: Vec<Value> = chunk
+                .iter()
+                .map(|&n| {
+                    json!({"id": new_client_id(), "kind": "insert", "table": "Item",
+                           "itemId": new_client_id(), "item": item(n)})
+                })
+                .collect();
+            serde_json::to_vec(&json!({ "operations": operations }))
+        })
+        .collect::<Result<_, _>>()?;
+    // Warm the connection and the table's statements.
+    http.get(format!("{}/tables/Item?$top=1", served.url))
+        .header("ZUMO-API-VERSION", "3.0.0")
+        .send()
+        .await?
+        .error_for_status()?;
+    let start = Instant::now();
+    for body in bodies {
+        http.post(format!("{}/tidesync/v1/batch", served.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+    }
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Rows read by `serve_10k`.
+const SERVE_ROWS: usize = 10_000;
+
+/// `serve_10k`: the server's v2 pages over one kept-alive connection, against reading the
+/// same rows from the server's own database file and encoding them with serde_json. The
+/// best of three runs of each side, alternating.
+async fn serve_10k(served: &Served) -> anyhow::Result<(f64, f64)> {
+    progress(&format!("serve_10k: reading {SERVE_ROWS} rows, v2 pages"));
+    let http = reqwest::Client::new();
+    let db = served.dir.path().join("server.db");
+    let mut ours = f64::INFINITY;
+    let mut theirs = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let mut bodies = Vec::new();
+        for skip in (0..SERVE_ROWS).step_by(PAGE as usize) {
+            let body = http
+                .get(format!(
+                    "{}/tables/Item?$orderby=updatedAt,id&$top={PAGE}&$skip={skip}",
+                    served.url
+                ))
+                .header("ZUMO-API-VERSION", "2.0.0")
+                .send()
+                .await?
+                .error_for_status()?
+                .bytes()
+                .await?;
+            bodies.push(body);
+        }
+        ours = ours.min(start.elapsed().as_secs_f64());
+        let rows: usize = bodies
+            .iter()
+            .map(|b| {
+                serde_json::from_slice::<Value>(b)
+                    .ok()
+                    .and_then(|v| v.as_array().map(Vec::len))
+                    .unwrap_or(0)
+            })
+            .sum();
+        anyhow::ensure!(rows == SERVE_ROWS, "serve_10k read {rows} rows");
+        let db = db.clone();
+        theirs = theirs.min(tokio::task::spawn_blocking(move || raw_read(&db)).await??);
+    }
+    Ok((ours, theirs))
+}
+
+/// The plain side of `serve_10k`: pages of the same rows in the same order, each row turned
+/// into a JSON object (the system columns as the wire has them) and each page encoded.
+fn raw_read(db: &Path) -> anyhow::Result<f64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let start = Instant::now();
+    let mut total = 0;
+    let mut statement = conn.prepare(
+        "SELECT id, createdAt, updatedAt, version, deleted, text, n, done FROM Item
+         ORDER BY updatedAt, id LIMIT ?1 OFFSET ?2",
+    )?;
+    for skip in (0..SERVE_ROWS).step_by(PAGE as usize) {
+        let page: Vec<Value> = statement
+            .query_map(rusqlite::params![PAGE as i64, skip as i64], |row| {
+                Ok(json!({
+                    "id": row.get::<_, String>(0)?,
+                    "createdAt": row.get::<_, i64>(1)?,
+                    "updatedAt": row.get::<_, i64>(2)?,
+                    "version": row.get::<_, i64>(3)?,
+                    "deleted": row.get::<_, bool>(4)?,
+                    "text": row.get::<_, Option<String>>(5)?,
+                    "n": row.get::<_, Option<f64>>(6)?,
+                    "done": row.get::<_, Option<bool>>(7)?,
+                }))
+            })?
+            .collect::<Result<_, _>>()?;
+        total += serde_json::to_vec(&page)?.len();
+    }
+    anyhow::ensure!(total > 0, "the raw read found nothing");
     Ok(start.elapsed().as_secs_f64())
 }
 

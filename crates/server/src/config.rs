@@ -33,6 +33,9 @@
 //! coalesce_ms = 50        # at most one change event per table per feed this often
 //! max_feeds = 512         # open change feeds per server; more answer 503 + Retry-After
 //! max_feeds_per_user = 8  # per signed-in user (per client address without a token): 429
+//! replay_events = 1024    # recent changes kept for feeds resuming with Last-Event-ID (shared)
+//! max_opens_per_sec = 2000  # feeds opened per second; more: 503 + Retry-After: 1 (0: no cap)
+//! write_timeout_ms = 10000  # a feed whose client takes no write for this long is closed
 //!
 //! # What one client can make the server do. A limit that is hit answers 400 (the request
 //! # itself costs too much), 503 + Retry-After (the server is busy) or closes the connection,

@@ -17,6 +17,18 @@
 //!
 //! Stopping: the loop stops accepting, every connection finishes its request in flight and
 //! closes, and [`serve`] returns once the last one has.
+//!
+//! **Change feeds skip hyper.** A connection whose first bytes are `GET /tidesync/v1/feed`
+//! has its request head read here (at most [`FEED_HEAD_MAX`] bytes, within
+//! `header_read_timeout_ms`), and the request goes through the same router (credentials,
+//! caps, request id, logs). When the answer is an open feed, its head is written here and the
+//! feed's session writes its events straight to the socket ([`crate::feed::deliver`]), in a
+//! small task of its own: a feed that lives for hours keeps no HTTP connection state, read or
+//! write buffers (hyper's are 8 KB each) or request future. The connection closes when the
+//! feed ends (`connection: close`). Any other first request (and a feed request whose first
+//! packet is shorter than the prefix) is served by hyper as above. A feed request on this path
+//! must be HTTP/1.1 (the events are chunks); anything else, or a head that does not parse,
+//! answers 400, and a head over the size 431, each closing the connection.
 
 use std::convert::Infallible;
 use std::io;
@@ -39,6 +51,16 @@ use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::config::Limits;
+use crate::feed::FeedTakeover;
+
+/// The request line's start that marks a change feed connection.
+const FEED_PREFIX: &[u8] = b"GET /tidesync/v1/feed";
+/// The longest feed request head read (a token in the query or a header fits many times).
+pub(crate) const FEED_HEAD_MAX: usize = 16 * 1024;
+/// The most headers a feed request may carry.
+const FEED_HEADERS_MAX: usize = 64;
+/// The largest error answer passed on to a feed request.
+const FEED_ANSWER_MAX: usize = 64 * 1024;
 
 /// The answer to a connection over the limit (sent without reading its request).
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\n\
@@ -100,8 +122,183 @@ pub(crate) async fn serve(
     Ok(())
 }
 
-/// Serves one connection under the timers of the module documentation.
+/// Serves one connection: a change feed here, anything else with hyper.
 async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+    mut shutting_down: watch::Receiver<bool>,
+    permit: OwnedSemaphorePermit,
+) {
+    let first = tokio::select! {
+        first = tokio::time::timeout(limits.header_read_timeout(), starts_feed(&stream)) => first,
+        _ = shutting_down.changed() => return,
+    };
+    match first {
+        // Nothing arrived in time: a head that never came.
+        Err(_) => {}
+        Ok(true) => {
+            // The request and its answer run in this (short) task; a feed then lives in a
+            // small task of its own.
+            if let Some((session, stream)) = Box::pin(open_feed(stream, peer, router, limits)).await
+            {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    let mut stream = stream;
+                    crate::feed::deliver(session, &mut stream).await;
+                });
+            }
+        }
+        Ok(false) => {
+            Box::pin(http_connection(
+                stream,
+                peer,
+                router,
+                limits,
+                shutting_down,
+                permit,
+            ))
+            .await;
+        }
+    }
+}
+
+/// Whether the connection's first bytes are a feed request (waits for the first packet).
+async fn starts_feed(stream: &TcpStream) -> bool {
+    let mut first = [0u8; FEED_PREFIX.len()];
+    match stream.peek(&mut first).await {
+        Ok(n) => n == FEED_PREFIX.len() && first == FEED_PREFIX,
+        Err(_) => false,
+    }
+}
+
+/// Reads a feed request's head, runs it through the router and, when the answer is an open
+/// feed, writes its head and returns the session; otherwise writes the answer and closes.
+async fn open_feed(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Limits,
+) -> Option<(crate::feed::deliver::FeedSession, TcpStream)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    // Each event is one complete write: waiting to merge it with a later one only delays it.
+    let _ = stream.set_nodelay(true);
+    let deadline = Instant::now() + limits.header_read_timeout();
+    let mut head = Vec::with_capacity(1024);
+    let end = loop {
+        if let Some(at) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        if head.len() >= FEED_HEAD_MAX {
+            let _ = stream
+                .write_all(&plain_answer(431, "the request head is too large"))
+                .await;
+            return None;
+        }
+        let mut chunk = [0u8; 2048];
+        let want = chunk.len().min(FEED_HEAD_MAX + 4 - head.len());
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk[..want])).await {
+            Ok(Ok(n)) if n > 0 => head.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    };
+    let Some(request) = feed_request(&head[..end], peer) else {
+        let _ = stream
+            .write_all(&plain_answer(400, "the request head is not valid"))
+            .await;
+        return None;
+    };
+    drop(head);
+    let Ok(response) = router.oneshot(request).await;
+    let (parts, body) = response.into_parts();
+    let session = parts
+        .extensions
+        .get::<FeedTakeover>()
+        .filter(|_| parts.status == axum::http::StatusCode::OK)
+        .and_then(FeedTakeover::take);
+    let mut out = format!(
+        "HTTP/1.1 {} {}\r\n",
+        parts.status.as_u16(),
+        parts.status.canonical_reason().unwrap_or("")
+    )
+    .into_bytes();
+    for (name, value) in &parts.headers {
+        if name == axum::http::header::CONTENT_LENGTH
+            || name == axum::http::header::TRANSFER_ENCODING
+            || name == axum::http::header::CONNECTION
+        {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match session {
+        Some(session) => {
+            drop(body);
+            out.extend_from_slice(b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n");
+            stream.write_all(&out).await.ok()?;
+            Some((session, stream))
+        }
+        None => {
+            let body = axum::body::to_bytes(body, FEED_ANSWER_MAX)
+                .await
+                .unwrap_or_default();
+            out.extend_from_slice(
+                format!(
+                    "content-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+            out.extend_from_slice(&body);
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+            None
+        }
+    }
+}
+
+/// The request of a complete feed request head, or `None` when it does not parse.
+fn feed_request(head: &[u8], peer: SocketAddr) -> Option<Request<Body>> {
+    let mut headers = [httparse::EMPTY_HEADER; FEED_HEADERS_MAX];
+    let mut parsed = httparse::Request::new(&mut headers);
+    if !matches!(parsed.parse(head), Ok(httparse::Status::Complete(_))) {
+        return None;
+    }
+    if parsed.version != Some(1) {
+        return None;
+    }
+    let mut builder = Request::builder()
+        .method(parsed.method?)
+        .uri(parsed.path?)
+        .version(axum::http::Version::HTTP_11);
+    for header in parsed.headers.iter() {
+        builder = builder.header(header.name, header.value);
+    }
+    let mut request = builder.body(Body::empty()).ok()?;
+    request.extensions_mut().insert(ConnectInfo(peer));
+    Some(request)
+}
+
+/// A small JSON error answer that closes the connection.
+fn plain_answer(status: u16, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "error": message }).to_string();
+    let reason = axum::http::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("");
+    format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Serves one connection with hyper under the timers of the module documentation.
+async fn http_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,

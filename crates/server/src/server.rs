@@ -376,7 +376,13 @@ impl ServerBuilder {
                 .await
                 .map_err(StartError::Database)?;
         }
-        let (store, feed) = feed_source(store, postgres_feed, &config.tables).await?;
+        let (store, feed) = feed_source(
+            store,
+            postgres_feed,
+            &config.tables,
+            config.feed.replay_events,
+        )
+        .await?;
         let retention = config.tombstone_retention_secs;
         let state = Arc::new(AppState {
             purger: std::sync::Mutex::new(None),
@@ -394,6 +400,7 @@ impl ServerBuilder {
             feed,
             feed_config: config.feed,
             limits: config.limits,
+            metrics: http::metrics::Metrics::default(),
         });
         // The purge task holds the state weakly: it stops when the last router and the `App`
         // are gone (and at once when the state drops, by its `PurgeTask`).
@@ -426,8 +433,9 @@ async fn feed_source(
     store: Arc<dyn Store>,
     postgres: Option<(String, Option<String>)>,
     tables: &[TableConfig],
+    replay_events: usize,
 ) -> Result<(Arc<dyn Store>, crate::feed::FeedHub), StartError> {
-    let hub = crate::feed::FeedHub::new();
+    let hub = crate::feed::FeedHub::with_replay(replay_events);
     match postgres {
         Some((url, schema)) => {
             let schema = schema.as_deref().unwrap_or("public");

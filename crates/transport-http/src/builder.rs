@@ -36,8 +36,9 @@ pub enum Protocol {
 ///
 /// The wait before retry `n` (0-based) is `min(max_backoff, initial_backoff * 2^n)`, of
 /// which a random part of up to a half is taken off (jitter). A `Retry-After` header in
-/// seconds replaces that wait when it is at most `max_backoff`; a longer one ends the
-/// retries at once. Requests that got no answer at all are not retried here: the engine
+/// seconds replaces that wait when it is at most `max_backoff`, spread by a random part of
+/// up to a half *added* (never less than the server asked, and clients turned away together
+/// do not return together); a longer one ends the retries at once. Requests that got no answer at all are not retried here: the engine
 /// stops the push and the op stays queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RetryPolicy {

@@ -210,7 +210,7 @@ impl HttpTransport {
                 return Ok(reply);
             }
             let delay = match retry_after(&reply.headers) {
-                Some(wait) if wait <= policy.max_backoff => wait,
+                Some(wait) if wait <= policy.max_backoff => after_at_least(wait),
                 Some(wait) => {
                     tracing::debug!(?wait, "Retry-After is too long, not retrying");
                     return Ok(reply);
@@ -448,6 +448,13 @@ impl Transport for HttpTransport {
 }
 
 /// `min(max, initial * 2^retry)`, less a random part of up to a half.
+/// A wait of `retry_after` plus up to half of it again, at random: clients a server turned
+/// away together (a reconnect storm answered 503 with the same `Retry-After`) do not all
+/// come back in the same instant. Never less than the server asked for.
+fn after_at_least(retry_after: Duration) -> Duration {
+    retry_after.mul_f64(1.0 + rand::random_range(0.0..0.5))
+}
+
 fn backoff(policy: &RetryPolicy, retry: u32) -> Duration {
     let factor = 1u32.checked_shl(retry).unwrap_or(u32::MAX);
     let full = policy
@@ -528,6 +535,22 @@ mod tests {
     #[test]
     fn the_version_header_is_the_protocol_crate_one() {
         assert!(ZUMO_API_VERSION.eq_ignore_ascii_case(ZUMO_API_VERSION_LOWER));
+    }
+
+    #[test]
+    fn retry_after_waits_are_spread_above_what_the_server_asked() {
+        let asked = Duration::from_secs(1);
+        let waits: Vec<Duration> = (0..200).map(|_| after_at_least(asked)).collect();
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w >= asked && *w <= asked.mul_f64(1.5))
+        );
+        let first = waits[0];
+        assert!(
+            waits.iter().any(|w| *w != first),
+            "the waits are spread, not one instant"
+        );
     }
 
     #[test]

@@ -9,11 +9,10 @@
 //! every server's listener. Hard deletes and tombstone purges do not notify (an incremental
 //! pull cannot see them either).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::oneshot;
 use tokio_postgres::{AsyncMessage, NoTls};
 use tracing::Instrument as _;
 
@@ -112,22 +111,17 @@ pub async fn start_listener(url: &str, schema: &str, hub: &FeedHub) {
     let (ready, is_ready) = oneshot::channel();
     let span = tracing::info_span!("feed_listener", schema);
     let task = tokio::spawn(
-        listen_loop(url.to_owned(), schema.to_owned(), hub.sender(), ready).instrument(span),
+        listen_loop(url.to_owned(), schema.to_owned(), hub.clone(), ready).instrument(span),
     );
     hub.set_listener(task.abort_handle());
     let _ = tokio::time::timeout(Duration::from_secs(10), is_ready).await;
 }
 
-async fn listen_loop(
-    url: String,
-    schema: String,
-    sender: broadcast::Sender<Arc<FeedMessage>>,
-    ready: oneshot::Sender<()>,
-) {
+async fn listen_loop(url: String, schema: String, hub: FeedHub, ready: oneshot::Sender<()>) {
     let mut ready = Some(ready);
     let mut failures = 0u32;
     loop {
-        match listen_once(&url, &schema, &sender, &mut ready).await {
+        match listen_once(&url, &schema, &hub, &mut ready).await {
             Ok(()) => failures = 0,
             Err(error) => {
                 tracing::warn!(%error, "change feed listener connection failed");
@@ -147,7 +141,7 @@ async fn listen_loop(
 async fn listen_once(
     url: &str,
     schema: &str,
-    sender: &broadcast::Sender<Arc<FeedMessage>>,
+    hub: &FeedHub,
     ready: &mut Option<oneshot::Sender<()>>,
 ) -> Result<(), StoreError> {
     let (client, mut connection) = tokio_postgres::connect(url, NoTls)
@@ -167,19 +161,19 @@ async fn listen_once(
                     let _ = ready.send(());
                 } else {
                     // A reconnect: what was notified in between is lost.
-                    let _ = sender.send(Arc::new(FeedMessage::Resync));
+                    hub.publish(FeedMessage::Resync);
                 }
             }
             message = std::future::poll_fn(|cx| connection.poll_message(cx)) => match message {
                 Some(Ok(AsyncMessage::Notification(note))) => {
                     match serde_json::from_str::<Payload>(note.payload()) {
                         Ok(p) if p.s == schema => {
-                            let _ = sender.send(Arc::new(FeedMessage::Change(Change {
+                            hub.publish(FeedMessage::Change(Change {
                                 table: p.t,
                                 updated_at_ms: p.u,
                                 id: p.i,
                                 owner: p.o,
-                            })));
+                            }));
                         }
                         Ok(_) => {}
                         Err(error) => tracing::warn!(%error, "unreadable change notification"),

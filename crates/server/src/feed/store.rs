@@ -78,6 +78,10 @@ impl Store for FeedStore {
         self.inner.ping().await
     }
 
+    fn pool_stats(&self) -> crate::store::PoolStats {
+        self.inner.pool_stats()
+    }
+
     async fn write_batch(
         &self,
         writes: Vec<BatchWrite>,

@@ -105,6 +105,7 @@ async fn run(
     let retention_ms =
         i64::try_from(state.batch.op_retention_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let applied = state.store.write_batch(writes, retention_ms).await?;
+    state.metrics.add_ops(applied.len());
     for (slot, result) in slots.into_iter().zip(applied) {
         results[slot] = Some(result);
     }

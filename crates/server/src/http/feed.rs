@@ -12,55 +12,55 @@
 //! The stream carries one event per change burst and table:
 //!
 //! ```text
+//! id: 1764966000000.42
 //! event: change
 //! data: {"table":"TodoItem","updatedAt":"2026-11-27T08:29:32.659Z","id":"a1"}
 //! ```
+//!
+//! **Resuming.** A client that reopens the feed with the last `id` it saw (the
+//! `Last-Event-ID` header, as a browser `EventSource` sends by itself, or the
+//! `last_event_id` query parameter) is first sent what it missed: one event per table,
+//! at the newest change it may see, from the server's last `feed.replay_events` changes.
+//! When the server cannot know (an id from before a restart or from another server
+//! process, too old, or unreadable) every table gets a "may have changed" event. More than
+//! `feed.max_opens_per_sec` opens in one second answer 503 with `Retry-After: 1`.
 //!
 //! At most one event per table per `coalesce_ms` (50 ms by default): the first change is
 //! sent at once, the ones that follow within the window are folded into one event sent when
 //! the window ends, carrying the newest position. A caller is told only of changes to rows
 //! they may read (the table's rules: owner rows, the tenant scope, an app policy's read
-//! filter — checked per row as events are delivered), and the position is that of their
-//! newest such row. An event
+//! filter — checked per row as events are delivered, replayed ones included), and the
+//! position is that of their newest such row. An event
 //! without `updatedAt`/`id` means "this table may have changed" (the server may have missed
 //! changes, e.g. its database listener reconnected). Idle streams get a comment line every
 //! `heartbeat_ms` (15 s by default). Events are hints: a client pulls to learn the rows.
 
-use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::sync::Arc;
-
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::extract::{ConnectInfo, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tidesync_protocol::format_timestamp;
-use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 use super::Shared;
 use super::context::query_pairs;
 use crate::auth::{API_KEY_HEADERS, User};
 use crate::error::ServerError;
-use crate::feed::{Change, FeedMessage, FeedRefusal, FeedSlot};
-use crate::policy::{Grant, Operation};
-use crate::store::{OWNER_COLUMN, Store, ms_to_time};
+use crate::feed::deliver::{FeedSession, Subscription, Timing};
+use crate::feed::{FeedRefusal, FeedTakeover};
+use crate::policy::Operation;
 
 /// The query parameter that may carry the token.
 pub const TOKEN_PARAM: &str = "access_token";
 /// The query parameter that may carry the API key.
 pub const API_KEY_PARAM: &str = "api_key";
-
-/// One subscribed table.
-#[derive(Debug, Clone)]
-struct Subscription {
-    table: String,
-    /// The rows the caller may hear of.
-    grant: Grant,
-}
+/// The query parameter that may carry the last event id (for clients that cannot set the
+/// `Last-Event-ID` header).
+pub const LAST_EVENT_PARAM: &str = "last_event_id";
+/// The longest last event id looked at (`EPOCH.SEQ` is at most 41 characters).
+const LAST_EVENT_ID_MAX: usize = 64;
 
 /// `GET /tidesync/v1/feed`.
 pub(crate) async fn feed(
@@ -69,7 +69,7 @@ pub(crate) async fn feed(
     headers: HeaderMap,
     extensions: Extensions,
 ) -> Response {
-    let (subscriptions, user) = match subscriptions(&state, &uri, headers).await {
+    let (subscriptions, user, last_event_id) = match subscriptions(&state, &uri, headers).await {
         Ok(found) => found,
         Err(error) => return error.into_response_for(None),
     };
@@ -95,38 +95,36 @@ pub(crate) async fn feed(
             .checked_add(left)
             .unwrap_or_else(|| Instant::now() + std::time::Duration::from_secs(10 * 365 * 86_400))
     });
-    tracing::debug!(tables = ?subscriptions.iter().map(|s| &s.table).collect::<Vec<_>>(), "feed opened");
-    let stream = FeedStream {
-        store: Arc::clone(&state.store),
-        receiver: state.feed.subscribe(),
-        closed: state.feed.closed(),
+    let timing = Timing {
         coalesce: state.feed_config.coalesce(),
-        subscriptions,
-        pending: BTreeMap::new(),
-        last_sent: BTreeMap::new(),
-        greeted: false,
+        heartbeat: state.feed_config.heartbeat(),
+        write_timeout: state.feed_config.write_timeout(),
         expires,
-        _slot: slot,
     };
-    let events = futures_util::stream::unfold(stream, |mut stream| async move {
-        let event = stream.next_event().await?;
-        Some((Ok::<_, Infallible>(event), stream))
-    });
-    let mut response = Sse::new(events)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(state.feed_config.heartbeat())
-                .text("heartbeat"),
-        )
-        .into_response();
+    let session = FeedSession::new(
+        &state.feed,
+        Arc::clone(&state.store),
+        subscriptions,
+        timing,
+        last_event_id.as_deref(),
+        slot,
+    )
+    .await;
+    tracing::debug!(tables = ?session.tables().collect::<Vec<_>>(), resumed = last_event_id.is_some(), "feed opened");
+    let takeover = FeedTakeover::new(session);
+    let mut response = FeedSession::into_body(takeover.clone()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     // Proxies that buffer would hold events back.
-    response.headers_mut().insert(
+    headers.insert(
         HeaderName::from_static("x-accel-buffering"),
         HeaderValue::from_static("no"),
     );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response.extensions_mut().insert(takeover);
     response
 }
 
@@ -142,6 +140,14 @@ fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
             ),
             "feed.max_feeds",
         ),
+        FeedRefusal::Storm => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "too many change feeds are opening; retry after a short, random wait (at most {} a second)",
+                config.max_opens_per_sec
+            ),
+            "feed.max_opens_per_sec",
+        ),
         FeedRefusal::CallerFull => (
             StatusCode::TOO_MANY_REQUESTS,
             format!(
@@ -153,18 +159,28 @@ fn refused(refusal: FeedRefusal, config: &crate::feed::FeedConfig) -> Response {
     };
     tracing::info!(limit, "change feed refused");
     let mut response = super::response::json(status, &json!({ "error": message, "limit": limit }));
+    // A storm passes within a second or two; a full server or caller takes longer.
+    let retry = if refusal == FeedRefusal::Storm {
+        "1"
+    } else {
+        "5"
+    };
     response
         .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        .insert(header::RETRY_AFTER, HeaderValue::from_static(retry));
     response
 }
 
-/// Checks credentials and tables; returns the subscriptions and the user.
+/// The subscriptions, the user and the last event id of a feed request.
+type Opened = (Vec<Subscription>, Option<User>, Option<String>);
+
+/// Checks credentials and tables; returns the subscriptions, the user and the last event id
+/// (the `Last-Event-ID` header, else the `last_event_id` parameter).
 async fn subscriptions(
     state: &Shared,
     uri: &Uri,
     mut headers: HeaderMap,
-) -> Result<(Vec<Subscription>, Option<User>), ServerError> {
+) -> Result<Opened, ServerError> {
     let pairs = query_pairs(uri)?;
     let param = |name: &str| {
         pairs
@@ -197,160 +213,21 @@ async fn subscriptions(
         if subscriptions.iter().any(|s| s.table == table.name) {
             continue;
         }
-        subscriptions.push(Subscription {
-            table: table.name.clone(),
-            grant: guard.grant(&caller, Operation::Read)?,
-        });
+        subscriptions.push(Subscription::new(
+            table.name.clone(),
+            guard.grant(&caller, Operation::Read)?,
+        ));
     }
     if subscriptions.is_empty() {
         return Err(ServerError::bad_request(
             "name the tables to watch: /tidesync/v1/feed?tables=A,B",
         ));
     }
-    Ok((subscriptions, caller.user))
-}
-
-/// A position: `(updatedAt ms, id)`; `None` when unknown.
-type Position = Option<(i64, String)>;
-
-/// The state of one open feed.
-struct FeedStream {
-    /// Where a restricted subscription looks up a changed row.
-    store: Arc<dyn Store>,
-    receiver: tokio::sync::broadcast::Receiver<Arc<FeedMessage>>,
-    closed: tokio::sync::watch::Receiver<bool>,
-    coalesce: std::time::Duration,
-    subscriptions: Vec<Subscription>,
-    /// Tables with a change not sent yet, and its newest position.
-    pending: BTreeMap<String, Position>,
-    /// When each table's last event went out.
-    last_sent: BTreeMap<String, Instant>,
-    greeted: bool,
-    /// When the token the feed was opened with expires.
-    expires: Option<Instant>,
-    /// The feed's place under the caps, freed when the stream is dropped.
-    _slot: FeedSlot,
-}
-
-impl FeedStream {
-    /// The next event, or `None` when the server shuts down.
-    async fn next_event(&mut self) -> Option<Event> {
-        if !self.greeted {
-            // Sent at once so that the client sees the response start; `retry` tells a
-            // browser EventSource how soon to reconnect.
-            self.greeted = true;
-            return Some(
-                Event::default()
-                    .comment("subscribed")
-                    .retry(std::time::Duration::from_secs(1)),
-            );
-        }
-        loop {
-            if *self.closed.borrow() {
-                return None;
-            }
-            let now = Instant::now();
-            let mut next_due: Option<Instant> = None;
-            let mut due: Option<String> = None;
-            for table in self.pending.keys() {
-                let at = self
-                    .last_sent
-                    .get(table)
-                    .map_or(now, |sent| *sent + self.coalesce);
-                if at <= now {
-                    due = Some(table.clone());
-                    break;
-                }
-                next_due = Some(next_due.map_or(at, |n: Instant| n.min(at)));
-            }
-            if let Some(table) = due {
-                let position = self.pending.remove(&table).flatten();
-                self.last_sent.insert(table.clone(), now);
-                return Some(change_event(&table, position));
-            }
-            tokio::select! {
-                biased;
-                _ = self.closed.changed() => {}
-                () = sleep_until_opt(self.expires) => {
-                    tracing::debug!("feed token expired");
-                    return None;
-                }
-                () = sleep_until_opt(next_due) => {}
-                message = self.receiver.recv() => match message {
-                    Ok(message) => self.take(&message).await,
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::debug!(missed, "feed fell behind; resync");
-                        self.take(&FeedMessage::Resync).await;
-                    }
-                    Err(RecvError::Closed) => return None,
-                },
-            }
-        }
-    }
-
-    /// Folds a hub message into the pending set, if this feed may hear of it.
-    async fn take(&mut self, message: &FeedMessage) {
-        match message {
-            FeedMessage::Change(change) => {
-                let Some(sub) = self.subscriptions.iter().find(|s| s.table == change.table) else {
-                    return;
-                };
-                if !may_hear(self.store.as_ref(), sub, change).await {
-                    return;
-                }
-                let position = Some((change.updated_at_ms, change.id.clone()));
-                let slot = self.pending.entry(sub.table.clone()).or_insert(None);
-                if position > *slot {
-                    *slot = position;
-                }
-            }
-            FeedMessage::Resync => {
-                for sub in &self.subscriptions {
-                    self.pending.entry(sub.table.clone()).or_insert(None);
-                }
-            }
-        }
-    }
-}
-
-/// Whether the subscriber may hear of `change`: every row when unrestricted; the owner's
-/// rows by the message's owner alone; otherwise the row as stored now must be in the
-/// subscriber's grant (a row gone or unreadable is not told).
-async fn may_hear(store: &dyn Store, sub: &Subscription, change: &Change) -> bool {
-    let grant = &sub.grant;
-    if grant.is_unrestricted() {
-        return true;
-    }
-    if let ([scope], None) = (grant.scopes.as_slice(), &grant.filter) {
-        if scope.column == OWNER_COLUMN {
-            return change.owner.as_deref() == Some(scope.value.as_str());
-        }
-    }
-    match store.get(&change.table, &change.id).await {
-        Ok(Some(row)) => grant.admits(&row),
-        Ok(None) => false,
-        Err(error) => {
-            tracing::debug!(%error, "feed: cannot check a changed row; not told");
-            false
-        }
-    }
-}
-
-fn change_event(table: &str, position: Position) -> Event {
-    let data = match position {
-        Some((ms, id)) => json!({
-            "table": table,
-            "updatedAt": format_timestamp(ms_to_time(ms)),
-            "id": id,
-        }),
-        None => json!({ "table": table }),
-    };
-    Event::default().event("change").data(data.to_string())
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| param(LAST_EVENT_PARAM))
+        .filter(|id| !id.is_empty())
+        .map(|id| id.chars().take(LAST_EVENT_ID_MAX).collect::<String>());
+    Ok((subscriptions, caller.user, last_event_id))
 }

@@ -1,6 +1,6 @@
 //! The axum router: table routes, health, the tidesync extension routes (capabilities,
-//! horizon, snapshot, batch, feed) and the middleware
-//! (request ids, tracing, body limit, CORS, cache headers).
+//! horizon, snapshot, batch, feed, metrics) and the middleware
+//! (request ids, tracing, metrics and the request log, body limit, CORS, cache headers).
 
 mod batch;
 mod context;
@@ -8,6 +8,7 @@ mod ext;
 pub mod feed;
 mod items;
 mod json;
+pub(crate) mod metrics;
 mod query;
 pub mod response;
 mod schema_check;
@@ -61,6 +62,8 @@ pub(crate) struct AppState {
     pub(crate) feed_config: crate::feed::FeedConfig,
     /// What one client can make the server do.
     pub(crate) limits: crate::config::Limits,
+    /// The counters of `GET /tidesync/v1/metrics`.
+    pub(crate) metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -178,6 +181,10 @@ pub(crate) fn router(state: Shared) -> Router {
         )
         .route(&format!("{EXTENSION_PREFIX}/batch"), post(batch::batch))
         .route(&format!("{EXTENSION_PREFIX}/feed"), get(feed::feed))
+        .route(
+            &format!("{EXTENSION_PREFIX}/metrics"),
+            get(metrics::metrics),
+        )
         // Unknown paths in this router's own space answer its JSON 404; the rest of the
         // URL space is the host app's (no router-level fallback, so `Router::merge` into a
         // host router with a fallback of its own works).
@@ -211,10 +218,15 @@ pub(crate) fn router(state: Shared) -> Router {
                 .unwrap_or_default(),
         )
     });
-    app.layer(PropagateRequestIdLayer::new(request_id.clone()))
-        .layer(trace)
-        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
-        .with_state(state)
+    // Inside the request id layers: the log line carries the id.
+    app.layer(middleware::from_fn_with_state(
+        Arc::clone(&state),
+        metrics::observe,
+    ))
+    .layer(PropagateRequestIdLayer::new(request_id.clone()))
+    .layer(trace)
+    .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+    .with_state(state)
 }
 
 fn cors_layer(origins: &[String]) -> Option<CorsLayer> {

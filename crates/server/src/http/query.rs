@@ -84,6 +84,7 @@ pub(crate) async fn list(
             .rows
             .truncate(usize::try_from(take).unwrap_or(usize::MAX));
         let returned = u64::try_from(result.rows.len()).unwrap_or(u64::MAX);
+        state.metrics.add_rows(result.rows.len());
         let items: Vec<Item> = result
             .rows
             .iter()

@@ -165,6 +165,7 @@ impl Snapshot {
             Err(error) => return Some(self.fail(&error)),
         };
         let short = u64::try_from(rows.len()).unwrap_or(u64::MAX) < self.page_size;
+        self.state.metrics.add_rows(rows.len());
         let mut out = Vec::new();
         for row in rows {
             self.after = Some((row.updated_at_ms, row.id.clone()));

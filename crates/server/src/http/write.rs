@@ -230,6 +230,7 @@ pub(crate) async fn apply(ctx: &Ctx, op: WriteOp) -> Result<Written, ServerError
         .write(&ctx.table.name, &id, decide)
         .await?
         .map_err(|refusal| refused(refusal, ctx.table.soft_delete))?;
+    ctx.state.metrics.add_ops(1);
     ctx.guard.after_commit(
         &ctx.caller,
         operation,

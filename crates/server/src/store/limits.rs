@@ -88,6 +88,28 @@ pub(crate) struct ReadGate {
     permits: Arc<Semaphore>,
     slots: usize,
     wait: Duration,
+    /// Reads that found every slot taken and waited (for the metrics).
+    waits: std::sync::atomic::AtomicU64,
+    /// Reads that waited in vain (answered 503).
+    timeouts: std::sync::atomic::AtomicU64,
+}
+
+/// How busy a store's connections are (`GET /tidesync/v1/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Read slots (SQLite: `limits.max_concurrent_reads`; PostgreSQL: the read share of the
+    /// pool).
+    pub read_slots: u64,
+    /// Read slots in use now.
+    pub reads_in_use: u64,
+    /// Reads that had to wait for a slot, since the start.
+    pub read_waits: u64,
+    /// Reads that waited past `limits.queue_timeout_ms`, since the start.
+    pub read_wait_timeouts: u64,
+    /// PostgreSQL: connections open, idle, and callers waiting for one now.
+    pub connections: u64,
+    pub connections_idle: u64,
+    pub connections_waiting: u64,
 }
 
 impl ReadGate {
@@ -97,6 +119,20 @@ impl ReadGate {
             permits: Arc::new(Semaphore::new(slots)),
             slots,
             wait,
+            waits: std::sync::atomic::AtomicU64::new(0),
+            timeouts: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The gate's part of [`PoolStats`].
+    pub(crate) fn stats(&self) -> PoolStats {
+        let free = self.permits.available_permits();
+        PoolStats {
+            read_slots: self.slots as u64,
+            reads_in_use: self.slots.saturating_sub(free) as u64,
+            read_waits: self.waits.load(Ordering::Relaxed),
+            read_wait_timeouts: self.timeouts.load(Ordering::Relaxed),
+            ..PoolStats::default()
         }
     }
 
@@ -106,14 +142,21 @@ impl ReadGate {
     ///
     /// [`StoreError::Busy`] when no slot frees up within the wait.
     pub(crate) async fn enter(&self) -> Result<OwnedSemaphorePermit, StoreError> {
+        if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
+            return Ok(permit);
+        }
+        self.waits.fetch_add(1, Ordering::Relaxed);
         match tokio::time::timeout(self.wait, Arc::clone(&self.permits).acquire_owned()).await {
             Ok(Ok(permit)) => Ok(permit),
             _ => Err(StoreError::Busy {
                 limit: "limits.max_concurrent_reads",
-                message: format!(
-                    "the server is running its most reads at once ({}); try again shortly",
-                    self.slots
-                ),
+                message: {
+                    self.timeouts.fetch_add(1, Ordering::Relaxed);
+                    format!(
+                        "the server is running its most reads at once ({}); try again shortly",
+                        self.slots
+                    )
+                },
             }),
         }
     }

@@ -31,7 +31,7 @@ pub use batch::{
     BatchWrite, Fingerprint, LEGACY_OPS_TABLE, OPS_TABLE, OpKey, Render, Rendered, fingerprint,
 };
 pub use error::{Refusal, StoreError};
-pub use limits::StoreLimits;
+pub use limits::{PoolStats, StoreLimits};
 pub use postgres::PostgresStore;
 pub use schema::{ColumnType, TableSchema, TableSpec, check_table_name};
 pub use sqlite::SqliteStore;
@@ -267,6 +267,11 @@ pub trait Store: Send + Sync + Debug {
     ///
     /// [`StoreError::Unavailable`] when it does not.
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// How busy the store's connections are, for the metrics (none known: all zero).
+    fn pool_stats(&self) -> PoolStats {
+        PoolStats::default()
+    }
 
     /// Applies a batch (the batch extension, see [`BatchWrite`]) and returns each op's
     /// rendered result, in order. Both built-in stores do it in one transaction and remember

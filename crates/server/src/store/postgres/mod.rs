@@ -360,6 +360,16 @@ impl Store for PostgresStore {
         self.apply_batch(writes, retention_ms).await
     }
 
+    fn pool_stats(&self) -> super::PoolStats {
+        let status = self.pool.status();
+        super::PoolStats {
+            connections: status.size as u64,
+            connections_idle: u64::try_from(status.available).unwrap_or(0),
+            connections_waiting: status.waiting as u64,
+            ..self.gate.stats()
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client

@@ -308,6 +308,10 @@ impl Store for SqliteStore {
         self.apply_batch(writes, retention_ms).await
     }
 
+    fn pool_stats(&self) -> super::PoolStats {
+        self.inner.gate.stats()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with_reader(|conn, _| {
             conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
