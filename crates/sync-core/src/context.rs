@@ -152,7 +152,13 @@ impl SyncContext {
     /// state, when push and pull last succeeded and how the last one failed.
     /// A background [`Watcher`](crate::Watcher) reports its failures here too.
     pub fn status(&self) -> tokio::sync::watch::Receiver<SyncStatus> {
-        self.inner.status.subscribe()
+        // Under the queue lock: counts published, then subscribed, so no commit
+        // falls between the two (commits publish only while someone watches).
+        let queue = self.inner.lock_queue();
+        queue.publish_now();
+        let receiver = self.inner.status.subscribe();
+        drop(queue);
+        receiver
     }
 
     /// How many ops of one table are queued.

@@ -259,19 +259,33 @@ impl Queue {
         self.status = Some(status);
     }
 
-    /// Sends the counts to the sync status, if they changed.
+    /// Sends the counts to the sync status, if they changed and anyone watches
+    /// (a local write pays nothing for a status nobody reads; `status()`
+    /// publishes before it subscribes, under the queue lock, so a new watcher
+    /// starts from the current counts).
     fn publish(&self) {
-        if let Some(status) = &self.status {
-            let pending = self.count(None);
-            status.send_if_modified(|s| {
-                let changed = s.pending != pending || s.pending_by_table != self.per_table;
-                if changed {
-                    s.pending = pending;
-                    s.pending_by_table.clone_from(&self.per_table);
-                }
-                changed
-            });
+        if let Some(status) = self.status.as_ref().filter(|s| s.receiver_count() > 0) {
+            self.send_counts(status);
         }
+    }
+
+    /// Sends the counts to a new watcher's channel (see [`Queue::publish`]).
+    pub(crate) fn publish_now(&self) {
+        if let Some(status) = &self.status {
+            self.send_counts(status);
+        }
+    }
+
+    fn send_counts(&self, status: &watch::Sender<SyncStatus>) {
+        let pending = self.count(None);
+        status.send_if_modified(|s| {
+            let changed = s.pending != pending || s.pending_by_table != self.per_table;
+            if changed {
+                s.pending = pending;
+                s.pending_by_table.clone_from(&self.per_table);
+            }
+            changed
+        });
     }
 
     /// True when the op's request is on the wire.
