@@ -21,6 +21,24 @@ pub fn is_system_property(name: &str) -> bool {
         .any(|system| system.eq_ignore_ascii_case(name))
 }
 
+/// Removes `name` from `item` in any letter case (a client may send `Id` or
+/// `VERSION`), returning the first value found.
+pub fn take_any_case(item: &mut Item, name: &str) -> Option<serde_json::Value> {
+    let keys: Vec<String> = item
+        .keys()
+        .filter(|k| k.eq_ignore_ascii_case(name))
+        .cloned()
+        .collect();
+    let mut found = None;
+    for key in keys {
+        let value = item.remove(&key);
+        if found.is_none() {
+            found = value;
+        }
+    }
+    found
+}
+
 /// Removes the system properties (any letter case) from `item`, keeping `version` when
 /// `keep_version` is set (updates send it as the expected version).
 pub fn strip_system_properties(item: &mut Item, keep_version: bool) {

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::eval::matches;
 use tidesync_protocol::odata::{Expr, col, lit};
+use tidesync_protocol::system::take_any_case;
 
 use crate::auth::User;
 use crate::config::{Rule, TableConfig};
@@ -358,12 +359,12 @@ impl Guard {
         grant: &Grant,
         item: &mut Item,
     ) -> Result<(), ServerError> {
-        remove_any_case(item, OWNER_COLUMN);
+        take_any_case(item, OWNER_COLUMN);
         for scope in &grant.scopes {
             if scope.column == OWNER_COLUMN {
                 continue;
             }
-            let sent = remove_any_case(item, &scope.column);
+            let sent = take_any_case(item, &scope.column);
             let moves = sent
                 .as_ref()
                 .is_some_and(|value| value.as_str() != Some(scope.value.as_str()));
@@ -378,7 +379,7 @@ impl Guard {
             app.before_write(caller, operation, item)?;
         }
         for scope in &grant.scopes {
-            remove_any_case(item, &scope.column);
+            take_any_case(item, &scope.column);
             item.insert(scope.column.clone(), Value::String(scope.value.clone()));
         }
         if operation == Operation::Insert && self.rules.owner_column {
@@ -409,21 +410,4 @@ impl Guard {
             );
         }
     }
-}
-
-/// Removes `name` in any letter case, returning the first value found.
-fn remove_any_case(item: &mut Item, name: &str) -> Option<Value> {
-    let keys: Vec<String> = item
-        .keys()
-        .filter(|k| k.eq_ignore_ascii_case(name))
-        .cloned()
-        .collect();
-    let mut found = None;
-    for key in keys {
-        let value = item.remove(&key);
-        if found.is_none() {
-            found = value;
-        }
-    }
-    found
 }

@@ -9,6 +9,7 @@ use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
+pub(crate) use tidesync_protocol::system::take_any_case;
 use tidesync_protocol::wire::{ApiVersion, ZUMO_API_VERSION};
 use tidesync_protocol::{ETag, Item, parse_etag, system};
 use time::OffsetDateTime;
@@ -181,23 +182,6 @@ pub(crate) fn check_reserved(item: &Item) -> Result<(), ServerError> {
         }
     }
     Ok(())
-}
-
-/// Removes `name` in any letter case, returning the first value found.
-pub(crate) fn take_any_case(item: &mut Item, name: &str) -> Option<Value> {
-    let keys: Vec<String> = item
-        .keys()
-        .filter(|k| k.eq_ignore_ascii_case(name))
-        .cloned()
-        .collect();
-    let mut found = None;
-    for key in keys {
-        let value = item.remove(&key);
-        if found.is_none() {
-            found = value;
-        }
-    }
-    found
 }
 
 /// Removes every system property and `id` (any case); returns the `id` value, if any.
