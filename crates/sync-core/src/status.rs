@@ -49,6 +49,18 @@ pub struct SyncErrorInfo {
     pub message: String,
 }
 
+impl SyncErrorInfo {
+    /// The report of a push, pull or feed that failed with `error`.
+    pub fn of(action: SyncAction, table: Option<&str>, error: &Error) -> Self {
+        Self {
+            action,
+            table: table.map(str::to_owned),
+            kind: SyncErrorKind::of(error),
+            message: error.to_string(),
+        }
+    }
+}
+
 /// What kind of failure stopped a push or pull.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

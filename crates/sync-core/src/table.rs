@@ -190,13 +190,7 @@ impl<T: Serialize + DeserializeOwned> SyncTable<T> {
     /// # Errors
     /// Store failures, or rows that do not fit `T`.
     pub async fn query(&self, query: &Query) -> Result<Vec<T>> {
-        let query = query.clone();
-        self.read(move |ctx, table| ctx.query(table, &query))
-            .await?
-            .items
-            .into_iter()
-            .map(|row| from_row(&self.name, row))
-            .collect()
+        self.typed(self.query_items(query).await?)
     }
 
     /// A local query's rows as stored (live queries compare them).

@@ -36,7 +36,7 @@ use tracing::Instrument as _;
 use crate::context::SyncContext;
 use crate::error::{Error, Result, TransportError};
 use crate::events::{ChangeEvent, SyncAction};
-use crate::status::{SyncErrorInfo, SyncErrorKind};
+use crate::status::SyncErrorInfo;
 use crate::transport::ChangeFeed;
 
 /// How long to wait before reconnecting: `initial`, doubled after each failed attempt,
@@ -292,12 +292,7 @@ impl WatchState {
                     // A feed that cannot be opened is a failure of background sync.
                     let error = Error::Transport(error);
                     self.ctx.emit(ChangeEvent::SyncFailed {
-                        error: SyncErrorInfo {
-                            action: SyncAction::Feed,
-                            table: None,
-                            kind: SyncErrorKind::of(&error),
-                            message: error.to_string(),
-                        },
+                        error: SyncErrorInfo::of(SyncAction::Feed, None, &error),
                     });
                     error.to_string()
                 }

@@ -49,14 +49,24 @@ fn foreign_edit(server: &MockServer, id: &str, text: &str) {
     server.server_update("TodoItem", row);
 }
 
+/// Inserts "milk" and pushes it: the copy the insert returned (version null) and the id.
+async fn pushed_milk(client: &Client) -> (Todo, String) {
+    let inserted = client
+        .sync_table::<Todo>()
+        .insert(&new_todo("milk"))
+        .await
+        .unwrap();
+    assert!(client.push().await.unwrap().is_success());
+    let id = inserted.id.clone().unwrap();
+    (inserted, id)
+}
+
 #[tokio::test]
 async fn a_copy_stale_only_by_this_clients_own_pushes_does_not_conflict() {
     let (server, client) = setup();
     let todos = client.sync_table::<Todo>();
     // Read right after the insert: version null; the insert's push gives v1.
-    let inserted = todos.insert(&new_todo("milk")).await.unwrap();
-    assert!(client.push().await.unwrap().is_success());
-    let id = inserted.id.clone().unwrap();
+    let (inserted, id) = pushed_milk(&client).await;
 
     // Read at v1, edited and pushed (v2): the app still holds the v1 copy.
     let read = todos.get(&id).await.unwrap().unwrap();
@@ -97,9 +107,7 @@ async fn a_copy_stale_only_by_this_clients_own_pushes_does_not_conflict() {
 async fn a_copy_older_than_a_pulled_change_still_conflicts() {
     let (server, client) = setup();
     let todos = client.sync_table::<Todo>();
-    let inserted = todos.insert(&new_todo("milk")).await.unwrap();
-    assert!(client.push().await.unwrap().is_success());
-    let id = inserted.id.clone().unwrap();
+    let (_, id) = pushed_milk(&client).await;
     let read = todos.get(&id).await.unwrap().unwrap();
     // An own push (v2), then another device's change (v3), pulled.
     todos
@@ -134,9 +142,7 @@ async fn a_copy_older_than_a_pulled_change_still_conflicts() {
 async fn update_with_edits_the_stored_row() {
     let (server, client) = setup();
     let todos = client.sync_table::<Todo>();
-    let inserted = todos.insert(&new_todo("milk")).await.unwrap();
-    assert!(client.push().await.unwrap().is_success());
-    let id = inserted.id.unwrap();
+    let (_, id) = pushed_milk(&client).await;
     foreign_edit(&server, &id, "soy milk");
     todos.pull("all", Query::all()).await.unwrap();
 

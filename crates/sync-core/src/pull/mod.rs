@@ -26,7 +26,7 @@ use crate::outcome::{
     Cursor, PullOptions, PullProgress, PullResult, PushOptions, PushResult, cursor_key,
 };
 use crate::push::PushRun;
-use crate::status::{SyncErrorInfo, SyncErrorKind};
+use crate::status::SyncErrorInfo;
 use crate::transport::{Page, ReadRequest, SnapshotRequest};
 
 pub(crate) use purge::purge;
@@ -88,12 +88,7 @@ impl PullRun {
         .await;
         if let Err(e) = &result {
             engine.emit(ChangeEvent::SyncFailed {
-                error: SyncErrorInfo {
-                    action: SyncAction::Pull,
-                    table: Some(table.to_owned()),
-                    kind: SyncErrorKind::of(e),
-                    message: e.to_string(),
-                },
+                error: SyncErrorInfo::of(SyncAction::Pull, Some(table), e),
             });
         }
         engine.emit(ChangeEvent::SyncFinished {
