@@ -17,6 +17,7 @@ mod postgres;
 mod schema;
 pub(crate) mod sql;
 mod sqlite;
+mod staged;
 pub mod values;
 
 use std::fmt::Debug;

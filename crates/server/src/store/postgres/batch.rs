@@ -3,9 +3,15 @@
 //! (transaction-scoped advisory locks, taken sorted in one statement) before they are looked
 //! up, so two servers given the same batch at once apply it once: the second waits, then finds
 //! the first one's remembered results. Then the batch's items are locked, sorted, in one
-//! statement, before any table is touched, so batches sharing items cannot deadlock. The
-//! lookup is one query and the results to remember are inserted with one statement after the
-//! last op; the per-op statements come from the connection's statement cache.
+//! statement, before any table is touched, so batches sharing items cannot deadlock.
+//!
+//! The round trips do not grow with the ops (`store::staged`): the lookup is one query, the
+//! rows of the batch's items are read (`FOR UPDATE`) in one query per table, each op is
+//! decided and stamped in memory (the table's clock is read once, under the clock lock the
+//! batch holds from its start, and written back once), and each table's final rows are
+//! written with one `INSERT … SELECT … FROM unnest(…) ON CONFLICT ("id") DO UPDATE` and one
+//! `DELETE … WHERE "id" = ANY(…)` per chunk of rows; the results to remember are inserted
+//! with one statement after the last op.
 //!
 //! An op whose decision adds columns needs its table's ACCESS EXCLUSIVE lock, which must be
 //! taken before any other lock on the table: the batch then starts over with that table
@@ -17,11 +23,14 @@ use std::collections::{BTreeSet, HashMap};
 use deadpool_postgres::Transaction;
 
 use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
+use super::super::horizon::next_stamp;
 use super::super::schema::{TableSchema, TableSpec};
+use super::super::staged::{CHUNK_ROWS, Staged, Step};
 use super::super::{Decide, Outcome, StoreError, now_ms};
-use super::write::{Applied, TableWriter};
+use super::rows::{UpsertArrays, column_list, decode_row, upsert_sql};
 use super::{
-    CLOCK_LOCK_SEED, OP_LOCK_SEED, PgFailure, PostgresStore, lock_items, lock_keys, pg_error, quote,
+    CLOCK_LOCK_SEED, NOW_MS, OP_LOCK_SEED, PgFailure, PostgresStore, lock_items, lock_keys,
+    pg_error, quote,
 };
 
 /// What the batch knows about an op id besides its fingerprint.
@@ -50,6 +59,13 @@ struct Plan {
     table: String,
     id: String,
     decide: Decide,
+}
+
+/// A table the batch writes: its staged rows, and once a write took a stamp, the database's
+/// time then and the clock's last stamp.
+struct Table {
+    staged: Staged,
+    clock: Option<(i64, i64, i64)>,
 }
 
 /// What one attempt at the batch did, before its results are rendered.
@@ -239,11 +255,38 @@ impl PostgresStore {
                 known.insert(key, (row.get(2), Known::Stored(row.get(3))));
             }
         }
-        // Loaded in the transaction: another server may have added columns.
-        let mut tables: HashMap<&str, TableWriter> = HashMap::with_capacity(specs.len());
+        // Loaded in the transaction: another server may have added columns. Then the rows
+        // of the batch's items, locked, in one query per table.
+        let mut tables: HashMap<&str, Table> = HashMap::with_capacity(specs.len());
         for (name, spec) in specs {
             let schema = self.columns_in(tx, spec.clone()).await?;
-            tables.insert(name.as_str(), TableWriter::new(schema));
+            let ids: Vec<&str> = plans
+                .iter()
+                .filter(|p| p.table == *name)
+                .map(|p| p.id.as_str())
+                .collect();
+            let select = tx
+                .prepare_cached(&format!(
+                    "SELECT {} FROM {} WHERE \"id\" = ANY($1::text[]) FOR UPDATE",
+                    column_list(&schema),
+                    self.table(name)
+                ))
+                .await
+                .map_err(pg_error)?;
+            let rows = tx
+                .query(&select, &[&ids])
+                .await
+                .map_err(pg_error)?
+                .iter()
+                .map(|r| decode_row(r, &schema))
+                .collect::<Result<Vec<_>, _>>()?;
+            tables.insert(
+                name.as_str(),
+                Table {
+                    staged: Staged::new(schema, rows),
+                    clock: None,
+                },
+            );
         }
         let mut slots: Vec<Slot> = Vec::with_capacity(plans.len());
         for plan in plans {
@@ -261,13 +304,24 @@ impl PostgresStore {
                     table: plan.table.clone(),
                 });
             };
-            let locked = locked_tables.contains(&plan.table);
-            let outcome = match self
-                .apply_write(tx, table, locked, &plan.id, &plan.decide)
-                .await?
-            {
-                Applied::Done(outcome) => outcome,
-                Applied::NeedsTableLock(table) => return Ok(Err(table)),
+            let outcome = loop {
+                match table.staged.decide(&plan.id, &plan.decide) {
+                    Step::Done(outcome) => break outcome,
+                    Step::Put { values, deleted } => {
+                        let stamp = self.stamp(tx, table).await?;
+                        break table.staged.put(&plan.id, values, deleted, stamp)?;
+                    }
+                    Step::AddColumns(columns) => {
+                        // Adding columns needs the table's ACCESS EXCLUSIVE lock, taken
+                        // before any other: start over with it.
+                        if !locked_tables.contains(&plan.table) {
+                            return Ok(Err(plan.table.clone()));
+                        }
+                        let schema = table.staged.schema().clone();
+                        let schema = self.add_columns(tx, schema, &columns).await?;
+                        table.staged.set_schema(schema);
+                    }
+                }
             };
             if outcome.is_ok() {
                 known.insert(
@@ -277,15 +331,93 @@ impl PostgresStore {
             }
             slots.push(Slot::Decided(outcome));
         }
+        for table in tables.values() {
+            self.write_rows(tx, table).await?;
+        }
         let learned = tables
             .into_values()
-            .filter_map(TableWriter::learned)
+            .filter_map(|table| table.staged.learned())
             .collect();
         Ok(Ok(Attempt {
             slots,
             known,
             learned,
         }))
+    }
+
+    /// The next `(updatedAt, version)` of `table`: its clock is read at the first stamp
+    /// (the batch holds the clock lock since it began) with the database's time then, and
+    /// moved in memory after that (see `store::horizon`); [`Self::write_rows`] writes it
+    /// back.
+    async fn stamp(
+        &self,
+        tx: &Transaction<'_>,
+        table: &mut Table,
+    ) -> Result<(i64, u64), StoreError> {
+        let (now, clock_ms, version) = match table.clock {
+            Some(clock) => clock,
+            None => {
+                let read = tx
+                    .prepare_cached(&format!(
+                        "SELECT {NOW_MS}, clock_ms, version FROM {} WHERE name = $1",
+                        self.bookkeeping()
+                    ))
+                    .await
+                    .map_err(pg_error)?;
+                let row = tx
+                    .query_one(&read, &[&table.staged.schema().spec.name])
+                    .await
+                    .map_err(pg_error)?;
+                (row.get(0), row.get(1), row.get(2))
+            }
+        };
+        let (clock_ms, version) = next_stamp(now, clock_ms, version);
+        table.clock = Some((now, clock_ms, version));
+        Ok((clock_ms, u64::try_from(version).unwrap_or(0)))
+    }
+
+    /// Writes the final state of a table's staged rows (a delete and a multi-row upsert per
+    /// chunk) and its clock.
+    async fn write_rows(&self, tx: &Transaction<'_>, table: &Table) -> Result<(), StoreError> {
+        let schema = table.staged.schema();
+        let name = self.table(&schema.spec.name);
+        let rows = table.staged.final_state();
+        if !rows.removes.is_empty() {
+            let delete = tx
+                .prepare_cached(&format!(
+                    "DELETE FROM {name} WHERE \"id\" = ANY($1::text[])"
+                ))
+                .await
+                .map_err(pg_error)?;
+            for chunk in rows.removes.chunks(CHUNK_ROWS) {
+                tx.execute(&delete, &[&chunk]).await.map_err(pg_error)?;
+            }
+        }
+        if !rows.puts.is_empty() {
+            let upsert = tx
+                .prepare_cached(&upsert_sql(&name, schema))
+                .await
+                .map_err(pg_error)?;
+            for chunk in rows.puts.chunks(CHUNK_ROWS) {
+                let arrays = UpsertArrays::of(schema, chunk);
+                tx.execute(&upsert, &arrays.params())
+                    .await
+                    .map_err(pg_error)?;
+            }
+        }
+        if let Some((_, clock_ms, version)) = table.clock {
+            let write = tx
+                .prepare_cached(&format!(
+                    "UPDATE {} SET clock_ms = $2, version = $3 WHERE name = $1",
+                    self.bookkeeping()
+                ))
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&write, &[&schema.spec.name, &clock_ms, &version])
+                .await
+                .map_err(pg_error)?;
+        }
+        Ok(())
     }
 
     /// Remembers the results this batch applied (the last one per op key), in one statement.

@@ -151,3 +151,120 @@ pub(super) fn store_statement(
     };
     (query, params)
 }
+
+/// The values of one column for a multi-row statement, as one array parameter.
+enum ColumnArray {
+    Text(Vec<Option<String>>),
+    Int(Vec<Option<i64>>),
+    Bool(Vec<Option<bool>>),
+}
+
+impl ColumnArray {
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            ColumnArray::Text(values) => values,
+            ColumnArray::Int(values) => values,
+            ColumnArray::Bool(values) => values,
+        }
+    }
+}
+
+/// The upsert of many rows of `schema` into `table` (its quoted SQL name) in one statement:
+/// `INSERT … SELECT … FROM unnest(<one array per column>) ON CONFLICT ("id") DO UPDATE`
+/// every other column. The text depends on the schema only, so one prepared statement
+/// serves every chunk size; [`UpsertArrays`] holds its parameters.
+pub(super) fn upsert_sql(table: &str, schema: &TableSchema) -> String {
+    let names: Vec<String> = SYSTEM_COLUMNS
+        .iter()
+        .map(|c| quote(c))
+        .chain(schema.columns.iter().map(|(name, _)| quote(name)))
+        .collect();
+    let mut arrays: Vec<String> = ["text", "int8", "int8", "int8", "bool"]
+        .iter()
+        .enumerate()
+        .map(|(n, ty)| format!("${}::{ty}[]", n + 1))
+        .collect();
+    let mut selected: Vec<String> = (0..5).map(|n| format!("c{n}")).collect();
+    for (index, (_, ty)) in schema.columns.iter().enumerate() {
+        let n = index + 5;
+        let (array, select) = match ty {
+            ColumnType::String => ("text", format!("c{n}")),
+            ColumnType::Integer | ColumnType::DateTime => ("int8", format!("c{n}")),
+            ColumnType::Number => ("text", format!("c{n}::numeric")),
+            ColumnType::Boolean => ("bool", format!("c{n}")),
+            ColumnType::Json => ("text", format!("c{n}::jsonb")),
+        };
+        arrays.push(format!("${}::{array}[]", n + 1));
+        selected.push(select);
+    }
+    let aliases: Vec<String> = (0..names.len()).map(|n| format!("c{n}")).collect();
+    let sets: Vec<String> = names
+        .iter()
+        .skip(1)
+        .map(|name| format!("{name} = EXCLUDED.{name}"))
+        .collect();
+    format!(
+        "INSERT INTO {table} ({}) SELECT {} FROM unnest({}) AS v ({})
+         ON CONFLICT (\"id\") DO UPDATE SET {}",
+        names.join(", "),
+        selected.join(", "),
+        arrays.join(", "),
+        aliases.join(", "),
+        sets.join(", ")
+    )
+}
+
+/// The parameters of an [`upsert_sql`] statement: one array per column.
+pub(super) struct UpsertArrays {
+    columns: Vec<ColumnArray>,
+}
+
+impl UpsertArrays {
+    /// The arrays of `rows` (each user value in its column's canonical form).
+    pub(super) fn of(schema: &TableSchema, rows: &[&Row]) -> UpsertArrays {
+        let mut columns = vec![
+            ColumnArray::Text(rows.iter().map(|r| Some(r.id.clone())).collect()),
+            ColumnArray::Int(rows.iter().map(|r| Some(r.created_at_ms)).collect()),
+            ColumnArray::Int(rows.iter().map(|r| Some(r.updated_at_ms)).collect()),
+            ColumnArray::Int(
+                rows.iter()
+                    .map(|r| Some(i64::try_from(r.version).unwrap_or(i64::MAX)))
+                    .collect(),
+            ),
+            ColumnArray::Bool(rows.iter().map(|r| Some(r.deleted)).collect()),
+        ];
+        for (name, ty) in &schema.columns {
+            let values = rows
+                .iter()
+                .map(|r| r.values.get(name).unwrap_or(&Value::Null));
+            columns.push(match ty {
+                ColumnType::String => {
+                    ColumnArray::Text(values.map(|v| v.as_str().map(str::to_owned)).collect())
+                }
+                ColumnType::Integer => ColumnArray::Int(values.map(Value::as_i64).collect()),
+                ColumnType::Number => ColumnArray::Text(
+                    values
+                        .map(|v| v.is_number().then(|| v.to_string()))
+                        .collect(),
+                ),
+                ColumnType::DateTime => ColumnArray::Int(
+                    values
+                        .map(|v| v.as_str().and_then(values::datetime_ms))
+                        .collect(),
+                ),
+                ColumnType::Boolean => ColumnArray::Bool(values.map(Value::as_bool).collect()),
+                ColumnType::Json => ColumnArray::Text(
+                    values
+                        .map(|v| (!v.is_null()).then(|| v.to_string()))
+                        .collect(),
+                ),
+            });
+        }
+        UpsertArrays { columns }
+    }
+
+    /// The statement parameters, in column order.
+    pub(super) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        self.columns.iter().map(ColumnArray::param).collect()
+    }
+}

@@ -38,7 +38,7 @@ pub(super) enum Applied {
     Done(Outcome),
     /// The decision adds columns and the transaction does not hold the table's lock: start
     /// over with the lock taken first (nothing of this attempt may be kept).
-    NeedsTableLock(String),
+    NeedsTableLock,
 }
 
 impl PostgresStore {
@@ -111,7 +111,7 @@ impl PostgresStore {
                 .await?
             {
                 Applied::Done(outcome) => outcome,
-                Applied::NeedsTableLock(_) => {
+                Applied::NeedsTableLock => {
                     tx.rollback().await.map_err(pg_error)?;
                     lock_table = true;
                     continue;
@@ -180,7 +180,7 @@ impl PostgresStore {
             } => {
                 if !new_columns.is_empty() {
                     if !locked {
-                        return Ok(Applied::NeedsTableLock(name));
+                        return Ok(Applied::NeedsTableLock);
                     }
                     let schema = table.schema.clone();
                     table.schema = self.add_columns(tx, schema, &new_columns).await?;

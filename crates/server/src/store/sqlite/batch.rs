@@ -1,19 +1,26 @@
 //! The batch extension on SQLite: one `IMMEDIATE` transaction per batch on the writer
 //! connection, each op decided before anything of it is written (see `store::batch`).
 //!
-//! The per-op work is kept close to the row write itself: the batch's remembered ops are
-//! looked up in one query, each table's [`TableWriter`] (schema, statement texts, write
-//! clock) is set up once per batch (the clock is written back once, before the commit), and
-//! the results to remember are stored after the last op.
+//! The work is set-wise, not per op (`store::staged`): the batch's remembered ops are looked
+//! up in one query, the rows of its item ids are read in one query per table, each op is
+//! decided and stamped in memory on the rows as the batch leaves them, and then each table
+//! gets one multi-row upsert (`INSERT … VALUES (…), (…) ON CONFLICT ("id") DO UPDATE`) and
+//! one delete per chunk of at most [`CHUNK_ROWS`] rows, and the remembered ops one multi-row
+//! insert per chunk. The table clock is read once and written back once, before the commit.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
-use super::super::{StoreError, now_ms};
-use super::SqliteStore;
-use super::write::TableWriter;
+use super::super::staged::{CHUNK_ROWS, Staged, Step, rows_per_statement};
+use super::super::{Row, StoreError, now_ms};
+use super::rows::{bind_row_at, column_list, column_names, decode_row};
+use super::{SqliteStore, add_columns, next_stamp, quote, read_clock, write_clock};
+
+/// The most parameters one statement binds (SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
+/// since 3.32, which the bundled library keeps).
+const MAX_PARAMS: usize = 32_766;
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
 /// are appended in order, only the small key and `at` index entries land at random. The key
@@ -47,6 +54,25 @@ enum KnownResult {
     Applied(usize),
 }
 
+/// A table the batch writes: its staged rows and its clock, read at the first stamp.
+struct Table {
+    staged: Staged,
+    clock: Option<(i64, i64)>,
+}
+
+impl Table {
+    /// The next `(updatedAt, version)` of the table.
+    fn stamp(&mut self, conn: &Connection) -> Result<(i64, u64), StoreError> {
+        let (clock_ms, version) = match self.clock {
+            Some(clock) => clock,
+            None => read_clock(conn, &self.staged.schema().spec.name)?,
+        };
+        let next = next_stamp(clock_ms, version);
+        self.clock = Some(next);
+        Ok((next.0, u64::try_from(next.1).unwrap_or(0)))
+    }
+}
+
 impl SqliteStore {
     pub(super) async fn apply_batch(
         &self,
@@ -62,7 +88,7 @@ impl SqliteStore {
                 .and_then(|mut s| s.execute([now.saturating_sub(retention_ms)]))
                 .map_err(StoreError::backend)?;
             let mut known = recall(&tx, &writes)?;
-            let mut tables: HashMap<String, TableWriter> = HashMap::new();
+            let mut tables = read_rows(&tx, inner, &writes)?;
             let mut results: Vec<String> = Vec::with_capacity(writes.len());
             for write in writes {
                 let key = write.key();
@@ -78,13 +104,25 @@ impl SqliteStore {
                         continue;
                     }
                 }
-                let table = match tables.entry(write.table.clone()) {
-                    std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(entry) => {
-                        entry.insert(TableWriter::new(inner.schemas.get(&write.table)?))
+                let table =
+                    tables
+                        .get_mut(&write.table)
+                        .ok_or_else(|| StoreError::UnknownTable {
+                            table: write.table.clone(),
+                        })?;
+                let outcome = loop {
+                    match table.staged.decide(&write.id, &write.decide) {
+                        Step::Done(outcome) => break outcome,
+                        Step::Put { values, deleted } => {
+                            let stamp = table.stamp(&tx)?;
+                            break table.staged.put(&write.id, values, deleted, stamp)?;
+                        }
+                        Step::AddColumns(columns) => {
+                            let schema = table.staged.schema().clone();
+                            table.staged.set_schema(add_columns(&tx, schema, &columns)?);
+                        }
                     }
                 };
-                let outcome = table.apply(&tx, &write.id, &write.decide)?;
                 let rendered = (write.render)(outcome);
                 if rendered.remember {
                     known.insert(
@@ -98,18 +136,124 @@ impl SqliteStore {
                 results.push(rendered.json);
             }
             for table in tables.values() {
-                table.save_clock(&tx)?;
+                write_rows(&tx, &table.staged)?;
+                if let Some((clock_ms, version)) = table.clock {
+                    write_clock(&tx, &table.staged.schema().spec.name, clock_ms, version)?;
+                }
             }
             remember(&tx, &known, &results, now)?;
             tx.commit().map_err(StoreError::backend)?;
             for table in tables.into_values() {
-                if let Some(schema) = table.learned() {
+                if let Some(schema) = table.staged.learned() {
                     inner.schemas.put(schema)?;
                 }
             }
             Ok(results)
         })
         .await
+    }
+}
+
+/// The rows of the batch's item ids, one query per table.
+fn read_rows(
+    conn: &Connection,
+    inner: &super::Inner,
+    writes: &[BatchWrite],
+) -> Result<HashMap<String, Table>, StoreError> {
+    let mut ids: HashMap<&str, Vec<&str>> = HashMap::new();
+    for write in writes {
+        ids.entry(write.table.as_str())
+            .or_default()
+            .push(write.id.as_str());
+    }
+    let mut tables = HashMap::with_capacity(ids.len());
+    for (name, ids) in ids {
+        let schema = inner.schemas.get(name)?;
+        let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
+        let mut statement = conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM {} WHERE \"id\" IN (SELECT value FROM json_each(?1))",
+                column_list(&schema),
+                quote(&schema.spec.name)
+            ))
+            .map_err(StoreError::backend)?;
+        let mut rows = statement.query([ids]).map_err(StoreError::backend)?;
+        let mut found: Vec<Row> = Vec::new();
+        while let Some(row) = rows.next().map_err(StoreError::backend)? {
+            found.push(decode_row(row, &schema)?);
+        }
+        tables.insert(
+            name.to_owned(),
+            Table {
+                staged: Staged::new(schema, found),
+                clock: None,
+            },
+        );
+    }
+    Ok(tables)
+}
+
+/// Writes the final state of the staged rows: a multi-row upsert per chunk of rows, a
+/// delete per chunk of removed ids.
+fn write_rows(conn: &Connection, staged: &Staged) -> Result<(), StoreError> {
+    let schema = staged.schema();
+    let table = quote(&schema.spec.name);
+    let rows = staged.final_state();
+    if !rows.removes.is_empty() {
+        let mut delete = conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE \"id\" IN (SELECT value FROM json_each(?1))"
+            ))
+            .map_err(StoreError::backend)?;
+        for chunk in rows.removes.chunks(CHUNK_ROWS) {
+            let ids = serde_json::to_string(chunk).map_err(StoreError::backend)?;
+            delete.execute([ids]).map_err(StoreError::backend)?;
+        }
+    }
+    let names = column_names(schema);
+    let per_statement = rows_per_statement(names.len(), MAX_PARAMS);
+    for chunk in rows.puts.chunks(per_statement) {
+        let mut upsert = conn
+            .prepare_cached(&upsert_sql(&table, &names, chunk.len()))
+            .map_err(StoreError::backend)?;
+        for (n, row) in chunk.iter().enumerate() {
+            bind_row_at(&mut upsert, n * names.len(), schema, row).map_err(StoreError::backend)?;
+        }
+        upsert.raw_execute().map_err(StoreError::backend)?;
+    }
+    Ok(())
+}
+
+/// `INSERT INTO table (names) VALUES (…) × rows ON CONFLICT ("id") DO UPDATE SET` every
+/// other column: the rows as [`bind_row_at`] binds them, one after another.
+fn upsert_sql(table: &str, names: &[String], rows: usize) -> String {
+    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
+    push_placeholders(&mut sql, names.len(), rows);
+    sql.push_str(" ON CONFLICT (\"id\") DO UPDATE SET ");
+    let sets: Vec<String> = names
+        .iter()
+        .skip(1)
+        .map(|name| format!("{name} = excluded.{name}"))
+        .collect();
+    sql.push_str(&sets.join(", "));
+    sql
+}
+
+/// `(?1, ?2), (?3, ?4)` for `rows` rows of `columns` parameters.
+fn push_placeholders(sql: &mut String, columns: usize, rows: usize) {
+    use std::fmt::Write as _;
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            let _ = write!(sql, "?{}", row * columns + column + 1);
+        }
+        sql.push(')');
     }
 }
 
@@ -152,38 +296,43 @@ fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<OpKey, Kno
     Ok(known)
 }
 
-/// Remembers the results of the ops this batch applied (the last one per key). One row per
-/// statement run: a multi-row insert would need a statement journal, which costs more.
+/// Remembers the results of the ops this batch applied (the last one per key), in one
+/// multi-row insert per chunk.
 fn remember(
     conn: &Connection,
     known: &HashMap<OpKey, Known>,
     results: &[String],
     now: i64,
 ) -> Result<(), StoreError> {
-    let mut statement = conn
-        .prepare_cached(&format!(
+    let applied: Vec<(&OpKey, &str, &str)> = known
+        .iter()
+        .filter_map(|(key, entry)| match entry.result {
+            KnownResult::Applied(at) => results
+                .get(at)
+                .map(|result| (key, entry.fingerprint.as_str(), result.as_str())),
+            KnownResult::Stored(_) => None,
+        })
+        .collect();
+    for chunk in applied.chunks(CHUNK_ROWS) {
+        let mut sql = format!(
             "INSERT OR REPLACE INTO {OPS_TABLE}
-               (user_id, op_id, table_name, fingerprint, result, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
-        ))
-        .map_err(StoreError::backend)?;
-    for (key, entry) in known {
-        let KnownResult::Applied(at) = entry.result else {
-            continue;
-        };
-        let Some(result) = results.get(at) else {
-            continue;
-        };
-        statement
-            .execute(rusqlite::params![
-                key.user,
-                key.op_id,
-                key.table,
-                entry.fingerprint,
-                result,
-                now
-            ])
-            .map_err(StoreError::backend)?;
+               (user_id, op_id, table_name, fingerprint, result, at) VALUES "
+        );
+        push_placeholders(&mut sql, 6, chunk.len());
+        let mut statement = conn.prepare_cached(&sql).map_err(StoreError::backend)?;
+        for (n, (key, fingerprint, result)) in chunk.iter().enumerate() {
+            let at = n * 6;
+            let bind = |statement: &mut rusqlite::Statement<'_>| -> rusqlite::Result<()> {
+                statement.raw_bind_parameter(at + 1, key.user.as_str())?;
+                statement.raw_bind_parameter(at + 2, key.op_id.as_str())?;
+                statement.raw_bind_parameter(at + 3, key.table.as_str())?;
+                statement.raw_bind_parameter(at + 4, *fingerprint)?;
+                statement.raw_bind_parameter(at + 5, *result)?;
+                statement.raw_bind_parameter(at + 6, now)
+            };
+            bind(&mut statement).map_err(StoreError::backend)?;
+        }
+        statement.raw_execute().map_err(StoreError::backend)?;
     }
     Ok(())
 }
