@@ -9,6 +9,7 @@ pub mod feed;
 mod items;
 mod json;
 pub(crate) mod metrics;
+mod page;
 mod query;
 pub mod response;
 mod schema_check;

@@ -14,6 +14,7 @@ use tidesync_protocol::{Item, format_timestamp};
 
 use super::Shared;
 use super::context::{Ctx, absolute_path, detect_version, finish};
+use super::page::{self, WireRow};
 use super::response;
 use crate::error::ServerError;
 use crate::policy::Operation;
@@ -85,22 +86,45 @@ pub(crate) async fn list(
             .truncate(usize::try_from(take).unwrap_or(usize::MAX));
         let returned = u64::try_from(result.rows.len()).unwrap_or(u64::MAX);
         state.metrics.add_rows(result.rows.len());
-        let items: Vec<Item> = result
-            .rows
-            .iter()
-            .map(|row| project(row.to_item(ctx.table.soft_delete), query.select.as_deref()))
-            .collect();
+        let soft_delete = ctx.table.soft_delete;
+        // Without `$select` each row is written straight to the body (`page.rs`); with it,
+        // the projected items are built first.
+        let wire: Vec<WireRow<'_>> = match query.select {
+            None => result
+                .rows
+                .iter()
+                .map(|row| WireRow { row, soft_delete })
+                .collect(),
+            Some(_) => Vec::new(),
+        };
+        let items: Vec<Item> = match query.select.as_deref() {
+            None => Vec::new(),
+            Some(select) => result
+                .rows
+                .iter()
+                .map(|row| project(row.to_item(soft_delete), Some(select)))
+                .collect(),
+        };
+        let direct = query.select.is_none();
         let mut response = match ctx.version {
             ApiVersion::V2 => {
-                let mut response = match result.count {
-                    Some(count) => response::json(
+                let mut response = match (result.count, direct) {
+                    (Some(count), true) => response::json(
+                        StatusCode::OK,
+                        &page::V2Counted {
+                            results: &wire,
+                            count,
+                        },
+                    ),
+                    (Some(count), false) => response::json(
                         StatusCode::OK,
                         &V2CountedPage {
                             results: items,
                             count,
                         },
                     ),
-                    None => response::json(StatusCode::OK, &items),
+                    (None, true) => response::json(StatusCode::OK, &wire),
+                    (None, false) => response::json(StatusCode::OK, &items),
                 };
                 if more {
                     let next = next_query(&ctx.pairs, skip + returned, Some(take));
@@ -117,14 +141,25 @@ pub(crate) async fn list(
                 let remaining = query.top.map(|top| top.saturating_sub(returned));
                 let next_link = (more && remaining != Some(0))
                     .then(|| next_query(&ctx.pairs, skip + returned, remaining));
-                response::json(
-                    StatusCode::OK,
-                    &V3Page {
-                        items,
-                        count: result.count,
-                        next_link,
-                    },
-                )
+                if direct {
+                    response::json(
+                        StatusCode::OK,
+                        &page::V3 {
+                            items: &wire,
+                            count: result.count,
+                            next_link,
+                        },
+                    )
+                } else {
+                    response::json(
+                        StatusCode::OK,
+                        &V3Page {
+                            items,
+                            count: result.count,
+                            next_link,
+                        },
+                    )
+                }
             }
         };
         if let Some(horizon) = state.store.purge_horizon(&ctx.table.name).await? {
