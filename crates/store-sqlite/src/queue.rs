@@ -94,6 +94,9 @@ type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState
 pub(crate) struct OpIndex {
     /// `None`: stale, read the queue again before use.
     version: Option<i64>,
+    /// The writer's `SQLITE_FCNTL_DATA_VERSION` when the map was last known
+    /// current (see [`OpIndex::refresh_for_write`]).
+    file_version: Option<u32>,
     by_id: HashMap<Id, Entry>,
     /// table → item id → its ops, oldest first (nested, so that lookups by
     /// `&str` need no allocation).
@@ -103,6 +106,17 @@ pub(crate) struct OpIndex {
     /// The tables listed in `__row_op_tables`, with how many of their rows
     /// hold an op.
     row_tables: HashMap<String, usize>,
+}
+
+/// The pager's data version of the main database (`SQLITE_FCNTL_DATA_VERSION`).
+fn file_data_version(conn: &Connection) -> Result<u32> {
+    let mut version: std::ffi::c_uint = 0;
+    conn.file_control(
+        None::<&std::ffi::CStr>,
+        rusqlite::FileControl::DataVersion(&mut version),
+    )
+    .store()?;
+    Ok(version)
 }
 
 /// `UPDATE` of a row's op column, by the row's id.
@@ -143,6 +157,31 @@ impl OpIndex {
         }
         self.version = Some(version);
         Ok(true)
+    }
+
+    /// [`refresh`](Self::refresh) for a write transaction (after `BEGIN
+    /// IMMEDIATE`, which has read the WAL index): a file control call instead
+    /// of a `PRAGMA data_version` statement when nothing changed, which is the
+    /// usual case. The pager's data version (`SQLITE_FCNTL_DATA_VERSION`)
+    /// changes whenever the file's content does, through this connection or
+    /// another, and [`OpIndex::committed`] records it after each of this
+    /// connection's own commits; if it moved for any other reason (another
+    /// connection's commit, a `define_table`, a failed write), the `PRAGMA`
+    /// check runs as before, so a change is never missed.
+    pub(crate) fn refresh_for_write(&mut self, conn: &Connection) -> Result<bool> {
+        let now = file_data_version(conn)?;
+        if self.version.is_some() && self.file_version == Some(now) {
+            return Ok(false);
+        }
+        let rebuilt = self.refresh(conn)?;
+        self.file_version = Some(now);
+        Ok(rebuilt)
+    }
+
+    /// Records the data version after this connection committed a write
+    /// transaction that kept the map current.
+    pub(crate) fn committed(&mut self, conn: &Connection) {
+        self.file_version = file_data_version(conn).ok();
     }
 
     fn read_queue_table(&mut self, conn: &Connection) -> Result<()> {
@@ -193,6 +232,7 @@ impl OpIndex {
     /// Marks the map stale (after a failed write).
     pub(crate) fn invalidate(&mut self) {
         self.version = None;
+        self.file_version = None;
     }
 
     /// Lists `table` in `__row_op_tables` unless it is: before one of its

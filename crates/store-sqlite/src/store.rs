@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{
     CachedStatement, Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior,
 };
@@ -391,7 +390,7 @@ fn write_batch(
 ) -> Result<()> {
     execute(conn, "BEGIN IMMEDIATE", [])?;
     let result = (|| {
-        if ops.refresh(conn)? {
+        if ops.refresh_for_write(conn)? {
             tables.clear();
         }
         let mut put = None;
@@ -412,7 +411,9 @@ fn write_batch(
         }
         drop(put);
         ops.unmark_empty(conn)?;
-        execute(conn, "COMMIT", [])
+        execute(conn, "COMMIT", [])?;
+        ops.committed(conn);
+        Ok(())
     })();
     if result.is_err() && !conn.is_autocommit() {
         // Best effort: the error that made us roll back is the one to report.
@@ -589,7 +590,10 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 
 /// Checks the item as `MemoryStore` does (a string id, then each property in
 /// order: a known column, a value of its type) and replaces the whole row.
-/// Values already in normal form are bound as they are, without a copy.
+/// Values already in normal form are bound as they are, without a copy, and
+/// only the row's values are bound: the statement's earlier bindings are
+/// cleared first, so every column the item lacks is `NULL` (as the full row
+/// replace needs) without binding it.
 /// `statement` is the table's `put_sql`, or its `put_with_op_sql` with the op
 /// column's text in `op`.
 fn put_item(
@@ -604,8 +608,7 @@ fn put_item(
             table: table.to_owned(),
         });
     }
-    let mut params: Vec<ToSqlOutput<'_>> =
-        vec![ToSqlOutput::Owned(SqlValue::Null); info.columns.len()];
+    statement.clear_bindings();
     for (name, value) in item {
         let index = info
             .columns
@@ -616,14 +619,18 @@ fn put_item(
                 column: name.clone(),
             })?;
         let ty = info.columns[index].1;
-        params[index] = match check_value(table, name, ty, value)? {
-            Cow::Borrowed(value) => to_sql_ref(ty, value)?,
-            Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
-        };
-    }
-    params.extend(op.map(|text| ToSqlOutput::Owned(SqlValue::Text(text))));
-    statement
-        .execute(rusqlite::params_from_iter(params))
+        // SQLite numbers parameters from 1.
+        match check_value(table, name, ty, value)? {
+            Cow::Borrowed(value) => statement.raw_bind_parameter(index + 1, to_sql_ref(ty, value)?),
+            Cow::Owned(value) => statement.raw_bind_parameter(index + 1, to_sql(ty, value)?),
+        }
         .store()?;
+    }
+    if let Some(text) = op {
+        statement
+            .raw_bind_parameter(info.columns.len() + 1, text)
+            .store()?;
+    }
+    statement.raw_execute().store()?;
     Ok(())
 }

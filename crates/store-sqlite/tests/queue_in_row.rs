@@ -273,6 +273,43 @@ fn another_handle_sees_ops_kept_in_rows() {
     assert_eq!(places(&dir.path().join("q.db")), (vec![], vec![]));
 }
 
+/// A handle's writes notice another handle's commit made between two of its
+/// own writes (the writer's map of where ops are is checked at each write).
+#[test]
+fn a_write_after_another_handles_commit_sees_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let second = open(dir.path());
+    write(
+        &first,
+        vec![put("a", 1), Write::PutOperation(op("op1", OpKind::Insert, 1, "a"))],
+    );
+    write(&first, vec![put("b", 2)]);
+    // The other handle drops the op kept in row a ...
+    write(&second, vec![Write::DeleteOperation { id: "op1".into() }]);
+    // ... so row a holds none: deleting it moves nothing, and a new op of
+    // row b goes into that row.
+    write(
+        &first,
+        vec![
+            Write::DeleteItem {
+                table: "t".into(),
+                id: "a".into(),
+            },
+            Write::PutItemAndOperation {
+                table: "t".into(),
+                item: row("b", 3),
+                op: op("op2", OpKind::Update, 2, "b"),
+            },
+        ],
+    );
+    assert_eq!(places(&dir.path().join("q.db")), (vec![], vec!["b".into()]));
+    assert_eq!(
+        second.operations(0, 10).unwrap(),
+        vec![op("op2", OpKind::Update, 2, "b")]
+    );
+}
+
 #[test]
 fn errors_follow_the_order_of_their_ops_wherever_the_ops_are() {
     let dir = tempfile::tempdir().unwrap();

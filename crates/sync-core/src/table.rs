@@ -9,6 +9,8 @@
 //! (`get`, `query`, `transaction`) run inline for callers that are already on
 //! a thread of their own.
 
+use std::any::Any;
+use std::borrow::Cow;
 use std::marker::PhantomData;
 
 use serde::Serialize;
@@ -66,17 +68,36 @@ impl<T> Clone for SyncTable<T> {
     }
 }
 
-fn to_item<T: Serialize>(value: &T) -> Result<Item> {
-    match serde_json::to_value(value)? {
-        Value::Object(map) => Ok(map),
+/// The app's value as an item. An untyped table's `serde_json::Value` is
+/// copied as it is (no pass through serde's data model); any other `T` is
+/// serialised.
+fn to_item<T: Serialize + 'static>(value: &T) -> Result<Item> {
+    let value = match (value as &dyn Any).downcast_ref::<Value>() {
+        Some(Value::Object(map)) => return Ok(map.clone()),
+        Some(other) => Cow::Borrowed(other),
+        None => Cow::Owned(serde_json::to_value(value)?),
+    };
+    match value {
+        Cow::Owned(Value::Object(map)) => Ok(map),
         other => Err(Error::InvalidArgument(format!(
             "an item must serialise to a JSON object, not {other}"
         ))),
     }
 }
 
-/// A stored row as `T`; a row that does not fit names its table and id.
-fn from_row<T: DeserializeOwned>(table: &str, item: Item) -> Result<T> {
+/// A stored row as `T`; a row that does not fit names its table and id. An
+/// untyped table's `serde_json::Value` takes the row as it is (it always fits).
+fn from_row<T: DeserializeOwned + 'static>(table: &str, item: Item) -> Result<T> {
+    let mut row = Some(Value::Object(item));
+    if let Some(value) = (&mut row as &mut dyn Any)
+        .downcast_mut::<Option<T>>()
+        .and_then(Option::take)
+    {
+        return Ok(value);
+    }
+    let Some(Value::Object(item)) = row else {
+        return Err(Error::Internal("a stored row vanished".to_owned()));
+    };
     let id = item
         .get(ID)
         .and_then(Value::as_str)
@@ -89,7 +110,7 @@ fn from_row<T: DeserializeOwned>(table: &str, item: Item) -> Result<T> {
     })
 }
 
-impl<T: Serialize + DeserializeOwned> SyncTable<T> {
+impl<T: Serialize + DeserializeOwned + 'static> SyncTable<T> {
     /// The table name.
     pub fn name(&self) -> &str {
         &self.name

@@ -1,10 +1,12 @@
 //! [`TableCache`]: the local tables' definitions, read from the store once.
 
-use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use crate::model::{ColumnType, TableDef, UNMAPPED_COLUMN};
 use crate::store::{LocalStore, StoreError};
+
+/// Looked up once per local write: foldhash, not SipHash.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// Table definitions read from the store, cached.
 #[derive(Debug, Default)]

@@ -413,9 +413,8 @@ impl Queue {
 
     /// Adds an op or replaces the op with the same id.
     fn put(&mut self, op: Operation) {
-        if self.ops.contains_key(op.id.as_str()) {
-            self.remove(&op.id);
-        }
+        // A new op (the usual case) costs one failed lookup here.
+        self.remove(&op.id);
         self.next_sequence = self.next_sequence.max(op.sequence.saturating_add(1));
         let id: Id = Arc::from(op.id.as_str());
         let key = (op.sequence, id.clone());
@@ -442,7 +441,13 @@ impl Queue {
             }
         }
         self.order.insert(key);
-        *self.per_table.entry(op.table.clone()).or_insert(0) += 1;
+        // The table's name is copied only for its first op.
+        match self.per_table.get_mut(op.table.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_table.insert(op.table.clone(), 1);
+            }
+        }
         self.ops.insert(id, op);
     }
 
