@@ -417,3 +417,43 @@ async fn pull_tables_refuses_a_table_given_twice_and_pulls_the_rest() {
         results[1]
     );
 }
+
+#[tokio::test]
+async fn a_first_sync_cut_after_its_first_screen_ends_as_an_ordinary_pull_next_time() {
+    let server = seeded();
+    let plain = client_on(server.transport());
+    plain
+        .sync_table::<Todo>()
+        .pull("all", Query::all())
+        .await
+        .unwrap();
+
+    let transport = Held::new(&server, false, 1);
+    let (reached, released) = (transport.reached.subscribe(), transport.released.clone());
+    let client = client_on(transport);
+    let options = PullOptions::default().first_screen(by_text(), SCREEN);
+    let pulling = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            client
+                .sync_table::<Todo>()
+                .pull_with("all", Query::all(), options)
+                .await
+        })
+    };
+    within("the bulk read", reached_hold(reached)).await;
+    // The connection drops at the bulk's first page.
+    server.fail_next(1, tidesync_transport_mock::Fault::Network);
+    released.send_replace(true);
+    let cut = within("the pull", pulling).await.unwrap();
+    assert!(matches!(cut, Err(Error::Transport(_))), "{cut:?}");
+    assert_eq!(first_texts(&client, SCREEN).await.len(), SCREEN as usize);
+    // The first screen moved no cursor: the next pull reads the whole query.
+    let again = client
+        .sync_table::<Todo>()
+        .pull("all", Query::all())
+        .await
+        .unwrap();
+    assert_eq!(again.received(), ROWS as u64);
+    assert_eq!(end_state(&client, "TodoItem"), end_state(&plain, "TodoItem"));
+}
