@@ -28,6 +28,7 @@
 //! minutes on two cores.
 
 mod fanout;
+mod firstscreen;
 mod live;
 mod local;
 mod output;
@@ -52,7 +53,7 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -124,6 +125,11 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     }
     if wants("remote") {
         for figure in remote::run(plan)? {
+            show(figure);
+        }
+    }
+    if wants("firstscreen") {
+        for figure in firstscreen::run(plan)? {
             show(figure);
         }
     }

@@ -18,6 +18,15 @@
 //! tables (`push`, `pending_operations`, `operation_errors` and their
 //! resolutions, `transaction`, `subscribe`, `watch`).
 //!
+//! **A first sync of big tables.** [`PullOptions::first_screen`] makes a first
+//! sync read the rows the app shows first (its order, `rows` of them) before the
+//! bulk of the table, so they are readable (and live queries fire) at once; the
+//! end state is that of an ordinary pull. A running pull reports its progress
+//! (rows applied, the server's total when known) as
+//! [`ChangeEvent::PullProgress`] and in [`SyncStatus::pull_progress`].
+//! `client.pull_tables([...])` ([`TablePull`]) pulls the app's tables
+//! concurrently after one push, with one result per table.
+//!
 //! **Implementers** of a store or a transport (and code that wires the engine
 //! by hand) find their API in [`backend`]: the `LocalStore` and `Transport`
 //! traits with their request and batch types, and the engine's own builder.
