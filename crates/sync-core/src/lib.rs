@@ -72,8 +72,8 @@ pub use model::{
     UNMAPPED_COLUMN, check_value, format_stored_timestamp, normalize_value,
 };
 pub use outcome::{
-    Cursor, FirstScreen, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions, PushResult,
-    PushStatus, TablePull, cursor_key, derived_query_id,
+    Cursor, FirstScreen, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions,
+    PushResult, PushStatus, TablePull, cursor_key, derived_query_id,
 };
 pub use queue::Transaction;
 pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus, TableProgress};

@@ -176,11 +176,12 @@ impl StatusCell {
                     applied: *applied,
                     total: *total,
                 };
-                self.sender.send_if_modified(|s| {
-                    s.pull_progress.insert(table.clone(), now) != Some(now)
-                });
+                self.sender
+                    .send_if_modified(|s| s.pull_progress.insert(table.clone(), now) != Some(now));
             }
-            ChangeEvent::SyncFinished { action, ok, table, .. } => {
+            ChangeEvent::SyncFinished {
+                action, ok, table, ..
+            } => {
                 let pulls_left = match action {
                     SyncAction::Pull => self.pulls.fetch_sub(1, Ordering::SeqCst).saturating_sub(1),
                     SyncAction::Push | SyncAction::Feed => self.pulls.load(Ordering::SeqCst),

@@ -90,12 +90,11 @@ use std::sync::Arc;
 pub use tidesync_core::{
     Backoff, CancellationToken, ChangeEvent, ClientWins, ColumnDef, ColumnType, Conflict,
     ConflictHandler, Error, Expr, FailOnConflict, Fallback, FirstScreen, FnHandler, InvalidItem,
-    Item,
-    MemoryStore, MergeFields, NetworkError, NetworkKind, OpKind, OpState, Operation,
+    Item, MemoryStore, MergeFields, NetworkError, NetworkKind, OpKind, OpState, Operation,
     OperationError, OrderBy, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions,
     PushResult, PushStatus, Query, QueryResult, QueueRefusal, Resolution, Result, ServerWins,
     StoreError, SyncAction, SyncErrorInfo, SyncErrorKind, SyncItem, SyncStatus, SyncTable,
-    TableDef, TablePull, TableProgress, Transaction, TransportError, WatchOptions, Watcher,
+    TableDef, TableProgress, TablePull, Transaction, TransportError, WatchOptions, Watcher,
     derived_query_id,
 };
 /// Derives [`SyncItem`] (the trait): the table definition from the row's type.

@@ -14,8 +14,8 @@ use tidesync::backend::{
     ChangeFeed, Page, ReadRequest, Snapshot, SnapshotRequest, Transport, cursor_key,
 };
 use tidesync::{
-    ChangeEvent, Client, Error, Item, MemoryStore, OrderBy, PullOptions, Query, TablePull,
-    TableProgress, TransportError,
+    ChangeEvent, Client, Error, Item, MemoryStore, OrderBy, PullOptions, Query, TableProgress,
+    TablePull, TransportError,
 };
 use tidesync_transport_mock::{MockServer, MockTransport};
 use tokio::sync::watch;
@@ -163,7 +163,10 @@ fn by_text() -> Vec<OrderBy> {
 
 /// What a pull leaves: every local row (sorted by id) and the query's cursor.
 fn end_state(client: &Client, table: &str) -> (Vec<Item>, Option<String>) {
-    let rows = client.query(table, &Query::all().order_by("id")).unwrap().items;
+    let rows = client
+        .query(table, &Query::all().order_by("id"))
+        .unwrap()
+        .items;
     let cursor = client.store().config(&cursor_key(table, "all")).unwrap();
     (rows, cursor)
 }
@@ -210,7 +213,11 @@ async fn first_screen_comes_before_the_bulk(snapshot: bool) {
         .take(SCREEN as usize)
         .map(|n| format!("item {n:03}"))
         .collect();
-    assert_eq!(first_texts(&held, 100).await, expected, "snapshot: {snapshot}");
+    assert_eq!(
+        first_texts(&held, 100).await,
+        expected,
+        "snapshot: {snapshot}"
+    );
     released.send_replace(true);
     let result = within("the pull", pulling).await.unwrap().unwrap();
 
@@ -455,5 +462,8 @@ async fn a_first_sync_cut_after_its_first_screen_ends_as_an_ordinary_pull_next_t
         .await
         .unwrap();
     assert_eq!(again.received(), ROWS as u64);
-    assert_eq!(end_state(&client, "TodoItem"), end_state(&plain, "TodoItem"));
+    assert_eq!(
+        end_state(&client, "TodoItem"),
+        end_state(&plain, "TodoItem")
+    );
 }

@@ -11,7 +11,8 @@ use crate::progress::PullProgress;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tidesync::{
-    ApiKey, ChangeEvent, Client, Error, Item, OperationError, Protocol, PullOptions, PushResult, PushStatus, Query, RetryPolicy, SyncItem, TransportError,
+    ApiKey, ChangeEvent, Client, Error, Item, OperationError, Protocol, PullOptions, PushResult,
+    PushStatus, Query, RetryPolicy, SyncItem, TransportError,
 };
 
 /// The table of the tutorial.
@@ -142,9 +143,7 @@ pub fn open(conn: &Connection) -> Result<Client> {
 /// Every local item, ordered by text then id.
 pub async fn list(client: &Client) -> Result<Vec<TodoItem>> {
     let todo = client.sync_table::<TodoItem>();
-    Ok(todo
-        .query(&list_order())
-        .await?)
+    Ok(todo.query(&list_order()).await?)
 }
 
 /// The local item whose id is `id`, or the only one whose id starts with it.

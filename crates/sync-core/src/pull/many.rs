@@ -52,7 +52,8 @@ pub(crate) async fn pull_tables(
 
     // One push for all of them.
     let pulled: Vec<String> = runs.iter().map(|(_, run)| run.table.clone()).collect();
-    let scope = (!runs.iter().any(|(_, run)| run.options.push_other_tables)).then(|| pulled.clone());
+    let scope =
+        (!runs.iter().any(|(_, run)| run.options.push_other_tables)).then(|| pulled.clone());
     let cancel = runs.iter().find_map(|(_, run)| run.options.cancel.clone());
     match push_before(engine, &pulled, scope, cancel.as_ref()).await {
         Ok(push) => {
