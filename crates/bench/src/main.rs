@@ -13,7 +13,9 @@
 //! - **a plain unit of work** — `visibility_p50` divides by one plain loopback round trip,
 //!   which is the floor of any notification, not code doing the same work;
 //! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new),
-//!   `pull_1m_rss_mb` (peak MB) and the many-clients figures (`fanout.rs`, `storm.rs`:
+//!   `pull_1m_rss_mb` (peak MB), `first_screen_ms` and `apply_1_in_1m_ms`
+//!   (`firstscreen.rs`: milliseconds to a first sync's first screen, and of a one-row
+//!   incremental pull into a store of a million rows) and the many-clients figures (`fanout.rs`, `storm.rs`:
 //!   `fanout_10k_p99_ms`, `fanout_10k_rss_mb`, `reconnect_500_s`, `fanout_pg_2x5k_p99_ms`,
 //!   against a server child process and raw sockets) have the baseline 1: the ratio is the
 //!   value itself.
@@ -28,6 +30,7 @@
 //! minutes on two cores.
 
 mod fanout;
+mod firstscreen;
 mod live;
 mod local;
 mod output;
@@ -52,7 +55,7 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -124,6 +127,11 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     }
     if wants("remote") {
         for figure in remote::run(plan)? {
+            show(figure);
+        }
+    }
+    if wants("firstscreen") {
+        for figure in firstscreen::run(plan)? {
             show(figure);
         }
     }

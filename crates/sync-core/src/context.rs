@@ -14,8 +14,8 @@ use crate::engine::{Engine, Options};
 use crate::error::{Error, Result};
 use crate::events::{ChangeEvent, EVENT_BUFFER};
 use crate::model::{OpKind, OpState, Operation, OperationError, TableDef};
-use crate::outcome::{PullOptions, PullResult, PushOptions, PushResult};
-use crate::pull::{PullRun, purge};
+use crate::outcome::{PullOptions, PullResult, PushOptions, PushResult, TablePull};
+use crate::pull::{PullRun, pull_tables, purge};
 use crate::push::PushRun;
 use crate::queue::{
     Committed, Queue, Transaction, app_view, conform_item, merge_into, overlay_server_copy,
@@ -298,6 +298,31 @@ impl SyncContext {
         options: PullOptions,
     ) -> Result<PullResult> {
         PullRun::start(&self.inner, table, query_id, query, options).await
+    }
+
+    /// Pulls several tables in one call, concurrently: the app's set of tables.
+    ///
+    /// First one implicit push, when any of the tables has pending ops (every
+    /// table's ops when any pull has `push_other_tables`, the default; else the
+    /// pulled tables'). Then the pulls run at the same time, each as it would
+    /// alone ([`pull_with`](Self::pull_with): cursor, snapshot, first screen,
+    /// progress), while other pushes, pulls and purges wait: their requests and
+    /// the decoding of the answers overlap, and their writes serialise in the
+    /// store, one page per batch. Each table is announced like a single pull
+    /// (`SyncStarted` / `SyncFinished` with its name).
+    ///
+    /// Returns one result per pull, in the order given. A table that fails does
+    /// not stop the others. When the push fails, every pull fails with
+    /// [`Error::PushFailed`] and nothing is downloaded.
+    ///
+    /// # Errors
+    /// Per pull: as [`pull`](Self::pull); [`Error::InvalidArgument`] for a table
+    /// given twice.
+    pub async fn pull_tables(
+        &self,
+        pulls: impl IntoIterator<Item = TablePull>,
+    ) -> Vec<Result<PullResult>> {
+        pull_tables(&self.inner, pulls.into_iter().collect()).await
     }
 
     /// Signs out: removes every local row of every table, every queued op (they

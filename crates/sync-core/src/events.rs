@@ -59,6 +59,19 @@ pub enum ChangeEvent {
         /// Rows removed because the server deleted them.
         deleted: u64,
     },
+    /// How far a running pull of a table is (throttled: at most about ten a second
+    /// per pull, and one when its last row is applied). A first screen's rows are
+    /// not counted (the bulk applies them again).
+    PullProgress {
+        /// The table.
+        table: String,
+        /// Rows the pull has applied so far (upserted, deleted or skipped).
+        applied: u64,
+        /// The rows the pull will apply, when known: the server's count (asked for
+        /// by a first screen, or given by the server), raised to `applied` when
+        /// tombstones make the pull apply more than the count of live rows.
+        total: Option<u64>,
+    },
     /// Local rows were purged.
     Purged {
         /// The table.
@@ -130,6 +143,7 @@ impl ChangeEvent {
             | ChangeEvent::Pushed { table, .. }
             | ChangeEvent::PushFailed { table, .. }
             | ChangeEvent::Pulled { table, .. }
+            | ChangeEvent::PullProgress { table, .. }
             | ChangeEvent::Purged { table }
             | ChangeEvent::Resolved { table, .. } => Some(table),
             ChangeEvent::SyncFailed { error } => error.table.as_deref(),

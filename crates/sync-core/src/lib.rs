@@ -72,11 +72,11 @@ pub use model::{
     UNMAPPED_COLUMN, check_value, format_stored_timestamp, normalize_value,
 };
 pub use outcome::{
-    Cursor, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions, PushResult, PushStatus,
-    cursor_key, derived_query_id,
+    Cursor, FirstScreen, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions,
+    PushResult, PushStatus, TablePull, cursor_key, derived_query_id,
 };
 pub use queue::Transaction;
-pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus};
+pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus, TableProgress};
 pub use store::{LocalStore, QueryResult, Write, WriteBatch};
 pub use table::SyncTable;
 pub use transport::{

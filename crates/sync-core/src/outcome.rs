@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+use tidesync_protocol::odata::{OrderBy, Query};
 use tokio_util::sync::CancellationToken;
 
 use crate::model::OperationError;
@@ -132,6 +133,21 @@ pub struct PullOptions {
     pub cancel: Option<CancellationToken>,
     /// Told of progress after every page.
     pub progress: Option<ProgressFn>,
+    /// On a first sync of the query (no cursor yet), read and apply the rows the app
+    /// is about to show first, before the bulk of the table; `None` (the default)
+    /// reads only the bulk. See [`FirstScreen`].
+    pub first_screen: Option<FirstScreen>,
+}
+
+impl PullOptions {
+    /// With a first screen: on a first sync, the first `rows` rows of the pull's
+    /// query in `order_by` order (the server's default order when empty) are read
+    /// and applied before the bulk.
+    #[must_use]
+    pub fn first_screen(mut self, order_by: Vec<OrderBy>, rows: u64) -> Self {
+        self.first_screen = Some(FirstScreen { order_by, rows });
+        self
+    }
 }
 
 impl Default for PullOptions {
@@ -141,8 +157,27 @@ impl Default for PullOptions {
             page_size: None,
             cancel: None,
             progress: None,
+            first_screen: None,
         }
     }
+}
+
+/// The rows a first sync reads before the bulk ([`PullOptions::first_screen`]): the
+/// first page of the pull's own query (its filter) in the order the app shows it.
+///
+/// On a first sync (the query has no cursor yet) the pull first reads these rows
+/// (live rows only, with the server's count of the query's rows, which becomes the
+/// progress total) and applies them without moving the cursor, so they are readable
+/// locally at once; then the bulk (the snapshot, or pages in `(updatedAt, id)`
+/// order) reads the whole query as an ordinary pull would and applies those rows
+/// again. The end state (rows and cursor) is the same as without a first screen.
+/// Incremental pulls with a cursor read no first screen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirstScreen {
+    /// The order the app shows (`$orderby`); the server's default order when empty.
+    pub order_by: Vec<OrderBy>,
+    /// How many rows (`$top`), at least 1.
+    pub rows: u64,
 }
 
 impl std::fmt::Debug for PullOptions {
@@ -152,7 +187,43 @@ impl std::fmt::Debug for PullOptions {
             .field("page_size", &self.page_size)
             .field("cancel", &self.cancel)
             .field("progress", &self.progress.is_some())
+            .field("first_screen", &self.first_screen)
             .finish()
+    }
+}
+
+/// One table of [`SyncContext::pull_tables`](crate::SyncContext::pull_tables):
+/// what [`SyncContext::pull_with`](crate::SyncContext::pull_with) takes for one table.
+#[derive(Debug, Clone)]
+pub struct TablePull {
+    /// The table.
+    pub table: String,
+    /// The query id (incremental pull); `None` reads the whole query.
+    pub query_id: Option<String>,
+    /// The query.
+    pub query: Query,
+    /// The options. The one push made before the pulls covers every table when any
+    /// pull has `push_other_tables` (the default), else the pulled tables only; the
+    /// first `cancel` token given also cancels that push.
+    pub options: PullOptions,
+}
+
+impl TablePull {
+    /// An incremental pull of `table` under `query_id`, with default options.
+    pub fn new(table: impl Into<String>, query_id: impl Into<String>, query: Query) -> Self {
+        Self {
+            table: table.into(),
+            query_id: Some(query_id.into()),
+            query,
+            options: PullOptions::default(),
+        }
+    }
+
+    /// With options.
+    #[must_use]
+    pub fn options(mut self, options: PullOptions) -> Self {
+        self.options = options;
+        self
     }
 }
 
@@ -176,6 +247,9 @@ pub struct PullResult {
     /// True when the rows came first from the server's snapshot extension (one
     /// streamed response) rather than page by page.
     pub snapshot: bool,
+    /// Rows applied early as the first screen ([`PullOptions::first_screen`]). The
+    /// bulk applied them again and counts them in `upserted`, like an ordinary pull.
+    pub first_screen: u64,
 }
 
 impl PullResult {
@@ -203,7 +277,7 @@ pub struct Cursor {
 /// never share a cursor by accident and the same query finds its cursor again.
 /// (The table is part of the cursor's key already.) Pass it to
 /// [`SyncContext::purge`](crate::SyncContext::purge) to forget that cursor.
-pub fn derived_query_id(query: &tidesync_protocol::odata::Query) -> String {
+pub fn derived_query_id(query: &Query) -> String {
     let text = query.to_query_string(tidesync_protocol::odata::Dialect::V3);
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {

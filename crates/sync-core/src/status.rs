@@ -34,6 +34,18 @@ pub struct SyncStatus {
     pub last_pulled_at: Option<OffsetDateTime>,
     /// How the last push or pull failed; cleared by the next one that succeeds.
     pub last_error: Option<SyncErrorInfo>,
+    /// The progress of each table being pulled now (from
+    /// [`ChangeEvent::PullProgress`]; a table leaves the map when its pull ends).
+    pub pull_progress: BTreeMap<String, TableProgress>,
+}
+
+/// How far the running pull of one table is ([`SyncStatus::pull_progress`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TableProgress {
+    /// Rows applied so far.
+    pub applied: u64,
+    /// The rows the pull will apply, when known.
+    pub total: Option<u64>,
 }
 
 /// A failed push or pull, as the status reports it.
@@ -155,7 +167,21 @@ impl StatusCell {
                     SyncAction::Feed => {}
                 });
             }
-            ChangeEvent::SyncFinished { action, ok, .. } => {
+            ChangeEvent::PullProgress {
+                table,
+                applied,
+                total,
+            } => {
+                let now = TableProgress {
+                    applied: *applied,
+                    total: *total,
+                };
+                self.sender
+                    .send_if_modified(|s| s.pull_progress.insert(table.clone(), now) != Some(now));
+            }
+            ChangeEvent::SyncFinished {
+                action, ok, table, ..
+            } => {
                 let pulls_left = match action {
                     SyncAction::Pull => self.pulls.fetch_sub(1, Ordering::SeqCst).saturating_sub(1),
                     SyncAction::Push | SyncAction::Feed => self.pulls.load(Ordering::SeqCst),
@@ -171,6 +197,9 @@ impl StatusCell {
                         }
                         SyncAction::Pull => {
                             s.pulling = pulls_left > 0;
+                            if let Some(table) = table {
+                                s.pull_progress.remove(table);
+                            }
                             if *ok {
                                 s.last_pulled_at = Some(now);
                             }

@@ -112,15 +112,24 @@ async fn push_and_pull_announce_their_lifecycle_and_changed_rows() {
             deleted: 0
         }
     );
-    assert!(matches!(
+    // The pull's progress: its one report (the first, and the last) before it ends.
+    assert_eq!(
         events[5],
+        ChangeEvent::PullProgress {
+            table: TODO.into(),
+            applied: 2,
+            total: None
+        }
+    );
+    assert!(matches!(
+        events[6],
         ChangeEvent::SyncFinished {
             action: SyncAction::Pull,
             ok: true,
             ..
         }
     ));
-    assert_eq!(events[6], ChangeEvent::Purged { table: TODO.into() });
+    assert_eq!(events[7], ChangeEvent::Purged { table: TODO.into() });
     assert!(events.iter().all(|e| e.table().is_none_or(|t| t == TODO)));
 }
 

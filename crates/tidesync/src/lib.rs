@@ -18,6 +18,15 @@
 //! tables (`push`, `pending_operations`, `operation_errors` and their
 //! resolutions, `transaction`, `subscribe`, `watch`).
 //!
+//! **A first sync of big tables.** [`PullOptions::first_screen`] makes a first
+//! sync read the rows the app shows first (its order, `rows` of them) before the
+//! bulk of the table, so they are readable (and live queries fire) at once; the
+//! end state is that of an ordinary pull. A running pull reports its progress
+//! (rows applied, the server's total when known) as
+//! [`ChangeEvent::PullProgress`] and in [`SyncStatus::pull_progress`].
+//! `client.pull_tables([...])` ([`TablePull`]) pulls the app's tables
+//! concurrently after one push, with one result per table.
+//!
 //! **Implementers** of a store or a transport (and code that wires the engine
 //! by hand) find their API in [`backend`]: the `LocalStore` and `Transport`
 //! traits with their request and batch types, and the engine's own builder.
@@ -80,12 +89,13 @@ use std::sync::Arc;
 
 pub use tidesync_core::{
     Backoff, CancellationToken, ChangeEvent, ClientWins, ColumnDef, ColumnType, Conflict,
-    ConflictHandler, Error, Expr, FailOnConflict, Fallback, FnHandler, InvalidItem, Item,
-    MemoryStore, MergeFields, NetworkError, NetworkKind, OpKind, OpState, Operation,
+    ConflictHandler, Error, Expr, FailOnConflict, Fallback, FirstScreen, FnHandler, InvalidItem,
+    Item, MemoryStore, MergeFields, NetworkError, NetworkKind, OpKind, OpState, Operation,
     OperationError, OrderBy, ProgressFn, PullOptions, PullProgress, PullResult, PushOptions,
     PushResult, PushStatus, Query, QueryResult, QueueRefusal, Resolution, Result, ServerWins,
     StoreError, SyncAction, SyncErrorInfo, SyncErrorKind, SyncItem, SyncStatus, SyncTable,
-    TableDef, Transaction, TransportError, WatchOptions, Watcher, derived_query_id,
+    TableDef, TableProgress, TablePull, Transaction, TransportError, WatchOptions, Watcher,
+    derived_query_id,
 };
 /// Derives [`SyncItem`] (the trait): the table definition from the row's type.
 /// See [`tidesync_derive`] for what it reads.

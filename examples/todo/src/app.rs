@@ -2,16 +2,17 @@
 //! syncing with a progress bar, and printing push results and errors.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::progress::PullProgress;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 use tidesync::{
-    ApiKey, ChangeEvent, Client, Error, Item, OperationError, Protocol, PullOptions, PullProgress,
-    PushResult, PushStatus, Query, RetryPolicy, SyncItem, TransportError,
+    ApiKey, ChangeEvent, Client, Error, Item, OperationError, Protocol, PullOptions, PushResult,
+    PushStatus, Query, RetryPolicy, SyncItem, TransportError,
 };
 
 /// The table of the tutorial.
@@ -142,9 +143,7 @@ pub fn open(conn: &Connection) -> Result<Client> {
 /// Every local item, ordered by text then id.
 pub async fn list(client: &Client) -> Result<Vec<TodoItem>> {
     let todo = client.sync_table::<TodoItem>();
-    Ok(todo
-        .query(&Query::all().order_by("text").order_by("id"))
-        .await?)
+    Ok(todo.query(&list_order()).await?)
 }
 
 /// The local item whose id is `id`, or the only one whose id starts with it.
@@ -244,6 +243,11 @@ impl SyncReport {
     }
 }
 
+/// The order `todo list` shows.
+fn list_order() -> Query {
+    Query::all().order_by("text").order_by("id")
+}
+
 /// A progress bar on stderr (drawn only when stderr is a terminal): a bar when
 /// the total is known, a spinner with a count otherwise.
 pub fn progress_bar(len: Option<u64>, what: &str) -> ProgressBar {
@@ -285,23 +289,21 @@ pub async fn push(client: &Client) -> Result<PushResult> {
     Ok(result?)
 }
 
-/// Pulls the table (query id `allTodoItems`) with a progress bar counting rows.
-/// Pending changes of the table are pushed first by the engine.
+/// Rows of the first screen: on a first sync the rows `todo list` shows first
+/// are pulled before the rest of the table.
+const FIRST_SCREEN: u64 = 50;
+
+/// Pulls the table (query id `allTodoItems`) with its progress on stderr (a bar on a
+/// terminal, plain lines otherwise). On a first sync the first screen of `todo list`
+/// (by text) comes first. Pending changes of the table are pushed first by the engine.
 pub async fn pull(client: &Client) -> Result<Result<tidesync::PullResult, Error>> {
-    let bar = progress_bar(None, "pull");
-    let progress = {
-        let bar = bar.clone();
-        Arc::new(move |p: PullProgress| bar.set_position(p.received))
-    };
-    let options = PullOptions {
-        progress: Some(progress),
-        ..PullOptions::default()
-    };
+    let progress = PullProgress::follow(client, TABLE);
+    let options = PullOptions::default().first_screen(list_order().order_by, FIRST_SCREEN);
     let result = client
         .table::<TodoItem>(TABLE)
         .pull_with(QUERY_ID, Query::all(), options)
         .await;
-    bar.finish_and_clear();
+    progress.done().await;
     Ok(result)
 }
 

@@ -14,6 +14,7 @@
 
 mod app;
 mod demo;
+mod progress;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -30,7 +30,13 @@ impl Run {
 
 /// Runs `todo --db DB --url URL ARGS...`.
 fn todo(db: &Path, url: &str, args: &[&str]) -> Run {
+    todo_env(db, url, args, &[])
+}
+
+/// [`todo`] with more environment variables.
+fn todo_env(db: &Path, url: &str, args: &[&str], env: &[(&str, &str)]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_todo"))
+        .envs(env.iter().copied())
         .arg("--db")
         .arg(db)
         .arg("--url")
@@ -321,6 +327,38 @@ fn pull_pushes_the_tables_pending_changes_first() {
     assert_eq!(pull.lines(), ["push: Complete", "pulled: 1"]);
     assert_eq!(pending(&db, &server.url), "0\n");
     assert_eq!(server.on_server(&id)["text"], "buy milk");
+}
+
+#[test]
+fn a_first_pull_reports_progress_on_stderr_and_results_on_stdout() {
+    let server = TestServer::start();
+    server.rt.block_on(async {
+        let client = other_client(&server.url);
+        let table = client.table::<Value>("TodoItem");
+        for n in 0..120 {
+            table
+                .insert(&serde_json::json!({"text": format!("item {n:03}"), "complete": false}))
+                .await
+                .unwrap();
+        }
+        assert!(client.push().await.unwrap().is_success());
+    });
+    let db = server.db("progress.db");
+    // Not a terminal: plain lines (here every report, not one a second).
+    let pull = todo_env(
+        &db,
+        &server.url,
+        &["pull"],
+        &[("TODO_PROGRESS_EVERY_MS", "0")],
+    );
+    assert_eq!(pull.code, 0);
+    assert_eq!(pull.lines(), ["pulled: 120"]);
+    assert!(
+        pull.stderr
+            .lines()
+            .any(|l| l == "todo: pull TodoItem: 120 of 120 rows"),
+        "{pull:?}"
+    );
 }
 
 /// An item on the server, completed locally while another app renamed it.

@@ -7,7 +7,10 @@
 //! resync removes the rows the server no longer has. Purge is in `purge.rs`;
 //! what a pull returns is in `outcome.rs`.
 
+mod first;
+mod many;
 mod page;
+mod progress;
 mod purge;
 
 use std::collections::HashSet;
@@ -29,9 +32,11 @@ use crate::push::PushRun;
 use crate::status::SyncErrorInfo;
 use crate::transport::{Page, ReadRequest, SnapshotRequest};
 
+pub(crate) use many::pull_tables;
 pub(crate) use purge::purge;
 
 use page::{Applied, after_cursor, before_horizon, check_pull_args, page_newest};
+use progress::Progress;
 
 /// One pull of one table and query.
 pub(crate) struct PullRun {
@@ -47,6 +52,8 @@ pub(crate) struct PullRun {
     cursor: Option<Cursor>,
     /// After a resync: the ids the server sent.
     seen: Option<HashSet<String>>,
+    /// Rows applied and the total, reported as change events.
+    progress: Progress,
     result: PullResult,
 }
 
@@ -62,52 +69,59 @@ impl PullRun {
         query: Query,
         options: PullOptions,
     ) -> Result<PullResult> {
-        engine.emit(ChangeEvent::SyncStarted {
-            action: SyncAction::Pull,
-            table: Some(table.to_owned()),
-        });
+        announce_start(engine, table);
         let span = tracing::info_span!("pull", table, query_id);
         let result = async {
-            check_pull_args(query_id, &query)?;
-            engine.tables.get(&*engine.store, table)?;
-            let run = PullRun {
-                engine: engine.clone(),
-                table: table.to_owned(),
-                key: query_id.map(|id| cursor_key(table, id)),
-                cancel: options.cancel.clone().unwrap_or_default(),
-                page_size: options.page_size.unwrap_or(engine.options.page_size).max(1),
-                query,
-                options,
-                cursor: None,
-                seen: None,
-                result: PullResult::default(),
-            };
+            let mut run = PullRun::new(engine, table, query_id, query, options)?;
+            run.result.push = run.push_first().await?;
+            let _sync = engine.sync.lock().await;
             run.run().await
         }
         .instrument(span)
         .await;
-        if let Err(e) = &result {
-            engine.emit(ChangeEvent::SyncFailed {
-                error: SyncErrorInfo::of(SyncAction::Pull, Some(table), e),
-            });
-        }
-        engine.emit(ChangeEvent::SyncFinished {
-            action: SyncAction::Pull,
-            table: Some(table.to_owned()),
-            push_status: None,
-            ok: result.is_ok(),
-        });
+        announce_end(engine, table, &result);
         result
     }
 
+    /// A pull with checked arguments, not started.
+    fn new(
+        engine: &Arc<Engine>,
+        table: &str,
+        query_id: Option<&str>,
+        query: Query,
+        options: PullOptions,
+    ) -> Result<PullRun> {
+        check_pull_args(query_id, &query)?;
+        engine.tables.get(&*engine.store, table)?;
+        Ok(PullRun {
+            engine: engine.clone(),
+            table: table.to_owned(),
+            key: query_id.map(|id| cursor_key(table, id)),
+            cancel: options.cancel.clone().unwrap_or_default(),
+            page_size: options.page_size.unwrap_or(engine.options.page_size).max(1),
+            query,
+            options,
+            cursor: None,
+            seen: None,
+            progress: Progress::new(table),
+            result: PullResult::default(),
+        })
+    }
+
+    /// The pull after its implicit push, under the engine's sync lock (held by the caller).
     async fn run(mut self) -> Result<PullResult> {
-        self.result.push = self.push_first().await?;
-        let engine = self.engine.clone();
-        let _sync = engine.sync.lock().await;
         self.cursor = self.stored_cursor()?;
+        let first_sync = self.key.is_some() && self.cursor.is_none();
+        let empty = first_sync && self.table_is_empty()?;
+        // A first sync reads the rows the app shows first, when it asked for them.
+        if first_sync {
+            if let Some(screen) = self.options.first_screen.clone() {
+                self.read_first_screen(screen).await?;
+            }
+        }
         // A query pulled for the first time into an empty table reads the table in one
         // streamed snapshot when the server offers one, then pages on from its cursor.
-        if self.key.is_some() && self.cursor.is_none() && self.table_is_empty()? {
+        if empty {
             if let Some(end) = self.read_snapshot().await? {
                 self.cursor = end;
             }
@@ -124,6 +138,7 @@ impl PullRun {
             }
             self.result.deleted += removed;
         }
+        self.progress.finish(&self.engine);
         let result = self.result;
         tracing::info!(
             upserted = result.upserted,
@@ -131,6 +146,7 @@ impl PullRun {
             skipped = result.skipped,
             requests = result.requests,
             resynced = result.resynced,
+            first_screen = result.first_screen,
             "pull finished"
         );
         Ok(result)
@@ -138,32 +154,14 @@ impl PullRun {
 
     /// Pushes until the table has no pending ops (at most a few rounds).
     async fn push_first(&self) -> Result<Option<PushResult>> {
-        let table = self.table.as_str();
-        let pending = || self.engine.lock_queue().count(Some(table));
-        let mut last = None;
-        for _ in 0..3 {
-            if pending() == 0 {
-                return Ok(last);
-            }
-            let mut push = PushOptions::new();
-            if !self.options.push_other_tables {
-                push = push.tables([table]);
-            }
-            if let Some(cancel) = &self.options.cancel {
-                push = push.cancel(cancel.clone());
-            }
-            tracing::debug!(table, "implicit push before pull");
-            let result = PushRun::spawn(&self.engine, push).await?;
-            if !result.is_success() {
-                return Err(Error::PushFailed(Box::new(result)));
-            }
-            last = Some(result);
-        }
-        if pending() == 0 {
-            Ok(last)
-        } else {
-            Err(Error::PushFailed(Box::new(last.unwrap_or_default())))
-        }
+        let scope = (!self.options.push_other_tables).then(|| vec![self.table.clone()]);
+        push_before(
+            &self.engine,
+            std::slice::from_ref(&self.table),
+            scope,
+            self.options.cancel.as_ref(),
+        )
+        .await
     }
 
     /// The query's stored cursor.
@@ -282,6 +280,7 @@ impl PullRun {
                         .filter_map(|i| i.get(ID).and_then(Value::as_str).map(str::to_owned)),
                 );
             }
+            self.progress.set_total(page.count);
             let received = page.items.len() as u64;
             if received == 0 {
                 break;
@@ -316,7 +315,7 @@ impl PullRun {
                 progress(PullProgress {
                     received: self.result.received() + received,
                     requests: self.result.requests,
-                    total: page.count,
+                    total: self.progress.total(),
                 });
             }
             let upcoming = next.take();
@@ -391,7 +390,7 @@ impl PullRun {
                 progress(PullProgress {
                     received: self.result.received() + received,
                     requests: self.result.requests,
-                    total: None,
+                    total: self.progress.total(),
                 });
             }
             let applied = page::apply_page(
@@ -419,12 +418,77 @@ impl PullRun {
         self.result.upserted += applied.upserted;
         self.result.deleted += applied.deleted;
         self.result.skipped += applied.skipped;
+        self.progress.applied(
+            &self.engine,
+            applied.upserted + applied.deleted + applied.skipped,
+        );
     }
 
     /// After a full re-read: removes the local rows the query selects that the
     /// server did not send and that have no queued op.
     fn remove_unseen(&self, seen: &HashSet<String>) -> Result<u64> {
         page::remove_unseen(&self.engine, &self.table, &self.query, seen)
+    }
+}
+
+/// Announces a pull's start.
+fn announce_start(engine: &Engine, table: &str) {
+    engine.emit(ChangeEvent::SyncStarted {
+        action: SyncAction::Pull,
+        table: Some(table.to_owned()),
+    });
+}
+
+/// Announces a pull's end (and its failure).
+fn announce_end(engine: &Engine, table: &str, result: &Result<PullResult>) {
+    if let Err(e) = result {
+        engine.emit(ChangeEvent::SyncFailed {
+            error: SyncErrorInfo::of(SyncAction::Pull, Some(table), e),
+        });
+    }
+    engine.emit(ChangeEvent::SyncFinished {
+        action: SyncAction::Pull,
+        table: Some(table.to_owned()),
+        push_status: None,
+        ok: result.is_ok(),
+    });
+}
+
+/// The implicit push before a pull: pushes (every table, or the `scope`) until
+/// none of `tables` has pending ops (at most a few rounds).
+async fn push_before(
+    engine: &Arc<Engine>,
+    tables: &[String],
+    scope: Option<Vec<String>>,
+    cancel: Option<&CancellationToken>,
+) -> Result<Option<PushResult>> {
+    let pending = || {
+        let queue = engine.lock_queue();
+        tables.iter().any(|t| queue.count(Some(t)) > 0)
+    };
+    let mut last = None;
+    for _ in 0..3 {
+        if !pending() {
+            return Ok(last);
+        }
+        let mut push = PushOptions::new();
+        if let Some(scope) = &scope {
+            push = push.tables(scope.iter().cloned());
+        }
+        if let Some(cancel) = cancel {
+            push = push.cancel(cancel.clone());
+        }
+        tracing::debug!(?tables, "implicit push before pull");
+        let result = PushRun::spawn(engine, push).await?;
+        if !result.is_success() {
+            return Err(Error::PushFailed(Box::new(result)));
+        }
+        last = Some(result);
+    }
+    if pending() {
+        Err(Error::PushFailed(Box::new(last.unwrap_or_default())))
+    } else {
+        Ok(last)
     }
 }
 
