@@ -40,7 +40,7 @@ kotlin() {
 
 swift() {
     local root="$CACHE/swift-trixie"
-    if [ ! -e "$root/.tidesync-ready" ]; then
+    if [ ! -e "$root/.tidesync-ready-2" ]; then
         apt_ready debootstrap
         if [ ! -e "$root/.debootstrapped" ]; then
             rm -rf "$root"
@@ -49,9 +49,9 @@ swift() {
         fi
         unshare --mount sh -c "
             mount -t proc proc '$root/proc' &&
-            chroot '$root' sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends swiftlang libc6-dev'
+            chroot '$root' sh -c 'apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends swiftlang libc6-dev ca-certificates'
         " >&2
-        touch "$root/.tidesync-ready"
+        touch "$root/.tidesync-ready-2"
     fi
     echo "$root"
 }
