@@ -4,7 +4,8 @@
 //! output is passed through untouched. Under `CI=true` cargo runs with `--locked` (when
 //! `Cargo.lock` exists), PostgreSQL must be reachable before the tests start, and so must
 //! Node.js and npm (the `node-peers` step installs the official Azure Mobile Apps peers
-//! the compatibility tests run against).
+//! the compatibility tests run against), and so must the Kotlin and Swift toolchains of the
+//! bindings' tutorial tests (see [`bindings`]).
 
 use std::env;
 use std::ffi::OsString;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 use crate::postgres;
+
+mod bindings;
 
 /// Command-line switches of `cargo xtask ci`.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +35,19 @@ pub fn run(options: Options) -> Result<()> {
     let mut ci = Ci::new()?;
     let started = Instant::now();
     let result = ci.steps(options);
+    ci.print_summary(started.elapsed());
+    result
+}
+
+/// Only the bindings steps (`cargo xtask bindings`): build, generate, the tutorial tests.
+///
+/// # Errors
+///
+/// As [`run`].
+pub fn run_bindings() -> Result<()> {
+    let mut ci = Ci::new()?;
+    let started = Instant::now();
+    let result = ci.bindings();
     ci.print_summary(started.elapsed());
     result
 }
@@ -150,6 +166,9 @@ impl Ci {
             &["--workspace", "--all-features", "--bin", "tidesync-bench"],
         );
         self.command("bench", bench)?;
+
+        // The Swift, Kotlin and Python bindings and their tutorial tests (see `bindings`).
+        self.bindings()?;
         Ok(())
     }
 

@@ -3,6 +3,8 @@
 //! - `cargo xtask ci [--fast]` is the one door to "is this change good": fmt, clippy, tests
 //!   (nextest when installed), doc tests, rustdoc and benchmark builds, stopping at the first
 //!   failure. See [`ci`] for the steps.
+//! - `cargo xtask bindings` runs only the bindings steps of `ci` (the Python, Kotlin and Swift
+//!   tutorial tests; see `ci::bindings`).
 //! - `cargo xtask soak --kills N` runs the crash suite's long version (see [`soak`]).
 //! - `cargo xtask bench [--quick] [--json] [--only PART]` builds and runs the benchmark suite
 //!   (`crates/bench`, binary `tidesync-bench`) in release mode: one JSON line per figure,
@@ -33,6 +35,11 @@ commands:
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test)
                 and Node.js with npm (the official peers, installed once into
                 target/node-peers).
+  bindings      the bindings steps of ci alone: build tidesync-ffi, generate the
+                Python, Kotlin and Swift sources into target/bindings, run each
+                language's tutorial test against tidesync-server (Kotlin and Swift
+                toolchains are installed into ~/.cache/tidesync; missing ones are a
+                skip, an error under CI=true).
   bench [--quick] [--json] [--only local|remote|live|fanout]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
@@ -52,6 +59,7 @@ fn main() -> ExitCode {
     match args.as_slice() {
         ["ci"] => finish(ci::run(ci::Options { fast: false })),
         ["ci", "--fast"] => finish(ci::run(ci::Options { fast: true })),
+        ["bindings"] => finish(ci::run_bindings()),
         ["bench", rest @ ..] => bench(rest),
         ["soak", rest @ ..] => finish(soak::Options::parse(rest).and_then(|o| soak::run(&o))),
         _ => usage(&args),
