@@ -24,7 +24,8 @@
 //!   costs a plain insert's two B-tree pages; other ops are rows of
 //!   `__operations`, a table with no index. The store keeps an address map
 //!   in memory (where each op's record is), reads it again when another
-//!   connection has committed (`PRAGMA data_version`) — a scan of each table
+//!   connection has committed (`PRAGMA data_version`, run by a write only when
+//!   the pager's data version moved since its own last commit) — a scan of each table
 //!   some of whose rows hold ops — and works on the writer connection. The
 //!   queue's order and lookups are the engine's (`LocalStore::load_operations`).
 //!   Errors and sync metadata are in `__errors` and `__config`.

@@ -282,7 +282,10 @@ fn a_write_after_another_handles_commit_sees_it() {
     let second = open(dir.path());
     write(
         &first,
-        vec![put("a", 1), Write::PutOperation(op("op1", OpKind::Insert, 1, "a"))],
+        vec![
+            put("a", 1),
+            Write::PutOperation(op("op1", OpKind::Insert, 1, "a")),
+        ],
     );
     write(&first, vec![put("b", 2)]);
     // The other handle drops the op kept in row a ...
