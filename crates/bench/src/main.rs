@@ -55,13 +55,23 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG | --child-ingest OPS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let ["--child-serve", config] = args.as_slice() {
         return finish(fanout::child_serve(std::path::Path::new(config)));
+    }
+    if let ["--child-ingest", ops] = args.as_slice() {
+        // The server's share of a push alone, for profiling (`valgrind --tool=callgrind`).
+        return match ops.parse::<usize>() {
+            Ok(ops) => finish(remote::child_ingest(ops)),
+            Err(_) => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let ["--child-pull", url, rows, page @ ..] = args.as_slice() {
         let page = match page {

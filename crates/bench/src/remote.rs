@@ -387,6 +387,18 @@ async fn server_batches(ops: usize) -> anyhow::Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// The server's share of a push ([`server_batches`]) on its own, printed in seconds: the
+/// run `--child-ingest OPS` profiles (instructions per op = the difference of two sizes).
+pub(crate) fn child_ingest(ops: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let seconds = runtime.block_on(server_batches(ops))?;
+    println!("{seconds:.3}");
+    Ok(())
+}
+
 /// Rows read by `serve_10k`.
 const SERVE_ROWS: usize = 10_000;
 

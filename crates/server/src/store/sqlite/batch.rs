@@ -239,21 +239,22 @@ fn upsert_sql(table: &str, names: &[String], rows: usize) -> String {
     sql
 }
 
-/// `(?1, ?2), (?3, ?4)` for `rows` rows of `columns` parameters.
+/// `(?, ?), (?, ?)` for `rows` rows of `columns` parameters (SQLite numbers bare `?` in
+/// order, so row `n` binds from `n * columns + 1`). Built from one row's text: the statement
+/// text is the cache key of its prepared statement, made for every chunk.
 fn push_placeholders(sql: &mut String, columns: usize, rows: usize) {
-    use std::fmt::Write as _;
-    for row in 0..rows {
-        if row > 0 {
+    let mut row = String::with_capacity(columns * 3 + 2);
+    row.push('(');
+    for column in 0..columns {
+        row.push_str(if column == 0 { "?" } else { ", ?" });
+    }
+    row.push(')');
+    sql.reserve(rows * (row.len() + 2));
+    for n in 0..rows {
+        if n > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        for column in 0..columns {
-            if column > 0 {
-                sql.push_str(", ");
-            }
-            let _ = write!(sql, "?{}", row * columns + column + 1);
-        }
-        sql.push(')');
+        sql.push_str(&row);
     }
 }
 
