@@ -40,7 +40,7 @@ commands:
                 language's tutorial test against tidesync-server (Kotlin and Swift
                 toolchains are installed into ~/.cache/tidesync; missing ones are a
                 skip, an error under CI=true).
-  bench [--quick] [--json] [--only local|remote|live|fanout]
+  bench [--quick] [--json] [--only local|remote|live|ffi|fanout]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.
@@ -72,7 +72,7 @@ fn bench(args: &[&str]) -> ExitCode {
     while let Some(arg) = rest.next() {
         match *arg {
             "--quick" | "--json" => {}
-            // One part of the suite: local, remote, live or fanout.
+            // One part of the suite: local, remote, live, ffi or fanout.
             "--only" if rest.next().is_some() => {}
             bad => {
                 eprintln!("error: unknown bench argument {bad:?}\n\n{USAGE}");
@@ -85,10 +85,16 @@ fn bench(args: &[&str]) -> ExitCode {
         return ExitCode::from(2);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = std::process::Command::new(cargo)
-        .args(["run", "--quiet", "--release", "-p", "tidesync-bench", "--"])
-        .args(args)
-        .status();
+    let mut run = std::process::Command::new(&cargo);
+    run.args(["run", "--quiet", "--release", "-p", "tidesync-bench", "--"])
+        .args(args);
+    match python_bindings_for_bench(&cargo) {
+        Ok(dir) => {
+            run.env("TIDESYNC_BENCH_PYTHON", dir);
+        }
+        Err(error) => eprintln!("warning: ffi_pull_10k will be skipped: {error:#}"),
+    }
+    let status = run.status();
     match status {
         Ok(status) if status.success() => ExitCode::SUCCESS,
         Ok(status) => {
@@ -100,6 +106,50 @@ fn bench(args: &[&str]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Builds the bench (release) and generates the Python bindings of the release
+/// `libtidesync_ffi.so` it carries (with the debug generator `cargo xtask ci` builds), for
+/// `ffi_pull_10k`; returns their directory.
+fn python_bindings_for_bench(cargo: &str) -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::{Context, bail};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("xtask has no parent directory")?;
+    for args in [
+        &["build", "--quiet", "--release", "-p", "tidesync-bench"][..],
+        &[
+            "build",
+            "--quiet",
+            "--workspace",
+            "--all-features",
+            "--bin",
+            "uniffi-bindgen",
+        ][..],
+    ] {
+        let status = std::process::Command::new(cargo)
+            .current_dir(root)
+            .args(args)
+            .status()?;
+        if !status.success() {
+            bail!("`cargo {}` exited with {status}", args.join(" "));
+        }
+    }
+    let library = root.join("target/release/deps/libtidesync_ffi.so");
+    let out = root.join("target/bindings/python-release");
+    let status = std::process::Command::new(root.join("target/debug/uniffi-bindgen"))
+        .args(["generate", "--no-format", "--library"])
+        .arg(&library)
+        .args(["--language", "python", "--out-dir"])
+        .arg(&out)
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("uniffi-bindgen exited with {status}");
+    }
+    std::fs::copy(&library, out.join("libtidesync_ffi.so"))
+        .with_context(|| format!("cannot copy {}", library.display()))?;
+    Ok(out)
 }
 
 fn finish(result: anyhow::Result<()>) -> ExitCode {

@@ -19,6 +19,8 @@
 //!   `fanout_10k_p99_ms`, `fanout_10k_rss_mb`, `reconnect_500_s`, `fanout_pg_2x5k_p99_ms`,
 //!   against a server child process and raw sockets) have the baseline 1: the ratio is the
 //!   value itself.
+//! - `ffi_pull_10k` (`ffi.rs`) divides a pull through the Python binding by the same pull
+//!   from Rust (plain code, same work); it needs `cargo xtask bench` (the bindings).
 //!
 //! Each figure prints as one JSON line
 //! `{"name","value","baseline","baseline_kind","ratio","unit","goal","met"}`, then a table
@@ -30,6 +32,7 @@
 //! minutes on two cores.
 
 mod fanout;
+mod ffi;
 mod firstscreen;
 mod live;
 mod local;
@@ -55,7 +58,7 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG | --child-ingest OPS";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG | --child-ingest OPS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -147,6 +150,11 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     }
     if wants("live") {
         show(live::visibility_p50(plan)?);
+    }
+    if wants("ffi") {
+        if let Some(figure) = ffi::ffi_pull_10k(plan)? {
+            show(figure);
+        }
     }
     if wants("fanout") {
         for figure in fanout::sqlite(plan)? {

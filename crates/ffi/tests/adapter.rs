@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tidesync_ffi::{
     Client, ClientConfig, ColumnSpec, ColumnType, ConflictInfo, ConflictResolution,
-    ConflictResolver, LiveQueryListener, OpKind, PushStatus, QuerySpec, StatusListener,
-    SyncStatus, TableSpec, TidesyncError,
+    ConflictResolver, LiveQueryListener, OpKind, PushStatus, QuerySpec, StatusListener, SyncStatus,
+    TableSpec, TidesyncError,
 };
 use tidesync_server::{RunningServer, Server};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -127,8 +127,9 @@ fn merge_fields(conflict: &ConflictInfo) -> ConflictResolution {
     let server = parse(conflict.server_item.as_deref().unwrap());
     let local = parse(conflict.local_item.as_deref().unwrap());
     ConflictResolution::Merge {
-        item: json!({"id": conflict.item_id, "text": server["text"], "complete": local["complete"]})
-            .to_string(),
+        item:
+            json!({"id": conflict.item_id, "text": server["text"], "complete": local["complete"]})
+                .to_string(),
     }
 }
 
@@ -239,7 +240,10 @@ async fn query_results_cross_in_one_json_array_and_listeners_follow() {
     .await
     .unwrap();
     assert_eq!(texts(&shown), ["a", "b", "c"]);
-    assert_eq!(texts(&parse(&todo.query(open).await.unwrap())), ["a", "b", "c"]);
+    assert_eq!(
+        texts(&parse(&todo.query(open).await.unwrap())),
+        ["a", "b", "c"]
+    );
     assert_eq!(todo.count(QuerySpec::default()).await.unwrap(), 4);
 
     let pushed = client.push().await.unwrap();
