@@ -1,10 +1,12 @@
 //! [`PullRun`]: one pull, as a value. It checks its arguments, pushes first
-//! when the table has pending ops ([`PullRun::push_first`]), reads the table's
+//! when the table has pending ops ([`PullRun::push_first`]), on a first sync
+//! reads the app's first screen when asked (`first.rs`), reads the table's
 //! snapshot when the query is new and the table empty
 //! ([`PullRun::read_snapshot`]), then reads pages after its cursor
 //! ([`PullRun::read_pages`], pipelined: the next page is read while one is
-//! applied), applies each page in one store batch (`page.rs`), and after a
-//! resync removes the rows the server no longer has. Purge is in `purge.rs`;
+//! applied), applies each page in one store batch (`page.rs`), reports its
+//! progress (`progress.rs`), and after a resync removes the rows the server no
+//! longer has. Several tables at once are `many.rs`; purge is in `purge.rs`;
 //! what a pull returns is in `outcome.rs`.
 
 mod first;
