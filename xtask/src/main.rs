@@ -33,7 +33,7 @@ commands:
                 TIDESYNC_TEST_PG (default postgres://postgres@127.0.0.1:5432/test)
                 and Node.js with npm (the official peers, installed once into
                 target/node-peers).
-  bench [--quick] [--json] [--only local|remote|live|fanout]
+  bench [--quick] [--json] [--only local|remote|bootstrap|live|fanout]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.

@@ -7,13 +7,14 @@
 //!   for the same work with the same settings (same SQLite pragmas, one prepared statement,
 //!   one transaction per batch): `local_write_sqlite`, `local_write_redb`, `push_10k_floor`
 //!   (raw SQLite inserts), `push_10k_idem_floor` (raw inserts plus one remembered-op-id row
-//!   each), `pull_100k`, `serve_10k` (raw SQLite read + serde_json encoding);
+//!   each), `bootstrap_1m` (the same rows inserted from memory, `bootstrap.rs`), `pull_100k`, `serve_10k` (raw SQLite read + serde_json encoding);
 //! - **our own other mode** — not plain code: `push_10k` divides the batched push by our
 //!   own push with one request per op, so it is a speed-up, not a cost over plain code;
 //! - **a plain unit of work** — `visibility_p50` divides by one plain loopback round trip,
 //!   which is the floor of any notification, not code doing the same work;
 //! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new),
-//!   `pull_1m_rss_mb` (peak MB) and the many-clients figures (`fanout.rs`, `storm.rs`:
+//!   `pull_1m_rss_mb` (peak MB), `bootstrap_resume_waste` (rows downloaded twice ÷ rows
+//!   applied before a kill) and the many-clients figures (`fanout.rs`, `storm.rs`:
 //!   `fanout_10k_p99_ms`, `fanout_10k_rss_mb`, `reconnect_500_s`, `fanout_pg_2x5k_p99_ms`,
 //!   against a server child process and raw sockets) have the baseline 1: the ratio is the
 //!   value itself.
@@ -27,6 +28,7 @@
 //! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three
 //! minutes on two cores.
 
+mod bootstrap;
 mod fanout;
 mod live;
 mod local;
@@ -49,16 +51,21 @@ pub(crate) struct Plan {
     pub(crate) pull_rows: usize,
     /// Rows the memory figure pulls.
     pub(crate) rss_rows: usize,
+    /// Rows of the bootstrap figures.
+    pub(crate) bootstrap_rows: usize,
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|live|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let ["--child-serve", config] = args.as_slice() {
         return finish(fanout::child_serve(std::path::Path::new(config)));
+    }
+    if let ["--child-bootstrap", url, file] = args.as_slice() {
+        return finish(bootstrap::child_bootstrap(url, std::path::Path::new(file)));
     }
     if let ["--child-pull", url, rows, page @ ..] = args.as_slice() {
         let page = match page {
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
             push_ops: 2_000,
             pull_rows: 100_000,
             rss_rows: 100_000,
+            bootstrap_rows: 200_000,
             quick,
         }
     } else {
@@ -103,6 +111,7 @@ fn main() -> ExitCode {
             push_ops: 10_000,
             pull_rows: 100_000,
             rss_rows: 1_000_000,
+            bootstrap_rows: 1_000_000,
             quick,
         }
     };
@@ -124,6 +133,11 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     }
     if wants("remote") {
         for figure in remote::run(plan)? {
+            show(figure);
+        }
+    }
+    if wants("bootstrap") {
+        for figure in bootstrap::run(plan)? {
             show(figure);
         }
     }

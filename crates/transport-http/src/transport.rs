@@ -26,7 +26,7 @@ use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from,
 
 mod batch;
 mod feed;
-mod snapshot;
+pub(crate) mod snapshot;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits
 /// and `- _ . ! ~ * ' ( )` (what JavaScript's `encodeURIComponent` keeps).
@@ -55,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) headers: HeaderMap,
     pub(crate) auth: Option<Arc<dyn AuthProvider>>,
     pub(crate) retry: RetryPolicy,
+    /// Rows per snapshot request.
+    pub(crate) snapshot_segment_rows: u64,
 }
 
 /// A [`Transport`] speaking the Azure Mobile Apps (v2) or Datasync (v3) table protocol
