@@ -70,6 +70,12 @@ impl Default for RetryPolicy {
     }
 }
 
+/// Rows asked per snapshot request unless [`HttpTransportBuilder::snapshot_segment_rows`]
+/// says otherwise: a table larger than this is read in segments, each asked after the last
+/// row of the one before, so that a client killed part-way has at most about one segment
+/// in flight (received but not applied) to download again.
+const DEFAULT_SNAPSHOT_SEGMENT_ROWS: u64 = 8_000;
+
 /// Builds an [`HttpTransport`]; made by [`HttpTransport::builder`].
 #[derive(Debug)]
 pub struct HttpTransportBuilder {
@@ -99,7 +105,7 @@ impl HttpTransportBuilder {
             retry: RetryPolicy::default(),
             tables_path: DEFAULT_TABLES_PATH.to_owned(),
             capabilities_path: DEFAULT_CAPABILITIES_PATH.to_owned(),
-            snapshot_segment_rows: crate::transport::snapshot::SEGMENT_ROWS,
+            snapshot_segment_rows: DEFAULT_SNAPSHOT_SEGMENT_ROWS,
         }
     }
 

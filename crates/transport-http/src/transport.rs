@@ -26,7 +26,7 @@ use crate::response::{Call, PageContext, Reply, error_for, item_from, page_from,
 
 mod batch;
 mod feed;
-pub(crate) mod snapshot;
+mod snapshot;
 
 /// Characters escaped in a table name or id put in a path: all but ASCII letters, digits
 /// and `- _ . ! ~ * ' ( )` (what JavaScript's `encodeURIComponent` keeps).

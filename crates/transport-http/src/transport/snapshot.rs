@@ -40,12 +40,6 @@ const ACCEPT: &str = "application/vnd.tidesync.columns, application/x-ndjson;q=0
 /// A line longer than this is refused (a row is far smaller; this bounds memory).
 const MAX_LINE: usize = 16 * 1024 * 1024;
 
-/// Rows asked per request (`$top`) unless the builder says otherwise: a table larger than
-/// this is read in segments, each asked after the last row of the one before, so that a
-/// client killed part-way has at most about one segment in flight (received but not
-/// applied) to download again.
-pub(crate) const SEGMENT_ROWS: u64 = 8_000;
-
 /// Where a response's rows stopped: the last row's `updatedAt` and `id`.
 type Position = (String, String);
 
