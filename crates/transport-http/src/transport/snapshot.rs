@@ -15,6 +15,11 @@
 //! ([`tidesync_protocol::columns`]); the body is decoded by its `Content-Type`, so a server
 //! that only knows NDJSON is read as before. Columnar frames are decoded as they arrive into
 //! the same rows, with the same checks (an error frame, a wrong count, a missing end frame).
+//!
+//! Each request asks for at most `snapshot_segment_rows` rows (`$top`, see the builder);
+//! after a full segment the task asks again with the keyset condition of the segment's
+//! last row added to the filter. Only the first request's failure is returned by
+//! `open_snapshot`; a later one arrives on the channel like a cut-off body.
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
