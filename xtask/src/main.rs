@@ -40,7 +40,7 @@ commands:
                 language's tutorial test against tidesync-server (Kotlin and Swift
                 toolchains are installed into ~/.cache/tidesync; missing ones are a
                 skip, an error under CI=true).
-  bench [--quick] [--json] [--only local|remote|live|ffi|fanout]
+  bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout]
                 release build, then every figure as a JSON line and a table (loopback
                 only); --quick runs smaller counts (under 3 minutes on 2 cores), --json
                 prints only the JSON lines on stdout. Progress goes to stderr.

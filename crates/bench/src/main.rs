@@ -7,13 +7,14 @@
 //!   for the same work with the same settings (same SQLite pragmas, one prepared statement,
 //!   one transaction per batch): `local_write_sqlite`, `local_write_redb`, `push_10k_floor`
 //!   (raw SQLite inserts), `push_10k_idem_floor` (raw inserts plus one remembered-op-id row
-//!   each), `pull_100k`, `serve_10k` (raw SQLite read + serde_json encoding);
+//!   each), `bootstrap_1m` (the same rows inserted from memory, `bootstrap.rs`), `pull_100k`, `serve_10k` (raw SQLite read + serde_json encoding);
 //! - **our own other mode** — not plain code: `push_10k` divides the batched push by our
 //!   own push with one request per op, so it is a speed-up, not a cost over plain code;
 //! - **a plain unit of work** — `visibility_p50` divides by one plain loopback round trip,
 //!   which is the floor of any notification, not code doing the same work;
 //! - **constant** — `pull_noop_requests` (HTTP requests of a pull with nothing new),
-//!   `pull_1m_rss_mb` (peak MB), `first_screen_ms` and `apply_1_in_1m_ms`
+//!   `pull_1m_rss_mb` (peak MB), `bootstrap_resume_waste` (rows downloaded twice ÷ rows
+//!   applied before a kill), `first_screen_ms` and `apply_1_in_1m_ms`
 //!   (`firstscreen.rs`: milliseconds to a first sync's first screen, and of a one-row
 //!   incremental pull into a store of a million rows) and the many-clients figures (`fanout.rs`, `storm.rs`:
 //!   `fanout_10k_p99_ms`, `fanout_10k_rss_mb`, `reconnect_500_s`, `fanout_pg_2x5k_p99_ms`,
@@ -31,6 +32,7 @@
 //! `--quick` runs smaller counts (said in each figure's unit) to finish in well under three
 //! minutes on two cores.
 
+mod bootstrap;
 mod fanout;
 mod ffi;
 mod firstscreen;
@@ -55,10 +57,12 @@ pub(crate) struct Plan {
     pub(crate) pull_rows: usize,
     /// Rows the memory figure pulls.
     pub(crate) rss_rows: usize,
+    /// Rows of the bootstrap figures.
+    pub(crate) bootstrap_rows: usize,
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-serve CONFIG | --child-ingest OPS";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-ingest OPS";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,6 +79,9 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         };
+    }
+    if let ["--child-bootstrap", url, file] = args.as_slice() {
+        return finish(bootstrap::child_bootstrap(url, std::path::Path::new(file)));
     }
     if let ["--child-pull", url, rows, page @ ..] = args.as_slice() {
         let page = match page {
@@ -111,6 +118,7 @@ fn main() -> ExitCode {
             push_ops: 2_000,
             pull_rows: 100_000,
             rss_rows: 100_000,
+            bootstrap_rows: 200_000,
             quick,
         }
     } else {
@@ -119,6 +127,7 @@ fn main() -> ExitCode {
             push_ops: 10_000,
             pull_rows: 100_000,
             rss_rows: 1_000_000,
+            bootstrap_rows: 1_000_000,
             quick,
         }
     };
@@ -140,6 +149,11 @@ fn run(plan: Plan, json: bool, only: Option<&str>) -> anyhow::Result<()> {
     }
     if wants("remote") {
         for figure in remote::run(plan)? {
+            show(figure);
+        }
+    }
+    if wants("bootstrap") {
+        for figure in bootstrap::run(plan)? {
             show(figure);
         }
     }

@@ -215,7 +215,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
                 plan.rss_rows
             )
         },
-        goal: Goal::AtMost(150.0),
+        goal: Goal::AtMost(64.0),
     });
     Ok(figures)
 }

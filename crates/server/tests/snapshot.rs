@@ -142,8 +142,16 @@ async fn cases(c: &Client) {
         Value::Array(rows),
         listed(c, "TodoItem", Some("n%20ge%2010"), &[]).await
     );
-    let rows = snapshot(c, "?$filter=text%20eq%20%27changed%27&$top=1", &[]).await;
+    let rows = snapshot(c, "?$filter=text%20eq%20%27changed%27", &[]).await;
     assert_eq!(rows.len(), 2);
+    // `$top` ends the body after that many rows (a client's segment), the first in order.
+    let top = snapshot(c, "?$filter=text%20eq%20%27changed%27&$top=1", &[]).await;
+    assert_eq!(top, rows[..1].to_vec());
+    for bad in ["0", "-1", "x"] {
+        let path = format!("{}?$top={bad}", snapshot_path("TodoItem"));
+        let r = c.send("GET", &path, &[], None).await;
+        assert_eq!(r.status, 400, "$top={bad}: {}", r.text);
+    }
 
     // Bad input: 400 for a filter that does not parse or names no column, 404 for a table.
     for filter in ["n%20ge", "nope%20eq%201", "text%20eq%201"] {
@@ -222,7 +230,8 @@ async fn cases(c: &Client) {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.body["extensions"]["snapshot"],
-        json!({"path": "/tidesync/v1/tables/{table}/snapshot", "format": "ndjson"})
+        json!({"path": "/tidesync/v1/tables/{table}/snapshot", "format": "ndjson",
+               "formats": ["ndjson", "columns"]})
     );
 }
 

@@ -71,6 +71,10 @@ impl<'t> Batch<'t> {
     fn apply(&mut self, write: &Write) -> Result<(), StoreError> {
         match write {
             Write::PutItem { table, item } => self.put_item(table, item),
+            // One write transaction is redb's only unit of cost: rows go in one by one.
+            Write::PutItems { table, items } => {
+                items.iter().try_for_each(|item| self.put_item(table, item))
+            }
             Write::DeleteItem { table, id } => self.delete_item(table, id),
             Write::DeleteItems { table, query } => self.delete_items(table, query),
             Write::PutItemAndOperation { table, item, op } => {

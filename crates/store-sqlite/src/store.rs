@@ -442,6 +442,9 @@ struct TableInfo {
     put_sql: String,
     /// As `put_sql`, also setting the op column (one more parameter).
     put_with_op_sql: String,
+    /// As `put_sql` for `put_many_rows` rows in one statement (`Write::PutItems`).
+    put_many_sql: String,
+    put_many_rows: usize,
     delete_sql: String,
 }
 
@@ -450,10 +453,19 @@ impl TableInfo {
         let def = SqliteStore::definition(conn, table)?;
         let columns = columns_of(&def);
         let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-        let upsert = |extra: Option<&str>| {
+        let put_many_rows = (MAX_PARAMS / names.len().max(1)).clamp(1, MANY_ROWS);
+        let upsert = |extra: Option<&str>, rows: usize| {
             let mut names = names.clone();
             names.extend(extra.map(quote));
-            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+            let width = names.len();
+            let marks: Vec<String> = (0..rows)
+                .map(|row| {
+                    let row: Vec<String> = (1..=width)
+                        .map(|i| format!("?{}", row * width + i))
+                        .collect();
+                    row.join(", ")
+                })
+                .collect();
             let sets: Vec<String> = names
                 .iter()
                 .filter(|n| n.as_str() != "\"id\"")
@@ -463,7 +475,7 @@ impl TableInfo {
                 "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
                 quote(table),
                 names.join(", "),
-                marks.join(", "),
+                marks.join("), ("),
                 sets.join(", ")
             )
         };
@@ -473,8 +485,10 @@ impl TableInfo {
                 names.join(", "),
                 quote(table)
             ),
-            put_sql: upsert(None),
-            put_with_op_sql: upsert(Some(OP_COLUMN)),
+            put_sql: upsert(None, 1),
+            put_with_op_sql: upsert(Some(OP_COLUMN), 1),
+            put_many_sql: upsert(None, put_many_rows),
+            put_many_rows,
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
             def,
             columns,
@@ -505,6 +519,31 @@ fn apply<'w, 'c>(
             };
             let (_, info, statement) = put.insert(current);
             put_item(statement, info, item, None)
+        }
+        Write::PutItems { table, items } => {
+            let info = tables.get(conn, table)?;
+            let mut rows = items.chunks_exact(info.put_many_rows);
+            if rows.len() > 0 {
+                let mut statement = conn.prepare_cached(&info.put_many_sql).store()?;
+                let mut params = Vec::with_capacity(info.put_many_rows * info.columns.len());
+                for group in rows.by_ref() {
+                    params.clear();
+                    for item in group {
+                        item_params(&info, item, &mut params)?;
+                    }
+                    statement
+                        .execute(rusqlite::params_from_iter(params.drain(..)))
+                        .store()?;
+                }
+            }
+            let rest = rows.remainder();
+            if !rest.is_empty() {
+                let mut statement = conn.prepare_cached(&info.put_sql).store()?;
+                for item in rest {
+                    put_item(&mut statement, &info, item, None)?;
+                }
+            }
+            Ok(())
         }
         Write::DeleteItem { table, id } => {
             let info = tables.get(conn, table)?;
@@ -602,29 +641,12 @@ fn put_item(
     item: &Item,
     op: Option<String>,
 ) -> Result<()> {
-    let table = info.def.name();
-    if item.get("id").and_then(|v| v.as_str()).is_none() {
-        return Err(StoreError::MissingId {
-            table: table.to_owned(),
-        });
-    }
+    check_id(info, item)?;
     statement.clear_bindings();
     for (name, value) in item {
-        let index = info
-            .columns
-            .iter()
-            .position(|(column, _)| column == name)
-            .ok_or_else(|| StoreError::UnknownColumn {
-                table: table.to_owned(),
-                column: name.clone(),
-            })?;
-        let ty = info.columns[index].1;
+        let (index, value) = column_param(info, name, value)?;
         // SQLite numbers parameters from 1.
-        match check_value(table, name, ty, value)? {
-            Cow::Borrowed(value) => statement.raw_bind_parameter(index + 1, to_sql_ref(ty, value)?),
-            Cow::Owned(value) => statement.raw_bind_parameter(index + 1, to_sql(ty, value)?),
-        }
-        .store()?;
+        statement.raw_bind_parameter(index + 1, value).store()?;
     }
     if let Some(text) = op {
         statement
@@ -633,4 +655,64 @@ fn put_item(
     }
     statement.raw_execute().store()?;
     Ok(())
+}
+
+/// Bound parameters of one `MANY_ROWS`-row insert at most (SQLite allows 32766).
+const MAX_PARAMS: usize = 32_000;
+/// Rows per statement of a `Write::PutItems` (fewer when the table is wide).
+const MANY_ROWS: usize = 128;
+
+/// Appends the parameters of one row of `put_sql` (every column, in order) to `params`,
+/// after checking the item as `put_item` says.
+fn item_params<'i>(
+    info: &TableInfo,
+    item: &'i Item,
+    params: &mut Vec<ToSqlOutput<'i>>,
+) -> Result<()> {
+    check_id(info, item)?;
+    let start = params.len();
+    params.resize(
+        start + info.columns.len(),
+        ToSqlOutput::Owned(SqlValue::Null),
+    );
+    let params = &mut params[start..];
+    for (name, value) in item {
+        let (index, value) = column_param(info, name, value)?;
+        params[index] = value;
+    }
+    Ok(())
+}
+
+/// A row must have a string id.
+fn check_id(info: &TableInfo, item: &Item) -> Result<()> {
+    match item.get("id").and_then(|v| v.as_str()) {
+        Some(_) => Ok(()),
+        None => Err(StoreError::MissingId {
+            table: info.def.name().to_owned(),
+        }),
+    }
+}
+
+/// The column index of property `name` and its checked value, ready to bind
+/// (borrowed when already in normal form).
+fn column_param<'i>(
+    info: &TableInfo,
+    name: &str,
+    value: &'i Value,
+) -> Result<(usize, ToSqlOutput<'i>)> {
+    let table = info.def.name();
+    let index = info
+        .columns
+        .iter()
+        .position(|(column, _)| column == name)
+        .ok_or_else(|| StoreError::UnknownColumn {
+            table: table.to_owned(),
+            column: name.to_owned(),
+        })?;
+    let ty = info.columns[index].1;
+    let value = match check_value(table, name, ty, value)? {
+        Cow::Borrowed(value) => to_sql_ref(ty, value)?,
+        Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
+    };
+    Ok((index, value))
 }

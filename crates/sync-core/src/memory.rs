@@ -103,6 +103,11 @@ impl State {
     fn apply(&mut self, write: &Write, undo: &mut Vec<Undo>) -> Result<(), StoreError> {
         match write {
             Write::PutItem { table, item } => self.put_item(table, item, undo)?,
+            Write::PutItems { table, items } => {
+                for item in items {
+                    self.put_item(table, item, undo)?;
+                }
+            }
             Write::PutItemAndOperation { table, item, op } => {
                 self.put_item(table, item, undo)?;
                 self.put_op(op.clone(), undo);

@@ -122,6 +122,16 @@ pub enum Write {
         /// The row; its `id` is the key.
         item: Item,
     },
+    /// Inserts or replaces several rows of one table, each exactly as [`Write::PutItem`]
+    /// would, in order. A bulk entry for a bootstrap (a snapshot batch into an empty table):
+    /// a store may write the rows with fewer statements (the SQLite store binds many rows
+    /// per `INSERT`); a store without a faster way applies them one by one.
+    PutItems {
+        /// The table.
+        table: String,
+        /// The rows; each `id` is a key.
+        items: Vec<Item>,
+    },
     /// Deletes a row; deleting a missing row is not an error.
     DeleteItem {
         /// The table.

@@ -55,6 +55,8 @@ pub(crate) struct Settings {
     pub(crate) headers: HeaderMap,
     pub(crate) auth: Option<Arc<dyn AuthProvider>>,
     pub(crate) retry: RetryPolicy,
+    /// Rows per snapshot request.
+    pub(crate) snapshot_segment_rows: u64,
 }
 
 /// A [`Transport`] speaking the Azure Mobile Apps (v2) or Datasync (v3) table protocol

@@ -105,12 +105,17 @@ async fn rows_arrive_in_batches_and_the_channel_closes_after_the_end_line() {
     );
     let sent = requests(&mock).await;
     let snapshot = sent.iter().find(|r| r.url.path() == SNAPSHOT_PATH).unwrap();
-    assert_eq!(header(snapshot, "accept"), Some("application/x-ndjson"));
+    // The columnar framing is preferred; this server answers NDJSON, which is read as such.
+    assert_eq!(
+        header(snapshot, "accept"),
+        Some("application/vnd.tidesync.columns, application/x-ndjson;q=0.5")
+    );
     assert_eq!(
         query(snapshot),
         vec![
             ("$filter".to_owned(), "text ne 'x'".to_owned()),
             ("__includedeleted".to_owned(), "true".to_owned()),
+            ("$top".to_owned(), "8000".to_owned()),
         ]
     );
 }
@@ -237,7 +242,7 @@ async fn the_first_pull_of_an_empty_table_reads_the_snapshot_then_pages_on_from_
 }
 
 #[tokio::test]
-async fn a_snapshot_cut_off_keeps_the_rows_applied_and_the_next_pull_pages_from_them() {
+async fn a_snapshot_cut_off_keeps_the_rows_applied_and_the_next_pull_reads_on_after_them() {
     let mock = server(ndjson(&[row(1), row(2), row(3)])).await;
     let (context, store) = client(&mock);
     let err = context
@@ -252,13 +257,45 @@ async fn a_snapshot_cut_off_keeps_the_rows_applied_and_the_next_pull_pages_from_
     let cursor: Value =
         serde_json::from_str(&store.config(&cursor_key(TODO, "all")).unwrap().unwrap()).unwrap();
     assert_eq!(cursor["id"], "r3");
+    // The next pull reads the rest of the snapshot after the cursor (the bootstrap was cut
+    // off), not the whole table again, then pages on.
+    Mock::given(method("GET"))
+        .and(path(SNAPSHOT_PATH))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/x-ndjson")
+                .set_body_string(ndjson(&[row(4), json!({"end": true, "rows": 1})])),
+        )
+        .with_priority(1)
+        .mount(&mock)
+        .await;
+    let before = requests(&mock).await.len();
     let again = context
         .table::<Value>(TODO)
         .pull("all", Query::all())
         .await
         .unwrap();
-    assert!(!again.snapshot);
-    assert_eq!(again.requests, 1);
+    assert!(again.snapshot);
+    assert_eq!(again.upserted, 1);
+    let resumed = requests(&mock).await[before..]
+        .iter()
+        .find(|r| r.url.path() == SNAPSHOT_PATH)
+        .cloned()
+        .expect("a snapshot request");
+    let filter = query(&resumed)
+        .into_iter()
+        .find(|(name, _)| name == "$filter")
+        .map(|(_, value)| value)
+        .expect("a $filter");
+    assert!(
+        filter.contains("updatedAt ge") && filter.contains("'r3'"),
+        "{filter}"
+    );
+    assert_eq!(store.query(TODO, &Query::all()).unwrap().items.len(), 4);
+    assert_eq!(
+        store.config(&format!("bootstrap|{TODO}|all")).unwrap(),
+        None
+    );
 }
 
 /// Against tidesync-server on loopback: client A writes rows (some then deleted), client

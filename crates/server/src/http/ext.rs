@@ -55,6 +55,7 @@ pub(crate) async fn capabilities(State(state): State<Shared>, headers: HeaderMap
                 "snapshot": {
                     "path": format!("{EXTENSION_PREFIX}/tables/{{table}}/snapshot"),
                     "format": "ndjson",
+                    "formats": ["ndjson", "columns"],
                 },
                 "batch": {
                     "path": format!("{EXTENSION_PREFIX}/batch"),

@@ -7,9 +7,11 @@
 //! table is a 404, missing or bad credentials a 401, a bad `$filter` (syntax, unknown column,
 //! type mismatch) a 400.
 //!
-//! The query options are `$filter` (v3 dialect) and `__includedeleted=true` (tombstones
+//! The query options are `$filter` (v3 dialect), `__includedeleted=true` (tombstones
 //! too, as `/tables` has it: a client bootstrapping while rows are deleted needs the
-//! deletes of rows it may already have received); others are ignored. The answer is
+//! deletes of rows it may already have received) and `$top` (at most that many rows: a
+//! client reads a large table in segments, so that what a crash loses in flight is
+//! bounded; a bad `$top` is a 400); others are ignored. The answer is
 //! `200` with `content-type: application/x-ndjson`, one JSON object per line, each line
 //! ending in `\n`:
 //!
@@ -23,6 +25,13 @@
 //! `__includedeleted=true`, in ascending `(updatedAt, id)` order. The last line `{"end":true,"rows":N}`
 //! says how many rows were sent. When the store fails after the status was sent, the body
 //! ends with `{"error":"…"}` and no end line: a body without the end line is cut off.
+//!
+//! A client that lists [`columns::CONTENT_TYPE`] in its `Accept` header gets the same rows in
+//! the columnar framing of [`tidesync_protocol::columns`] instead (typed columns per chunk,
+//! an end frame with the count, an error frame when the store fails part-way): the same
+//! objects, without JSON to print or parse. A client resuming a bootstrap adds its keyset
+//! cursor to `$filter` (as paging does); the filter is led by `updatedAt ge`, so the store
+//! seeks its index and starts after the cursor.
 //!
 //! Memory is bounded: the server reads the table [`crate::config::Paging::snapshot`] rows at a
 //! time with a keyset cursor on `(updatedAt, id)` and sends each page as soon as it is read.
@@ -38,6 +47,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::Response;
 use serde_json::json;
+use tidesync_protocol::columns::{self, RowRef};
 use tidesync_protocol::odata::{Expr, OrderBy, ParseLimits, Query, after_keyset, and_maybe};
 use tidesync_protocol::system::{ID, UPDATED_AT};
 use tidesync_protocol::wire::ApiVersion;
@@ -85,9 +95,29 @@ async fn start(
     .map_err(|e| ServerError::bad_request(e.to_string()))?;
     let grant = guard.grant(&caller, Operation::Read)?;
     let include_deleted = include_deleted(&pairs);
+    let top = match pairs
+        .iter()
+        .find(|(name, _)| name.eq_ignore_ascii_case("$top"))
+    {
+        Some((_, value)) => Some(
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|top| *top > 0)
+                .ok_or_else(|| {
+                    ServerError::bad_request(format!(
+                        "$top must be a positive integer, not {value:?}"
+                    ))
+                })?,
+        ),
+        None => None,
+    };
+    let columnar = wants_columns(headers);
     let mut stream = Snapshot {
+        columnar,
         include_deleted,
         page_size: state.paging.snapshot(),
+        top,
         state,
         table: table.name,
         soft_delete: table.soft_delete,
@@ -106,17 +136,67 @@ async fn start(
     let mut response = Response::new(Body::from_stream(body));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(if columnar {
+            columns::CONTENT_TYPE
+        } else {
+            NDJSON
+        }),
+    );
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Ok(response)
 }
 
+/// True when the `Accept` header names the columnar framing.
+fn wants_columns(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut params = part.split(';');
+            let name = params.next().unwrap_or_default().trim();
+            // `q=0` refuses the type.
+            name.eq_ignore_ascii_case(columns::CONTENT_TYPE)
+                && !params.any(|p| {
+                    p.trim()
+                        .strip_prefix("q=")
+                        .and_then(|q| q.trim().parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+}
+
+/// A columnar frame is split until it is at most this large.
+const FRAME_TARGET: usize = columns::MAX_FRAME / 8;
+
+/// Appends `rows` as columnar chunks of at most [`FRAME_TARGET`] bytes each (one row may be
+/// more; the decoder takes up to [`columns::MAX_FRAME`]).
+fn encode_rows(rows: &[RowRef<'_>], out: &mut Vec<u8>) -> Result<(), columns::ColumnsError> {
+    let start = out.len();
+    columns::encode_chunk(rows, out)?;
+    if out.len() - start > FRAME_TARGET && rows.len() > 1 {
+        out.truncate(start);
+        let (left, right) = rows.split_at(rows.len() / 2);
+        encode_rows(left, out)?;
+        encode_rows(right, out)?;
+    }
+    Ok(())
+}
+
 /// The state of one snapshot stream.
 struct Snapshot {
+    /// The body is in the columnar framing, not NDJSON.
+    columnar: bool,
     state: Shared,
     table: String,
     soft_delete: bool,
     page_size: u64,
+    /// At most this many rows (`$top`).
+    top: Option<u64>,
     /// The client's `$filter`, restricted to the rows the caller may see (their grant).
     filter: Option<Expr>,
     /// Tombstones too.
@@ -132,6 +212,13 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Rows the next page asks for: a page, or what `$top` leaves.
+    fn limit(&self) -> u64 {
+        self.top.map_or(self.page_size, |top| {
+            top.saturating_sub(self.sent).min(self.page_size)
+        })
+    }
+
     /// Reads the page after the cursor.
     async fn read_page(&self) -> Result<Vec<Row>, ServerError> {
         let filter = match &self.after {
@@ -142,7 +229,7 @@ impl Snapshot {
             filter,
             order_by: vec![ascending(UPDATED_AT), ascending(ID)],
             skip: 0,
-            limit: self.page_size,
+            limit: self.limit(),
             include_deleted: self.include_deleted,
             scope: None,
             count: false,
@@ -164,25 +251,56 @@ impl Snapshot {
             Ok(rows) => rows,
             Err(error) => return Some(self.fail(&error)),
         };
-        let short = u64::try_from(rows.len()).unwrap_or(u64::MAX) < self.page_size;
+        let asked = self.limit();
+        let short = u64::try_from(rows.len()).unwrap_or(u64::MAX) < asked
+            || self
+                .top
+                .is_some_and(|top| self.sent + rows.len() as u64 >= top);
         self.state.metrics.add_rows(rows.len());
         let mut out = Vec::new();
-        for row in rows {
-            self.after = Some((row.updated_at_ms, row.id.clone()));
-            if let Err(error) = serde_json::to_writer(&mut out, &row.into_item(self.soft_delete)) {
+        if self.columnar {
+            if let Some(last) = rows.last() {
+                self.after = Some((last.updated_at_ms, last.id.clone()));
+            }
+            let refs: Vec<RowRef<'_>> = rows
+                .iter()
+                .map(|row| RowRef {
+                    id: &row.id,
+                    created_at_ms: row.created_at_ms,
+                    updated_at_ms: row.updated_at_ms,
+                    version: row.version,
+                    deleted: self.soft_delete.then_some(row.deleted),
+                    values: &row.values,
+                })
+                .collect();
+            if let Err(error) = encode_rows(&refs, &mut out) {
                 return Some(self.fail(&ServerError::Internal(error.to_string())));
             }
-            out.push(b'\n');
-            self.sent += 1;
+            self.sent += rows.len() as u64;
+        } else {
+            for row in rows {
+                self.after = Some((row.updated_at_ms, row.id.clone()));
+                if let Err(error) =
+                    serde_json::to_writer(&mut out, &row.into_item(self.soft_delete))
+                {
+                    return Some(self.fail(&ServerError::Internal(error.to_string())));
+                }
+                out.push(b'\n');
+                self.sent += 1;
+            }
         }
         if short {
             self.done = true;
-            out.extend_from_slice(
-                json!({"end": true, "rows": self.sent})
-                    .to_string()
-                    .as_bytes(),
-            );
-            out.push(b'\n');
+            if self.columnar {
+                columns::encode_end(self.sent, &mut out);
+            } else {
+                out.extend_from_slice(
+                    json!({"end": true, "rows": self.sent})
+                        .to_string()
+                        .as_bytes(),
+                );
+                out.push(b'\n');
+            }
             tracing::info!(table = %self.table, rows = self.sent, "snapshot sent");
         }
         Some(Bytes::from(out))
@@ -192,6 +310,11 @@ impl Snapshot {
     fn fail(&mut self, error: &ServerError) -> Bytes {
         self.done = true;
         tracing::warn!(table = %self.table, rows = self.sent, %error, "snapshot cut off");
+        if self.columnar {
+            let mut frame = Vec::new();
+            columns::encode_error(&error.to_string(), &mut frame);
+            return Bytes::from(frame);
+        }
         let mut line = json!({"error": error.to_string()}).to_string().into_bytes();
         line.push(b'\n');
         Bytes::from(line)

@@ -9,6 +9,7 @@
 //! longer has. Several tables at once are `many.rs`; purge is in `purge.rs`;
 //! what a pull returns is in `outcome.rs`.
 
+mod bootstrap;
 mod first;
 mod many;
 mod page;
@@ -115,6 +116,11 @@ impl PullRun {
         self.cursor = self.stored_cursor()?;
         let first_sync = self.key.is_some() && self.cursor.is_none();
         let empty = first_sync && self.table_is_empty()?;
+        // A bootstrap that was cut off reads the rest of the snapshot after its cursor.
+        let resume = match (&self.key, &self.cursor) {
+            (Some(key), Some(_)) => bootstrap::interrupted(&self.engine, key)?,
+            _ => false,
+        };
         // A first sync reads the rows the app shows first, when it asked for them.
         if first_sync {
             if let Some(screen) = self.options.first_screen.clone() {
@@ -123,7 +129,7 @@ impl PullRun {
         }
         // A query pulled for the first time into an empty table reads the table in one
         // streamed snapshot when the server offers one, then pages on from its cursor.
-        if empty {
+        if resume || empty {
             if let Some(end) = self.read_snapshot().await? {
                 self.cursor = end;
             }
@@ -356,13 +362,22 @@ impl PullRun {
 
     /// Reads the table through the transport's snapshot, applying each batch as
     /// it arrives (the transport reads ahead meanwhile). Returns the cursor
-    /// after the last row, `None` when the transport has no snapshot. A failure
-    /// part-way leaves the batches applied so far and their cursor stored: the
-    /// next pull pages on from there.
+    /// after the last row, `None` when the transport has no snapshot. Each batch
+    /// commits with its cursor and a marker (`bootstrap.rs`); a failure or a kill
+    /// part-way leaves the batches applied so far, and the next pull reads the rest
+    /// of the snapshot after their cursor.
     async fn read_snapshot(&mut self) -> Result<Option<Option<Cursor>>> {
+        let Some(key) = self.key.clone() else {
+            return Ok(None);
+        };
+        // Resuming: the rows after the cursor (led by `updatedAt ge`, so the server seeks).
+        let filter = match &self.cursor {
+            Some(c) => Some(and_maybe(self.query.filter.clone(), after_cursor(c)?)),
+            None => self.query.filter.clone(),
+        };
         let request = SnapshotRequest {
             table: self.table.clone(),
-            filter: self.query.filter.clone(),
+            filter,
             batch_rows: usize::try_from(self.page_size).unwrap_or(usize::MAX),
         };
         let mut batches = match self.engine.transport.snapshot(&request).await {
@@ -373,7 +388,8 @@ impl PullRun {
         tracing::info!(table = %self.table, "reading the table's snapshot");
         self.result.snapshot = true;
         self.result.requests += 1;
-        let mut cursor = None;
+        let mut cursor = self.cursor.clone();
+        let mut mark = true;
         loop {
             let next = tokio::select! {
                 biased;
@@ -395,18 +411,20 @@ impl PullRun {
                     total: self.progress.total(),
                 });
             }
-            let applied = page::apply_page(
+            let applied = bootstrap::apply_batch(
                 self.engine.clone(),
                 self.table.clone(),
-                self.key.clone(),
+                key.clone(),
                 cursor.clone(),
                 items,
+                std::mem::take(&mut mark),
             )
             .await?;
             self.count_applied(&applied);
             cursor = applied.cursor;
             tracing::debug!(rows = received, "snapshot batch applied");
         }
+        bootstrap::finish(&self.engine, &key)?;
         Ok(Some(cursor))
     }
 

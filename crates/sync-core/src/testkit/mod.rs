@@ -126,6 +126,7 @@ macro_rules! store_conformance {
                 round_trip_date_times,
                 round_trip_json,
                 put_replaces_whole_row,
+                put_items_as_puts,
                 put_unknown_column,
                 put_type_mismatch,
                 put_missing_id,

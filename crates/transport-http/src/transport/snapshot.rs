@@ -10,11 +10,24 @@
 //! `batch_rows`; the channel holds [`READ_AHEAD`] batches, which bounds memory. A line
 //! `{"error":…}`, a line that is not a JSON object, a row count that does not match, or a
 //! body that ends without the end line arrives as an `Err` before the channel closes.
+//!
+//! The request's `Accept` header prefers the columnar framing
+//! ([`tidesync_protocol::columns`]); the body is decoded by its `Content-Type`, so a server
+//! that only knows NDJSON is read as before. Columnar frames are decoded as they arrive into
+//! the same rows, with the same checks (an error frame, a wrong count, a missing end frame).
+//!
+//! Each request asks for at most `snapshot_segment_rows` rows (`$top`, see the builder);
+//! after a full segment the task asks again with the keyset condition of the segment's
+//! last row added to the filter. Only the first request's failure is returned by
+//! `open_snapshot`; a later one arrives on the channel like a cut-off body.
 
 use futures_util::StreamExt as _;
 use serde_json::Value;
 use tidesync_core::{Item, NetworkError, NetworkKind, Snapshot, SnapshotRequest, TransportError};
-use tidesync_protocol::odata::{Dialect, Query};
+use tidesync_protocol::columns::{self, Decoder, Frame};
+use tidesync_protocol::odata::{Dialect, Expr, Query, after_keyset, and_maybe};
+use tidesync_protocol::system::{ID, UPDATED_AT};
+use tidesync_protocol::time_fmt::parse_timestamp;
 use tokio::sync::mpsc;
 use tracing::Instrument as _;
 
@@ -26,8 +39,31 @@ pub(crate) const EXTENSION: &str = "snapshot";
 /// Batches read ahead of the engine.
 const READ_AHEAD: usize = 2;
 
+/// What the request accepts: the columnar framing first, NDJSON from servers without it.
+const ACCEPT: &str = "application/vnd.tidesync.columns, application/x-ndjson;q=0.5";
+
 /// A line longer than this is refused (a row is far smaller; this bounds memory).
 const MAX_LINE: usize = 16 * 1024 * 1024;
+
+/// Where a response's rows stopped: the last row's `updatedAt` and `id`.
+type Position = (String, String);
+
+/// How one response ended.
+enum Ended {
+    /// Its end line or frame arrived after `rows` rows.
+    Complete { rows: u64, last: Option<Position> },
+    /// The engine dropped the receiver.
+    Dropped,
+    /// It failed (after the rows before were sent on).
+    Failed(TransportError),
+}
+
+fn position(item: Option<&Item>) -> Option<Position> {
+    let item = item?;
+    let at = item.get(UPDATED_AT)?.as_str()?;
+    let id = item.get(ID)?.as_str()?;
+    Some((at.to_owned(), id.to_owned()))
+}
 
 impl HttpTransport {
     /// Opens a snapshot of `request.table`.
@@ -39,27 +75,104 @@ impl HttpTransport {
         if !capabilities.has_extension(EXTENSION) {
             return Err(TransportError::Unsupported("snapshot"));
         }
-        let mut url = self.url_for(&self.extension_path("tables"), &[&request.table, EXTENSION]);
-        let filter = Query {
-            filter: request.filter.clone(),
-            ..Query::default()
-        }
-        .to_query_string(Dialect::V3);
-        let query = if filter.is_empty() {
-            "__includedeleted=true".to_owned()
-        } else {
-            format!("{filter}&__includedeleted=true")
-        };
-        url.set_query(Some(&query));
         let span = tracing::info_span!("snapshot", table = %request.table);
         let response = self
-            .open_stream(url, "application/x-ndjson", "opening the snapshot failed")
+            .request_segment(request, request.filter.clone())
             .instrument(span.clone())
             .await?;
         let (sender, receiver) = mpsc::channel(READ_AHEAD);
-        tokio::spawn(pump(response, sender, request.batch_rows.max(1)).instrument(span));
+        let transport = self.clone();
+        let request = request.clone();
+        tokio::spawn(
+            async move {
+                let batch_rows = request.batch_rows.max(1);
+                let mut response = response;
+                loop {
+                    let ended = if is_columnar(&response) {
+                        pump_columns(response, &sender, batch_rows).await
+                    } else {
+                        pump(response, &sender, batch_rows).await
+                    };
+                    let last = match ended {
+                        Ended::Dropped => return,
+                        Ended::Failed(error) => {
+                            tracing::info!(%error, "snapshot failed");
+                            let _ = sender.send(Err(error)).await;
+                            return;
+                        }
+                        // A full segment: more may follow. (A server that ignores `$top`
+                        // sends more than a segment, and then it sent everything.)
+                        Ended::Complete {
+                            rows,
+                            last: Some(last),
+                        } if rows == transport.inner.settings.snapshot_segment_rows => last,
+                        Ended::Complete { rows, .. } => {
+                            tracing::debug!(rows, "snapshot read");
+                            return;
+                        }
+                    };
+                    let after = match parse_timestamp(&last.0) {
+                        Ok(at) => after_keyset(at, &last.1),
+                        Err(e) => {
+                            let error = TransportError::Protocol(format!(
+                                "snapshot: a row's updatedAt does not parse: {e}"
+                            ));
+                            let _ = sender.send(Err(error)).await;
+                            return;
+                        }
+                    };
+                    let filter = Some(and_maybe(request.filter.clone(), after));
+                    response = tokio::select! {
+                        () = sender.closed() => return,
+                        next = transport.request_segment(&request, filter) => match next {
+                            Ok(response) => response,
+                            Err(error) => {
+                                let _ = sender.send(Err(error)).await;
+                                return;
+                            }
+                        },
+                    };
+                }
+            }
+            .instrument(span),
+        );
         Ok(receiver)
     }
+
+    /// Sends the request for one segment (at most the segment's rows matching `filter`).
+    async fn request_segment(
+        &self,
+        request: &SnapshotRequest,
+        filter: Option<Expr>,
+    ) -> Result<reqwest::Response, TransportError> {
+        let mut url = self.url_for(&self.extension_path("tables"), &[&request.table, EXTENSION]);
+        let filter = Query {
+            filter,
+            ..Query::default()
+        }
+        .to_query_string(Dialect::V3);
+        let top = self.inner.settings.snapshot_segment_rows;
+        let mut query = format!("__includedeleted=true&$top={top}");
+        if !filter.is_empty() {
+            query = format!("{filter}&{query}");
+        }
+        url.set_query(Some(&query));
+        self.open_stream(url, ACCEPT, "opening the snapshot failed")
+            .await
+    }
+}
+
+/// True when the body is in the columnar framing.
+fn is_columnar(response: &reqwest::Response) -> bool {
+    response
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case(columns::CONTENT_TYPE))
+        })
 }
 
 /// What one line of the body said.
@@ -89,19 +202,19 @@ fn parse_line(line: &[u8]) -> Result<Line, TransportError> {
     Ok(Line::Row(object))
 }
 
-/// Reads the body into batches until the end line, an error or a dropped receiver.
-async fn pump(
-    response: reqwest::Response,
-    sender: mpsc::Sender<Result<Vec<Item>, TransportError>>,
-    batch_rows: usize,
-) {
+/// The sending side of a snapshot.
+type Sender = mpsc::Sender<Result<Vec<Item>, TransportError>>;
+
+/// Reads an NDJSON body into batches until the end line, an error or a dropped receiver.
+async fn pump(response: reqwest::Response, sender: &Sender, batch_rows: usize) -> Ended {
     let mut body = response.bytes_stream();
     let mut line: Vec<u8> = Vec::new();
     let mut batch: Vec<Item> = Vec::with_capacity(batch_rows);
     let mut rows: u64 = 0;
+    let mut last: Option<Position> = None;
     let outcome: Result<(), TransportError> = 'read: loop {
         let chunk = tokio::select! {
-            () = sender.closed() => return,
+            () = sender.closed() => return Ended::Dropped,
             chunk = body.next() => chunk,
         };
         let bytes = match chunk {
@@ -130,8 +243,9 @@ async fn pump(
                     batch.push(item);
                     if batch.len() >= batch_rows {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                        last = position(full.last());
                         if sender.send(Ok(full)).await.is_err() {
-                            return;
+                            return Ended::Dropped;
                         }
                     }
                 }
@@ -155,16 +269,100 @@ async fn pump(
     };
     // Rows before a failure are still sent: they are in order, so the engine applies
     // them and its cursor stays exact.
-    if !batch.is_empty() && sender.send(Ok(batch)).await.is_err() {
-        return;
-    }
-    match outcome {
-        Ok(()) => tracing::debug!(rows, "snapshot read"),
-        Err(error) => {
-            tracing::info!(%error, rows, "snapshot failed");
-            let _ = sender.send(Err(error)).await;
+    finish(sender, batch, last, rows, outcome).await
+}
+
+/// Sends the last partial batch and says how the body ended.
+async fn finish(
+    sender: &Sender,
+    batch: Vec<Item>,
+    mut last: Option<Position>,
+    rows: u64,
+    outcome: Result<(), TransportError>,
+) -> Ended {
+    if !batch.is_empty() {
+        last = position(batch.last());
+        if sender.send(Ok(batch)).await.is_err() {
+            return Ended::Dropped;
         }
     }
+    match outcome {
+        Ok(()) => Ended::Complete { rows, last },
+        Err(error) => Ended::Failed(error),
+    }
+}
+
+/// As [`pump`], for a columnar body.
+async fn pump_columns(response: reqwest::Response, sender: &Sender, batch_rows: usize) -> Ended {
+    let mut body = response.bytes_stream();
+    let mut decoder = Decoder::new();
+    let mut batch: Vec<Item> = Vec::with_capacity(batch_rows);
+    let mut rows: u64 = 0;
+    let mut last: Option<Position> = None;
+    let bad = |e: columns::ColumnsError| TransportError::Protocol(format!("snapshot: {e}"));
+    let outcome: Result<(), TransportError> = 'read: loop {
+        let chunk = tokio::select! {
+            () = sender.closed() => return Ended::Dropped,
+            chunk = body.next() => chunk,
+        };
+        let bytes = match chunk {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(error)) => {
+                break 'read Err(super::network("the snapshot was cut off", &error));
+            }
+            None => {
+                break 'read Err(TransportError::Network(NetworkError::new(
+                    NetworkKind::Reset,
+                    format!("the snapshot ended after {rows} rows without its end frame"),
+                )));
+            }
+        };
+        decoder.push(&bytes);
+        loop {
+            match decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Frame::Rows(items))) => {
+                    rows += items.len() as u64;
+                    if batch.is_empty() && items.len() == batch_rows {
+                        last = position(items.last());
+                        if sender.send(Ok(items)).await.is_err() {
+                            return Ended::Dropped;
+                        }
+                        continue;
+                    }
+                    for item in items {
+                        batch.push(item);
+                        if batch.len() >= batch_rows {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(batch_rows));
+                            last = position(full.last());
+                            if sender.send(Ok(full)).await.is_err() {
+                                return Ended::Dropped;
+                            }
+                        }
+                    }
+                }
+                Ok(Some(Frame::End(count))) => {
+                    break 'read if count == rows {
+                        Ok(())
+                    } else {
+                        Err(TransportError::Protocol(format!(
+                            "snapshot: the server counted {count} rows, {rows} arrived"
+                        )))
+                    };
+                }
+                Ok(Some(Frame::Error(message))) => {
+                    break 'read Err(TransportError::Network(
+                        format!("the server failed part-way through the snapshot: {message}")
+                            .into(),
+                    ));
+                }
+                Err(error) => break 'read Err(bad(error)),
+            }
+        }
+    };
+    // As in `pump`: the rows before a failure are in order, so they are still sent.
+    finish(sender, batch, last, rows, outcome).await
 }
 
 #[cfg(test)]

@@ -483,6 +483,65 @@ pub fn put_replaces_whole_row(factory: &dyn StoreFactory) {
     );
 }
 
+/// A bulk [`Write::PutItems`] leaves the table exactly as the same rows put one by one:
+/// more rows than one statement of a SQL store takes, varying columns, nulls, an id twice
+/// (the last wins) and a delete between two bulk writes; a bad row refuses the whole batch.
+pub fn put_items_as_puts(factory: &dyn StoreFactory) {
+    let rows: Vec<Value> = (0..300)
+        .map(|n| match n % 4 {
+            0 => json!({"id": format!("r{n:03}"), "text": format!("row {n}"), "done": true, "rank": n}),
+            1 => json!({"id": format!("r{n:03}"), "rank": -n}),
+            2 => json!({"id": format!("r{n:03}"), "text": null, "done": false}),
+            _ => json!({"id": format!("r{}", n % 7), "text": "again"}),
+        })
+        .collect();
+    let (_one, one_by_one) = fresh(factory);
+    let (_bulk, bulk) = fresh(factory);
+    let mut puts: Vec<Write> = rows.iter().map(|r| put("todo", r.clone())).collect();
+    puts.insert(
+        200,
+        Write::DeleteItem {
+            table: "todo".to_owned(),
+            id: "r001".to_owned(),
+        },
+    );
+    write(&*one_by_one, puts);
+    let bulk_write = |rows: &[Value]| Write::PutItems {
+        table: "todo".to_owned(),
+        items: rows.iter().cloned().map(item).collect(),
+    };
+    write(
+        &*bulk,
+        vec![
+            bulk_write(&rows[..200]),
+            Write::DeleteItem {
+                table: "todo".to_owned(),
+                id: "r001".to_owned(),
+            },
+            bulk_write(&rows[200..]),
+        ],
+    );
+    let by_id = Query {
+        order_by: vec![tidesync_protocol::odata::OrderBy {
+            member: "id".to_owned(),
+            descending: false,
+        }],
+        ..Query::default()
+    };
+    let all = |store: &dyn crate::store::LocalStore| store.query("todo", &by_id).unwrap().items;
+    let expected = all(&*one_by_one);
+    assert!(expected.len() > 200);
+    assert_same_items(&all(&*bulk), &expected, "bulk rows");
+    let mut bad = rows[..150].to_vec();
+    bad.push(json!({"id": "zz", "colour": "red"}));
+    assert_err(
+        bulk.write(&batch(vec![bulk_write(&bad)])),
+        |e| matches!(e, StoreError::UnknownColumn { .. }),
+        "a bulk write with a bad row",
+    );
+    assert_same_items(&all(&*bulk), &expected, "rows after a refused bulk write");
+}
+
 /// A put with a property that is not a column is refused.
 pub fn put_unknown_column(factory: &dyn StoreFactory) {
     let (_place, store) = fresh(factory);
