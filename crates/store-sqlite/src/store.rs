@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use rusqlite::types::{ToSqlOutput, Value as SqlValue};
 use rusqlite::{
     CachedStatement, Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior,
 };
@@ -698,7 +699,7 @@ fn check_id(info: &TableInfo, item: &Item) -> Result<()> {
 fn column_param<'i>(
     info: &TableInfo,
     name: &str,
-    value: &'i Value,
+    value: &'i serde_json::Value,
 ) -> Result<(usize, ToSqlOutput<'i>)> {
     let table = info.def.name();
     let index = info
