@@ -44,9 +44,15 @@ pub(crate) enum Step {
         values: tidesync_protocol::Item,
         deleted: bool,
     },
-    /// A write that needs these columns added first; run [`Staged::decide`] again after
-    /// [`Staged::set_schema`] with the new schema (decisions are pure).
-    AddColumns(Vec<(String, super::ColumnType)>),
+    /// A write of these values that needs `columns` added first: add them, take the new
+    /// schema with [`Staged::set_schema`], then stamp and [`Staged::put`] the values. The
+    /// decision is not run again (it ran once, as for a single write; policy hooks inside
+    /// it must not see one write twice).
+    AddColumns {
+        columns: Vec<(String, super::ColumnType)>,
+        values: tidesync_protocol::Item,
+        deleted: bool,
+    },
 }
 
 /// The rows a batch writes to one table (see the module documentation).
@@ -121,7 +127,11 @@ impl Staged {
                 if new_columns.is_empty() {
                     Step::Put { values, deleted }
                 } else {
-                    Step::AddColumns(new_columns)
+                    Step::AddColumns {
+                        columns: new_columns,
+                        values,
+                        deleted,
+                    }
                 }
             }
         }
@@ -232,7 +242,7 @@ mod tests {
             Step::Put { values, deleted } => {
                 staged.put(id, values, deleted, (10, version)).unwrap()
             }
-            Step::AddColumns(_) => panic!("no columns to add"),
+            Step::AddColumns { .. } => panic!("no columns to add"),
         }
     }
 

@@ -304,23 +304,28 @@ impl PostgresStore {
                     table: plan.table.clone(),
                 });
             };
-            let outcome = loop {
-                match table.staged.decide(&plan.id, &plan.decide) {
-                    Step::Done(outcome) => break outcome,
-                    Step::Put { values, deleted } => {
-                        let stamp = self.stamp(tx, table).await?;
-                        break table.staged.put(&plan.id, values, deleted, stamp)?;
+            let outcome = match table.staged.decide(&plan.id, &plan.decide) {
+                Step::Done(outcome) => outcome,
+                Step::Put { values, deleted } => {
+                    let stamp = self.stamp(tx, table).await?;
+                    table.staged.put(&plan.id, values, deleted, stamp)?
+                }
+                Step::AddColumns {
+                    columns,
+                    values,
+                    deleted,
+                } => {
+                    // Adding columns needs the table's ACCESS EXCLUSIVE lock, taken
+                    // before any other: start over with it (the one case where a
+                    // decision runs again, in a new transaction).
+                    if !locked_tables.contains(&plan.table) {
+                        return Ok(Err(plan.table.clone()));
                     }
-                    Step::AddColumns(columns) => {
-                        // Adding columns needs the table's ACCESS EXCLUSIVE lock, taken
-                        // before any other: start over with it.
-                        if !locked_tables.contains(&plan.table) {
-                            return Ok(Err(plan.table.clone()));
-                        }
-                        let schema = table.staged.schema().clone();
-                        let schema = self.add_columns(tx, schema, &columns).await?;
-                        table.staged.set_schema(schema);
-                    }
+                    let schema = table.staged.schema().clone();
+                    let schema = self.add_columns(tx, schema, &columns).await?;
+                    table.staged.set_schema(schema);
+                    let stamp = self.stamp(tx, table).await?;
+                    table.staged.put(&plan.id, values, deleted, stamp)?
                 }
             };
             if outcome.is_ok() {

@@ -110,17 +110,21 @@ impl SqliteStore {
                         .ok_or_else(|| StoreError::UnknownTable {
                             table: write.table.clone(),
                         })?;
-                let outcome = loop {
-                    match table.staged.decide(&write.id, &write.decide) {
-                        Step::Done(outcome) => break outcome,
-                        Step::Put { values, deleted } => {
-                            let stamp = table.stamp(&tx)?;
-                            break table.staged.put(&write.id, values, deleted, stamp)?;
-                        }
-                        Step::AddColumns(columns) => {
-                            let schema = table.staged.schema().clone();
-                            table.staged.set_schema(add_columns(&tx, schema, &columns)?);
-                        }
+                let outcome = match table.staged.decide(&write.id, &write.decide) {
+                    Step::Done(outcome) => outcome,
+                    Step::Put { values, deleted } => {
+                        let stamp = table.stamp(&tx)?;
+                        table.staged.put(&write.id, values, deleted, stamp)?
+                    }
+                    Step::AddColumns {
+                        columns,
+                        values,
+                        deleted,
+                    } => {
+                        let schema = table.staged.schema().clone();
+                        table.staged.set_schema(add_columns(&tx, schema, &columns)?);
+                        let stamp = table.stamp(&tx)?;
+                        table.staged.put(&write.id, values, deleted, stamp)?
                     }
                 };
                 let rendered = (write.render)(outcome);
