@@ -17,10 +17,9 @@ use tidesync_protocol::system::{DELETED, ID};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::outcome::Cursor;
-use crate::queue::conform_owned;
 use crate::store::{Write, WriteBatch};
 
-use super::page::{Applied, page_newest};
+use super::page::{Applied, page_newest, server_row};
 
 /// The marker's `__config` key for a query's cursor key (`deltaToken|{table}|{query id}`).
 pub(super) fn marker_key(cursor_key: &str) -> String {
@@ -97,11 +96,7 @@ fn apply_now(
         } else {
             applied.upserted += 1;
             let id = id.to_owned();
-            let row = conform_owned(&def, item, true).map_err(|reason| Error::BadServerRow {
-                table: table.to_owned(),
-                id,
-                reason: Box::new(reason),
-            })?;
+            let row = server_row(&def, table, id, item)?;
             puts.push(row);
         }
     }

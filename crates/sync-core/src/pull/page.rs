@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::model::TableDef;
 use crate::outcome::Cursor;
 use crate::queue::conform_owned;
 use crate::store::{Write, WriteBatch};
@@ -154,11 +155,7 @@ fn apply_page_now(
         } else {
             applied.upserted += 1;
             let id = id.to_owned();
-            let row = conform_owned(&def, item, true).map_err(|reason| Error::BadServerRow {
-                table: table.to_owned(),
-                id,
-                reason: Box::new(reason),
-            })?;
+            let row = server_row(&def, table, id, item)?;
             batch.push(Write::PutItem {
                 table: table.to_owned(),
                 item: row,
@@ -179,6 +176,16 @@ fn apply_page_now(
     queue.commit(&*engine.store, &batch)?;
     applied.cursor = cursor;
     Ok(applied)
+}
+
+/// A row the server sent, shaped for the local table `table`; one that does not
+/// fit fails the pull with [`Error::BadServerRow`].
+pub(super) fn server_row(def: &TableDef, table: &str, id: String, item: Item) -> Result<Item> {
+    conform_owned(def, item, true).map_err(|reason| Error::BadServerRow {
+        table: table.to_owned(),
+        id,
+        reason: Box::new(reason),
+    })
 }
 
 /// After a full re-read: removes the local rows the query selects that the
