@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use tidesync_core::{ColumnType, LocalStore, Query, SyncContext, TableDef};
-use tidesync_protocol::new_client_id;
 use tidesync_server::Server;
 use tidesync_store_sqlite::SqliteStore;
 use tidesync_transport_http::HttpTransport;
@@ -29,8 +28,6 @@ use crate::{Plan, progress};
 
 /// Rows per snapshot batch (one store transaction each), and per baseline transaction.
 const BATCH: u64 = 5_000;
-/// Ops per seeding request.
-const SEED_BATCH: usize = 1000;
 /// The table.
 const TABLE: &str = "Boot";
 
@@ -167,27 +164,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
 /// Inserts rows `0..rows` on the server through the batch route.
 async fn seed(url: &str, rows: usize) -> anyhow::Result<()> {
     progress(&format!("seeding the server with {rows} rows"));
-    let http = reqwest::Client::new();
-    let mut n = 0;
-    while n < rows {
-        let end = (n + SEED_BATCH).min(rows);
-        let operations: Vec<Value> = (n..end)
-            .map(|k| {
-                let id = new_client_id();
-                json!({"id": format!("seed-{id}"), "kind": "insert", "table": TABLE,
-                       "itemId": id, "item": row(k)})
-            })
-            .collect();
-        http.post(format!("{url}/tidesync/v1/batch"))
-            .json(&json!({ "operations": operations }))
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        n = end;
-    }
-    Ok(())
+    crate::remote::seed_rows(url, TABLE, 0..rows, row).await
 }
 
 /// The server's `tidesync_rows_served_total`.

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde_json::{Value, json};
 use tidesync_core::{ChangeEvent, LocalStore, PullOptions, Query, SyncContext, Write, WriteBatch};
-use tidesync_protocol::new_client_id;
 use tidesync_server::Server;
 use tidesync_store_sqlite::SqliteStore;
 use tidesync_transport_http::{HttpTransport, Protocol};
@@ -68,27 +67,13 @@ fn store(file: &Path) -> anyhow::Result<SqliteStore> {
 
 /// Inserts rows `from..to` on the server through the batch route.
 async fn seed(url: &str, from: usize, to: usize) -> anyhow::Result<()> {
-    let http = reqwest::Client::new();
-    let mut n = from;
-    while n < to {
-        let end = (n + 1000).min(to);
-        let operations: Vec<Value> = (n..end)
-            .map(|k| {
-                json!({"id": new_client_id(), "kind": "insert", "table": "Item",
-                       "itemId": new_client_id(),
-                       "item": {"text": format!("item number {k}"), "n": k, "done": k % 2 == 0}})
-            })
-            .collect();
-        http.post(format!("{url}/tidesync/v1/batch"))
-            .json(&json!({ "operations": operations }))
-            .send()
-            .await?
-            .error_for_status()?
-            .bytes()
-            .await?;
-        n = end;
-    }
-    Ok(())
+    crate::remote::seed_rows(
+        url,
+        "Item",
+        from..to,
+        |k| json!({"text": format!("item number {k}"), "n": k, "done": k % 2 == 0}),
+    )
+    .await
 }
 
 fn median(mut values: Vec<f64>) -> f64 {

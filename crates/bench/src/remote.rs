@@ -480,15 +480,26 @@ fn raw_read(db: &Path) -> anyhow::Result<f64> {
 /// Inserts rows `from..to` on the server through the batch route.
 async fn seed(url: &str, from: usize, to: usize) -> anyhow::Result<()> {
     progress(&format!("seeding the server with rows {from}..{to}"));
+    seed_rows(url, "Item", from..to, item).await
+}
+
+/// Inserts `row(k)` for each `k` of `rows` into `table` on the server through the batch
+/// route, [`SEED_BATCH`] ops a request (each op's item id is a fresh client id).
+pub(crate) async fn seed_rows(
+    url: &str,
+    table: &str,
+    rows: std::ops::Range<usize>,
+    row: impl Fn(usize) -> Value,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
-    let mut n = from;
-    while n < to {
-        let end = (n + SEED_BATCH).min(to);
+    let mut n = rows.start;
+    while n < rows.end {
+        let end = (n + SEED_BATCH).min(rows.end);
         let operations: Vec<Value> = (n..end)
             .map(|k| {
                 let id = new_client_id();
-                json!({"id": format!("seed-{id}"), "kind": "insert", "table": "Item",
-                       "itemId": id, "item": item(k)})
+                json!({"id": format!("seed-{id}"), "kind": "insert", "table": table,
+                       "itemId": id, "item": row(k)})
             })
             .collect();
         let answer = http
