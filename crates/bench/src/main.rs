@@ -62,7 +62,7 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-ingest OPS";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-ingest OPS | --child-push OPS [--queue-only]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -75,6 +75,17 @@ fn main() -> ExitCode {
         return match ops.parse::<usize>() {
             Ok(ops) => finish(remote::child_ingest(ops)),
             Err(_) => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    if let ["--child-push", ops, rest @ ..] = args.as_slice() {
+        // One client's batched push to an in-process server, for profiling.
+        return match (ops.parse::<usize>(), rest) {
+            (Ok(ops), []) => finish(remote::child_push(ops, true)),
+            (Ok(ops), ["--queue-only"]) => finish(remote::child_push(ops, false)),
+            _ => {
                 eprintln!("{USAGE}");
                 ExitCode::from(2)
             }

@@ -399,6 +399,40 @@ pub(crate) fn child_ingest(ops: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A client queues `ops` inserts and, when `push` is set, pushes them (batched) to a fresh
+/// server in the same process, then times [`push_idem_floor`]; prints the push's seconds,
+/// the floor's and their ratio. The run `--child-push OPS [--queue-only]` profiles (the
+/// push's instructions = the run with the push minus the run without it).
+pub(crate) fn child_push(ops: usize, push: bool) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let served = serve().await?;
+        let dir = tempfile::tempdir()?;
+        let context = client(&served.url, Protocol::Auto, &dir.path().join("push.db"))?;
+        let table = context.table::<Value>("Item");
+        for n in 0..ops {
+            table.insert(&item(n)).await?;
+        }
+        if push {
+            let start = Instant::now();
+            let result = context.push().await?;
+            anyhow::ensure!(
+                result.status == PushStatus::Complete && result.pushed == ops as u64,
+                "push did not complete: {:?} ({} pushed)",
+                result.status,
+                result.pushed
+            );
+            let seconds = start.elapsed().as_secs_f64();
+            let floor = push_idem_floor(ops, dir.path())?;
+            println!("{seconds:.3} {floor:.3} {:.2}", seconds / floor);
+        }
+        Ok(())
+    })
+}
+
 /// Rows read by `serve_10k`.
 const SERVE_ROWS: usize = 10_000;
 

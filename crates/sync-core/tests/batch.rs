@@ -150,3 +150,122 @@ async fn per_op_errors_in_a_batch_are_recorded_like_single_calls() {
         .collect();
     assert_eq!(queue, vec![(OpKind::Insert, OpState::Failed)]);
 }
+
+/// A conflict handler that announces each call and answers only when let go.
+#[derive(Debug, Default)]
+struct HeldHandler {
+    called: tokio::sync::Notify,
+    go: tokio::sync::Notify,
+}
+
+#[async_trait::async_trait]
+impl tidesync_core::ConflictHandler for HeldHandler {
+    async fn resolve(&self, _conflict: &tidesync_core::Conflict) -> tidesync_core::Resolution {
+        self.called.notify_one();
+        self.go.notified().await;
+        tidesync_core::Resolution::TakeServer
+    }
+}
+
+#[tokio::test]
+async fn the_next_batch_is_sent_while_an_answer_is_being_settled() {
+    let handler = std::sync::Arc::new(HeldHandler::default());
+    let f = Fixture::build(MockServer::new(), Some(handler.clone()));
+    f.seed("c", "s").await;
+    f.server
+        .server_update(TODO, obj(json!({"id": "c", "text": "theirs"})));
+    let client = {
+        f.server.set_batch_support(true);
+        SyncContext::builder()
+            .store(f.store.clone())
+            .transport(f.server.transport())
+            .conflict_handler_arc(handler.clone())
+            .batch_size(2)
+            .build()
+            .unwrap()
+    };
+    let todo = client.table::<serde_json::Value>(TODO);
+    // The first batch: c (conflicts) and a; the second: b and d.
+    todo.update(&json!({"id": "c", "text": "mine"}))
+        .await
+        .unwrap();
+    for id in ["a", "b", "d"] {
+        todo.insert(&json!({"id": id})).await.unwrap();
+    }
+    drop(f.server.block_next_write()); // the first batch passes
+    let second = f.server.block_next_write();
+    let push = {
+        let client = client.clone();
+        tokio::spawn(async move { client.push().await.unwrap() })
+    };
+    handler.called.notified().await;
+    // The first batch's conflict is being resolved, and the second batch is
+    // already at the server.
+    tokio::time::timeout(std::time::Duration::from_secs(30), second.reached())
+        .await
+        .expect("the second batch was not sent while the first was being settled");
+    handler.go.notify_one();
+    second.release();
+    let result = push.await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert_eq!(result.pushed, 4);
+    assert_eq!(kinds(&f.server), vec![CallKind::Batch, CallKind::Batch]);
+    assert_eq!(text_of(&f.server.get(TODO, "c").unwrap()), "theirs");
+    assert_eq!(f.server.items(TODO).len(), 4);
+    assert!(client.operations().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn a_batch_marked_behind_a_failed_request_is_left_as_it_was() {
+    let f = Fixture::new();
+    let client = batching(&f.server, &f.store, 2);
+    let todo = client.table::<serde_json::Value>(TODO);
+    for id in ["a", "b", "c", "d"] {
+        todo.insert(&json!({"id": id})).await.unwrap();
+    }
+    let before = client.operations().unwrap();
+    // The first batch is held at the server until the second is marked
+    // attempted, then fails as a whole.
+    f.server.fail_next(1, Fault::Network);
+    let first = f.server.block_next_write();
+    let push = {
+        let client = client.clone();
+        tokio::spawn(async move { client.push().await.unwrap() })
+    };
+    first.reached().await;
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        while !client
+            .operations()
+            .unwrap()
+            .iter()
+            .all(|op| op.state == OpState::Attempted)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the second batch was not marked while the first was on the wire");
+    first.release();
+    let result = push.await.unwrap();
+    assert_eq!(result.status, PushStatus::CancelledByNetworkError);
+    let after = client.operations().unwrap();
+    let states: Vec<(String, OpState)> = after
+        .iter()
+        .map(|op| (op.item_id.clone(), op.state))
+        .collect();
+    assert_eq!(
+        states,
+        vec![
+            ("a".to_owned(), OpState::Failed),
+            ("b".to_owned(), OpState::Failed),
+            ("c".to_owned(), OpState::Pending),
+            ("d".to_owned(), OpState::Pending),
+        ]
+    );
+    // The unsent ops are exactly as they were queued.
+    assert_eq!(after[2..], before[2..]);
+    assert_eq!(kinds(&f.server), vec![CallKind::Batch]);
+    let result = client.push().await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert_eq!(f.server.items(TODO).len(), 4);
+}

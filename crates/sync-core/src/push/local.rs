@@ -15,6 +15,14 @@ use crate::queue::{
 };
 use crate::store::{StoreError, Write, WriteBatch};
 
+/// An acknowledged op: the server's copy, and the op's row when it was marked
+/// attempted (`None`: not known, read it).
+pub(super) struct Acked {
+    pub(super) op: Operation,
+    pub(super) server_item: Option<Item>,
+    pub(super) row_when_marked: Option<Option<Item>>,
+}
+
 impl PushRun {
     /// Completes acknowledged ops of different items in one store write: drops
     /// each op and stores the server's copy, without overwriting a local edit
@@ -25,6 +33,23 @@ impl PushRun {
         &mut self,
         done: Vec<(Operation, Option<Item>)>,
     ) -> Result<(), StoreError> {
+        self.complete_acked(
+            done.into_iter()
+                .map(|(op, server_item)| Acked {
+                    op,
+                    server_item,
+                    row_when_marked: None,
+                })
+                .collect(),
+        )
+    }
+
+    /// [`complete_ops`](Self::complete_ops) for ops that may carry their row as
+    /// it was when they were marked attempted: an item with no op queued behind
+    /// its own has not changed since (local writes queue one; pulls skip items
+    /// with ops; a push holds the sync lock), so that row is used rather than
+    /// read again.
+    pub(super) fn complete_acked(&mut self, mut done: Vec<Acked>) -> Result<(), StoreError> {
         if done.is_empty() {
             return Ok(());
         }
@@ -32,14 +57,35 @@ impl PushRun {
         let mut bad = Vec::new();
         {
             let mut queue = self.engine.lock_queue();
-            let keys: Vec<(&str, &str)> = done
-                .iter()
-                .map(|(op, _)| (op.table.as_str(), op.item_id.as_str()))
-                .collect();
-            let rows = self.engine.store.get_many(&keys)?;
+            let mut item_ops = Vec::with_capacity(done.len());
+            let mut rows = Vec::with_capacity(done.len());
+            let mut unknown: Vec<usize> = Vec::new();
+            for (at, acked) in done.iter_mut().enumerate() {
+                let ops = queue.of_item(&acked.op.table, &acked.op.item_id);
+                match acked.row_when_marked.take() {
+                    Some(row) if ops.iter().all(|o| o.id == acked.op.id) => rows.push(row),
+                    _ => {
+                        rows.push(None);
+                        unknown.push(at);
+                    }
+                }
+                item_ops.push(ops);
+            }
+            if !unknown.is_empty() {
+                let keys: Vec<(&str, &str)> = unknown
+                    .iter()
+                    .map(|&at| (done[at].op.table.as_str(), done[at].op.item_id.as_str()))
+                    .collect();
+                let read = self.engine.store.get_many(&keys)?;
+                for (&at, row) in unknown.iter().zip(read) {
+                    rows[at] = row;
+                }
+            }
             let mut batch = WriteBatch::new();
-            for ((op, server_item), row) in done.into_iter().zip(rows) {
-                let ops = queue.of_item(&op.table, &op.item_id);
+            for ((acked, row), ops) in done.into_iter().zip(rows).zip(item_ops) {
+                let Acked {
+                    op, server_item, ..
+                } = acked;
                 let version = |item: Option<&Item>| {
                     item.and_then(|i| i.get(VERSION))
                         .and_then(Value::as_str)

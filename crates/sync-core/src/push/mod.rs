@@ -1,15 +1,26 @@
 //! [`PushRun`]: one push, as a value. It walks the queue in ascending sequence
 //! ([`PushRun::take_next_ops`]), marks the ops it takes attempted
-//! ([`PushRun::mark_attempted`]), sends them one by one or as one batch
-//! ([`PushRun::send_one`], [`PushRun::send_batch`]), and settles each answer
+//! ([`PushRun::mark_attempted`]), sends them one by one ([`PushRun::send_one`])
+//! or as batches ([`PushRun::run_batches`]), and settles each answer
 //! (`settle.rs`): completes the op, stops the push, records an error, or
 //! resolves a conflict. The queue and row changes that answers lead to are in
 //! `local.rs`. What a push returns is in `outcome.rs`.
+//!
+//! Batches are pipelined: while one batch is on the wire, the next is taken
+//! and marked attempted, and it is sent as soon as the answer to the first
+//! arrives, before that answer is settled. One request is on the wire at a
+//! time, so the server still sees the queue's order; the next batch never
+//! holds an op of an item on the wire (it stops before one, as a batch stops
+//! before a second op of an item), so an answer can never concern an item the
+//! batch behind it also carries. A batch marked but not sent (the push
+//! stopped first) gets its ops back as they were.
 
 mod local;
 mod settle;
 
-use std::collections::HashSet;
+use local::Acked;
+
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tidesync_protocol::Item;
@@ -46,7 +57,7 @@ struct Outgoing {
 /// What [`PushRun::prepare`] made of an op.
 enum Prepare {
     /// Marked attempted: send it.
-    Send(Prepared),
+    Send(Box<Prepared>),
     /// Resolved or collapsed away meanwhile: nothing to send.
     Gone,
     /// An insert or update whose local row is missing.
@@ -55,10 +66,14 @@ enum Prepare {
 
 /// An op marked attempted, with what to send for it.
 struct Prepared {
+    /// The op as it was before it was marked (what an unsent batch restores).
+    before: Operation,
     op: Operation,
     send: Outgoing,
     /// What earlier attempts of this op sent and got no answer to, oldest first.
     earlier: Vec<Item>,
+    /// The op's row when it was marked (see [`PushRun::complete_acked`]).
+    row: Option<Item>,
 }
 
 /// One push: its walk through the queue and its result so far.
@@ -148,6 +163,17 @@ impl PushRun {
     /// Walks the queue to its end, or until something stops the push; the
     /// caller holds the sync lock.
     async fn run(mut self) -> PushResult {
+        if self.batch_size > 1 {
+            match self.run_batches().await {
+                Ok(Some(status)) => self.result.status = status,
+                Ok(None) => {}
+                Err(e) => {
+                    self.result.other_error = Some(e.to_string());
+                    self.result.status = PushStatus::CancelledBySyncStoreError;
+                }
+            }
+            return self.finish();
+        }
         loop {
             if self.cancel.is_cancelled() {
                 self.result.status = PushStatus::CancelledByToken;
@@ -166,42 +192,48 @@ impl PushRun {
                 break;
             }
         }
+        self.finish()
+    }
+
+    fn finish(self) -> PushResult {
         let result = self.result;
         tracing::info!(status = %result.status, pushed = result.pushed, errors = result.errors.len(), "push finished");
         result
     }
 
-    /// Pushes the next op (or the next batch of ops); `None` when the queue is done.
+    /// Pushes the next op (one request per op); `None` when the queue is done.
     async fn step(&mut self) -> Result<Option<Step>, StoreError> {
-        let mut prepared = {
-            let engine = self.engine.clone();
-            let mut queue = engine.lock_queue();
-            let ops = self.take_next_ops(&queue);
-            if ops.is_empty() {
-                return Ok(None);
-            }
-            let (prepared, missing) = self.mark_attempted(&mut queue, &ops)?;
-            drop(queue);
-            for op in missing {
-                self.missing_row(op)?;
-            }
-            prepared
+        let Some(mut prepared) = self.take_and_mark(&OnWire::default())? else {
+            return Ok(None);
         };
-        if prepared.is_empty() {
+        let Some(one) = prepared.pop() else {
             return Ok(Some(Step::Next));
+        };
+        self.send_one(one).await.map(Some)
+    }
+
+    /// Takes the next ops (none of an item in `on_wire`) and marks them
+    /// attempted. `None` when there is nothing to take now; an empty list when
+    /// the ops taken were resolved, collapsed away or had lost their row.
+    fn take_and_mark(&mut self, on_wire: &OnWire) -> Result<Option<Vec<Prepared>>, StoreError> {
+        let engine = self.engine.clone();
+        let mut queue = engine.lock_queue();
+        let ops = self.take_next_ops(&queue, on_wire);
+        if ops.is_empty() {
+            return Ok(None);
         }
-        if self.batch_size == 1 {
-            let Some(one) = prepared.pop() else {
-                return Ok(Some(Step::Next));
-            };
-            return self.send_one(one).await.map(Some);
+        let (prepared, missing) = self.mark_attempted(&mut queue, &ops)?;
+        drop(queue);
+        for op in missing {
+            self.missing_row(op)?;
         }
-        self.send_batch(prepared).await.map(Some)
+        Ok(Some(prepared))
     }
 
     /// The next ops in scope, at most one batch, skipping items blocked by an
-    /// earlier failure and stopping before a second op of an item already taken.
-    fn take_next_ops(&mut self, queue: &Queue) -> Vec<Operation> {
+    /// earlier failure and stopping before a second op of an item already
+    /// taken or an op of an item on the wire.
+    fn take_next_ops(&mut self, queue: &Queue, on_wire: &OnWire) -> Vec<Operation> {
         let mut taken: Vec<Operation> = Vec::new();
         let mut keys: HashSet<(&str, &str)> = HashSet::new();
         for op in queue.after(self.after) {
@@ -214,7 +246,7 @@ impl PushRun {
                 continue;
             }
             let key = (op.table.as_str(), op.item_id.as_str());
-            if keys.contains(&key) || taken.len() == self.batch_size {
+            if keys.contains(&key) || taken.len() == self.batch_size || on_wire.holds(key) {
                 break;
             }
             keys.insert(key);
@@ -242,7 +274,7 @@ impl PushRun {
         let mut marks = WriteBatch::new();
         for (op, row) in ops.iter().zip(rows) {
             match self.prepare(queue, op, row, &mut marks)? {
-                Prepare::Send(p) => prepared.push(p),
+                Prepare::Send(p) => prepared.push(*p),
                 Prepare::Gone => {}
                 Prepare::Missing(op) => missing.push(op),
             }
@@ -270,6 +302,8 @@ impl PushRun {
         if !self.fold_follow_up(queue, &mut op, &ops)? {
             return Ok(Prepare::Gone);
         }
+        let before = op.clone();
+        let row_when_marked = row.clone();
         // What the op sent before (an insert's or update's attempts, a delete's
         // replaced attempts), any of which the server may hold if an answer was lost.
         let (last, mut earlier) = match op.item.clone() {
@@ -311,22 +345,107 @@ impl PushRun {
             item,
             if_match,
         };
-        Ok(Prepare::Send(Prepared { op, send, earlier }))
+        Ok(Prepare::Send(Box::new(Prepared {
+            before,
+            op,
+            send,
+            earlier,
+            row: row_when_marked,
+        })))
     }
 
     /// Sends one op and settles its answer.
     async fn send_one(&mut self, one: Prepared) -> Result<Step, StoreError> {
-        let Prepared { op, send, earlier } = one;
+        let Prepared {
+            op, send, earlier, ..
+        } = one;
         let Some(outcome) = self.send_unless_cancelled(&op, &send).await else {
             return Ok(Step::Stop(PushStatus::CancelledByToken));
         };
         self.settle(op, send, earlier, outcome).await
     }
 
-    /// Sends ops as one batch request and settles every answer: the server
-    /// applied the successful ones whatever happens to the others, and they are
-    /// completed in one store write; refusals are settled one by one.
-    async fn send_batch(&mut self, prepared: Vec<Prepared>) -> Result<Step, StoreError> {
+    /// Pushes the queue as batches, pipelined (see the module's doc); the
+    /// status that stopped the push, or `None` when the queue is done.
+    async fn run_batches(&mut self) -> Result<Option<PushStatus>, StoreError> {
+        let mut on_wire: Option<InFlight> = None;
+        loop {
+            if self.cancel.is_cancelled() {
+                if let Some(wire) = on_wire {
+                    wire.answer.abort();
+                }
+                return Ok(Some(PushStatus::CancelledByToken));
+            }
+            let keys = on_wire.as_ref().map(|w| &w.items);
+            let next = match self.take_and_mark(keys.unwrap_or(&OnWire::default()))? {
+                Some(next) if next.is_empty() => continue, // nothing left to send of these
+                next => next,
+            };
+            let Some(wire) = on_wire.take() else {
+                match next {
+                    Some(next) => on_wire = Some(self.launch(next)),
+                    None => return Ok(None),
+                }
+                continue;
+            };
+            let answer = tokio::select! {
+                biased;
+                () = self.cancel.cancelled() => None,
+                answer = wire.answer => Some(answer),
+            };
+            let Some(answer) = answer else {
+                // The token fired: what is on the wire stays attempted (it may
+                // have arrived); the batch behind it was never sent.
+                self.unmark(next.unwrap_or_default());
+                return Ok(Some(PushStatus::CancelledByToken));
+            };
+            let outcomes = match answer {
+                Ok(outcomes) => outcomes,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(TransportError::Protocol(format!(
+                    "batch request ended: {e}"
+                ))),
+            };
+            if matches!(
+                outcomes,
+                Err(TransportError::Network(_) | TransportError::Auth { .. })
+            ) {
+                // The request as a whole failed: the batch behind it stays unsent.
+                self.unmark(next.unwrap_or_default());
+                return self.settle_batch(wire.prepared, outcomes, None).await;
+            }
+            let behind = next.map(|next| self.launch(next));
+            match self.settle_batch(wire.prepared, outcomes, None).await {
+                Ok(None) => on_wire = behind,
+                Ok(Some(status)) => {
+                    // Stopping: the batch behind is on the wire already; its
+                    // answer is settled as well (without resolving conflicts).
+                    if let Some(behind) = behind {
+                        let outcomes = match behind.answer.await {
+                            Ok(outcomes) => outcomes,
+                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                            Err(e) => Err(TransportError::Protocol(format!(
+                                "batch request ended: {e}"
+                            ))),
+                        };
+                        self.settle_batch(behind.prepared, outcomes, Some(status))
+                            .await?;
+                    }
+                    return Ok(Some(status));
+                }
+                Err(e) => {
+                    if let Some(behind) = behind {
+                        behind.answer.abort();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Sends prepared ops as one batch request on a task of its own, so that
+    /// the push can settle and prepare other batches meanwhile.
+    fn launch(&self, prepared: Vec<Prepared>) -> InFlight {
         let request: Vec<BatchOperation> = prepared
             .iter()
             .map(|p| BatchOperation {
@@ -338,11 +457,32 @@ impl PushRun {
                 if_match: p.send.if_match.clone(),
             })
             .collect();
-        let outcomes = tokio::select! {
-            biased;
-            () = self.cancel.cancelled() => return Ok(Step::Stop(PushStatus::CancelledByToken)),
-            outcomes = self.engine.transport.batch(&request) => outcomes,
-        };
+        let mut items = OnWire::default();
+        for p in &prepared {
+            items.add(&p.op.table, &p.op.item_id);
+        }
+        let transport = self.engine.transport.clone();
+        let answer = tokio::spawn(
+            async move { transport.batch(&request).await }.instrument(tracing::Span::current()),
+        );
+        InFlight {
+            prepared,
+            items,
+            answer,
+        }
+    }
+
+    /// Settles the answer to a batch: the server applied the successful ops
+    /// whatever happened to the others, and they are completed in one store
+    /// write; refusals are settled one by one (once the push is stopping,
+    /// `stopping`, they are only marked failed). The status that stops the
+    /// push, if any.
+    async fn settle_batch(
+        &mut self,
+        prepared: Vec<Prepared>,
+        outcomes: Result<Vec<BatchOutcome>, TransportError>,
+        stopping: Option<PushStatus>,
+    ) -> Result<Option<PushStatus>, StoreError> {
         let failed_all = |message: String, n: usize| -> Vec<BatchOutcome> {
             std::iter::repeat_with(|| BatchOutcome::Err(TransportError::Protocol(message.clone())))
                 .take(n)
@@ -368,15 +508,19 @@ impl PushRun {
                 for p in &prepared {
                     self.fail_op(&p.op, None)?;
                 }
-                return Ok(Step::Stop(status));
+                return Ok(Some(stopping.unwrap_or(status)));
             }
             Err(e) => failed_all(e.to_string(), prepared.len()),
         };
         let mut done = Vec::new();
-        let mut stop = None;
+        let mut stop = stopping;
         for (p, outcome) in prepared.into_iter().zip(outcomes) {
             match outcome {
-                BatchOutcome::Ok(item) => done.push((p.op, item)),
+                BatchOutcome::Ok(item) => done.push(Acked {
+                    op: p.op,
+                    server_item: item,
+                    row_when_marked: Some(p.row),
+                }),
                 BatchOutcome::Err(_) if stop.is_some() => self.fail_op(&p.op, None)?,
                 BatchOutcome::Err(e) => {
                     let step = self.settle(p.op, p.send, p.earlier, Err(e)).await?;
@@ -386,7 +530,52 @@ impl PushRun {
                 }
             }
         }
-        self.complete_ops(done)?;
-        Ok(stop.map_or(Step::Next, Step::Stop))
+        self.complete_acked(done)?;
+        Ok(stop)
+    }
+
+    /// Gives ops that were marked attempted but never sent their state back
+    /// (unless something changed them since).
+    fn unmark(&self, prepared: Vec<Prepared>) {
+        if prepared.is_empty() {
+            return;
+        }
+        let mut queue = self.engine.lock_queue();
+        let mut batch = WriteBatch::new();
+        for p in prepared {
+            queue.clear_in_flight(&p.op.id);
+            if queue.get(&p.op.id) == Some(&p.op) {
+                batch.push(Write::PutOperation(p.before));
+            }
+        }
+        if let Err(e) = queue.commit_owned(&*self.engine.store, &mut batch) {
+            // Harmless: an op left attempted is sent again by the next push.
+            tracing::warn!(error = %e, "could not unmark ops that were not sent");
+        }
+    }
+}
+
+/// A batch request on the wire.
+struct InFlight {
+    prepared: Vec<Prepared>,
+    /// The items its ops are for.
+    items: OnWire,
+    answer: tokio::task::JoinHandle<Result<Vec<BatchOutcome>, TransportError>>,
+}
+
+/// The items of a batch on the wire: table → item ids.
+#[derive(Default)]
+struct OnWire(HashMap<String, HashSet<String>>);
+
+impl OnWire {
+    fn add(&mut self, table: &str, id: &str) {
+        self.0
+            .entry(table.to_owned())
+            .or_default()
+            .insert(id.to_owned());
+    }
+
+    fn holds(&self, (table, id): (&str, &str)) -> bool {
+        self.0.get(table).is_some_and(|ids| ids.contains(id))
     }
 }

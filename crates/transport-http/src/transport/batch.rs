@@ -77,7 +77,9 @@ impl HttpTransport {
     }
 
     async fn post_batch(&self, operations: &[BatchOperation]) -> Result<Posted, TransportError> {
-        let body = json!({ "operations": operations.iter().map(wire_op).collect::<Vec<_>>() });
+        let body = WireBatch {
+            operations: operations.iter().map(WireOp::of).collect(),
+        };
         let body = serde_json::to_vec(&body)
             .map_err(|e| TransportError::Protocol(format!("the batch cannot be sent: {e}")))?;
         let path = self.batch_path();
@@ -169,27 +171,49 @@ enum Posted {
     NoRoute,
 }
 
-/// One op in wire form.
-fn wire_op(op: &BatchOperation) -> Value {
-    let kind = match op.kind {
-        OpKind::Insert => "insert",
-        OpKind::Update => "update",
-        OpKind::Delete => "delete",
-    };
-    let item = op.item.as_ref().map(|item| {
-        item.iter()
-            .filter(|(name, _)| !is_system_property(name))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect::<Map<String, Value>>()
-    });
-    json!({
-        "id": op.operation_id,
-        "kind": kind,
-        "table": op.table,
-        "itemId": op.item_id,
-        "item": item,
-        "ifMatch": op.if_match,
-    })
+/// A batch request body, serialized straight from the ops (no JSON tree in between).
+#[derive(serde::Serialize)]
+struct WireBatch<'a> {
+    operations: Vec<WireOp<'a>>,
+}
+
+/// One op on the wire: its id, kind, table, item id, item (system properties left out) and
+/// the version it is conditioned on.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct WireOp<'a> {
+    id: &'a str,
+    kind: &'static str,
+    table: &'a str,
+    item_id: &'a str,
+    item: Option<WireItem<'a>>,
+    if_match: Option<&'a str>,
+}
+
+impl<'a> WireOp<'a> {
+    fn of(op: &'a BatchOperation) -> WireOp<'a> {
+        WireOp {
+            id: &op.operation_id,
+            kind: match op.kind {
+                OpKind::Insert => "insert",
+                OpKind::Update => "update",
+                OpKind::Delete => "delete",
+            },
+            table: &op.table,
+            item_id: &op.item_id,
+            item: op.item.as_ref().map(WireItem),
+            if_match: op.if_match.as_deref(),
+        }
+    }
+}
+
+/// An item without its system properties.
+struct WireItem<'a>(&'a Map<String, Value>);
+
+impl serde::Serialize for WireItem<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().filter(|(name, _)| !is_system_property(name)))
+    }
 }
 
 /// One per-op result, classified as the answer to a single call.
