@@ -57,19 +57,19 @@ impl PushRun {
         let mut bad = Vec::new();
         {
             let mut queue = self.engine.lock_queue();
-            let mut item_ops = Vec::with_capacity(done.len());
             let mut rows = Vec::with_capacity(done.len());
             let mut unknown: Vec<usize> = Vec::new();
             for (at, acked) in done.iter_mut().enumerate() {
-                let ops = queue.of_item(&acked.op.table, &acked.op.item_id);
+                let op = &acked.op;
                 match acked.row_when_marked.take() {
-                    Some(row) if ops.iter().all(|o| o.id == acked.op.id) => rows.push(row),
+                    Some(row) if !queue.has_other_ops(&op.table, &op.item_id, &op.id) => {
+                        rows.push(row);
+                    }
                     _ => {
                         rows.push(None);
                         unknown.push(at);
                     }
                 }
-                item_ops.push(ops);
             }
             if !unknown.is_empty() {
                 let keys: Vec<(&str, &str)> = unknown
@@ -82,7 +82,7 @@ impl PushRun {
                 }
             }
             let mut batch = WriteBatch::new();
-            for ((acked, row), ops) in done.into_iter().zip(rows).zip(item_ops) {
+            for (acked, row) in done.into_iter().zip(rows) {
                 let Acked {
                     op, server_item, ..
                 } = acked;
@@ -93,7 +93,16 @@ impl PushRun {
                 };
                 let before = version(row.as_ref());
                 let after = version(server_item.as_ref());
-                match self.completion(&op, server_item.as_ref(), row, ops, &mut batch)? {
+                let queued = queue.get(&op.id).is_some();
+                let follow_up = queue.follow_up(&op);
+                match self.completion(
+                    &op,
+                    server_item.as_ref(),
+                    row,
+                    queued,
+                    follow_up,
+                    &mut batch,
+                )? {
                     Ok(()) => {
                         if op.kind != OpKind::Delete && after.is_some() {
                             queue.record_own_write(&op.table, &op.item_id, before, after);
@@ -136,14 +145,16 @@ impl PushRun {
     }
 
     /// The writes that complete one acknowledged op, given its item's current
-    /// row and ops; the caller holds the queue lock. The inner error: the
-    /// server's copy does not fit the local table (nothing was added to `batch`).
+    /// row, whether the op is still queued and the op queued behind it; the
+    /// caller holds the queue lock. The inner error: the server's copy does not
+    /// fit the local table (nothing was added to `batch`).
     fn completion(
         &self,
         op: &Operation,
         server_item: Option<&Item>,
         row: Option<Item>,
-        ops: Vec<Operation>,
+        queued: bool,
+        follow_up: Option<Operation>,
         batch: &mut WriteBatch,
     ) -> Result<Result<(), InvalidItem>, StoreError> {
         let server = match server_item.filter(|s| s.get(ID).is_some()) {
@@ -156,15 +167,12 @@ impl PushRun {
             }
             None => None,
         };
-        if ops.iter().any(|o| o.id == op.id) {
+        if queued {
             batch.push(Write::DeleteOperation { id: op.id.clone() });
         }
         batch.push(Write::DeleteError {
             operation_id: op.id.clone(),
         });
-        let follow_up = ops
-            .into_iter()
-            .find(|o| o.id != op.id && o.sequence > op.sequence);
         let Some(server) = server else {
             return Ok(Ok(()));
         };

@@ -153,6 +153,26 @@ impl Queue {
             .unwrap_or_default()
     }
 
+    /// True when the item has a queued op other than `op_id`.
+    pub(crate) fn has_other_ops(&self, table: &str, item_id: &str, op_id: &str) -> bool {
+        self.by_item
+            .get(table)
+            .and_then(|items| items.get(item_id))
+            .is_some_and(|ids| ids.ids().iter().any(|id| &**id != op_id))
+    }
+
+    /// The first op of `op`'s item queued after it, if any.
+    pub(crate) fn follow_up(&self, op: &Operation) -> Option<Operation> {
+        self.by_item
+            .get(op.table.as_str())
+            .and_then(|items| items.get(op.item_id.as_str()))?
+            .ids()
+            .iter()
+            .filter_map(|id| self.ops.get(id))
+            .find(|o| o.id != op.id && o.sequence > op.sequence)
+            .cloned()
+    }
+
     /// True when the item has a queued op.
     pub(crate) fn has_ops(&self, table: &str, item_id: &str) -> bool {
         self.by_item
