@@ -31,6 +31,7 @@ use tidesync_protocol::{ETag, Item, parse_etag, validate_id};
 
 use super::Shared;
 use super::context::{same_id, strip_system};
+use super::page::WireRow;
 use super::response::JSON_CONTENT_TYPE;
 use super::write::{self, Conditions, Tombstones, Verb, WriteOp};
 use crate::error::ServerError;
@@ -254,13 +255,18 @@ fn render(verb: Verb, soft_delete: bool, outcome: Outcome, keep: impl FnOnce(Row
     let row = match written {
         Written::Stored(row) | Written::Removed(row) => row,
     };
-    let (status, item) = match verb {
-        Verb::Delete => (StatusCode::NO_CONTENT, None),
-        Verb::Insert => (StatusCode::CREATED, Some(row.to_item(soft_delete))),
-        _ => (StatusCode::OK, Some(row.to_item(soft_delete))),
+    let status = match verb {
+        Verb::Delete => StatusCode::NO_CONTENT,
+        Verb::Insert => StatusCode::CREATED,
+        _ => StatusCode::OK,
     };
+    let item = (verb != Verb::Delete).then_some(WireRow {
+        row: &row,
+        soft_delete,
+    });
+    let json = success(status, item.as_ref());
     keep(row);
-    match success(status, item.as_ref()) {
+    match json {
         Ok(json) => Rendered {
             json,
             remember: true,
@@ -273,8 +279,8 @@ fn render(verb: Verb, soft_delete: bool, outcome: Outcome, keep: impl FnOnce(Row
 }
 
 /// The result of an applied op: `{"error":null,"item":…,"status":…}`, the keys in the order
-/// `serde_json` gives a map, written without building a `Value` first.
-fn success(status: StatusCode, item: Option<&Item>) -> Result<String, ServerError> {
+/// `serde_json` gives a map, written without building a `Value` (or the row's item) first.
+fn success(status: StatusCode, item: Option<&WireRow<'_>>) -> Result<String, ServerError> {
     let mut json = Vec::with_capacity(256);
     json.extend_from_slice(b"{\"error\":null,\"item\":");
     match item {
