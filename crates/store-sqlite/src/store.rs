@@ -131,16 +131,22 @@ impl Writer {
 
 /// The writer's table definitions (no `PRAGMA schema_version` per use).
 #[derive(Debug, Default)]
-struct WriterTables(HashMap<String, Arc<TableInfo>>);
+struct WriterTables(HashMap<String, Arc<TableInfo>, foldhash::fast::RandomState>);
 
 impl WriterTables {
     fn get(&mut self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>> {
-        if let Some(info) = self.0.get(table) {
-            return Ok(info.clone());
+        self.get_ref(conn, table).cloned()
+    }
+
+    /// As [`get`](Self::get), borrowed (no reference count to touch).
+    fn get_ref(&mut self, conn: &Connection, table: &str) -> Result<&Arc<TableInfo>> {
+        if !self.0.contains_key(table) {
+            let info = Arc::new(TableInfo::load(conn, table)?);
+            self.0.insert(table.to_owned(), info);
         }
-        let info = Arc::new(TableInfo::load(conn, table)?);
-        self.0.insert(table.to_owned(), info.clone());
-        Ok(info)
+        self.0
+            .get(table)
+            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
     }
 
     fn clear(&mut self) {
@@ -372,13 +378,61 @@ impl LocalStore for SqliteStore {
         }
         let mut writer = lock(&self.writer);
         let Writer { conn, ops, tables } = &mut *writer;
-        let result = write_batch(conn, tables, ops, batch);
+        let result = match batch.writes.as_slice() {
+            [Write::PutItemAndOperation { table, item, op }] => {
+                match write_alone(conn, tables, ops, table, item, op) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => write_batch(conn, tables, ops, batch),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => write_batch(conn, tables, ops, batch),
+        };
         if result.is_err() {
             // The map may hold changes the rollback undid: read it again.
             ops.invalidate();
         }
         result
     }
+}
+
+/// A batch of one local write (a row with its op) whose op can go into the
+/// row, as **one statement in autocommit mode**: SQLite runs a statement
+/// outside a transaction as a transaction of its own, atomic and committed
+/// as durably as any other, so the row and its op still commit together,
+/// with two statements (`BEGIN`, `COMMIT`) fewer than [`write_batch`].
+///
+/// The statement (`put_alone_sql`) checks what the map cannot promise
+/// without a transaction around it: it writes nothing unless the table is
+/// listed in `__row_op_tables` (which another connection may have changed)
+/// and the row holds no other op. `false`, with nothing written, when the
+/// write cannot take this path; the caller then runs [`write_batch`].
+fn write_alone(
+    conn: &Connection,
+    tables: &mut WriterTables,
+    ops: &mut OpIndex,
+    table: &str,
+    item: &Item,
+    op: &Operation,
+) -> Result<bool> {
+    let fits = op.table == table
+        && item
+            .get("id")
+            .and_then(|v| v.as_str())
+            .is_some_and(|id| op.item_id == id);
+    if !fits || !conn.is_autocommit() || !ops.ready_for_alone(table) || !ops.may_hold_in_row(op) {
+        return Ok(false);
+    }
+    let info = tables.get_ref(conn, table)?;
+    let mut statement = conn.prepare_cached(&info.put_alone_sql).store()?;
+    // Fresh from the cache, which cleared its bindings.
+    let changed = put_item(&mut statement, info, item, Some(row_op_text(op)?), false)?;
+    drop(statement);
+    if changed == 0 {
+        return Ok(false);
+    }
+    ops.wrote_alone(conn, op);
+    Ok(true)
 }
 
 /// One `BEGIN IMMEDIATE` transaction for the whole batch, rolled back on any
@@ -400,12 +454,22 @@ fn write_batch(
             // hold the op (the op in the row's op column, see `queue`).
             if let Write::PutItemAndOperation { table, item, op } = write {
                 let id = item.get("id").and_then(|v| v.as_str());
-                if id.is_some_and(|id| ops.fits_row(op, table, id)) {
-                    let info = tables.get(conn, table)?;
+                if op.table == *table
+                    && id.is_some_and(|id| op.item_id == id)
+                    && ops.may_hold_in_row(op)
+                {
+                    let info = tables.get_ref(conn, table)?;
                     let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
-                    put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
-                    ops.placed_in_row(conn, op)?;
-                    continue;
+                    // Fresh from the cache, which cleared its bindings.
+                    let changed =
+                        put_item(&mut statement, info, item, Some(row_op_text(op)?), false)?;
+                    drop(statement);
+                    if changed == 1 {
+                        ops.row_written(conn, op)?;
+                        continue;
+                    }
+                    // The row holds another op: the row as any row, the op
+                    // in `__operations` (below).
                 }
             }
             apply(conn, tables, ops, &mut put, write)?;
@@ -441,8 +505,13 @@ struct TableInfo {
     select_sql: String,
     /// Inserts the row or replaces its columns, keeping the op kept in it.
     put_sql: String,
-    /// As `put_sql`, also setting the op column (one more parameter).
+    /// As `put_sql`, also setting the op column (one more parameter), but
+    /// replacing an existing row only when its op column is null or holds
+    /// the same op (same `id`); otherwise it changes nothing (0 rows).
     put_with_op_sql: String,
+    /// As `put_with_op_sql`, writing nothing unless the table is listed in
+    /// `__row_op_tables` (a local write run as its own transaction).
+    put_alone_sql: String,
     /// As `put_sql` for `put_many_rows` rows in one statement (`Write::PutItems`).
     put_many_sql: String,
     put_many_rows: usize,
@@ -452,6 +521,11 @@ struct TableInfo {
 impl TableInfo {
     fn load(conn: &Connection, table: &str) -> Result<TableInfo> {
         let def = SqliteStore::definition(conn, table)?;
+        // An existing row takes the op only when it holds none or this one.
+        let guard = format!(
+            "WHERE {op} IS NULL OR {op} ->> '$.id' = excluded.{op} ->> '$.id'",
+            op = quote(OP_COLUMN)
+        );
         let columns = columns_of(&def);
         let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
         let put_many_rows = (MAX_PARAMS / names.len().max(1)).clamp(1, MANY_ROWS);
@@ -487,7 +561,28 @@ impl TableInfo {
                 quote(table)
             ),
             put_sql: upsert(None, 1),
-            put_with_op_sql: upsert(Some(OP_COLUMN), 1),
+            put_with_op_sql: format!("{} {guard}", upsert(Some(OP_COLUMN), 1)),
+            put_alone_sql: {
+                let mut names = names.clone();
+                names.push(quote(OP_COLUMN));
+                let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
+                let sets: Vec<String> = names
+                    .iter()
+                    .filter(|n| n.as_str() != "\"id\"")
+                    .map(|n| format!("{n} = excluded.{n}"))
+                    .collect();
+                // `INSERT … SELECT` takes a `WHERE` (and needs one before `ON
+                // CONFLICT`); the table's name is a string literal.
+                format!(
+                    "INSERT INTO {} ({}) SELECT {} WHERE EXISTS (SELECT 1 FROM __row_op_tables \
+                     WHERE name = '{}') ON CONFLICT (\"id\") DO UPDATE SET {} {guard}",
+                    quote(table),
+                    names.join(", "),
+                    marks.join(", "),
+                    table.replace('\'', "''"),
+                    sets.join(", ")
+                )
+            },
             put_many_sql: upsert(None, put_many_rows),
             put_many_rows,
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
@@ -519,7 +614,8 @@ fn apply<'w, 'c>(
                 }
             };
             let (_, info, statement) = put.insert(current);
-            put_item(statement, info, item, None)
+            // A statement kept from the previous row still holds its bindings.
+            put_item(statement, info, item, None, true).map(|_| ())
         }
         Write::PutItems { table, items } => {
             let info = tables.get(conn, table)?;
@@ -540,8 +636,8 @@ fn apply<'w, 'c>(
             let rest = rows.remainder();
             if !rest.is_empty() {
                 let mut statement = conn.prepare_cached(&info.put_sql).store()?;
-                for item in rest {
-                    put_item(&mut statement, &info, item, None)?;
+                for (n, item) in rest.iter().enumerate() {
+                    put_item(&mut statement, &info, item, None, n > 0)?;
                 }
             }
             Ok(())
@@ -562,7 +658,7 @@ fn apply<'w, 'c>(
         Write::PutItemAndOperation { table, item, op } => {
             let info = tables.get(conn, table)?;
             let mut statement = conn.prepare_cached(&info.put_sql).store()?;
-            put_item(&mut statement, &info, item, None)?;
+            put_item(&mut statement, &info, item, None, false)?;
             drop(statement);
             ops.put(conn, op, true)
         }
@@ -635,15 +731,20 @@ fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Resul
 /// cleared first, so every column the item lacks is `NULL` (as the full row
 /// replace needs) without binding it.
 /// `statement` is the table's `put_sql`, or its `put_with_op_sql` with the op
-/// column's text in `op`.
+/// column's text in `op`. `bound`: the statement may hold an earlier row's
+/// bindings (a statement just taken from rusqlite's cache has none: the
+/// cache clears them when a statement returns to it).
 fn put_item(
     statement: &mut Statement<'_>,
     info: &TableInfo,
     item: &Item,
     op: Option<String>,
-) -> Result<()> {
+    bound: bool,
+) -> Result<usize> {
     check_id(info, item)?;
-    statement.clear_bindings();
+    if bound {
+        statement.clear_bindings();
+    }
     for (name, value) in item {
         let (index, value) = column_param(info, name, value)?;
         // SQLite numbers parameters from 1.
@@ -654,8 +755,7 @@ fn put_item(
             .raw_bind_parameter(info.columns.len() + 1, text)
             .store()?;
     }
-    statement.raw_execute().store()?;
-    Ok(())
+    statement.raw_execute().store()
 }
 
 /// Bound parameters of one `MANY_ROWS`-row insert at most (SQLite allows 32766).
