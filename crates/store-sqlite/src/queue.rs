@@ -29,6 +29,15 @@
 //! connection (another handle or process on the same file) commits, and then
 //! the map is read again. A write that fails leaves the map marked stale, so it
 //! is rebuilt from what was really committed.
+//!
+//! A local write (a batch of one row with its op) asks the map two lookups by
+//! op id and nothing else: its statement itself refuses to replace another op
+//! held by the row, and the op it put into the row waits in `unrecorded`
+//! until the map is next read ([`OpIndex::record`]), so the write does not
+//! pay for four map updates. Such a write runs without a transaction around
+//! it (`write_alone` in `store.rs`); the pager's data version after it
+//! ([`OpIndex::wrote_alone`]) tells whether another connection committed
+//! first, and then the map is read again.
 
 use std::sync::Arc;
 

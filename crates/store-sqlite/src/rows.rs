@@ -226,23 +226,31 @@ struct RowOpKey<'a> {
 /// test compares the two): a local write pays a few string appends instead
 /// of serde's machinery. Ids that would need escaping go through serde.
 pub(crate) fn row_op_text(op: &Operation) -> Result<String> {
+    let mut text = String::new();
+    row_op_text_into(op, &mut text)?;
+    Ok(text)
+}
+
+/// [`row_op_text`] into `text` (emptied first), reusing its buffer.
+pub(crate) fn row_op_text_into(op: &Operation, text: &mut String) -> Result<()> {
     to_i64(op.sequence, "operation sequence")?;
+    text.clear();
     if op.item.is_none() && op.base.is_none() && is_plain_json_text(&op.id) {
-        let mut text = String::with_capacity(op.id.len() + 64);
         text.push_str("{\"id\":\"");
         text.push_str(&op.id);
         text.push_str("\",\"kind\":");
-        push_decimal(&mut text, op.kind.code().unsigned_abs());
+        push_decimal(text, op.kind.code().unsigned_abs());
         text.push_str(",\"state\":");
-        push_decimal(&mut text, op.state.code().unsigned_abs());
+        push_decimal(text, op.state.code().unsigned_abs());
         text.push_str(",\"seq\":");
-        push_decimal(&mut text, op.sequence);
+        push_decimal(text, op.sequence);
         text.push_str(",\"version\":");
-        push_decimal(&mut text, u64::from(op.version));
+        push_decimal(text, u64::from(op.version));
         text.push('}');
-        return Ok(text);
+        return Ok(());
     }
-    row_op_text_serde(op)
+    text.push_str(&row_op_text_serde(op)?);
+    Ok(())
 }
 
 /// Appends `n` in decimal, as serde writes it (no `fmt` machinery).
@@ -258,9 +266,8 @@ fn push_decimal(text: &mut String, mut n: u64) {
             break;
         }
     }
-    for &digit in &digits[at..] {
-        text.push(char::from(digit));
-    }
+    // ASCII digits: always UTF-8.
+    text.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
 }
 
 /// True when `text` goes into a JSON string as it is (no quote, backslash
@@ -360,8 +367,11 @@ mod tests {
             op("é ü 日本", OpKind::Insert, OpState::Pending, 42, 7),
             with_item,
         ];
+        let mut reused = "left over".to_owned();
         for case in cases {
             let by_hand = row_op_text(&case).unwrap();
+            row_op_text_into(&case, &mut reused).unwrap();
+            assert_eq!(reused, by_hand);
             assert_eq!(by_hand, row_op_text_serde(&case).unwrap(), "{case:?}");
             let back = read_row_op(&by_hand, "T", "a").unwrap();
             assert_eq!(back, case);

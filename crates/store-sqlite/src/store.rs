@@ -19,7 +19,8 @@ use crate::error::{Result, SqlResultExt};
 use crate::query::{columns_of, run, select_ids};
 use crate::queue::OpIndex;
 use crate::rows::{
-    ERROR_COLUMNS, OP_COLUMN, error_params, read_error, row_op_text, to_sql, to_sql_ref,
+    ERROR_COLUMNS, OP_COLUMN, error_params, read_error, row_op_text, row_op_text_into, to_sql,
+    to_sql_ref,
 };
 use crate::schema::{self, quote};
 
@@ -117,6 +118,8 @@ struct Writer {
     conn: Connection,
     ops: OpIndex,
     tables: WriterTables,
+    /// The op column's text of a local write (a buffer kept between writes).
+    op_text: String,
 }
 
 impl Writer {
@@ -125,6 +128,7 @@ impl Writer {
             conn,
             ops: OpIndex::default(),
             tables: WriterTables::default(),
+            op_text: String::new(),
         }
     }
 }
@@ -257,7 +261,9 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &OpIndex, &mut WriterTables) -> Result<T>,
     ) -> Result<T> {
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops, tables } = &mut *writer;
+        let Writer {
+            conn, ops, tables, ..
+        } = &mut *writer;
         in_read_transaction(conn, |conn| {
             if ops.refresh(conn)? {
                 tables.clear();
@@ -377,10 +383,15 @@ impl LocalStore for SqliteStore {
             return Ok(());
         }
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops, tables } = &mut *writer;
+        let Writer {
+            conn,
+            ops,
+            tables,
+            op_text,
+        } = &mut *writer;
         let result = match batch.writes.as_slice() {
             [Write::PutItemAndOperation { table, item, op }] => {
-                match write_alone(conn, tables, ops, table, item, op) {
+                match write_alone(conn, tables, ops, op_text, table, item, op) {
                     Ok(true) => Ok(()),
                     Ok(false) => write_batch(conn, tables, ops, batch),
                     Err(e) => Err(e),
@@ -411,6 +422,7 @@ fn write_alone(
     conn: &Connection,
     tables: &mut WriterTables,
     ops: &mut OpIndex,
+    op_text: &mut String,
     table: &str,
     item: &Item,
     op: &Operation,
@@ -426,7 +438,8 @@ fn write_alone(
     let info = tables.get_ref(conn, table)?;
     let mut statement = conn.prepare_cached(&info.put_alone_sql).store()?;
     // Fresh from the cache, which cleared its bindings.
-    let changed = put_item(&mut statement, info, item, Some(row_op_text(op)?), false)?;
+    row_op_text_into(op, op_text)?;
+    let changed = put_item(&mut statement, info, item, Some(op_text), false)?;
     drop(statement);
     if changed == 0 {
         return Ok(false);
@@ -462,7 +475,7 @@ fn write_batch(
                     let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
                     // Fresh from the cache, which cleared its bindings.
                     let changed =
-                        put_item(&mut statement, info, item, Some(row_op_text(op)?), false)?;
+                        put_item(&mut statement, info, item, Some(&row_op_text(op)?), false)?;
                     drop(statement);
                     if changed == 1 {
                         ops.row_written(conn, op)?;
@@ -738,7 +751,7 @@ fn put_item(
     statement: &mut Statement<'_>,
     info: &TableInfo,
     item: &Item,
-    op: Option<String>,
+    op: Option<&str>,
     bound: bool,
 ) -> Result<usize> {
     check_id(info, item)?;
