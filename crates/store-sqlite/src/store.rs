@@ -437,8 +437,8 @@ fn write_alone(
     }
     let info = tables.get_ref(conn, table)?;
     let mut statement = conn.prepare_cached(&info.put_alone_sql).store()?;
-    // Fresh from the cache, which cleared its bindings.
     row_op_text_into(op, op_text)?;
+    // Fresh from the cache, which cleared its bindings.
     let changed = put_item(&mut statement, info, item, Some(op_text), false)?;
     drop(statement);
     if changed == 0 {
