@@ -84,5 +84,6 @@ mod queue;
 mod rows;
 mod schema;
 mod store;
+mod write;
 
 pub use store::{SqliteOptions, SqliteStore, Synchronous};

@@ -35,7 +35,7 @@
 //! held by the row, and the op it put into the row waits in `unrecorded`
 //! until the map is next read ([`OpIndex::record`]), so the write does not
 //! pay for four map updates. Such a write runs without a transaction around
-//! it (`write_alone` in `store.rs`); the pager's data version after it
+//! it (`write_alone` in `write.rs`); the pager's data version after it
 //! ([`OpIndex::wrote_alone`]) tells whether another connection committed
 //! first, and then the map is read again.
 
@@ -449,7 +449,7 @@ impl OpIndex {
     }
 
     /// True when a local write to `table` may run as a statement of its own
-    /// (see `write_alone` in `store.rs`): the map was current at this
+    /// (see `write_alone` in `write.rs`): the map was current at this
     /// connection's last commit, and `table` is listed in `__row_op_tables`.
     pub(crate) fn ready_for_alone(&self, table: &str) -> bool {
         self.version.is_some() && self.file_version.is_some() && self.row_tables.contains_key(table)
