@@ -19,15 +19,18 @@
 //!   kept in `__tables`.
 //! * **The queue and metadata** written in the same transaction as the items
 //!   (`LocalStore::write` is one `BEGIN IMMEDIATE` transaction with cached
-//!   prepared statements). An op whose item has a row is kept in that row (a
-//!   hidden column, written by the row's own statement), so a local write
-//!   costs a plain insert's two B-tree pages; other ops are rows of
-//!   `__operations`, a table with no index. The store keeps an address map
-//!   in memory (where each op's record is), reads it again when another
-//!   connection has committed (`PRAGMA data_version`, run by a write only when
-//!   the pager's data version moved since its own last commit) — a scan of each table
-//!   some of whose rows hold ops — and works on the writer connection. The
-//!   queue's order and lookups are the engine's (`LocalStore::load_operations`).
+//!   prepared statements; a batch of one local write, a row with its op, is
+//!   one statement, which SQLite commits as a transaction of its own). An op
+//!   whose item has a row is kept in that row (a hidden column, written by
+//!   the row's own statement), so a local write costs a plain insert's two
+//!   B-tree pages; other ops are rows of `__operations`, a table with no
+//!   index. The store keeps an address map in memory (where each op's record
+//!   is; an op a local write put in its row is entered lazily, before the map
+//!   is next read), reads it again when another connection has committed
+//!   (`PRAGMA data_version`, run by a write only when the pager's data
+//!   version moved since its own last commit) — a scan of each table some of
+//!   whose rows hold ops — and works on the writer connection. The queue's
+//!   order and lookups are the engine's (`LocalStore::load_operations`).
 //!   Errors and sync metadata are in `__errors` and `__config`.
 //! * **A format version** in `PRAGMA user_version`, upgraded by one migration
 //!   function per version step when a file is opened.
@@ -81,5 +84,6 @@ mod queue;
 mod rows;
 mod schema;
 mod store;
+mod write;
 
 pub use store::{SqliteOptions, SqliteStore, Synchronous};

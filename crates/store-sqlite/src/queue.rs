@@ -29,8 +29,16 @@
 //! connection (another handle or process on the same file) commits, and then
 //! the map is read again. A write that fails leaves the map marked stale, so it
 //! is rebuilt from what was really committed.
+//!
+//! A local write (a batch of one row with its op) asks the map two lookups by
+//! op id and nothing else: its statement itself refuses to replace another op
+//! held by the row, and the op it put into the row waits in `unrecorded`
+//! until the map is next read ([`OpIndex::record`]), so the write does not
+//! pay for four map updates. Such a write runs without a transaction around
+//! it (`write_alone` in `write.rs`); the pager's data version after it
+//! ([`OpIndex::wrote_alone`]) tells whether another connection committed
+//! first, and then the map is read again.
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use rusqlite::Connection;
@@ -85,6 +93,23 @@ type Id = Arc<str>;
 /// share a sequence in practice; if they did, both are kept, ordered by id).
 type Key = (u64, Id);
 
+/// The ops of one item, oldest first: nearly always one, kept inline (no
+/// `Vec` to allocate per local write).
+#[derive(Debug)]
+enum ItemKeys {
+    One(Key),
+    Many(Vec<Key>),
+}
+
+impl ItemKeys {
+    fn keys(&self) -> &[Key] {
+        match self {
+            ItemKeys::One(key) => std::slice::from_ref(key),
+            ItemKeys::Many(keys) => keys,
+        }
+    }
+}
+
 /// The maps' hasher: the keys are op ids, table names and item ids, hashed
 /// several times per local write; SipHash showed in profiles.
 type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
@@ -99,13 +124,25 @@ pub(crate) struct OpIndex {
     file_version: Option<u32>,
     by_id: HashMap<Id, Entry>,
     /// table → item id → its ops, oldest first (nested, so that lookups by
-    /// `&str` need no allocation).
-    by_item: HashMap<Arc<str>, HashMap<String, Vec<Key>>>,
-    /// The table names the entries share.
-    names: HashSet<Arc<str>, foldhash::fast::RandomState>,
+    /// `&str` need no allocation; the entries share the table's name with
+    /// this map's key).
+    by_item: HashMap<Arc<str>, HashMap<String, ItemKeys>>,
     /// The tables listed in `__row_op_tables`, with how many of their rows
-    /// hold an op.
-    row_tables: HashMap<String, usize>,
+    /// hold an op (as of the entries above; see `unrecorded`).
+    row_tables: HashMap<Arc<str>, usize>,
+    /// Ops written into their rows by [`OpIndex::row_written`] and not yet
+    /// entered above, by op id. A local write only adds here; the maps take
+    /// them in ([`OpIndex::record`]) before anything else reads them, so the
+    /// write pays one map insert instead of four map updates.
+    unrecorded: HashMap<String, RowOp>,
+}
+
+/// An op written into its item's row, not yet in the maps.
+#[derive(Debug)]
+struct RowOp {
+    sequence: u64,
+    table: Arc<str>,
+    item_id: String,
 }
 
 /// The pager's data version of the main database (`SQLITE_FCNTL_DATA_VERSION`).
@@ -140,6 +177,7 @@ impl OpIndex {
             .query_row([], |r| r.get(0))
             .store()?;
         if self.version == Some(version) {
+            self.record();
             return Ok(false);
         }
         *self = OpIndex::default();
@@ -152,7 +190,7 @@ impl OpIndex {
             .collect::<rusqlite::Result<_>>()
             .store()?;
         for table in tables {
-            self.row_tables.insert(table.clone(), 0);
+            self.row_tables.insert(Arc::from(table.as_str()), 0);
             self.read_row_ops(conn, &table)?;
         }
         self.version = Some(version);
@@ -233,19 +271,48 @@ impl OpIndex {
     pub(crate) fn invalidate(&mut self) {
         self.version = None;
         self.file_version = None;
+        // What the failed write recorded may have been rolled back; the
+        // rebuild reads what was committed.
+        self.unrecorded.clear();
+    }
+
+    /// Enters the ops of [`OpIndex::row_written`] into the maps. Every
+    /// method that reads the maps calls it first.
+    fn record(&mut self) {
+        if self.unrecorded.is_empty() {
+            return;
+        }
+        for (id, op) in std::mem::take(&mut self.unrecorded) {
+            // Rewritten in place, or new in its row: the map says so after.
+            self.remove(&id);
+            let entry = Entry {
+                place: Place::Row,
+                sequence: op.sequence,
+                table: op.table,
+                item_id: op.item_id,
+            };
+            self.add(&id, entry);
+        }
     }
 
     /// Lists `table` in `__row_op_tables` unless it is: before one of its
     /// rows gets an op.
     fn mark(&mut self, conn: &Connection, table: &str) -> Result<()> {
-        if !self.row_tables.contains_key(table) {
-            conn.prepare_cached("INSERT OR IGNORE INTO __row_op_tables (name) VALUES (?1)")
-                .store()?
-                .execute([table])
-                .store()?;
-            self.row_tables.insert(table.to_owned(), 0);
+        self.listed(conn, table).map(|_| ())
+    }
+
+    /// [`mark`](Self::mark), returning the table's shared name.
+    fn listed(&mut self, conn: &Connection, table: &str) -> Result<Arc<str>> {
+        if let Some((name, _)) = self.row_tables.get_key_value(table) {
+            return Ok(name.clone());
         }
-        Ok(())
+        conn.prepare_cached("INSERT OR IGNORE INTO __row_op_tables (name) VALUES (?1)")
+            .store()?
+            .execute([table])
+            .store()?;
+        let name: Arc<str> = Arc::from(table);
+        self.row_tables.insert(name.clone(), 0);
+        Ok(name)
     }
 
     /// Unlists the tables none of whose rows holds an op any more (at the
@@ -254,7 +321,9 @@ impl OpIndex {
         if self.row_tables.values().all(|n| *n > 0) {
             return Ok(());
         }
-        let empty: Vec<String> = self
+        // The counts are whole only with every op recorded.
+        self.record();
+        let empty: Vec<Arc<str>> = self
             .row_tables
             .iter()
             .filter(|(_, n)| **n == 0)
@@ -263,7 +332,7 @@ impl OpIndex {
         for table in empty {
             conn.prepare_cached("DELETE FROM __row_op_tables WHERE name = ?1")
                 .store()?
-                .execute([&table])
+                .execute([&*table])
                 .store()?;
             self.row_tables.remove(&table);
         }
@@ -279,13 +348,12 @@ impl OpIndex {
 
     /// An entry, its table name shared with the other entries of the table.
     fn entry(&mut self, place: Place, sequence: u64, table: &str, item_id: String) -> Entry {
-        let table = match self.names.get(table) {
-            Some(name) => name.clone(),
-            None => {
-                let name: Arc<str> = Arc::from(table);
-                self.names.insert(name.clone());
-                name
-            }
+        let table = match self.by_item.get_key_value(table) {
+            Some((name, _)) => name.clone(),
+            None => match self.row_tables.get_key_value(table) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(table),
+            },
         };
         Entry {
             place,
@@ -305,12 +373,20 @@ impl OpIndex {
             Some(items) => items,
             None => self.by_item.entry(entry.table.clone()).or_default(),
         };
-        let ops = match items.get_mut(&entry.item_id) {
-            Some(ops) => ops,
-            None => items.entry(entry.item_id.clone()).or_default(),
-        };
-        let at = ops.partition_point(|k| *k < key);
-        ops.insert(at, key.clone());
+        match items.get_mut(&entry.item_id) {
+            None => {
+                items.insert(entry.item_id.clone(), ItemKeys::One(key));
+            }
+            Some(keys) => {
+                let mut many = match std::mem::replace(keys, ItemKeys::Many(Vec::new())) {
+                    ItemKeys::One(one) => vec![one],
+                    ItemKeys::Many(many) => many,
+                };
+                let at = many.partition_point(|k| *k < key);
+                many.insert(at, key);
+                *keys = ItemKeys::Many(many);
+            }
+        }
         self.by_id.insert(id, entry);
     }
 
@@ -321,11 +397,16 @@ impl OpIndex {
         }
         let key = (entry.sequence, id);
         if let Some(items) = self.by_item.get_mut(&entry.table) {
-            if let Some(ops) = items.get_mut(&entry.item_id) {
-                ops.retain(|k| *k != key);
-                if ops.is_empty() {
-                    items.remove(&entry.item_id);
+            let emptied = match items.get_mut(&entry.item_id) {
+                Some(ItemKeys::One(one)) => *one == key,
+                Some(ItemKeys::Many(many)) => {
+                    many.retain(|k| *k != key);
+                    many.is_empty()
                 }
+                None => false,
+            };
+            if emptied {
+                items.remove(&entry.item_id);
             }
             if items.is_empty() {
                 self.by_item.remove(&entry.table);
@@ -339,7 +420,7 @@ impl OpIndex {
         self.by_item
             .get(table)
             .and_then(|items| items.get(item_id))
-            .map_or(&[], Vec::as_slice)
+            .map_or(&[], ItemKeys::keys)
     }
 
     /// The id of the op kept in row `item_id` of `table`, if any.
@@ -350,30 +431,71 @@ impl OpIndex {
             .find(|id| self.by_id.get(*id).is_some_and(|e| e.place == Place::Row))
     }
 
-    /// True when `op` may be written into row `item_id` of `table` together
-    /// with the row (the caller then writes [`row_op_text`] into the op column
-    /// and calls [`OpIndex::placed_in_row`]): it is that row's op, and the row
-    /// holds no other op.
-    pub(crate) fn fits_row(&self, op: &Operation, table: &str, item_id: &str) -> bool {
-        if op.table != table || op.item_id != item_id {
-            return false;
+    /// True when `op` may be written into its item's row together with the
+    /// row by the row's guarded statement (`put_with_op_sql`, which sets the
+    /// op column only when the row holds no op or this one, and otherwise
+    /// changes nothing): the op is new, or already kept in this row. Two
+    /// lookups by op id; on success the caller calls
+    /// [`OpIndex::row_written`].
+    pub(crate) fn may_hold_in_row(&self, op: &Operation) -> bool {
+        let here = |table: &str, item_id: &str| table == op.table && item_id == op.item_id;
+        if let Some(row_op) = self.unrecorded.get(op.id.as_str()) {
+            return here(&row_op.table, &row_op.item_id);
         }
         match self.by_id.get(op.id.as_str()) {
-            // Already in this row: rewritten in place.
-            Some(entry) => {
-                entry.place == Place::Row && *entry.table == *table && entry.item_id == item_id
-            }
-            None => self.row_op(table, item_id).is_none(),
+            None => true,
+            Some(entry) => entry.place == Place::Row && here(&entry.table, &entry.item_id),
         }
     }
 
-    /// Records that `op` was written into its item's row (see
-    /// [`OpIndex::fits_row`]), listing its table (same transaction).
-    pub(crate) fn placed_in_row(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
-        self.mark(conn, &op.table)?;
-        self.remove(&op.id);
-        let entry = self.entry(Place::Row, op.sequence, &op.table, op.item_id.clone());
-        self.add(&op.id, entry);
+    /// True when a local write to `table` may run as a statement of its own
+    /// (see `write_alone` in `write.rs`): the map was current at this
+    /// connection's last commit, and `table` is listed in `__row_op_tables`.
+    pub(crate) fn ready_for_alone(&self, table: &str) -> bool {
+        self.version.is_some() && self.file_version.is_some() && self.row_tables.contains_key(table)
+    }
+
+    /// Records `op`, which a statement of its own (its own transaction, now
+    /// committed) put into its item's row. The pager's data version must have
+    /// moved by exactly that commit since [`OpIndex::committed`] last recorded
+    /// it; if it moved more, another connection committed in between and the
+    /// map is read again at the next use.
+    pub(crate) fn wrote_alone(&mut self, conn: &Connection, op: &Operation) {
+        let now = file_data_version(conn).ok();
+        let expected = self.file_version.map(|v| v.wrapping_add(1));
+        let table = self
+            .row_tables
+            .get_key_value(op.table.as_str())
+            .map(|(t, _)| t.clone());
+        match table {
+            Some(table) if now.is_some() && now == expected => {
+                self.file_version = now;
+                self.unrecorded.insert(
+                    op.id.clone(),
+                    RowOp {
+                        sequence: op.sequence,
+                        table,
+                        item_id: op.item_id.clone(),
+                    },
+                );
+            }
+            _ => self.invalidate(),
+        }
+    }
+
+    /// Records that the row statement put `op` into its item's row, listing
+    /// its table in `__row_op_tables` (same transaction) when it is not.
+    /// The maps take it in later ([`OpIndex::record`]).
+    pub(crate) fn row_written(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
+        let table = self.listed(conn, &op.table)?;
+        self.unrecorded.insert(
+            op.id.clone(),
+            RowOp {
+                sequence: op.sequence,
+                table,
+                item_id: op.item_id.clone(),
+            },
+        );
         Ok(())
     }
 
@@ -388,6 +510,7 @@ impl OpIndex {
         op: &Operation,
         table_exists: bool,
     ) -> Result<()> {
+        self.record();
         let old = self.remove(&op.id);
         let moved = old
             .as_ref()
@@ -488,6 +611,7 @@ impl OpIndex {
 
     /// Deletes an op by id; nothing if there is none.
     pub(crate) fn delete(&mut self, conn: &Connection, id: &str) -> Result<()> {
+        self.record();
         if let Some(entry) = self.remove(id) {
             self.erase(conn, id, &entry)?;
         }
@@ -497,6 +621,7 @@ impl OpIndex {
     /// Moves the op kept in row `item_id` of `table` (if any) to
     /// `__operations`: called before that row is deleted.
     pub(crate) fn evict(&mut self, conn: &Connection, table: &str, item_id: &str) -> Result<()> {
+        self.record();
         let Some(id) = self.row_op(table, item_id).map(str::to_owned) else {
             return Ok(());
         };
@@ -526,6 +651,7 @@ impl OpIndex {
 
     /// Deletes every op of a table.
     pub(crate) fn delete_table(&mut self, conn: &Connection, table: &str) -> Result<()> {
+        self.record();
         let ids: Vec<String> = self
             .by_id
             .iter()

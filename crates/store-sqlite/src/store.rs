@@ -1,27 +1,21 @@
 //! [`SqliteStore`]: connections, options, and the [`LocalStore`] implementation.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use rusqlite::types::{ToSqlOutput, Value as SqlValue};
-use rusqlite::{
-    CachedStatement, Connection, OpenFlags, OptionalExtension, Statement, TransactionBehavior,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use tidesync_core::{
-    ColumnType, Item, LocalStore, Operation, OperationError, Query, QueryResult, StoreError,
-    TableDef, Write, WriteBatch, check_value,
+    Item, LocalStore, Operation, OperationError, Query, QueryResult, TableDef, Write, WriteBatch,
 };
 
 use crate::error::{Result, SqlResultExt};
-use crate::query::{columns_of, run, select_ids};
+use crate::query::run;
 use crate::queue::OpIndex;
-use crate::rows::{
-    ERROR_COLUMNS, OP_COLUMN, error_params, read_error, row_op_text, to_sql, to_sql_ref,
-};
-use crate::schema::{self, quote};
+use crate::rows::{ERROR_COLUMNS, read_error};
+use crate::schema;
+use crate::write::{TableInfo, WriterTables, execute, write_alone, write_batch};
 
 /// SQLite's `synchronous` setting in WAL mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -117,6 +111,8 @@ struct Writer {
     conn: Connection,
     ops: OpIndex,
     tables: WriterTables,
+    /// The op column's text of a local write (a buffer kept between writes).
+    op_text: String,
 }
 
 impl Writer {
@@ -125,26 +121,8 @@ impl Writer {
             conn,
             ops: OpIndex::default(),
             tables: WriterTables::default(),
+            op_text: String::new(),
         }
-    }
-}
-
-/// The writer's table definitions (no `PRAGMA schema_version` per use).
-#[derive(Debug, Default)]
-struct WriterTables(HashMap<String, Arc<TableInfo>>);
-
-impl WriterTables {
-    fn get(&mut self, conn: &Connection, table: &str) -> Result<Arc<TableInfo>> {
-        if let Some(info) = self.0.get(table) {
-            return Ok(info.clone());
-        }
-        let info = Arc::new(TableInfo::load(conn, table)?);
-        self.0.insert(table.to_owned(), info.clone());
-        Ok(info)
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
     }
 }
 
@@ -251,19 +229,15 @@ impl SqliteStore {
         f: impl FnOnce(&Connection, &OpIndex, &mut WriterTables) -> Result<T>,
     ) -> Result<T> {
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops, tables } = &mut *writer;
+        let Writer {
+            conn, ops, tables, ..
+        } = &mut *writer;
         in_read_transaction(conn, |conn| {
             if ops.refresh(conn)? {
                 tables.clear();
             }
             f(conn, ops, tables)
         })
-    }
-
-    /// The definition of `table` as the connection sees it.
-    fn definition(conn: &Connection, table: &str) -> Result<TableDef> {
-        schema::load_definition(conn, table)?
-            .ok_or_else(|| StoreError::UnknownTable(table.to_owned()))
     }
 }
 
@@ -371,56 +345,28 @@ impl LocalStore for SqliteStore {
             return Ok(());
         }
         let mut writer = lock(&self.writer);
-        let Writer { conn, ops, tables } = &mut *writer;
-        let result = write_batch(conn, tables, ops, batch);
+        let Writer {
+            conn,
+            ops,
+            tables,
+            op_text,
+        } = &mut *writer;
+        let result = match batch.writes.as_slice() {
+            [Write::PutItemAndOperation { table, item, op }] => {
+                match write_alone(conn, tables, ops, op_text, table, item, op) {
+                    Ok(true) => Ok(()),
+                    Ok(false) => write_batch(conn, tables, ops, batch),
+                    Err(e) => Err(e),
+                }
+            }
+            _ => write_batch(conn, tables, ops, batch),
+        };
         if result.is_err() {
             // The map may hold changes the rollback undid: read it again.
             ops.invalidate();
         }
         result
     }
-}
-
-/// One `BEGIN IMMEDIATE` transaction for the whole batch, rolled back on any
-/// error. The transaction statements are cached like every other statement.
-fn write_batch(
-    conn: &Connection,
-    tables: &mut WriterTables,
-    ops: &mut OpIndex,
-    batch: &WriteBatch,
-) -> Result<()> {
-    execute(conn, "BEGIN IMMEDIATE", [])?;
-    let result = (|| {
-        if ops.refresh_for_write(conn)? {
-            tables.clear();
-        }
-        let mut put = None;
-        for write in &batch.writes {
-            // A row and its op: one statement writes both when the row can
-            // hold the op (the op in the row's op column, see `queue`).
-            if let Write::PutItemAndOperation { table, item, op } = write {
-                let id = item.get("id").and_then(|v| v.as_str());
-                if id.is_some_and(|id| ops.fits_row(op, table, id)) {
-                    let info = tables.get(conn, table)?;
-                    let mut statement = conn.prepare_cached(&info.put_with_op_sql).store()?;
-                    put_item(&mut statement, &info, item, Some(row_op_text(op)?))?;
-                    ops.placed_in_row(conn, op)?;
-                    continue;
-                }
-            }
-            apply(conn, tables, ops, &mut put, write)?;
-        }
-        drop(put);
-        ops.unmark_empty(conn)?;
-        execute(conn, "COMMIT", [])?;
-        ops.committed(conn);
-        Ok(())
-    })();
-    if result.is_err() && !conn.is_autocommit() {
-        // Best effort: the error that made us roll back is the one to report.
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    result
 }
 
 /// One row by id.
@@ -431,289 +377,4 @@ fn read_row(conn: &Connection, info: &TableInfo, id: &str) -> Result<Option<Item
         Some(row) => Ok(Some(crate::rows::read_item(row, &info.columns)?)),
         None => Ok(None),
     }
-}
-
-/// A table as reads and writes use it: its definition, columns and statements.
-#[derive(Debug)]
-struct TableInfo {
-    def: TableDef,
-    columns: Vec<(String, ColumnType)>,
-    select_sql: String,
-    /// Inserts the row or replaces its columns, keeping the op kept in it.
-    put_sql: String,
-    /// As `put_sql`, also setting the op column (one more parameter).
-    put_with_op_sql: String,
-    /// As `put_sql` for `put_many_rows` rows in one statement (`Write::PutItems`).
-    put_many_sql: String,
-    put_many_rows: usize,
-    delete_sql: String,
-}
-
-impl TableInfo {
-    fn load(conn: &Connection, table: &str) -> Result<TableInfo> {
-        let def = SqliteStore::definition(conn, table)?;
-        let columns = columns_of(&def);
-        let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-        let put_many_rows = (MAX_PARAMS / names.len().max(1)).clamp(1, MANY_ROWS);
-        let upsert = |extra: Option<&str>, rows: usize| {
-            let mut names = names.clone();
-            names.extend(extra.map(quote));
-            let width = names.len();
-            let marks: Vec<String> = (0..rows)
-                .map(|row| {
-                    let row: Vec<String> = (1..=width)
-                        .map(|i| format!("?{}", row * width + i))
-                        .collect();
-                    row.join(", ")
-                })
-                .collect();
-            let sets: Vec<String> = names
-                .iter()
-                .filter(|n| n.as_str() != "\"id\"")
-                .map(|n| format!("{n} = excluded.{n}"))
-                .collect();
-            format!(
-                "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
-                quote(table),
-                names.join(", "),
-                marks.join("), ("),
-                sets.join(", ")
-            )
-        };
-        Ok(TableInfo {
-            select_sql: format!(
-                "SELECT {} FROM {} WHERE \"id\" = ?1",
-                names.join(", "),
-                quote(table)
-            ),
-            put_sql: upsert(None, 1),
-            put_with_op_sql: upsert(Some(OP_COLUMN), 1),
-            put_many_sql: upsert(None, put_many_rows),
-            put_many_rows,
-            delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
-            def,
-            columns,
-        })
-    }
-}
-
-/// The insert statement of the table a batch last put a row in: consecutive rows
-/// of one table (a pulled page) share one prepared statement, looked up once.
-type LastPut<'w, 'c> = Option<(&'w str, Arc<TableInfo>, CachedStatement<'c>)>;
-
-fn apply<'w, 'c>(
-    conn: &'c Connection,
-    tables: &mut WriterTables,
-    ops: &mut OpIndex,
-    put: &mut LastPut<'w, 'c>,
-    write: &'w Write,
-) -> Result<()> {
-    match write {
-        Write::PutItem { table, item } => {
-            let current = match put.take() {
-                Some(same) if same.0 == table.as_str() => same,
-                _ => {
-                    let info = tables.get(conn, table)?;
-                    let statement = conn.prepare_cached(&info.put_sql).store()?;
-                    (table.as_str(), info, statement)
-                }
-            };
-            let (_, info, statement) = put.insert(current);
-            put_item(statement, info, item, None)
-        }
-        Write::PutItems { table, items } => {
-            let info = tables.get(conn, table)?;
-            let mut rows = items.chunks_exact(info.put_many_rows);
-            if rows.len() > 0 {
-                let mut statement = conn.prepare_cached(&info.put_many_sql).store()?;
-                let mut params = Vec::with_capacity(info.put_many_rows * info.columns.len());
-                for group in rows.by_ref() {
-                    params.clear();
-                    for item in group {
-                        item_params(&info, item, &mut params)?;
-                    }
-                    statement
-                        .execute(rusqlite::params_from_iter(params.drain(..)))
-                        .store()?;
-                }
-            }
-            let rest = rows.remainder();
-            if !rest.is_empty() {
-                let mut statement = conn.prepare_cached(&info.put_sql).store()?;
-                for item in rest {
-                    put_item(&mut statement, &info, item, None)?;
-                }
-            }
-            Ok(())
-        }
-        Write::DeleteItem { table, id } => {
-            let info = tables.get(conn, table)?;
-            ops.evict(conn, table, id)?;
-            execute(conn, &info.delete_sql, [id])
-        }
-        Write::DeleteItems { table, query } => {
-            let info = tables.get(conn, table)?;
-            for id in select_ids(conn, &info.def, query)? {
-                ops.evict(conn, table, &id)?;
-                execute(conn, &info.delete_sql, [id])?;
-            }
-            Ok(())
-        }
-        Write::PutItemAndOperation { table, item, op } => {
-            let info = tables.get(conn, table)?;
-            let mut statement = conn.prepare_cached(&info.put_sql).store()?;
-            put_item(&mut statement, &info, item, None)?;
-            drop(statement);
-            ops.put(conn, op, true)
-        }
-        Write::PutOperation(op) => {
-            let table_exists = match tables.get(conn, &op.table) {
-                Ok(_) => true,
-                Err(StoreError::UnknownTable(_)) => false,
-                Err(other) => return Err(other),
-            };
-            ops.put(conn, op, table_exists)
-        }
-        Write::DeleteOperation { id } => ops.delete(conn, id),
-        Write::DeleteTableOperations { table } => {
-            ops.delete_table(conn, table)?;
-            execute(conn, "DELETE FROM __errors WHERE tableName = ?1", [table])
-        }
-        Write::Clear => {
-            let names: Vec<String> = conn
-                .prepare_cached("SELECT name FROM __tables")
-                .store()?
-                .query_map([], |r| r.get(0))
-                .store()?
-                .collect::<rusqlite::Result<_>>()
-                .store()?;
-            for name in names {
-                // Rows go with the ops kept in them; `ops.clear` forgets those.
-                execute(conn, &format!("DELETE FROM {}", quote(&name)), [])?;
-            }
-            ops.clear(conn)?;
-            execute(conn, "DELETE FROM __errors", [])?;
-            execute(conn, "DELETE FROM __config", [])
-        }
-        Write::PutError(error) => {
-            let sql = format!(
-                "INSERT OR REPLACE INTO __errors ({ERROR_COLUMNS}) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"
-            );
-            conn.prepare_cached(&sql)
-                .store()?
-                .execute(error_params(error)?)
-                .store()?;
-            Ok(())
-        }
-        Write::DeleteError { operation_id } => {
-            execute(conn, "DELETE FROM __errors WHERE id = ?1", [operation_id])
-        }
-        Write::SetConfig { key, value } => match value {
-            Some(value) => execute(
-                conn,
-                "INSERT OR REPLACE INTO __config (id, value) VALUES (?1, ?2)",
-                [key, value],
-            ),
-            None => execute(conn, "DELETE FROM __config WHERE id = ?1", [key]),
-        },
-        other => Err(StoreError::backend(std::io::Error::other(format!(
-            "the SQLite store does not know the write {other:?}"
-        )))),
-    }
-}
-
-fn execute(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<()> {
-    conn.prepare_cached(sql).store()?.execute(params).store()?;
-    Ok(())
-}
-
-/// Checks the item as `MemoryStore` does (a string id, then each property in
-/// order: a known column, a value of its type) and replaces the whole row.
-/// Values already in normal form are bound as they are, without a copy, and
-/// only the row's values are bound: the statement's earlier bindings are
-/// cleared first, so every column the item lacks is `NULL` (as the full row
-/// replace needs) without binding it.
-/// `statement` is the table's `put_sql`, or its `put_with_op_sql` with the op
-/// column's text in `op`.
-fn put_item(
-    statement: &mut Statement<'_>,
-    info: &TableInfo,
-    item: &Item,
-    op: Option<String>,
-) -> Result<()> {
-    check_id(info, item)?;
-    statement.clear_bindings();
-    for (name, value) in item {
-        let (index, value) = column_param(info, name, value)?;
-        // SQLite numbers parameters from 1.
-        statement.raw_bind_parameter(index + 1, value).store()?;
-    }
-    if let Some(text) = op {
-        statement
-            .raw_bind_parameter(info.columns.len() + 1, text)
-            .store()?;
-    }
-    statement.raw_execute().store()?;
-    Ok(())
-}
-
-/// Bound parameters of one `MANY_ROWS`-row insert at most (SQLite allows 32766).
-const MAX_PARAMS: usize = 32_000;
-/// Rows per statement of a `Write::PutItems` (fewer when the table is wide).
-const MANY_ROWS: usize = 128;
-
-/// Appends the parameters of one row of `put_sql` (every column, in order) to `params`,
-/// after checking the item as `put_item` says.
-fn item_params<'i>(
-    info: &TableInfo,
-    item: &'i Item,
-    params: &mut Vec<ToSqlOutput<'i>>,
-) -> Result<()> {
-    check_id(info, item)?;
-    let start = params.len();
-    params.resize(
-        start + info.columns.len(),
-        ToSqlOutput::Owned(SqlValue::Null),
-    );
-    let params = &mut params[start..];
-    for (name, value) in item {
-        let (index, value) = column_param(info, name, value)?;
-        params[index] = value;
-    }
-    Ok(())
-}
-
-/// A row must have a string id.
-fn check_id(info: &TableInfo, item: &Item) -> Result<()> {
-    match item.get("id").and_then(|v| v.as_str()) {
-        Some(_) => Ok(()),
-        None => Err(StoreError::MissingId {
-            table: info.def.name().to_owned(),
-        }),
-    }
-}
-
-/// The column index of property `name` and its checked value, ready to bind
-/// (borrowed when already in normal form).
-fn column_param<'i>(
-    info: &TableInfo,
-    name: &str,
-    value: &'i serde_json::Value,
-) -> Result<(usize, ToSqlOutput<'i>)> {
-    let table = info.def.name();
-    let index = info
-        .columns
-        .iter()
-        .position(|(column, _)| column == name)
-        .ok_or_else(|| StoreError::UnknownColumn {
-            table: table.to_owned(),
-            column: name.to_owned(),
-        })?;
-    let ty = info.columns[index].1;
-    let value = match check_value(table, name, ty, value)? {
-        Cow::Borrowed(value) => to_sql_ref(ty, value)?,
-        Cow::Owned(value) => ToSqlOutput::Owned(to_sql(ty, value)?),
-    };
-    Ok((index, value))
 }

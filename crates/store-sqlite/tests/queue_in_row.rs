@@ -313,6 +313,85 @@ fn a_write_after_another_handles_commit_sees_it() {
     );
 }
 
+/// A local write alone in its batch: the row with its op.
+fn local(id: &str, n: i64, op_id: &str, sequence: u64) -> Write {
+    Write::PutItemAndOperation {
+        table: "t".into(),
+        item: row(id, n),
+        op: op(op_id, OpKind::Update, sequence, id),
+    }
+}
+
+/// A local write alone in its batch runs as one statement (its own
+/// transaction); what that statement cannot know from this handle's map it
+/// checks itself: here another handle unlisted the table (its last row op
+/// gone) between two lone writes of this handle, and the op of the second
+/// still lands in its row with the table listed.
+#[test]
+fn a_lone_local_write_after_another_handle_unlisted_its_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let second = open(dir.path());
+    write(&first, vec![local("a", 1, "op1", 1)]);
+    write(&first, vec![local("b", 2, "op2", 2)]);
+    assert_eq!(
+        places(&dir.path().join("q.db")),
+        (vec![], vec!["a".into(), "b".into()])
+    );
+    write(
+        &second,
+        vec![
+            Write::DeleteOperation { id: "op1".into() },
+            Write::DeleteOperation { id: "op2".into() },
+        ],
+    );
+    assert_eq!(places(&dir.path().join("q.db")), (vec![], vec![]));
+    write(&first, vec![local("c", 3, "op3", 3)]);
+    assert_eq!(places(&dir.path().join("q.db")), (vec![], vec!["c".into()]));
+    let third = open(dir.path());
+    assert_eq!(
+        third.operations(0, 10).unwrap(),
+        vec![op("op3", OpKind::Update, 3, "c")]
+    );
+    assert_eq!(
+        first.operations(0, 10).unwrap(),
+        vec![op("op3", OpKind::Update, 3, "c")]
+    );
+}
+
+/// A lone local write into a row that holds another op (put there by another
+/// handle, unknown to this handle's map) leaves that op in the row and
+/// queues its own in `__operations`; the same in one handle, where the map
+/// knows but the write does not ask it.
+#[test]
+fn a_lone_local_write_never_replaces_another_op_in_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    let second = open(dir.path());
+    write(&first, vec![local("a", 1, "op1", 1)]);
+    write(&first, vec![local("a", 2, "op1", 1)]);
+    write(&second, vec![local("b", 1, "op2", 2)]);
+    write(&first, vec![local("b", 2, "op3", 3)]);
+    write(&first, vec![local("a", 3, "op4", 4)]);
+    assert_eq!(
+        places(&dir.path().join("q.db")),
+        (
+            vec!["op3".into(), "op4".into()],
+            vec!["a".into(), "b".into()]
+        )
+    );
+    let all = vec![
+        op("op1", OpKind::Update, 1, "a"),
+        op("op2", OpKind::Update, 2, "b"),
+        op("op3", OpKind::Update, 3, "b"),
+        op("op4", OpKind::Update, 4, "a"),
+    ];
+    assert_eq!(first.operations(0, 10).unwrap(), all);
+    assert_eq!(open(dir.path()).operations(0, 10).unwrap(), all);
+    assert_eq!(first.get("t", "b").unwrap(), Some(row("b", 2)));
+    assert_eq!(first.get("t", "a").unwrap(), Some(row("a", 3)));
+}
+
 #[test]
 fn errors_follow_the_order_of_their_ops_wherever_the_ops_are() {
     let dir = tempfile::tempdir().unwrap();

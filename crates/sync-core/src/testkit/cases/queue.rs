@@ -582,7 +582,7 @@ fn model_write(rng: &mut StdRng, sequences: &mut [u64; 6], next: &mut u64) -> Wr
     let id = MODEL_ITEMS[rng.random_range(0..4)];
     let n: i64 = rng.random_range(0..100);
     let row = |id: &str, n: i64| item(json!({"id": id, "n": n}));
-    match rng.random_range(0..15) {
+    match rng.random_range(0..17) {
         0..=3 => Write::PutItem {
             table,
             item: row(id, n),
@@ -621,6 +621,30 @@ fn model_write(rng: &mut StdRng, sequences: &mut [u64; 6], next: &mut u64) -> Wr
         12 | 13 => Write::DeleteOperation {
             id: MODEL_OPS[rng.random_range(0..6)].to_owned(),
         },
+        15 | 16 => {
+            // A local write: the row and its op as one change (any op id, so
+            // also an op queued for another item, or one its row already holds).
+            let which = rng.random_range(0..6);
+            if sequences[which] == 0 {
+                *next += 1;
+                sequences[which] = *next;
+            }
+            Write::PutItemAndOperation {
+                table: table.clone(),
+                item: row(id, n),
+                op: Operation {
+                    id: MODEL_OPS[which].to_owned(),
+                    kind: [OpKind::Insert, OpKind::Update][rng.random_range(0..2)],
+                    state: OpState::Pending,
+                    table,
+                    item_id: id.to_owned(),
+                    item: None,
+                    base: None,
+                    sequence: sequences[which],
+                    version: u32::try_from(n).unwrap_or(0),
+                },
+            }
+        }
         _ => Write::DeleteTableOperations { table },
     }
 }
@@ -649,7 +673,8 @@ fn model_view(store: &dyn LocalStore) -> String {
 }
 
 /// Seeded random batches of row writes, row deletes (one and by query), op
-/// puts (new, replaced, moved to another item), op deletes and table purges,
+/// puts (new, replaced, moved to another item), local writes (a row with its
+/// op), op deletes and table purges,
 /// with reopens in between for durable stores, leave the store showing what
 /// `MemoryStore` shows: rows, queue order, each item's ops, counts. (A store
 /// that keeps ops in several places, as the SQLite store does, is exercised
