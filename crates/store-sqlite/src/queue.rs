@@ -609,6 +609,22 @@ impl OpIndex {
         Ok(())
     }
 
+    /// Forgets the op `id` when it is kept in row `item_id` of `table`, without
+    /// touching the row: the caller's next statement rewrites that row with a
+    /// null op column (`TableInfo::put_clearing_op`). False (nothing forgotten)
+    /// when the op is anywhere else.
+    pub(crate) fn forget_row_op(&mut self, id: &str, table: &str, item_id: &str) -> bool {
+        self.record();
+        let held = self
+            .by_id
+            .get(id)
+            .is_some_and(|e| e.place == Place::Row && &*e.table == table && e.item_id == item_id);
+        if held {
+            self.remove(id);
+        }
+        held
+    }
+
     /// Deletes an op by id; nothing if there is none.
     pub(crate) fn delete(&mut self, conn: &Connection, id: &str) -> Result<()> {
         self.record();

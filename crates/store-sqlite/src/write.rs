@@ -101,7 +101,29 @@ pub(crate) fn write_batch(
             tables.clear();
         }
         let mut put = None;
-        for write in &batch.writes {
+        let writes = &batch.writes;
+        let mut at = 0;
+        while let Some(write) = writes.get(at) {
+            at += 1;
+            // A completed op kept in its row, and the row's new copy right after
+            // (past the op's error record): one statement clears the op and
+            // writes the row, where deleting the op would rewrite the row first.
+            if let Write::DeleteOperation { id } = write {
+                if let Some((next, table, item)) = put_after(writes, at) {
+                    let item_id = item.get("id").and_then(|v| v.as_str());
+                    if item_id.is_some_and(|item_id| ops.forget_row_op(id, table, item_id)) {
+                        for between in &writes[at..next] {
+                            apply(conn, tables, ops, &mut put, between)?;
+                        }
+                        let info = tables.get_ref(conn, table)?;
+                        let mut statement =
+                            conn.prepare_cached(&info.put_clearing_op_sql).store()?;
+                        put_item(&mut statement, info, item, None, false)?;
+                        at = next + 1;
+                        continue;
+                    }
+                }
+            }
             // A row and its op: one statement writes both when the row can
             // hold the op (the op in the row's op column, see `queue`).
             if let Write::PutItemAndOperation { table, item, op } = write {
@@ -154,6 +176,9 @@ pub(crate) struct TableInfo {
     /// As `put_with_op_sql`, writing nothing unless the table is listed in
     /// `__row_op_tables` (a local write run as its own transaction).
     put_alone_sql: String,
+    /// As `put_sql`, also clearing the op column of an existing row: a pushed
+    /// op completed and its row takes the server's copy, in one statement.
+    put_clearing_op_sql: String,
     /// As `put_sql` for `put_many_rows` rows in one statement (`Write::PutItems`).
     put_many_sql: String,
     put_many_rows: usize,
@@ -226,12 +251,27 @@ impl TableInfo {
                     sets.join(", ")
                 )
             },
+            put_clearing_op_sql: format!("{}, {} = NULL", upsert(None, 1), quote(OP_COLUMN)),
             put_many_sql: upsert(None, put_many_rows),
             put_many_rows,
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
             def,
             columns,
         })
+    }
+}
+
+/// The first write after `from` that is not an error record's deletion, when it
+/// is a [`Write::PutItem`]: its position, table and row.
+fn put_after(writes: &[Write], from: usize) -> Option<(usize, &str, &Item)> {
+    let next = from
+        + writes
+            .get(from..)?
+            .iter()
+            .position(|w| !matches!(w, Write::DeleteError { .. }))?;
+    match writes.get(next)? {
+        Write::PutItem { table, item } => Some((next, table.as_str(), item)),
+        _ => None,
     }
 }
 

@@ -451,3 +451,54 @@ fn an_op_of_an_undefined_table_is_kept_in_the_queue_table() {
     );
     assert_eq!(store.operations(0, 10).unwrap(), vec![elsewhere]);
 }
+
+#[test]
+fn completing_ops_kept_in_rows_clears_them_and_writes_the_rows_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path());
+    let first = op("op1", OpKind::Insert, 1, "a");
+    let second = op("op2", OpKind::Insert, 2, "b");
+    let other = op("op3", OpKind::Update, 3, "c");
+    write(
+        &store,
+        vec![
+            put("a", 1),
+            Write::PutOperation(first),
+            put("b", 1),
+            Write::PutOperation(second),
+            put("c", 1),
+            Write::PutOperation(other.clone()),
+        ],
+    );
+    assert_eq!(
+        places(&dir.path().join("q.db")),
+        (vec![], vec!["a".into(), "b".into(), "c".into()])
+    );
+    // What a push's completion writes: per op, the op and its error record
+    // gone, then the server's copy of the row.
+    let completion = |op_id: &str, id: &str, n: i64| {
+        vec![
+            Write::DeleteOperation { id: op_id.into() },
+            Write::DeleteError {
+                operation_id: op_id.into(),
+            },
+            put(id, n),
+        ]
+    };
+    let mut writes = completion("op1", "a", 10);
+    writes.extend(completion("op2", "b", 20));
+    // A row put after deleting an op kept in another row keeps its own op.
+    writes.push(Write::DeleteOperation { id: "nope".into() });
+    writes.push(put("c", 30));
+    write(&store, writes);
+    assert_eq!(places(&dir.path().join("q.db")), (vec![], vec!["c".into()]));
+    assert_eq!(store.get("t", "a").unwrap(), Some(row("a", 10)));
+    assert_eq!(store.get("t", "b").unwrap(), Some(row("b", 20)));
+    assert_eq!(store.get("t", "c").unwrap(), Some(row("c", 30)));
+    assert_eq!(store.operations(0, 10).unwrap(), vec![other.clone()]);
+    // A fresh handle reads the same from the file.
+    drop(store);
+    let store = open(dir.path());
+    assert_eq!(store.operations(0, 10).unwrap(), vec![other]);
+    assert_eq!(store.count_operations(None).unwrap(), 1);
+}
