@@ -383,7 +383,7 @@ impl PushRun {
             };
             let Some(wire) = on_wire.take() else {
                 match next {
-                    Some(next) => on_wire = Some(self.launch(next)),
+                    Some(next) => on_wire = Some(self.launch(next).await),
                     None => return Ok(None),
                 }
                 continue;
@@ -414,7 +414,10 @@ impl PushRun {
                 self.unmark(next.unwrap_or_default());
                 return self.settle_batch(wire.prepared, outcomes, None).await;
             }
-            let behind = next.map(|next| self.launch(next));
+            let behind = match next {
+                Some(next) => Some(self.launch(next).await),
+                None => None,
+            };
             match self.settle_batch(wire.prepared, outcomes, None).await {
                 Ok(None) => on_wire = behind,
                 Ok(Some(status)) => {
@@ -445,7 +448,7 @@ impl PushRun {
 
     /// Sends prepared ops as one batch request on a task of its own, so that
     /// the push can settle and prepare other batches meanwhile.
-    fn launch(&self, prepared: Vec<Prepared>) -> InFlight {
+    async fn launch(&self, prepared: Vec<Prepared>) -> InFlight {
         let request: Vec<BatchOperation> = prepared
             .iter()
             .map(|p| BatchOperation {
@@ -465,6 +468,10 @@ impl PushRun {
         let answer = tokio::spawn(
             async move { transport.batch(&request).await }.instrument(tracing::Span::current()),
         );
+        // The new task sits in this worker's next-task slot, which other workers
+        // do not take from: let it send the request now, not after the store
+        // work this push does next.
+        tokio::task::yield_now().await;
         InFlight {
             prepared,
             items,
