@@ -49,6 +49,40 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
     })
 }
 
+/// True when `text` is exactly what [`format_timestamp`] writes for some instant
+/// (`YYYY-MM-DDThh:mm:ss.mmmZ`, a date and time that exist): then it is its own normal form,
+/// and [`parse_timestamp`] reads it. Cheaper than parsing, for checking values in bulk.
+pub fn is_canonical_timestamp(text: &str) -> bool {
+    let b = text.as_bytes();
+    let shape = b.len() == 24
+        && b.iter().enumerate().all(|(i, c)| match i {
+            4 | 7 => *c == b'-',
+            10 => *c == b'T',
+            13 | 16 => *c == b':',
+            19 => *c == b'.',
+            23 => *c == b'Z',
+            _ => c.is_ascii_digit(),
+        });
+    if !shape {
+        return false;
+    }
+    let number = |at: usize, width: usize| {
+        b[at..at + width]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (Ok(year), Ok(month), Ok(day)) = (
+        i32::try_from(number(0, 4)),
+        u8::try_from(number(5, 2)),
+        u8::try_from(number(8, 2)),
+    ) else {
+        return false;
+    };
+    let date_exists = Month::try_from(month)
+        .is_ok_and(|month| Date::from_calendar_date(year, month, day).is_ok());
+    date_exists && number(11, 2) < 24 && number(14, 2) < 60 && number(17, 2) < 60
+}
+
 #[derive(Clone, Copy)]
 enum Fraction {
     Millis,
@@ -275,6 +309,50 @@ mod tests {
     use time::Duration;
 
     use super::*;
+
+    /// The shape check says yes exactly for the texts that parse and print back the same.
+    #[test]
+    fn canonical_timestamps_are_the_ones_that_print_back_the_same() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |below: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % below
+        };
+        let reference =
+            |text: &str| parse_timestamp(text).is_ok_and(|t| format_timestamp(t) == text);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            // Fields mostly in range, sometimes just past it (day 29-31, hour 24, second 60).
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                next(10_000),
+                next(14),
+                next(33),
+                next(26),
+                next(61),
+                next(62),
+                next(1000)
+            );
+            assert_eq!(is_canonical_timestamp(&text), reference(&text), "{text}");
+            accepted += u32::from(reference(&text));
+        }
+        assert!(accepted > 1000, "the cases should mostly be valid");
+        for text in [
+            "2026-11-27T08:29:29.167Z",
+            "2026-11-27T08:29:29.167+00:00",
+            "2026-11-27T08:29:29Z",
+            "2026-11-27 08:29:29.167Z",
+            "2024-02-29T00:00:00.000Z",
+            "2025-02-29T00:00:00.000Z",
+            "2026-11-27T08:29:29.167z",
+            "2026-11-27T08:29:29.1670Z",
+            "",
+        ] {
+            assert_eq!(is_canonical_timestamp(text), reference(text), "{text}");
+        }
+    }
 
     /// The digit-by-digit formatter writes what the general one writes, for both
     /// fraction styles, across the four-digit years and at their edges.
