@@ -53,34 +53,37 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
 /// (`YYYY-MM-DDThh:mm:ss.mmmZ`, a date and time that exist): then it is its own normal form,
 /// and [`parse_timestamp`] reads it. Cheaper than parsing, for checking values in bulk.
 pub fn is_canonical_timestamp(text: &str) -> bool {
+    /// Where the digits are.
+    const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
     let b = text.as_bytes();
-    let shape = b.len() == 24
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'.',
-            23 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        });
-    if !shape {
+    if b.len() != 24
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
         return false;
     }
-    let number = |at: usize, width: usize| {
-        b[at..at + width]
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-    };
-    let (Ok(year), Ok(month), Ok(day)) = (
-        i32::try_from(number(0, 4)),
-        u8::try_from(number(5, 2)),
-        u8::try_from(number(8, 2)),
-    ) else {
+    // A byte below `0` wraps around to a large number.
+    let digit = |at: usize| u32::from(b[at].wrapping_sub(b'0'));
+    if DIGITS.iter().any(|&at| digit(at) > 9) {
         return false;
+    }
+    let two = |at: usize| digit(at) * 10 + digit(at + 1);
+    let year = two(0) * 100 + two(2);
+    // The proleptic Gregorian calendar, as `time` has it (year 0 is a leap year).
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match two(5) {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
     };
-    let date_exists = Month::try_from(month)
-        .is_ok_and(|month| Date::from_calendar_date(year, month, day).is_ok());
-    date_exists && number(11, 2) < 24 && number(14, 2) < 60 && number(17, 2) < 60
+    (1..=days).contains(&two(8)) && two(11) < 24 && two(14) < 60 && two(17) < 60
 }
 
 #[derive(Clone, Copy)]
@@ -346,6 +349,14 @@ mod tests {
             "2026-11-27 08:29:29.167Z",
             "2024-02-29T00:00:00.000Z",
             "2025-02-29T00:00:00.000Z",
+            "1900-02-29T00:00:00.000Z",
+            "2000-02-29T00:00:00.000Z",
+            "0000-02-29T00:00:00.000Z",
+            "2100-02-29T00:00:00.000Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-00-10T00:00:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-1/-10T00:00:00.000Z",
             "2026-11-27T08:29:29.167z",
             "2026-11-27T08:29:29.1670Z",
             "",
