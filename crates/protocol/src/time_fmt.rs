@@ -55,9 +55,10 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
 pub fn is_canonical_timestamp(text: &str) -> bool {
     /// Where the digits are.
     const DIGITS: [usize; 17] = [0, 1, 2, 3, 5, 6, 8, 9, 11, 12, 14, 15, 17, 18, 20, 21, 22];
-    let b = text.as_bytes();
-    if b.len() != 24
-        || b[4] != b'-'
+    let Ok(b) = <&[u8; 24]>::try_from(text.as_bytes()) else {
+        return false;
+    };
+    if b[4] != b'-'
         || b[7] != b'-'
         || b[10] != b'T'
         || b[13] != b':'
@@ -67,11 +68,10 @@ pub fn is_canonical_timestamp(text: &str) -> bool {
     {
         return false;
     }
-    // A byte below `0` wraps around to a large number.
-    let digit = |at: usize| u32::from(b[at].wrapping_sub(b'0'));
-    if DIGITS.iter().any(|&at| digit(at) > 9) {
+    if !DIGITS.iter().all(|&at| b[at].is_ascii_digit()) {
         return false;
     }
+    let digit = |at: usize| u32::from(b[at] - b'0');
     let two = |at: usize| digit(at) * 10 + digit(at + 1);
     let year = two(0) * 100 + two(2);
     // The proleptic Gregorian calendar, as `time` has it (year 0 is a leap year).
