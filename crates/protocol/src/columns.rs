@@ -85,17 +85,30 @@ pub struct RowRef<'a> {
 pub fn encode_chunk(rows: &[RowRef<'_>], out: &mut Vec<u8>) -> Result<(), ColumnsError> {
     let start = begin_frame(CHUNK, out);
     put_u32(out, rows.len(), "rows in a chunk")?;
-    let mut names: Vec<&str> = Vec::new();
-    for row in rows {
-        for name in row.values.keys() {
-            if !names.contains(&name.as_str()) {
-                names.push(name);
-            }
+    // One pass over the rows' values: each user column's states, values and type.
+    let mut columns: Vec<UserColumn<'_>> = Vec::new();
+    for (at, row) in rows.iter().enumerate() {
+        let mut guess = 0;
+        for (name, value) in row.values {
+            // Rows mostly share their keys, in the same (sorted) order: try the column after
+            // the last one first.
+            let index = match columns.get(guess) {
+                Some(column) if column.name == name.as_str() => guess,
+                _ => match columns.iter().position(|c| c.name == name.as_str()) {
+                    Some(index) => index,
+                    None => {
+                        columns.push(UserColumn::new(name, rows.len()));
+                        columns.len() - 1
+                    }
+                },
+            };
+            guess = index + 1;
+            columns[index].add(at, value);
         }
     }
     let soft_delete = rows.iter().any(|r| r.deleted.is_some());
     let system = 4 + usize::from(soft_delete);
-    let count = u16::try_from(names.len() + system).map_err(|_| bad("too many columns"))?;
+    let count = u16::try_from(columns.len() + system).map_err(|_| bad("too many columns"))?;
     out.extend_from_slice(&count.to_le_bytes());
     put_name(out, ID)?;
     out.push(TEXT);
@@ -133,17 +146,12 @@ pub fn encode_chunk(rows: &[RowRef<'_>], out: &mut Vec<u8>) -> Result<(), Column
             out.push(u8::from(deleted));
         }
     }
-    for name in names {
-        put_name(out, name)?;
-        let values = || rows.iter().filter_map(|r| r.values.get(name));
-        let ty = column_type(values());
+    for column in columns {
+        put_name(out, column.name)?;
+        let ty = column.ty.unwrap_or(JSON);
         out.push(ty);
-        out.extend(rows.iter().map(|r| match r.values.get(name) {
-            None => ABSENT,
-            Some(Value::Null) => NULL,
-            Some(_) => PRESENT,
-        }));
-        for value in values().filter(|v| !v.is_null()) {
+        out.extend_from_slice(&column.states);
+        for value in column.values {
             put_value(out, ty, value)?;
         }
     }
@@ -199,25 +207,48 @@ fn put_text(out: &mut Vec<u8>, text: &str) -> Result<(), ColumnsError> {
     Ok(())
 }
 
-/// The narrowest type holding every non-null value.
-fn column_type<'v>(values: impl Iterator<Item = &'v Value>) -> u8 {
-    let mut ty = None;
-    for value in values {
+/// A user column of a chunk being encoded.
+struct UserColumn<'a> {
+    name: &'a str,
+    /// One state per row, absent until a row has the column.
+    states: Vec<u8>,
+    /// The non-null values, in row order.
+    values: Vec<&'a Value>,
+    /// The narrowest type holding every non-null value so far (`None`: no value yet).
+    ty: Option<u8>,
+}
+
+impl<'a> UserColumn<'a> {
+    fn new(name: &'a str, rows: usize) -> UserColumn<'a> {
+        UserColumn {
+            name,
+            states: vec![ABSENT; rows],
+            values: Vec::with_capacity(rows),
+            ty: None,
+        }
+    }
+
+    /// Row `at` has `value` in this column.
+    fn add(&mut self, at: usize, value: &'a Value) {
         let this = match value {
-            Value::Null => continue,
+            Value::Null => {
+                self.states[at] = NULL;
+                return;
+            }
             Value::String(_) => TEXT,
             Value::Bool(_) => BOOL,
             Value::Number(n) if n.is_i64() => INTEGER,
             Value::Number(n) if n.is_f64() => REAL,
             _ => JSON,
         };
-        match ty {
-            None => ty = Some(this),
-            Some(seen) if seen == this => {}
-            Some(_) => return JSON,
-        }
+        self.states[at] = PRESENT;
+        self.values.push(value);
+        self.ty = match self.ty {
+            None => Some(this),
+            Some(seen) if seen == this => Some(seen),
+            Some(_) => Some(JSON),
+        };
     }
-    ty.unwrap_or(JSON)
 }
 
 fn put_value(out: &mut Vec<u8>, ty: u8, value: &Value) -> Result<(), ColumnsError> {

@@ -49,6 +49,56 @@ pub fn parse_timestamp(text: &str) -> Result<OffsetDateTime, TimestampError> {
     })
 }
 
+/// True when `text` is exactly what [`format_timestamp`] writes for some instant
+/// (`YYYY-MM-DDThh:mm:ss.mmmZ`, a date and time that exist): then it is its own normal form,
+/// and [`parse_timestamp`] reads it. Cheaper than parsing, for checking values in bulk.
+pub fn is_canonical_timestamp(text: &str) -> bool {
+    const HIGH: u64 = 0xf0f0_f0f0_f0f0_f0f0;
+    const THREES: u64 = 0x3030_3030_3030_3030;
+    const SIXES: u64 = 0x0606_0606_0606_0606;
+    let Ok(b) = <&[u8; 24]>::try_from(text.as_bytes()) else {
+        return false;
+    };
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'.'
+        || b[23] != b'Z'
+    {
+        return false;
+    }
+    // Every other byte a digit: with the separators set to `0`, each 8-byte word has a high
+    // nibble of 3 in every byte and a low nibble that stays below 10 when 6 is added.
+    let mut digits = *b;
+    for at in [4, 7, 10, 13, 16, 19, 23] {
+        digits[at] = b'0';
+    }
+    let all_digits = digits.chunks_exact(8).all(|word| {
+        let mut bytes = [0; 8];
+        bytes.copy_from_slice(word);
+        let x = u64::from_le_bytes(bytes);
+        x & HIGH == THREES && x.wrapping_add(SIXES) & HIGH == THREES
+    });
+    if !all_digits {
+        return false;
+    }
+    let digit = |at: usize| u32::from(b[at] - b'0');
+    let two = |at: usize| digit(at) * 10 + digit(at + 1);
+    let year = two(0) * 100 + two(2);
+    // The proleptic Gregorian calendar, as `time` has it (year 0 is a leap year).
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let days = match two(5) {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&two(8)) && two(11) < 24 && two(14) < 60 && two(17) < 60
+}
+
 #[derive(Clone, Copy)]
 enum Fraction {
     Millis,
@@ -57,6 +107,57 @@ enum Fraction {
 
 fn format_with(t: OffsetDateTime, fraction: Fraction) -> String {
     let t = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
+    match u32::try_from(t.year()) {
+        // The common case, digit by digit: `write!` costs several times more, and every
+        // row of a snapshot formats two or three timestamps.
+        Ok(year) if year <= 9999 && t.offset().is_utc() => format_utc(t, year, fraction),
+        _ => format_general(t, fraction),
+    }
+}
+
+/// [`format_with`] for a UTC instant of a four-digit year.
+fn format_utc(t: OffsetDateTime, year: u32, fraction: Fraction) -> String {
+    fn push_digits(out: &mut Vec<u8>, n: u32, width: u32) {
+        for place in (0..width).rev() {
+            // A digit is below 10: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation)]
+            out.push(b'0' + (n / 10u32.pow(place) % 10) as u8);
+        }
+    }
+    let mut out = Vec::with_capacity(30);
+    push_digits(&mut out, year, 4);
+    out.push(b'-');
+    push_digits(&mut out, u32::from(u8::from(t.month())), 2);
+    out.push(b'-');
+    push_digits(&mut out, u32::from(t.day()), 2);
+    out.push(b'T');
+    push_digits(&mut out, u32::from(t.hour()), 2);
+    out.push(b':');
+    push_digits(&mut out, u32::from(t.minute()), 2);
+    out.push(b':');
+    push_digits(&mut out, u32::from(t.second()), 2);
+    let nanos = t.nanosecond();
+    match fraction {
+        Fraction::Millis => {
+            out.push(b'.');
+            push_digits(&mut out, nanos / 1_000_000, 3);
+        }
+        Fraction::Minimal if nanos != 0 => {
+            out.push(b'.');
+            push_digits(&mut out, nanos, 9);
+            while out.last() == Some(&b'0') {
+                out.pop();
+            }
+        }
+        Fraction::Minimal => {}
+    }
+    out.push(b'Z');
+    // Only ASCII digits and punctuation were pushed.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// [`format_with`] for any instant (years beyond four digits, offsets kept).
+fn format_general(t: OffsetDateTime, fraction: Fraction) -> String {
     let mut out = String::with_capacity(30);
     let _ = write!(
         out,
@@ -215,4 +316,132 @@ fn parse_parts(bytes: &[u8]) -> Result<OffsetDateTime, &'static str> {
         .map_err(|_| "no such time of day")?;
     let value = PrimitiveDateTime::new(date, time).assume_offset(offset);
     Ok(value.checked_to_offset(UtcOffset::UTC).unwrap_or(value))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use time::Duration;
+
+    use super::*;
+
+    /// The shape check says yes exactly for the texts that parse and print back the same.
+    #[test]
+    fn canonical_timestamps_are_the_ones_that_print_back_the_same() {
+        let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = |below: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % below
+        };
+        let reference =
+            |text: &str| parse_timestamp(text).is_ok_and(|t| format_timestamp(t) == text);
+        let mut accepted = 0;
+        for _ in 0..50_000 {
+            // Fields mostly in range, sometimes just past it (day 29-31, hour 24, second 60).
+            let text = format!(
+                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+                next(10_000),
+                next(14),
+                next(33),
+                next(26),
+                next(61),
+                next(62),
+                next(1000)
+            );
+            assert_eq!(is_canonical_timestamp(&text), reference(&text), "{text}");
+            accepted += u32::from(reference(&text));
+        }
+        assert!(accepted > 1000, "the cases should mostly be valid");
+        for text in [
+            "2026-11-27T08:29:29.167Z",
+            "2026-11-27T08:29:29.167+00:00",
+            "2026-11-27T08:29:29Z",
+            "2026-11-27 08:29:29.167Z",
+            "2024-02-29T00:00:00.000Z",
+            "2025-02-29T00:00:00.000Z",
+            "1900-02-29T00:00:00.000Z",
+            "2000-02-29T00:00:00.000Z",
+            "0000-02-29T00:00:00.000Z",
+            "2100-02-29T00:00:00.000Z",
+            "2026-04-31T00:00:00.000Z",
+            "2026-00-10T00:00:00.000Z",
+            "2026-01-00T00:00:00.000Z",
+            "2026-1/-10T00:00:00.000Z",
+            "2026-11-27T08:29:29.167z",
+            "2026-11-27T08:29:29.1670Z",
+            "",
+        ] {
+            assert_eq!(is_canonical_timestamp(text), reference(text), "{text}");
+        }
+        // Any byte in any place of a valid text.
+        let valid = "2024-02-29T23:59:59.999Z";
+        for at in 0..valid.len() {
+            for byte in [
+                b'/',
+                b':',
+                b'0',
+                b'9',
+                b'a',
+                b'Z',
+                b' ',
+                0x3a,
+                0x2f,
+                0x40,
+                0xb0,
+                0x39 + 6,
+            ] {
+                let mut bytes = valid.as_bytes().to_vec();
+                bytes[at] = byte;
+                if let Ok(text) = String::from_utf8(bytes) {
+                    assert_eq!(is_canonical_timestamp(&text), reference(&text), "{text}");
+                }
+            }
+        }
+    }
+
+    /// The digit-by-digit formatter writes what the general one writes, for both
+    /// fraction styles, across the four-digit years and at their edges.
+    #[test]
+    fn the_fast_formatter_agrees_with_the_general_one() {
+        let first = Date::from_calendar_date(0, Month::January, 1)
+            .unwrap()
+            .midnight()
+            .assume_utc();
+        let last = Date::from_calendar_date(9999, Month::December, 31)
+            .unwrap()
+            .with_hms_nano(23, 59, 59, 999_999_999)
+            .unwrap()
+            .assume_utc();
+        let mut instants = vec![first, last, OffsetDateTime::UNIX_EPOCH];
+        // A cheap pseudo-random walk over the range, with every kind of fraction.
+        let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let span = (last - first).whole_seconds();
+        for _ in 0..20_000 {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            let secs = i64::try_from(state >> 20).unwrap() % span;
+            let nanos = i64::try_from(state % 4).unwrap();
+            let nanos = match nanos {
+                0 => 0,
+                1 => i64::try_from(state % 1000).unwrap() * 1_000_000,
+                2 => i64::try_from(state % 1_000_000_000).unwrap(),
+                _ => i64::try_from(state % 10).unwrap() * 100_000_000,
+            };
+            instants.push(first + Duration::seconds(secs) + Duration::nanoseconds(nanos));
+        }
+        for t in instants {
+            for fraction in [Fraction::Millis, Fraction::Minimal] {
+                let year = u32::try_from(t.year()).unwrap();
+                assert_eq!(
+                    format_utc(t, year, fraction),
+                    format_general(t, fraction),
+                    "{t}"
+                );
+            }
+        }
+    }
 }

@@ -262,33 +262,19 @@ pub(crate) fn fit_value<'a>(
         },
         ColumnType::DateTime => {
             let text = value.as_str().ok_or_else(mismatch)?;
-            let at = tidesync_protocol::time_fmt::parse_timestamp(text).map_err(|_| mismatch())?;
-            if is_stored_timestamp_shape(text) {
-                // Parsed, and already `YYYY-MM-DDThh:mm:ss.mmmZ`: formatting it
-                // again would give the same text.
+            if tidesync_protocol::time_fmt::is_canonical_timestamp(text) {
+                // Already `YYYY-MM-DDThh:mm:ss.mmmZ` and an existing instant: parsing
+                // and formatting it again would give the same text.
                 Cow::Borrowed(value)
             } else {
+                let at =
+                    tidesync_protocol::time_fmt::parse_timestamp(text).map_err(|_| mismatch())?;
                 Cow::Owned(Value::String(format_stored_timestamp(at)))
             }
         }
         ColumnType::Json => Cow::Borrowed(value),
         _ => return Err(mismatch()),
     })
-}
-
-/// Whether `text` has the exact shape [`format_stored_timestamp`] writes (a
-/// text that also parses is then its own normal form).
-fn is_stored_timestamp_shape(text: &str) -> bool {
-    let b = text.as_bytes();
-    b.len() == 24
-        && b.iter().enumerate().all(|(i, c)| match i {
-            4 | 7 => *c == b'-',
-            10 => *c == b'T',
-            13 | 16 => *c == b':',
-            19 => *c == b'.',
-            23 => *c == b'Z',
-            _ => c.is_ascii_digit(),
-        })
 }
 
 /// Formats an instant the way stores keep date-time columns: UTC RFC 3339 with

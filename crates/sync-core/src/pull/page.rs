@@ -10,7 +10,7 @@ use serde_json::Value;
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::{Expr, Query, after_keyset};
 use tidesync_protocol::system::{DELETED, ID, UPDATED_AT};
-use tidesync_protocol::time_fmt::parse_timestamp;
+use tidesync_protocol::time_fmt::{is_canonical_timestamp, parse_timestamp};
 use time::OffsetDateTime;
 
 use crate::engine::Engine;
@@ -88,6 +88,24 @@ fn row_position(item: &Item) -> Option<(OffsetDateTime, &str, &str)> {
 
 /// The cursor a page moves to: its newest `(updatedAt, id)`, if any row has one.
 pub(super) fn page_newest(items: &[Item]) -> Option<Cursor> {
+    // When every row has an id and an `updatedAt` as servers write it (fixed width, UTC),
+    // text order is time order: no row needs parsing.
+    fn canonical(item: &Item) -> Option<(&str, &str)> {
+        let text = item.get(UPDATED_AT)?.as_str()?;
+        let id = item.get(ID)?.as_str()?;
+        is_canonical_timestamp(text).then_some((text, id))
+    }
+    if let Some(positions) = items.iter().map(canonical).collect::<Option<Vec<_>>>() {
+        return positions.into_iter().max().map(|(text, id)| Cursor {
+            updated_at: text.to_owned(),
+            id: id.to_owned(),
+        });
+    }
+    newest_parsed(items)
+}
+
+/// [`page_newest`] by parsed time, for rows of any timestamp form.
+fn newest_parsed(items: &[Item]) -> Option<Cursor> {
     let mut newest: Option<(OffsetDateTime, &str, &str)> = None;
     for item in items {
         if let Some((at, text, id)) = row_position(item) {
@@ -221,4 +239,51 @@ pub(super) fn remove_unseen(
     let removed = batch.len() as u64;
     queue.commit(&*engine.store, &batch)?;
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use serde_json::json;
+
+    use super::*;
+
+    fn row(updated_at: &str, id: &str) -> Item {
+        match json!({"id": id, "updatedAt": updated_at}) {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Comparing canonical text picks the row that comparing parsed times picks.
+    #[test]
+    fn the_newest_row_by_text_is_the_newest_by_time() {
+        let times = [
+            "2026-01-01T00:00:00.000Z",
+            "2026-01-01T00:00:00.001Z",
+            "2025-12-31T23:59:59.999Z",
+            "0999-06-01T12:00:00.000Z",
+            "9999-12-31T23:59:59.999Z",
+        ];
+        let ids = ["a", "b", "B", "a1", ""];
+        let mut state: u64 = 7;
+        for _ in 0..2_000 {
+            let mut items = Vec::new();
+            for _ in 0..(state % 6) {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let pick = usize::try_from(state >> 40).unwrap();
+                items.push(row(times[pick % times.len()], ids[(pick / 7) % ids.len()]));
+            }
+            assert_eq!(page_newest(&items), newest_parsed(&items), "{items:?}");
+        }
+        // A row in another form sends the page to the parsing path.
+        let mixed = [
+            row("2026-01-01T00:00:00.000Z", "a"),
+            row("2026-01-01T01:00:00+02:00", "b"),
+        ];
+        assert_eq!(page_newest(&mixed).unwrap().id, "a");
+    }
 }
