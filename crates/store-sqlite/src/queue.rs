@@ -470,14 +470,7 @@ impl OpIndex {
         match table {
             Some(table) if now.is_some() && now == expected => {
                 self.file_version = now;
-                self.unrecorded.insert(
-                    op.id.clone(),
-                    RowOp {
-                        sequence: op.sequence,
-                        table,
-                        item_id: op.item_id.clone(),
-                    },
-                );
+                self.unrecorded_row_op(op, table);
             }
             _ => self.invalidate(),
         }
@@ -488,6 +481,13 @@ impl OpIndex {
     /// The maps take it in later ([`OpIndex::record`]).
     pub(crate) fn row_written(&mut self, conn: &Connection, op: &Operation) -> Result<()> {
         let table = self.listed(conn, &op.table)?;
+        self.unrecorded_row_op(op, table);
+        Ok(())
+    }
+
+    /// Holds `op`, just written into its row of `table`, until the maps take
+    /// it in ([`OpIndex::record`]).
+    fn unrecorded_row_op(&mut self, op: &Operation, table: Arc<str>) {
         self.unrecorded.insert(
             op.id.clone(),
             RowOp {
@@ -496,7 +496,6 @@ impl OpIndex {
                 item_id: op.item_id.clone(),
             },
         );
-        Ok(())
     }
 
     /// Adds or replaces an op (by id): in its item's row when the row exists

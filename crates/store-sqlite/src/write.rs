@@ -209,17 +209,12 @@ impl TableInfo {
                     row.join(", ")
                 })
                 .collect();
-            let sets: Vec<String> = names
-                .iter()
-                .filter(|n| n.as_str() != "\"id\"")
-                .map(|n| format!("{n} = excluded.{n}"))
-                .collect();
             format!(
                 "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
                 quote(table),
                 names.join(", "),
                 marks.join("), ("),
-                sets.join(", ")
+                excluded_sets(&names)
             )
         };
         Ok(TableInfo {
@@ -234,11 +229,6 @@ impl TableInfo {
                 let mut names = names.clone();
                 names.push(quote(OP_COLUMN));
                 let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
-                let sets: Vec<String> = names
-                    .iter()
-                    .filter(|n| n.as_str() != "\"id\"")
-                    .map(|n| format!("{n} = excluded.{n}"))
-                    .collect();
                 // `INSERT … SELECT` takes a `WHERE` (and needs one before `ON
                 // CONFLICT`); the table's name is a string literal.
                 format!(
@@ -248,7 +238,7 @@ impl TableInfo {
                     names.join(", "),
                     marks.join(", "),
                     table.replace('\'', "''"),
-                    sets.join(", ")
+                    excluded_sets(&names)
                 )
             },
             put_clearing_op_sql: format!("{}, {} = NULL", upsert(None, 1), quote(OP_COLUMN)),
@@ -259,6 +249,16 @@ impl TableInfo {
             columns,
         })
     }
+}
+
+/// An upsert's `SET` list: every column but `id` takes the new row's value.
+fn excluded_sets(names: &[String]) -> String {
+    let sets: Vec<String> = names
+        .iter()
+        .filter(|n| n.as_str() != "\"id\"")
+        .map(|n| format!("{n} = excluded.{n}"))
+        .collect();
+    sets.join(", ")
 }
 
 /// The first write after `from` that is not an error record's deletion, when it

@@ -399,13 +399,7 @@ impl PushRun {
                 self.unmark(next.unwrap_or_default());
                 return Ok(Some(PushStatus::CancelledByToken));
             };
-            let outcomes = match answer {
-                Ok(outcomes) => outcomes,
-                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                Err(e) => Err(TransportError::Protocol(format!(
-                    "batch request ended: {e}"
-                ))),
-            };
+            let outcomes = answered(answer);
             if matches!(
                 outcomes,
                 Err(TransportError::Network(_) | TransportError::Auth { .. })
@@ -424,13 +418,7 @@ impl PushRun {
                     // Stopping: the batch behind is on the wire already; its
                     // answer is settled as well (without resolving conflicts).
                     if let Some(behind) = behind {
-                        let outcomes = match behind.answer.await {
-                            Ok(outcomes) => outcomes,
-                            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-                            Err(e) => Err(TransportError::Protocol(format!(
-                                "batch request ended: {e}"
-                            ))),
-                        };
+                        let outcomes = answered(behind.answer.await);
                         self.settle_batch(behind.prepared, outcomes, Some(status))
                             .await?;
                     }
@@ -559,6 +547,20 @@ impl PushRun {
             // Harmless: an op left attempted is sent again by the next push.
             tracing::warn!(error = %e, "could not unmark ops that were not sent");
         }
+    }
+}
+
+/// What a batch request's task gave: its outcomes, or the task's end as a
+/// protocol error (a panic inside the transport goes on as a panic).
+fn answered(
+    answer: Result<Result<Vec<BatchOutcome>, TransportError>, tokio::task::JoinError>,
+) -> Result<Vec<BatchOutcome>, TransportError> {
+    match answer {
+        Ok(outcomes) => outcomes,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(TransportError::Protocol(format!(
+            "batch request ended: {e}"
+        ))),
     }
 }
 
