@@ -11,10 +11,26 @@ use tidesync_core::{ClientWins, OpKind, OpState, PushStatus, SyncContext};
 use tidesync_transport_mock::{CallKind, Fault, MockServer};
 
 fn batching(server: &MockServer, store: &tidesync_core::MemoryStore, size: usize) -> SyncContext {
+    batching_with(
+        server,
+        store,
+        size,
+        std::sync::Arc::new(tidesync_core::FailOnConflict),
+    )
+}
+
+/// [`batching`] with a conflict handler.
+fn batching_with(
+    server: &MockServer,
+    store: &tidesync_core::MemoryStore,
+    size: usize,
+    handler: std::sync::Arc<dyn tidesync_core::ConflictHandler>,
+) -> SyncContext {
     server.set_batch_support(true);
     SyncContext::builder()
         .store(store.clone())
         .transport(server.transport())
+        .conflict_handler_arc(handler)
         .batch_size(size)
         .build()
         .unwrap()
@@ -174,16 +190,7 @@ async fn the_next_batch_is_sent_while_an_answer_is_being_settled() {
     f.seed("c", "s").await;
     f.server
         .server_update(TODO, obj(json!({"id": "c", "text": "theirs"})));
-    let client = {
-        f.server.set_batch_support(true);
-        SyncContext::builder()
-            .store(f.store.clone())
-            .transport(f.server.transport())
-            .conflict_handler_arc(handler.clone())
-            .batch_size(2)
-            .build()
-            .unwrap()
-    };
+    let client = batching_with(&f.server, &f.store, 2, handler.clone());
     let todo = client.table::<serde_json::Value>(TODO);
     // The first batch: c (conflicts) and a; the second: b and d.
     todo.update(&json!({"id": "c", "text": "mine"}))
