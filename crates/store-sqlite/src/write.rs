@@ -7,7 +7,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use rusqlite::types::{ToSqlOutput, Value as SqlValue};
+use rusqlite::types::ToSqlOutput;
 use rusqlite::{CachedStatement, Connection, Statement};
 use tidesync_core::{
     ColumnType, Item, Operation, StoreError, TableDef, Write, WriteBatch, check_value,
@@ -179,9 +179,6 @@ pub(crate) struct TableInfo {
     /// As `put_sql`, also clearing the op column of an existing row: a pushed
     /// op completed and its row takes the server's copy, in one statement.
     put_clearing_op_sql: String,
-    /// As `put_sql` for `put_many_rows` rows in one statement (`Write::PutItems`).
-    put_many_sql: String,
-    put_many_rows: usize,
     delete_sql: String,
 }
 
@@ -196,24 +193,15 @@ impl TableInfo {
         );
         let columns = columns_of(&def);
         let names: Vec<String> = columns.iter().map(|(n, _)| quote(n)).collect();
-        let put_many_rows = (MAX_PARAMS / names.len().max(1)).clamp(1, MANY_ROWS);
-        let upsert = |extra: Option<&str>, rows: usize| {
+        let upsert = |extra: Option<&str>| {
             let mut names = names.clone();
             names.extend(extra.map(quote));
-            let width = names.len();
-            let marks: Vec<String> = (0..rows)
-                .map(|row| {
-                    let row: Vec<String> = (1..=width)
-                        .map(|i| format!("?{}", row * width + i))
-                        .collect();
-                    row.join(", ")
-                })
-                .collect();
+            let marks: Vec<String> = (1..=names.len()).map(|i| format!("?{i}")).collect();
             format!(
                 "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
                 quote(table),
                 names.join(", "),
-                marks.join("), ("),
+                marks.join(", "),
                 excluded_sets(&names)
             )
         };
@@ -223,8 +211,8 @@ impl TableInfo {
                 names.join(", "),
                 quote(table)
             ),
-            put_sql: upsert(None, 1),
-            put_with_op_sql: format!("{} {guard}", upsert(Some(OP_COLUMN), 1)),
+            put_sql: upsert(None),
+            put_with_op_sql: format!("{} {guard}", upsert(Some(OP_COLUMN))),
             put_alone_sql: {
                 let mut names = names.clone();
                 names.push(quote(OP_COLUMN));
@@ -241,9 +229,7 @@ impl TableInfo {
                     excluded_sets(&names)
                 )
             },
-            put_clearing_op_sql: format!("{}, {} = NULL", upsert(None, 1), quote(OP_COLUMN)),
-            put_many_sql: upsert(None, put_many_rows),
-            put_many_rows,
+            put_clearing_op_sql: format!("{}, {} = NULL", upsert(None), quote(OP_COLUMN)),
             delete_sql: format!("DELETE FROM {} WHERE \"id\" = ?1", quote(table)),
             def,
             columns,
@@ -301,27 +287,13 @@ fn apply<'w, 'c>(
             put_item(statement, info, item, None, true).map(|_| ())
         }
         Write::PutItems { table, items } => {
+            // One single-row statement per row: a multi-row `INSERT` would make SQLite keep
+            // a statement journal (every page it touches that existed before it, copied to a
+            // temporary file), which costs more than the statements it saves.
             let info = tables.get(conn, table)?;
-            let mut rows = items.chunks_exact(info.put_many_rows);
-            if rows.len() > 0 {
-                let mut statement = conn.prepare_cached(&info.put_many_sql).store()?;
-                let mut params = Vec::with_capacity(info.put_many_rows * info.columns.len());
-                for group in rows.by_ref() {
-                    params.clear();
-                    for item in group {
-                        item_params(&info, item, &mut params)?;
-                    }
-                    statement
-                        .execute(rusqlite::params_from_iter(params.drain(..)))
-                        .store()?;
-                }
-            }
-            let rest = rows.remainder();
-            if !rest.is_empty() {
-                let mut statement = conn.prepare_cached(&info.put_sql).store()?;
-                for (n, item) in rest.iter().enumerate() {
-                    put_item(&mut statement, &info, item, None, n > 0)?;
-                }
+            let mut statement = conn.prepare_cached(&info.put_sql).store()?;
+            for (n, item) in items.iter().enumerate() {
+                put_item(&mut statement, &info, item, None, n > 0)?;
             }
             Ok(())
         }
@@ -439,32 +411,6 @@ fn put_item(
             .store()?;
     }
     statement.raw_execute().store()
-}
-
-/// Bound parameters of one `MANY_ROWS`-row insert at most (SQLite allows 32766).
-const MAX_PARAMS: usize = 32_000;
-/// Rows per statement of a `Write::PutItems` (fewer when the table is wide).
-const MANY_ROWS: usize = 128;
-
-/// Appends the parameters of one row of `put_sql` (every column, in order) to `params`,
-/// after checking the item as `put_item` says.
-fn item_params<'i>(
-    info: &TableInfo,
-    item: &'i Item,
-    params: &mut Vec<ToSqlOutput<'i>>,
-) -> Result<()> {
-    check_id(info, item)?;
-    let start = params.len();
-    params.resize(
-        start + info.columns.len(),
-        ToSqlOutput::Owned(SqlValue::Null),
-    );
-    let params = &mut params[start..];
-    for (name, value) in item {
-        let (index, value) = column_param(info, name, value)?;
-        params[index] = value;
-    }
-    Ok(())
 }
 
 /// A row must have a string id.
