@@ -62,13 +62,23 @@ pub(crate) struct Plan {
     pub(crate) quick: bool,
 }
 
-const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-ingest OPS | --child-push OPS [--queue-only]";
+const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-serve-rows ROUNDS | --child-ingest OPS | --child-push OPS [--queue-only]";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     if let ["--child-serve", config] = args.as_slice() {
         return finish(fanout::child_serve(std::path::Path::new(config)));
+    }
+    if let ["--child-serve-rows", rounds] = args.as_slice() {
+        // `serve_10k` alone, best of ROUNDS, for profiling.
+        return match rounds.parse::<usize>() {
+            Ok(rounds) => finish(remote::child_serve_rows(rounds)),
+            Err(_) => {
+                eprintln!("{USAGE}");
+                ExitCode::from(2)
+            }
+        };
     }
     if let ["--child-ingest", ops] = args.as_slice() {
         // The server's share of a push alone, for profiling (`valgrind --tool=callgrind`).

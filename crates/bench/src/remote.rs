@@ -142,7 +142,7 @@ async fn run_async(plan: Plan) -> anyhow::Result<Vec<Figure>> {
     // serve_10k.
     let read = serve().await?;
     seed(&read.url, 0, SERVE_ROWS).await?;
-    let (ours, theirs) = serve_10k(&read).await?;
+    let (ours, theirs) = serve_10k(&read, 3).await?;
     figures.push(Figure {
         name: "serve_10k",
         value: ours,
@@ -433,19 +433,54 @@ pub(crate) fn child_push(ops: usize, push: bool) -> anyhow::Result<()> {
     })
 }
 
+/// `serve_10k` alone, best of `rounds`, for profiling: prints the server's seconds, the
+/// plain side's and their ratio, then the best of `rounds` times ten one-row requests (the
+/// fixed cost of a request on this machine, which the plain side does not pay).
+pub(crate) fn child_serve_rows(rounds: usize) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let read = serve().await?;
+        seed(&read.url, 0, SERVE_ROWS).await?;
+        let (ours, theirs) = serve_10k(&read, rounds).await?;
+        println!("{ours:.4} {theirs:.4} {:.2}", ours / theirs);
+        let http = reqwest::Client::new();
+        let mut small = f64::INFINITY;
+        for _ in 0..rounds {
+            let start = Instant::now();
+            for skip in 0..10 {
+                http.get(format!(
+                    "{}/tables/Item?$orderby=updatedAt,id&$top=1&$skip={skip}",
+                    read.url
+                ))
+                .header("ZUMO-API-VERSION", "2.0.0")
+                .send()
+                .await?
+                .bytes()
+                .await?;
+            }
+            small = small.min(start.elapsed().as_secs_f64());
+        }
+        println!("10 one-row requests: {small:.4}");
+        Ok(())
+    })
+}
+
 /// Rows read by `serve_10k`.
 const SERVE_ROWS: usize = 10_000;
 
 /// `serve_10k`: the server's v2 pages over one kept-alive connection, against reading the
 /// same rows from the server's own database file and encoding them with serde_json. The
-/// best of three runs of each side, alternating.
-async fn serve_10k(served: &Served) -> anyhow::Result<(f64, f64)> {
+/// best of `rounds` runs of each side, alternating.
+async fn serve_10k(served: &Served, rounds: usize) -> anyhow::Result<(f64, f64)> {
     progress(&format!("serve_10k: reading {SERVE_ROWS} rows, v2 pages"));
     let http = reqwest::Client::new();
     let db = served.dir.path().join("server.db");
     let mut ours = f64::INFINITY;
     let mut theirs = f64::INFINITY;
-    for _ in 0..3 {
+    for _ in 0..rounds {
         let start = Instant::now();
         let mut bodies = Vec::new();
         for skip in (0..SERVE_ROWS).step_by(PAGE as usize) {
