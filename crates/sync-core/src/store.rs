@@ -124,8 +124,9 @@ pub enum Write {
     },
     /// Inserts or replaces several rows of one table, each exactly as [`Write::PutItem`]
     /// would, in order. A bulk entry for a bootstrap (a snapshot batch into an empty table):
-    /// a store may write the rows with fewer statements (the SQLite store binds many rows
-    /// per `INSERT`); a store without a faster way applies them one by one.
+    /// a store may write the rows in a cheaper way than one entry each (the SQLite store
+    /// prepares its statement once for the whole entry); a store without one applies them
+    /// one by one.
     PutItems {
         /// The table.
         table: String,
