@@ -206,12 +206,6 @@ impl Staged {
     }
 }
 
-/// Rows per statement for a table of `columns` columns (system columns included) under a
-/// limit of `max_params` bound parameters.
-pub(crate) fn rows_per_statement(columns: usize, max_params: usize) -> usize {
-    (max_params / columns.max(1)).clamp(1, CHUNK_ROWS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,12 +265,5 @@ mod tests {
         assert_eq!(fin.puts.len(), 1);
         assert_eq!(fin.puts[0].id, "y");
         assert_eq!(fin.puts[0].values["a"], "two");
-    }
-
-    #[test]
-    fn statements_stay_under_the_parameter_limit() {
-        assert_eq!(rows_per_statement(8, 32766), CHUNK_ROWS);
-        assert_eq!(rows_per_statement(100, 32766), 327);
-        assert_eq!(rows_per_statement(40_000, 32766), 1);
     }
 }
