@@ -6,8 +6,9 @@
 //! `FOR UPDATE`), then each op is decided on the row as the batch left it so far (the
 //! [`Staged`] view: a decision sees the earlier ops of the same batch, exactly as it would
 //! after a read-back), stamped from the table clock and kept in the view. After the last op
-//! the store writes the final state of each touched item: one multi-row upsert per chunk of
-//! rows that exist at the end, one delete per chunk of those that do not. Several ops on
+//! the store writes the final state of each touched item: the rows that exist at the end
+//! upserted (PostgreSQL: one multi-row upsert per chunk; SQLite: one prepared single-row
+//! upsert per row), those that do not deleted per chunk. Several ops on
 //! one item come to one row write (the last state), which is what a reader can tell apart
 //! anyway: the rows of one transaction commit together.
 //!

@@ -1,12 +1,15 @@
 //! The batch extension on SQLite: one `IMMEDIATE` transaction per batch on the writer
 //! connection, each op decided before anything of it is written (see `store::batch`).
 //!
-//! The work is set-wise, not per op (`store::staged`): the batch's remembered ops are looked
-//! up in one query, the rows of its item ids are read in one query per table, each op is
-//! decided and stamped in memory on the rows as the batch leaves them, and then each table
-//! gets one single-row upsert per row it ends with (one prepared statement) and one delete per
-//! chunk of at most [`CHUNK_ROWS`] removed ids, and the remembered ops one single-row insert
-//! each. The table clock is read once and written back once, before the commit.
+//! The work is set-wise where SQLite gains by it (`store::staged`): the batch's remembered ops
+//! are looked up and the rows of its item ids read first (one point lookup per id), each op
+//! is decided and stamped in memory on the rows as the batch leaves them, and then each
+//! table gets one single-row upsert per row it ends with (one prepared statement) and one
+//! delete per chunk of at most [`CHUNK_ROWS`] removed ids, and the remembered ops one
+//! single-row insert each. The table clock is read once and written back once, before the
+//! commit. In process a statement costs little; a multi-row `INSERT` would make SQLite keep
+//! a statement journal, and an `IN (SELECT value FROM json_each(…))` lookup encodes the ids
+//! as JSON, parses them back and builds a temporary index of them first.
 
 use std::collections::HashMap;
 
@@ -15,7 +18,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
 use super::super::staged::{CHUNK_ROWS, Staged, Step};
 use super::super::{Row, StoreError, now_ms};
-use super::rows::{bind_row, column_list, column_names, decode_row};
+use super::rows::{bind_row, column_names, decode_row, select_sql};
 use super::{SqliteStore, add_columns, next_stamp, quote, read_clock, write_clock};
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
@@ -154,7 +157,7 @@ impl SqliteStore {
     }
 }
 
-/// The rows of the batch's item ids, one query per table.
+/// The rows of the batch's item ids, by their schema, one point lookup per id.
 fn read_rows(
     conn: &Connection,
     inner: &super::Inner,
@@ -169,18 +172,17 @@ fn read_rows(
     let mut tables = HashMap::with_capacity(ids.len());
     for (name, ids) in ids {
         let schema = inner.schemas.get(name)?;
-        let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
+        // One point lookup per id, as `recall` does (an id named twice is read twice, and
+        // `Staged::new` keeps one copy).
         let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM {} WHERE \"id\" IN (SELECT value FROM json_each(?1))",
-                column_list(&schema),
-                quote(&schema.spec.name)
-            ))
+            .prepare_cached(&select_sql(&schema))
             .map_err(StoreError::backend)?;
-        let mut rows = statement.query([ids]).map_err(StoreError::backend)?;
-        let mut found: Vec<Row> = Vec::new();
-        while let Some(row) = rows.next().map_err(StoreError::backend)? {
-            found.push(decode_row(row, &schema)?);
+        let mut found: Vec<Row> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = statement.query([id]).map_err(StoreError::backend)?;
+            if let Some(row) = rows.next().map_err(StoreError::backend)? {
+                found.push(decode_row(row, &schema)?);
+            }
         }
         tables.insert(
             name.to_owned(),
@@ -244,38 +246,32 @@ fn upsert_sql(table: &str, names: &[String]) -> String {
     )
 }
 
-/// The remembered ops of the batch's op ids, in one query per user (a batch has one).
+/// The remembered ops of the batch's op ids, one point lookup per op id on the key (cheaper
+/// than one `IN (SELECT value FROM json_each(…))` query, which encodes the ids as JSON, parses
+/// them back and builds a temporary index of them before it looks anything up).
 fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<OpKey, Known>, StoreError> {
     let mut known = HashMap::with_capacity(writes.len());
-    let mut by_user: HashMap<&str, Vec<&str>> = HashMap::new();
-    for write in writes {
-        by_user
-            .entry(write.user.as_str())
-            .or_default()
-            .push(write.op_id.as_str());
-    }
     let mut statement = conn
         .prepare_cached(&format!(
-            "SELECT op_id, table_name, fingerprint, result FROM {OPS_TABLE}
-             WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))"
+            "SELECT table_name, fingerprint, result FROM {OPS_TABLE}
+             WHERE user_id = ?1 AND op_id = ?2"
         ))
         .map_err(StoreError::backend)?;
-    for (user, op_ids) in by_user {
-        let op_ids = serde_json::to_string(&op_ids).map_err(StoreError::backend)?;
+    for write in writes {
         let mut rows = statement
-            .query(rusqlite::params![user, op_ids])
+            .query(rusqlite::params![write.user, write.op_id])
             .map_err(StoreError::backend)?;
         while let Some(row) = rows.next().map_err(StoreError::backend)? {
             let key = OpKey {
-                user: user.to_owned(),
-                op_id: row.get(0).map_err(StoreError::backend)?,
-                table: row.get(1).map_err(StoreError::backend)?,
+                user: write.user.clone(),
+                op_id: write.op_id.clone(),
+                table: row.get(0).map_err(StoreError::backend)?,
             };
             known.insert(
                 key,
                 Known {
-                    fingerprint: row.get(2).map_err(StoreError::backend)?,
-                    result: KnownResult::Stored(row.get(3).map_err(StoreError::backend)?),
+                    fingerprint: row.get(1).map_err(StoreError::backend)?,
+                    result: KnownResult::Stored(row.get(2).map_err(StoreError::backend)?),
                 },
             );
         }
@@ -305,16 +301,16 @@ fn remember(
         let Some(result) = results.get(at) else {
             continue;
         };
-        statement
-            .execute(rusqlite::params![
-                key.user,
-                key.op_id,
-                key.table,
-                entry.fingerprint,
-                result,
-                now
-            ])
-            .map_err(StoreError::backend)?;
+        let bind = |statement: &mut rusqlite::Statement<'_>| -> rusqlite::Result<()> {
+            statement.raw_bind_parameter(1, key.user.as_str())?;
+            statement.raw_bind_parameter(2, key.op_id.as_str())?;
+            statement.raw_bind_parameter(3, key.table.as_str())?;
+            statement.raw_bind_parameter(4, entry.fingerprint.as_str())?;
+            statement.raw_bind_parameter(5, result.as_str())?;
+            statement.raw_bind_parameter(6, now)?;
+            statement.raw_execute().map(|_| ())
+        };
+        bind(&mut statement).map_err(StoreError::backend)?;
     }
     Ok(())
 }
