@@ -6,8 +6,9 @@
 //! `FOR UPDATE`), then each op is decided on the row as the batch left it so far (the
 //! [`Staged`] view: a decision sees the earlier ops of the same batch, exactly as it would
 //! after a read-back), stamped from the table clock and kept in the view. After the last op
-//! the store writes the final state of each touched item: one multi-row upsert per chunk of
-//! rows that exist at the end, one delete per chunk of those that do not. Several ops on
+//! the store writes the final state of each touched item: the rows that exist at the end
+//! upserted (PostgreSQL: one multi-row upsert per chunk; SQLite: one prepared single-row
+//! upsert per row), those that do not deleted per chunk. Several ops on
 //! one item come to one row write (the last state), which is what a reader can tell apart
 //! anyway: the rows of one transaction commit together.
 //!
@@ -206,12 +207,6 @@ impl Staged {
     }
 }
 
-/// Rows per statement for a table of `columns` columns (system columns included) under a
-/// limit of `max_params` bound parameters.
-pub(crate) fn rows_per_statement(columns: usize, max_params: usize) -> usize {
-    (max_params / columns.max(1)).clamp(1, CHUNK_ROWS)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -271,12 +266,5 @@ mod tests {
         assert_eq!(fin.puts.len(), 1);
         assert_eq!(fin.puts[0].id, "y");
         assert_eq!(fin.puts[0].values["a"], "two");
-    }
-
-    #[test]
-    fn statements_stay_under_the_parameter_limit() {
-        assert_eq!(rows_per_statement(8, 32766), CHUNK_ROWS);
-        assert_eq!(rows_per_statement(100, 32766), 327);
-        assert_eq!(rows_per_statement(40_000, 32766), 1);
     }
 }

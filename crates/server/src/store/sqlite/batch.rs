@@ -1,26 +1,25 @@
 //! The batch extension on SQLite: one `IMMEDIATE` transaction per batch on the writer
 //! connection, each op decided before anything of it is written (see `store::batch`).
 //!
-//! The work is set-wise, not per op (`store::staged`): the batch's remembered ops are looked
-//! up in one query, the rows of its item ids are read in one query per table, each op is
-//! decided and stamped in memory on the rows as the batch leaves them, and then each table
-//! gets one multi-row upsert (`INSERT … VALUES (…), (…) ON CONFLICT ("id") DO UPDATE`) and
-//! one delete per chunk of at most [`CHUNK_ROWS`] rows, and the remembered ops one multi-row
-//! insert per chunk. The table clock is read once and written back once, before the commit.
+//! The work is set-wise where SQLite gains by it (`store::staged`): the batch's remembered ops
+//! are looked up and the rows of its item ids read first (one point lookup per id), each op
+//! is decided and stamped in memory on the rows as the batch leaves them, and then each
+//! table gets one single-row upsert per row it ends with (one prepared statement) and one
+//! delete per chunk of at most [`CHUNK_ROWS`] removed ids, and the remembered ops one
+//! single-row insert each. The table clock is read once and written back once, before the
+//! commit. In process a statement costs little; a multi-row `INSERT` would make SQLite keep
+//! a statement journal, and an `IN (SELECT value FROM json_each(…))` lookup encodes the ids
+//! as JSON, parses them back and builds a temporary index of them first.
 
 use std::collections::HashMap;
 
 use rusqlite::{Connection, TransactionBehavior};
 
 use super::super::batch::{BatchWrite, LEGACY_OPS_TABLE, OPS_TABLE, OpKey};
-use super::super::staged::{CHUNK_ROWS, Staged, Step, rows_per_statement};
+use super::super::staged::{CHUNK_ROWS, Staged, Step};
 use super::super::{Row, StoreError, now_ms};
-use super::rows::{bind_row_at, column_list, column_names, decode_row};
+use super::rows::{bind_row, column_names, decode_row, select_sql};
 use super::{SqliteStore, add_columns, next_stamp, quote, read_clock, write_clock};
-
-/// The most parameters one statement binds (SQLite's default `SQLITE_MAX_VARIABLE_NUMBER`
-/// since 3.32, which the bundled library keeps).
-const MAX_PARAMS: usize = 32_766;
 
 /// The DDL of the remembered-ops table (run when the store opens). A rowid table: its records
 /// are appended in order, only the small key and `at` index entries land at random. The key
@@ -158,7 +157,7 @@ impl SqliteStore {
     }
 }
 
-/// The rows of the batch's item ids, one query per table.
+/// The rows of the batch's item ids, by their schema, one point lookup per id.
 fn read_rows(
     conn: &Connection,
     inner: &super::Inner,
@@ -173,18 +172,17 @@ fn read_rows(
     let mut tables = HashMap::with_capacity(ids.len());
     for (name, ids) in ids {
         let schema = inner.schemas.get(name)?;
-        let ids = serde_json::to_string(&ids).map_err(StoreError::backend)?;
+        // One point lookup per id, as `recall` does (an id named twice is read twice, and
+        // `Staged::new` keeps one copy).
         let mut statement = conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM {} WHERE \"id\" IN (SELECT value FROM json_each(?1))",
-                column_list(&schema),
-                quote(&schema.spec.name)
-            ))
+            .prepare_cached(&select_sql(&schema))
             .map_err(StoreError::backend)?;
-        let mut rows = statement.query([ids]).map_err(StoreError::backend)?;
-        let mut found: Vec<Row> = Vec::new();
-        while let Some(row) = rows.next().map_err(StoreError::backend)? {
-            found.push(decode_row(row, &schema)?);
+        let mut found: Vec<Row> = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut rows = statement.query([id]).map_err(StoreError::backend)?;
+            if let Some(row) = rows.next().map_err(StoreError::backend)? {
+                found.push(decode_row(row, &schema)?);
+            }
         }
         tables.insert(
             name.to_owned(),
@@ -197,8 +195,13 @@ fn read_rows(
     Ok(tables)
 }
 
-/// Writes the final state of the staged rows: a multi-row upsert per chunk of rows, a
-/// delete per chunk of removed ids.
+/// Writes the final state of the staged rows: one single-row upsert per row, a delete per
+/// chunk of removed ids.
+///
+/// One row per statement, not a multi-row `INSERT`: a statement that can write many rows makes
+/// SQLite keep a statement journal (every page it touches that existed before it, copied to a
+/// temporary file, which spills to disk past 64 KiB), which costs more than the statements it
+/// saves; in process a statement costs little.
 fn write_rows(conn: &Connection, staged: &Staged) -> Result<(), StoreError> {
     let schema = staged.schema();
     let table = quote(&schema.spec.name);
@@ -214,86 +217,61 @@ fn write_rows(conn: &Connection, staged: &Staged) -> Result<(), StoreError> {
             delete.execute([ids]).map_err(StoreError::backend)?;
         }
     }
-    let names = column_names(schema);
-    let per_statement = rows_per_statement(names.len(), MAX_PARAMS);
-    for chunk in rows.puts.chunks(per_statement) {
+    if !rows.puts.is_empty() {
         let mut upsert = conn
-            .prepare_cached(&upsert_sql(&table, &names, chunk.len()))
+            .prepare_cached(&upsert_sql(&table, &column_names(schema)))
             .map_err(StoreError::backend)?;
-        for (n, row) in chunk.iter().enumerate() {
-            bind_row_at(&mut upsert, n * names.len(), schema, row).map_err(StoreError::backend)?;
+        for row in &rows.puts {
+            bind_row(&mut upsert, schema, row).map_err(StoreError::backend)?;
+            upsert.raw_execute().map_err(StoreError::backend)?;
         }
-        upsert.raw_execute().map_err(StoreError::backend)?;
     }
     Ok(())
 }
 
-/// `INSERT INTO table (names) VALUES (…) × rows ON CONFLICT ("id") DO UPDATE SET` every
-/// other column: the rows as [`bind_row_at`] binds them, one after another.
-fn upsert_sql(table: &str, names: &[String], rows: usize) -> String {
-    let mut sql = format!("INSERT INTO {table} ({}) VALUES ", names.join(", "));
-    push_placeholders(&mut sql, names.len(), rows);
-    sql.push_str(" ON CONFLICT (\"id\") DO UPDATE SET ");
+/// `INSERT INTO table (names) VALUES (?1, …) ON CONFLICT ("id") DO UPDATE SET` every other
+/// column: one row as [`bind_row`] binds it.
+fn upsert_sql(table: &str, names: &[String]) -> String {
+    let marks: Vec<String> = (1..=names.len()).map(|n| format!("?{n}")).collect();
     let sets: Vec<String> = names
         .iter()
         .skip(1)
         .map(|name| format!("{name} = excluded.{name}"))
         .collect();
-    sql.push_str(&sets.join(", "));
-    sql
+    format!(
+        "INSERT INTO {table} ({}) VALUES ({}) ON CONFLICT (\"id\") DO UPDATE SET {}",
+        names.join(", "),
+        marks.join(", "),
+        sets.join(", ")
+    )
 }
 
-/// `(?, ?), (?, ?)` for `rows` rows of `columns` parameters (SQLite numbers bare `?` in
-/// order, so row `n` binds from `n * columns + 1`). Built from one row's text: the statement
-/// text is the cache key of its prepared statement, made for every chunk.
-fn push_placeholders(sql: &mut String, columns: usize, rows: usize) {
-    let mut row = String::with_capacity(columns * 3 + 2);
-    row.push('(');
-    for column in 0..columns {
-        row.push_str(if column == 0 { "?" } else { ", ?" });
-    }
-    row.push(')');
-    sql.reserve(rows * (row.len() + 2));
-    for n in 0..rows {
-        if n > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str(&row);
-    }
-}
-
-/// The remembered ops of the batch's op ids, in one query per user (a batch has one).
+/// The remembered ops of the batch's op ids, one point lookup per op id on the key (cheaper
+/// than one `IN (SELECT value FROM json_each(…))` query, which encodes the ids as JSON, parses
+/// them back and builds a temporary index of them before it looks anything up).
 fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<OpKey, Known>, StoreError> {
     let mut known = HashMap::with_capacity(writes.len());
-    let mut by_user: HashMap<&str, Vec<&str>> = HashMap::new();
-    for write in writes {
-        by_user
-            .entry(write.user.as_str())
-            .or_default()
-            .push(write.op_id.as_str());
-    }
     let mut statement = conn
         .prepare_cached(&format!(
-            "SELECT op_id, table_name, fingerprint, result FROM {OPS_TABLE}
-             WHERE user_id = ?1 AND op_id IN (SELECT value FROM json_each(?2))"
+            "SELECT table_name, fingerprint, result FROM {OPS_TABLE}
+             WHERE user_id = ?1 AND op_id = ?2"
         ))
         .map_err(StoreError::backend)?;
-    for (user, op_ids) in by_user {
-        let op_ids = serde_json::to_string(&op_ids).map_err(StoreError::backend)?;
+    for write in writes {
         let mut rows = statement
-            .query(rusqlite::params![user, op_ids])
+            .query(rusqlite::params![write.user, write.op_id])
             .map_err(StoreError::backend)?;
         while let Some(row) = rows.next().map_err(StoreError::backend)? {
             let key = OpKey {
-                user: user.to_owned(),
-                op_id: row.get(0).map_err(StoreError::backend)?,
-                table: row.get(1).map_err(StoreError::backend)?,
+                user: write.user.clone(),
+                op_id: write.op_id.clone(),
+                table: row.get(0).map_err(StoreError::backend)?,
             };
             known.insert(
                 key,
                 Known {
-                    fingerprint: row.get(2).map_err(StoreError::backend)?,
-                    result: KnownResult::Stored(row.get(3).map_err(StoreError::backend)?),
+                    fingerprint: row.get(1).map_err(StoreError::backend)?,
+                    result: KnownResult::Stored(row.get(2).map_err(StoreError::backend)?),
                 },
             );
         }
@@ -301,43 +279,38 @@ fn recall(conn: &Connection, writes: &[BatchWrite]) -> Result<HashMap<OpKey, Kno
     Ok(known)
 }
 
-/// Remembers the results of the ops this batch applied (the last one per key), in one
-/// multi-row insert per chunk.
+/// Remembers the results of the ops this batch applied (the last one per key), one
+/// single-row insert each (see [`write_rows`] for why not many rows per statement).
 fn remember(
     conn: &Connection,
     known: &HashMap<OpKey, Known>,
     results: &[String],
     now: i64,
 ) -> Result<(), StoreError> {
-    let applied: Vec<(&OpKey, &str, &str)> = known
-        .iter()
-        .filter_map(|(key, entry)| match entry.result {
-            KnownResult::Applied(at) => results
-                .get(at)
-                .map(|result| (key, entry.fingerprint.as_str(), result.as_str())),
-            KnownResult::Stored(_) => None,
-        })
-        .collect();
-    for chunk in applied.chunks(CHUNK_ROWS) {
-        let mut sql = format!(
+    let mut statement = conn
+        .prepare_cached(&format!(
             "INSERT OR REPLACE INTO {OPS_TABLE}
-               (user_id, op_id, table_name, fingerprint, result, at) VALUES "
-        );
-        push_placeholders(&mut sql, 6, chunk.len());
-        let mut statement = conn.prepare_cached(&sql).map_err(StoreError::backend)?;
-        for (n, (key, fingerprint, result)) in chunk.iter().enumerate() {
-            let at = n * 6;
-            let bind = |statement: &mut rusqlite::Statement<'_>| -> rusqlite::Result<()> {
-                statement.raw_bind_parameter(at + 1, key.user.as_str())?;
-                statement.raw_bind_parameter(at + 2, key.op_id.as_str())?;
-                statement.raw_bind_parameter(at + 3, key.table.as_str())?;
-                statement.raw_bind_parameter(at + 4, *fingerprint)?;
-                statement.raw_bind_parameter(at + 5, *result)?;
-                statement.raw_bind_parameter(at + 6, now)
-            };
-            bind(&mut statement).map_err(StoreError::backend)?;
-        }
-        statement.raw_execute().map_err(StoreError::backend)?;
+               (user_id, op_id, table_name, fingerprint, result, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        ))
+        .map_err(StoreError::backend)?;
+    for (key, entry) in known {
+        let KnownResult::Applied(at) = entry.result else {
+            continue;
+        };
+        let Some(result) = results.get(at) else {
+            continue;
+        };
+        let bind = |statement: &mut rusqlite::Statement<'_>| -> rusqlite::Result<()> {
+            statement.raw_bind_parameter(1, key.user.as_str())?;
+            statement.raw_bind_parameter(2, key.op_id.as_str())?;
+            statement.raw_bind_parameter(3, key.table.as_str())?;
+            statement.raw_bind_parameter(4, entry.fingerprint.as_str())?;
+            statement.raw_bind_parameter(5, result.as_str())?;
+            statement.raw_bind_parameter(6, now)?;
+            statement.raw_execute().map(|_| ())
+        };
+        bind(&mut statement).map_err(StoreError::backend)?;
     }
     Ok(())
 }

@@ -76,7 +76,7 @@ impl SqliteStore {
             let conn = open_connection(&opened)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "NORMAL")?;
-            // Room for the batch path's multi-row statements beside the per-table ones.
+            // Room for the batch path's statements beside the per-table ones.
             conn.set_prepared_statement_cache_capacity(64);
             conn.execute_batch(&format!(
                 "CREATE TABLE IF NOT EXISTS {BOOKKEEPING} (

@@ -154,24 +154,13 @@ pub(super) fn bind_row(
     schema: &TableSchema,
     row: &Row,
 ) -> rusqlite::Result<()> {
-    bind_row_at(statement, 0, schema, row)
-}
-
-/// [`bind_row`] to the parameters after the first `offset` (a multi-row statement binds row
-/// `n` at `n` times the column count).
-pub(super) fn bind_row_at(
-    statement: &mut rusqlite::Statement<'_>,
-    offset: usize,
-    schema: &TableSchema,
-    row: &Row,
-) -> rusqlite::Result<()> {
-    statement.raw_bind_parameter(offset + 1, row.id.as_str())?;
-    statement.raw_bind_parameter(offset + 2, row.created_at_ms)?;
-    statement.raw_bind_parameter(offset + 3, row.updated_at_ms)?;
-    statement.raw_bind_parameter(offset + 4, i64::try_from(row.version).unwrap_or(i64::MAX))?;
-    statement.raw_bind_parameter(offset + 5, i64::from(row.deleted))?;
+    statement.raw_bind_parameter(1, row.id.as_str())?;
+    statement.raw_bind_parameter(2, row.created_at_ms)?;
+    statement.raw_bind_parameter(3, row.updated_at_ms)?;
+    statement.raw_bind_parameter(4, i64::try_from(row.version).unwrap_or(i64::MAX))?;
+    statement.raw_bind_parameter(5, i64::from(row.deleted))?;
     for (index, (name, ty)) in schema.columns.iter().enumerate() {
-        let at = offset + index + 6;
+        let at = index + 6;
         // The values are in their column's canonical form (`store::values`).
         match (ty, row.values.get(name).unwrap_or(&Value::Null)) {
             (_, Value::Null) => statement.raw_bind_parameter(at, rusqlite::types::Null)?,
