@@ -3,6 +3,8 @@
 //! order, the system properties among the user columns), without a `Row`, a map or an
 //! owned string per value.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use rusqlite::types::ValueRef;
 use serde::Serialize;
 use tidesync_protocol::{encode_version, format_timestamp, system};
@@ -65,13 +67,10 @@ impl RowEncoder {
         for (key, field) in &self.entries {
             out.extend_from_slice(key);
             match *field {
-                Field::Id => write_json(out, value(r, 0)?.as_str().map_err(StoreError::backend)?)?,
+                Field::Id => write_str(out, value(r, 0)?.as_str().map_err(StoreError::backend)?)?,
                 Field::CreatedAt => write_time(out, integer(r, 1)?)?,
                 Field::UpdatedAt => write_time(out, integer(r, 2)?)?,
-                Field::Version => {
-                    let version = u64::try_from(integer(r, 3)?).unwrap_or(0);
-                    write_json(out, &encode_version(version))?;
-                }
+                Field::Version => write_version(out, u64::try_from(integer(r, 3)?).unwrap_or(0)),
                 Field::Deleted => write_bool(out, integer(r, 4)? != 0),
                 Field::User(at, ty) => write_user(out, value(r, at)?, ty)?,
             }
@@ -86,7 +85,7 @@ fn write_user(out: &mut Vec<u8>, value: ValueRef<'_>, ty: ColumnType) -> Result<
     let null = |out: &mut Vec<u8>| out.extend_from_slice(b"null");
     match ty {
         ColumnType::String => match value.as_str_or_null().map_err(StoreError::backend)? {
-            Some(text) => write_json(out, text)?,
+            Some(text) => write_str(out, text)?,
             None => null(out),
         },
         ColumnType::Integer => match value.as_i64_or_null().map_err(StoreError::backend)? {
@@ -130,9 +129,75 @@ fn write_bool(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
-/// A timestamp as `format_timestamp` writes it, quoted (it needs no escapes).
+/// The first millisecond of the year 10000.
+const YEAR_10000_MS: i64 = 253_402_300_800_000;
+
+/// A timestamp as `format_timestamp(ms_to_time(ms))` writes it, quoted (it needs no
+/// escapes): `YYYY-MM-DDThh:mm:ss.mmmZ` digit by digit for the years 1970 to 9999, the
+/// general formatter for the rest.
 fn write_time(out: &mut Vec<u8>, ms: i64) -> Result<(), StoreError> {
-    write_json(out, &format_timestamp(ms_to_time(ms)))
+    if !(0..YEAR_10000_MS).contains(&ms) {
+        return write_json(out, &format_timestamp(ms_to_time(ms)));
+    }
+    // Days since the epoch to a civil date (H. Hinnant's `civil_from_days`), all
+    // quantities non-negative here.
+    let days = ms / 86_400_000;
+    let of_day = ms % 86_400_000;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for place in (at..at + width).rev() {
+            // A digit is below 10: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let digit = (n % 10) as u8;
+            text[place] = b'0' + digit;
+            n /= 10;
+        }
+    };
+    put(1, 4, year);
+    put(6, 2, month);
+    put(9, 2, day);
+    put(12, 2, of_day / 3_600_000);
+    put(15, 2, of_day / 60_000 % 60);
+    put(18, 2, of_day / 1_000 % 60);
+    put(21, 3, of_day % 1_000);
+    out.extend_from_slice(&text);
+    Ok(())
+}
+
+/// A version as `encode_version` writes it, quoted (base64 needs no escapes).
+fn write_version(out: &mut Vec<u8>, version: u64) {
+    let mut text = [0_u8; 12];
+    out.push(b'"');
+    match STANDARD.encode_slice(version.to_be_bytes(), &mut text) {
+        Ok(written) => out.extend_from_slice(text.get(..written).unwrap_or(&text)),
+        Err(_) => out.extend_from_slice(encode_version(version).as_bytes()),
+    }
+    out.push(b'"');
+}
+
+/// A string as `serde_json` writes it: copied whole when nothing in it needs an escape.
+fn write_str(out: &mut Vec<u8>, text: &str) -> Result<(), StoreError> {
+    // No early exit: the loop vectorizes.
+    let escapes = text.bytes().fold(false, |seen, b| {
+        seen | (b < 0x20) | (b == b'"') | (b == b'\\')
+    });
+    if escapes {
+        return write_json(out, text);
+    }
+    out.reserve(text.len() + 2);
+    out.push(b'"');
+    out.extend_from_slice(text.as_bytes());
+    out.push(b'"');
+    Ok(())
 }
 
 fn write_json(out: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) -> Result<(), StoreError> {
@@ -195,6 +260,58 @@ mod tests {
                 seen += 1;
             }
             assert_eq!(seen, 5);
+        }
+    }
+
+    #[test]
+    fn timestamps_and_versions_are_written_as_the_general_formatters_write_them() {
+        let mut ms: i64 = 0;
+        let mut samples = vec![
+            0,
+            1,
+            -1,
+            86_399_999,
+            951_782_400_000,   // 2000-02-29
+            4_107_542_400_000, // 2100-03-01
+            YEAR_10000_MS - 1,
+            YEAR_10000_MS,
+            i64::MIN,
+            i64::MAX,
+        ];
+        for _ in 0..20_000 {
+            // A spread over the four-digit years.
+            ms = ms
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            samples.push(ms.rem_euclid(YEAR_10000_MS + 1_000));
+        }
+        for ms in samples {
+            let mut direct = Vec::new();
+            write_time(&mut direct, ms).unwrap();
+            let built = serde_json::to_vec(&format_timestamp(ms_to_time(ms))).unwrap();
+            assert_eq!(direct, built, "{ms}");
+        }
+        for version in [0, 1, 255, 1 << 40, u64::MAX] {
+            let mut direct = Vec::new();
+            write_version(&mut direct, version);
+            assert_eq!(
+                direct,
+                serde_json::to_vec(&encode_version(version)).unwrap()
+            );
+        }
+        for text in [
+            "",
+            "plain",
+            "a\"b",
+            "back\\slash",
+            "\u{0}",
+            "\u{1f}",
+            "\u{7f} é 😀",
+            "x\ny",
+        ] {
+            let mut direct = Vec::new();
+            write_str(&mut direct, text).unwrap();
+            assert_eq!(direct, serde_json::to_vec(text).unwrap(), "{text:?}");
         }
     }
 }
