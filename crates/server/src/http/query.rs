@@ -18,7 +18,7 @@ use super::page::{self, WireRow};
 use super::response;
 use crate::error::ServerError;
 use crate::policy::Operation;
-use crate::store::{PageRequest, ReadRequest, ms_to_time, sql};
+use crate::store::{EncodedPage, PageRequest, ReadRequest, ms_to_time, sql};
 
 /// Characters escaped in the query strings we build.
 const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
@@ -98,51 +98,19 @@ pub(crate) async fn list(
                 state
                     .metrics
                     .add_rows(usize::try_from(encoded.rows).unwrap_or(usize::MAX));
-                let mut body = encoded.body;
-                let link = match ctx.version {
-                    ApiVersion::V2 => {
-                        if query.count {
-                            let count = encoded.count.ok_or_else(|| {
-                                ServerError::internal("the store did not count the rows")
-                            })?;
-                            let _ = write!(Utf8(&mut body), ",\"count\":{count}}}");
-                        }
-                        encoded.more
-                    }
-                    ApiVersion::V3 => {
-                        let remaining = query.top.map(|top| top.saturating_sub(encoded.rows));
-                        let next_link = (encoded.more && remaining != Some(0))
-                            .then(|| next_query(&ctx.pairs, skip + encoded.rows, remaining));
-                        body.extend_from_slice(b",\"count\":");
-                        match encoded.count {
-                            Some(count) => {
-                                let _ = write!(Utf8(&mut body), "{count}");
-                            }
-                            None => body.extend_from_slice(b"null"),
-                        }
-                        body.extend_from_slice(b",\"nextLink\":");
-                        match next_link {
-                            Some(link) => serde_json::to_writer(&mut body, &link)
-                                .map_err(|e| ServerError::internal(e.to_string()))?,
-                            None => body.extend_from_slice(b"null"),
-                        }
-                        body.push(b'}');
-                        false
-                    }
+                let paging = Paging {
+                    pairs: &ctx.pairs,
+                    skip,
+                    take,
                 };
-                let mut response = response::json_bytes(StatusCode::OK, body);
-                if link {
-                    add_next_link(
-                        &mut response,
-                        &headers,
-                        &original,
-                        &ctx.pairs,
-                        skip + encoded.rows,
-                        take,
-                    );
-                }
-                add_purge_header(&mut response, encoded.purged_before_ms);
-                return Ok(response);
+                return encoded_response(
+                    ctx.version,
+                    &query,
+                    encoded,
+                    &paging,
+                    &headers,
+                    &original,
+                );
             }
             page.read
         } else {
@@ -239,6 +207,71 @@ pub(crate) async fn list(
     }
     .await;
     finish(version, result)
+}
+
+/// Where a page starts and how long it is, with the request's parameters (for next links).
+struct Paging<'a> {
+    pairs: &'a [(String, String)],
+    skip: u64,
+    take: u64,
+}
+
+/// The response of a page the store encoded: its body closed with the envelope's count and
+/// next link (v3), the `Link` header (v2) and the purge horizon header.
+fn encoded_response(
+    version: ApiVersion,
+    query: &Query,
+    encoded: EncodedPage,
+    paging: &Paging<'_>,
+    headers: &HeaderMap,
+    original: &Uri,
+) -> Result<Response, ServerError> {
+    let mut body = encoded.body;
+    let next_skip = paging.skip + encoded.rows;
+    let link = match version {
+        ApiVersion::V2 => {
+            if query.count {
+                let count = encoded
+                    .count
+                    .ok_or_else(|| ServerError::internal("the store did not count the rows"))?;
+                let _ = write!(Utf8(&mut body), ",\"count\":{count}}}");
+            }
+            encoded.more
+        }
+        ApiVersion::V3 => {
+            let remaining = query.top.map(|top| top.saturating_sub(encoded.rows));
+            let next_link = (encoded.more && remaining != Some(0))
+                .then(|| next_query(paging.pairs, next_skip, remaining));
+            body.extend_from_slice(b",\"count\":");
+            match encoded.count {
+                Some(count) => {
+                    let _ = write!(Utf8(&mut body), "{count}");
+                }
+                None => body.extend_from_slice(b"null"),
+            }
+            body.extend_from_slice(b",\"nextLink\":");
+            match next_link {
+                Some(link) => serde_json::to_writer(&mut body, &link)
+                    .map_err(|e| ServerError::internal(e.to_string()))?,
+                None => body.extend_from_slice(b"null"),
+            }
+            body.push(b'}');
+            false
+        }
+    };
+    let mut response = response::json_bytes(StatusCode::OK, body);
+    if link {
+        add_next_link(
+            &mut response,
+            headers,
+            original,
+            paging.pairs,
+            next_skip,
+            paging.take,
+        );
+    }
+    add_purge_header(&mut response, encoded.purged_before_ms);
+    Ok(response)
 }
 
 /// The v2 `Link` header of the next page.
