@@ -8,8 +8,8 @@ use serde_json::Value;
 
 use super::{Change, FeedHub, FeedMessage};
 use crate::store::{
-    BatchWrite, Decide, OWNER_COLUMN, Outcome, ReadRequest, ReadResult, Row, Store, StoreError,
-    TableSchema, TableSpec, Written,
+    BatchWrite, Decide, EncodedPage, OWNER_COLUMN, Outcome, PageRequest, ReadRequest, ReadResult,
+    Row, Store, StoreError, TableSchema, TableSpec, Written,
 };
 
 /// Wraps a store; writes are published after they return, i.e. after their commit.
@@ -64,6 +64,14 @@ impl Store for FeedStore {
 
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError> {
         self.inner.read(table, request).await
+    }
+
+    async fn read_page(
+        &self,
+        table: &str,
+        page: &PageRequest,
+    ) -> Result<Option<EncodedPage>, StoreError> {
+        self.inner.read_page(table, page).await
     }
 
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {

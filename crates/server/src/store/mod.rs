@@ -199,6 +199,37 @@ pub struct ReadResult {
     pub count: Option<u64>,
 }
 
+/// A list page the store encodes itself (the no-`$select` read of `GET /tables/{table}`):
+/// the read, how many of its rows go on the page (it asks for one more, to learn whether
+/// there is a next page) and the bytes the body starts with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PageRequest {
+    /// The read (its `limit` is at most `take + 1`).
+    pub read: ReadRequest,
+    /// The rows that go on the page; a row past them only says there is more.
+    pub take: u64,
+    /// Whether the table's items carry `deleted`.
+    pub soft_delete: bool,
+    /// The body so far (`{"results":`, `{"items":` or nothing); the rows follow it.
+    pub prefix: Vec<u8>,
+}
+
+/// The answer to a [`PageRequest`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedPage {
+    /// The prefix, then the page's rows as a JSON array of wire items (the bytes
+    /// `serde_json` writes for the items of [`Row::to_item`]).
+    pub body: Vec<u8>,
+    /// How many rows are on the page.
+    pub rows: u64,
+    /// Whether a row past the page was found.
+    pub more: bool,
+    /// The filtered total, when asked for.
+    pub count: Option<u64>,
+    /// The table's purge horizon ([`Store::purge_horizon`]), read on the same connection.
+    pub purged_before_ms: Option<i64>,
+}
+
 /// Server-side storage of tables. Object-safe; both backends are used as `Arc<dyn Store>`.
 ///
 /// **Invariant:** within a table, `updatedAt` never decreases in commit order and never runs
@@ -246,6 +277,21 @@ pub trait Store: Send + Sync + Debug {
     /// [`StoreError::UnknownColumn`] / [`StoreError::InvalidQuery`] for a filter or order that
     /// does not fit the table, or a store error.
     async fn read(&self, table: &str, request: &ReadRequest) -> Result<ReadResult, StoreError>;
+
+    /// Reads a list page and writes it as JSON in one go, without a [`Row`] per row; `None`
+    /// when the store cannot (the caller then uses [`Store::read`]). The default cannot.
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::read`].
+    async fn read_page(
+        &self,
+        table: &str,
+        page: &PageRequest,
+    ) -> Result<Option<EncodedPage>, StoreError> {
+        let _ = (table, page);
+        Ok(None)
+    }
 
     /// Removes soft-deleted rows last written before `before_ms` and records that horizon.
     /// Returns how many rows were removed.

@@ -15,12 +15,16 @@ use super::horizon::{Horizon, monotonic_now_ms, read_until_open, with_horizon};
 use super::limits::{Cancel, ReadGate, StoreLimits};
 use super::schema::{ColumnType, SchemaCache, TableSchema, TableSpec};
 use super::sql::{self, Flavor, Param, quote};
-use super::{Decide, Outcome, ReadRequest, ReadResult, Row, Store, StoreError};
+use super::{
+    Decide, EncodedPage, Outcome, PageRequest, ReadRequest, ReadResult, Row, Store, StoreError,
+};
 
 mod batch;
+mod page;
 mod rows;
 mod write;
 
+use page::RowEncoder;
 use rows::{column_list, decode_row, select_row};
 use write::TableWriter;
 
@@ -259,6 +263,23 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn read_page(
+        &self,
+        table: &str,
+        page: &PageRequest,
+    ) -> Result<Option<EncodedPage>, StoreError> {
+        let schema = self.inner.schemas.get(table)?;
+        let translated = Arc::new(sql::translate(
+            Flavor::Sqlite,
+            &schema,
+            &page.read,
+            self.inner.limits.max_string_growth,
+        )?);
+        read_until_open(|| self.page_once(schema.spec.clone(), Arc::clone(&translated), page))
+            .await
+            .map(Some)
+    }
+
     async fn purge_deleted(&self, table: &str, before_ms: i64) -> Result<u64, StoreError> {
         let table = table.to_owned();
         self.with_writer(move |conn, _| {
@@ -289,17 +310,8 @@ impl Store for SqliteStore {
 
     async fn purge_horizon(&self, table: &str) -> Result<Option<i64>, StoreError> {
         let table = table.to_owned();
-        self.with_reader(move |conn, _| {
-            conn.query_row(
-                &format!("SELECT purged_before_ms FROM {BOOKKEEPING} WHERE name = ?1"),
-                [&table],
-                |r| r.get::<_, Option<i64>>(0),
-            )
-            .optional()
-            .map(Option::flatten)
-            .map_err(StoreError::backend)
-        })
-        .await
+        self.with_reader(move |conn, _| purge_horizon_of(conn, &table))
+            .await
     }
 
     async fn write_batch(
@@ -332,6 +344,73 @@ impl SqliteStore {
         translated: Arc<sql::Translated>,
         request: &ReadRequest,
     ) -> Result<(ReadResult, Horizon), StoreError> {
+        let (rows, count, horizon) = self
+            .snapshot_read(spec, translated, request, |_, schema, rows| {
+                let mut out = Vec::new();
+                while let Some(r) = rows.next().map_err(query_error)? {
+                    out.push(decode_row(r, schema)?);
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok((ReadResult { rows, count }, horizon))
+    }
+
+    /// One page read and encoded in one snapshot (`page.rs`), with the purge horizon read
+    /// on the same connection: one trip to the blocking pool per page.
+    async fn page_once(
+        &self,
+        spec: TableSpec,
+        translated: Arc<sql::Translated>,
+        page: &PageRequest,
+    ) -> Result<(EncodedPage, Horizon), StoreError> {
+        let take = page.take;
+        let soft_delete = page.soft_delete;
+        let mut body = page.prefix.clone();
+        let table = spec.name.clone();
+        let ((body, rows, more, purged_before_ms), count, horizon) = self
+            .snapshot_read(spec, translated, &page.read, move |conn, schema, result| {
+                let encoder = RowEncoder::new(schema, soft_delete)?;
+                let mut rows = 0_u64;
+                let mut more = false;
+                body.push(b'[');
+                while let Some(r) = result.next().map_err(query_error)? {
+                    if rows == take {
+                        more = true;
+                        break;
+                    }
+                    if rows > 0 {
+                        body.push(b',');
+                    }
+                    encoder.write(&mut body, r)?;
+                    rows += 1;
+                }
+                body.push(b']');
+                let purged = purge_horizon_of(conn, &table)?;
+                Ok((body, rows, more, purged))
+            })
+            .await?;
+        let encoded = EncodedPage {
+            body,
+            rows,
+            more,
+            count,
+            purged_before_ms,
+        };
+        Ok((encoded, horizon))
+    }
+
+    /// Runs `request` in one read transaction and hands its rows to `take`; then counts
+    /// them when asked to (`take` may run its own statements on the connection too). Returns what `take` made, the count and the horizon.
+    async fn snapshot_read<T: Send + 'static>(
+        &self,
+        spec: TableSpec,
+        translated: Arc<sql::Translated>,
+        request: &ReadRequest,
+        take: impl FnOnce(&Connection, &TableSchema, &mut rusqlite::Rows<'_>) -> Result<T, StoreError>
+        + Send
+        + 'static,
+    ) -> Result<(T, Option<u64>, Horizon), StoreError> {
         let limit = i64::try_from(request.limit).unwrap_or(i64::MAX);
         let skip = i64::try_from(request.skip).unwrap_or(i64::MAX);
         let want_count = request.count;
@@ -356,15 +435,11 @@ impl SqliteStore {
                 translated.order_sql
             );
             let mut statement = tx.prepare(&query).map_err(query_error)?;
-            let rows = statement
-                .query_map(params_from_iter(params.iter()), |r| {
-                    Ok(decode_row(r, &schema))
-                })
-                .map_err(query_error)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(query_error)?
-                .into_iter()
-                .collect::<Result<Vec<Row>, StoreError>>()?;
+            let mut rows = statement
+                .query(params_from_iter(params.iter()))
+                .map_err(query_error)?;
+            let taken = take(&tx, &schema, &mut rows)?;
+            drop(rows);
             drop(statement);
             let count = if want_count {
                 let count_sql = format!(
@@ -379,10 +454,23 @@ impl SqliteStore {
                 None
             };
             tx.commit().map_err(StoreError::backend)?;
-            Ok((ReadResult { rows, count }, horizon))
+            Ok((taken, count, horizon))
         })
         .await
     }
+}
+
+/// The table's purge horizon ([`Store::purge_horizon`]).
+fn purge_horizon_of(conn: &Connection, table: &str) -> Result<Option<i64>, StoreError> {
+    conn.prepare_cached(&format!(
+        "SELECT purged_before_ms FROM {BOOKKEEPING} WHERE name = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row([table], |r| r.get::<_, Option<i64>>(0))
+            .optional()
+    })
+    .map(Option::flatten)
+    .map_err(StoreError::backend)
 }
 
 /// A reader connection: strings and blobs it holds or builds are at most
