@@ -67,10 +67,7 @@ fn client(url: &str, file: &Path) -> anyhow::Result<SyncContext> {
 }
 
 pub(crate) fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(run_async(plan))
 }
 
@@ -268,10 +265,7 @@ fn kill_at_half(url: &str, file: &Path, rows: usize) -> anyhow::Result<u64> {
 
 /// The child: bootstrap `url`'s table into `file` (killed part-way by the parent).
 pub(crate) fn child_bootstrap(url: &str, file: &Path) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let context = client(url, file)?;
         context

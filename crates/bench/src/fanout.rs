@@ -44,10 +44,7 @@ pub(crate) fn raise_fd_limit() -> u64 {
 pub(crate) fn child_serve(config: &Path) -> anyhow::Result<()> {
     raise_fd_limit();
     let config = tidesync_server::ServerConfig::from_file(config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let server = tidesync_server::Server::builder()
             .config(config)
@@ -308,13 +305,6 @@ async fn collect(feeds: Vec<Feed>) -> anyhow::Result<((), Vec<Feed>)> {
     Ok(((), back))
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?)
-}
-
 /// Feeds per server for the SQLite figures.
 fn feeds_for(plan: Plan) -> usize {
     if plan.quick { 2_000 } else { 10_000 }
@@ -332,7 +322,7 @@ pub(crate) fn sqlite(plan: Plan) -> anyhow::Result<Vec<Figure>> {
     let database = format!("sqlite://{}", dir.path().join("fanout.db").display());
     let server =
         ServerProcess::start(dir.path(), "fanout", &fanout_config(&database, None, feeds))?;
-    runtime()?.block_on(async {
+    crate::runtime()?.block_on(async {
         let http = reqwest::Client::new();
         // Warm the server (tables, statements) before measuring its idle memory.
         write(&http, &server.url, 0).await?;
@@ -405,7 +395,7 @@ pub(crate) fn postgres(plan: Plan) -> anyhow::Result<Option<Figure>> {
     let per_server = feeds_for(plan) / 2;
     let url = pg_url();
     let schema = format!("bench_fanout_{}", std::process::id());
-    let rt = runtime()?;
+    let rt = crate::runtime()?;
     if let Err(error) = rt.block_on(drop_schema(&url, &schema)) {
         progress(&format!(
             "fanout_pg_2x5k_p99_ms skipped: PostgreSQL at TIDESYNC_TEST_PG unreachable ({error})"

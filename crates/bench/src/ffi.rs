@@ -40,10 +40,7 @@ pub(crate) fn ffi_pull_10k(plan: Plan) -> anyhow::Result<Option<Figure>> {
         ));
         return Ok(None);
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime
         .block_on(measure(&bindings, if plan.quick { 3 } else { 5 }))
         .map(Some)

@@ -82,10 +82,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 }
 
 pub(crate) fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         Ok(vec![
             first_screen(plan).await?,

@@ -38,10 +38,7 @@ fn client(url: &str, file: &std::path::Path) -> anyhow::Result<SyncContext> {
 
 /// The `visibility_p50` figure (its own runtime, like the other remote figures).
 pub(crate) fn visibility_p50(plan: Plan) -> anyhow::Result<Figure> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(measure(if plan.quick { 30 } else { 100 }))
 }
 

@@ -64,6 +64,25 @@ pub(crate) struct Plan {
 
 const USAGE: &str = "usage: tidesync-bench [--quick] [--json] [--only local|remote|bootstrap|firstscreen|live|ffi|fanout|storm] | --child-pull URL ROWS [PAGE] | --child-bootstrap URL FILE | --child-serve CONFIG | --child-serve-rows ROUNDS | --child-ingest OPS | --child-push OPS [--queue-only]";
 
+/// The runtime every part of the bench runs on: two workers, as the machines have two cores.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// Runs a child mode that takes one count, or prints the usage when `count` is not one.
+fn with_count(count: &str, run: fn(usize) -> anyhow::Result<()>) -> ExitCode {
+    match count.parse::<usize>() {
+        Ok(count) => finish(run(count)),
+        Err(_) => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -72,23 +91,11 @@ fn main() -> ExitCode {
     }
     if let ["--child-serve-rows", rounds] = args.as_slice() {
         // `serve_10k` alone, best of ROUNDS, for profiling.
-        return match rounds.parse::<usize>() {
-            Ok(rounds) => finish(remote::child_serve_rows(rounds)),
-            Err(_) => {
-                eprintln!("{USAGE}");
-                ExitCode::from(2)
-            }
-        };
+        return with_count(rounds, remote::child_serve_rows);
     }
     if let ["--child-ingest", ops] = args.as_slice() {
         // The server's share of a push alone, for profiling (`valgrind --tool=callgrind`).
-        return match ops.parse::<usize>() {
-            Ok(ops) => finish(remote::child_ingest(ops)),
-            Err(_) => {
-                eprintln!("{USAGE}");
-                ExitCode::from(2)
-            }
-        };
+        return with_count(ops, remote::child_ingest);
     }
     if let ["--child-push", ops, rest @ ..] = args.as_slice() {
         // One client's batched push to an in-process server, for profiling.

@@ -82,10 +82,7 @@ fn item(n: usize) -> Value {
 }
 
 pub(crate) fn run(plan: Plan) -> anyhow::Result<Vec<Figure>> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(run_async(plan))
 }
 
@@ -390,10 +387,7 @@ async fn server_batches(ops: usize) -> anyhow::Result<f64> {
 /// The server's share of a push ([`server_batches`]) on its own, printed in seconds: the
 /// run `--child-ingest OPS` profiles (instructions per op = the difference of two sizes).
 pub(crate) fn child_ingest(ops: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let seconds = runtime.block_on(server_batches(ops))?;
     println!("{seconds:.3}");
     Ok(())
@@ -404,10 +398,7 @@ pub(crate) fn child_ingest(ops: usize) -> anyhow::Result<()> {
 /// the floor's and their ratio. The run `--child-push OPS [--queue-only]` profiles (the
 /// push's instructions = the run with the push minus the run without it).
 pub(crate) fn child_push(ops: usize, push: bool) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let served = serve().await?;
         let dir = tempfile::tempdir()?;
@@ -437,10 +428,7 @@ pub(crate) fn child_push(ops: usize, push: bool) -> anyhow::Result<()> {
 /// plain side's and their ratio, then the best of `rounds` times ten one-row requests (the
 /// fixed cost of a request on this machine, which the plain side does not pay).
 pub(crate) fn child_serve_rows(rounds: usize) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let read = serve().await?;
         seed(&read.url, 0, SERVE_ROWS).await?;
@@ -669,10 +657,7 @@ fn child_rss(url: &str, rows: usize) -> anyhow::Result<f64> {
 /// pages of `page` rows, print `vmhwm_kb=N` and `seconds=S` (the pull alone; run
 /// by hand with other page sizes to see what fewer requests would save).
 pub(crate) fn child_pull(url: &str, rows: u64, page: u64) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     let dir = tempfile::tempdir()?;
     let (result, seconds) = runtime.block_on(async {
         let context = client_with_pages(url, Protocol::Auto, &dir.path().join("child.db"), page)?;

@@ -43,10 +43,7 @@ pub(crate) fn reconnect(plan: Plan) -> anyhow::Result<Figure> {
         // The storm meets the default cap on opens per second.
         .replace("max_opens_per_sec = 0\n", "");
     let server = ServerProcess::start(dir.path(), "storm", &config)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    let runtime = crate::runtime()?;
     runtime.block_on(async {
         let http = reqwest::Client::new();
         let insert = |n: usize| {
