@@ -21,8 +21,9 @@ use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
 pub(crate) use shape::{
-    app_view, conform_item, conform_owned, merge_into, op_view, overlay_server_copy, server_view,
-    split_attempts, strip_all_but_version, with_attempts, with_server_unmapped,
+    app_view, conform_in_place, conform_item, conform_owned, merge_into, op_view,
+    overlay_server_copy, server_view, split_attempts, strip_all_but_version, with_attempts,
+    with_server_unmapped,
 };
 pub use transaction::Transaction;
 pub(crate) use transaction::{Committed, id_only};
@@ -433,6 +434,15 @@ impl Queue {
 
     /// Adds an op or replaces the op with the same id.
     fn put(&mut self, op: Operation) {
+        // An op rewritten in its place (marked attempted, failed, folded with a
+        // follow-up) keeps its keys: only its value changes.
+        if let Some(held) = self.ops.get_mut(op.id.as_str()) {
+            if held.sequence == op.sequence && held.table == op.table && held.item_id == op.item_id
+            {
+                *held = op;
+                return;
+            }
+        }
         // A new op (the usual case) costs one failed lookup here.
         self.remove(&op.id);
         self.next_sequence = self.next_sequence.max(op.sequence.saturating_add(1));
