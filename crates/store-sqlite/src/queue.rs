@@ -135,6 +135,9 @@ pub(crate) struct OpIndex {
     /// them in ([`OpIndex::record`]) before anything else reads them, so the
     /// write pays one map insert instead of four map updates.
     unrecorded: HashMap<String, RowOp>,
+    /// table → its [`set_row_op_sql`], made once (a push marks hundreds of
+    /// rows per batch).
+    row_op_sql: HashMap<Arc<str>, Arc<str>>,
 }
 
 /// An op written into its item's row, not yet in the maps.
@@ -536,8 +539,9 @@ impl OpIndex {
             Some(Entry {
                 place: Place::Row, ..
             }) if !moved => {
+                let sql = self.row_op_sql(&op.table);
                 let changed = conn
-                    .prepare_cached(&set_row_op_sql(&op.table))
+                    .prepare_cached(&sql)
                     .store()?
                     .execute((row_op_text(op)?, &op.item_id))
                     .store()?;
@@ -554,6 +558,16 @@ impl OpIndex {
         let entry = self.entry(place, op.sequence, &op.table, op.item_id.clone());
         self.add(&op.id, entry);
         Ok(())
+    }
+
+    /// [`set_row_op_sql`] for `table`.
+    fn row_op_sql(&mut self, table: &str) -> Arc<str> {
+        if let Some(sql) = self.row_op_sql.get(table) {
+            return Arc::clone(sql);
+        }
+        let sql: Arc<str> = set_row_op_sql(table).into();
+        self.row_op_sql.insert(Arc::from(table), Arc::clone(&sql));
+        sql
     }
 
     /// Writes a new op: into its item's row when there is one free, else

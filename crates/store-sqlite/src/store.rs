@@ -285,19 +285,22 @@ impl LocalStore for SqliteStore {
 
     fn get_many(&self, keys: &[(&str, &str)]) -> Result<Vec<Option<Item>>> {
         self.read(|conn| {
-            // One definition lookup per table of the call, not per key.
-            let mut infos: Vec<(&str, Arc<TableInfo>)> = Vec::new();
+            // One definition lookup and one statement per table of the call,
+            // not per key (a push reads hundreds of rows of one table at once).
+            let mut tables: Vec<(&str, Arc<TableInfo>, rusqlite::CachedStatement<'_>)> = Vec::new();
             keys.iter()
                 .map(|(table, id)| {
-                    let info = match infos.iter().find(|(name, _)| name == table) {
-                        Some((_, info)) => info.clone(),
+                    let at = match tables.iter().position(|(name, ..)| name == table) {
+                        Some(at) => at,
                         None => {
                             let info = self.tables.get(conn, table)?;
-                            infos.push((table, info.clone()));
-                            info
+                            let stmt = conn.prepare_cached(&info.select_sql).store()?;
+                            tables.push((table, info, stmt));
+                            tables.len() - 1
                         }
                     };
-                    read_row(conn, &info, id)
+                    let (_, info, stmt) = &mut tables[at];
+                    read_with(stmt, info, id)
                 })
                 .collect()
         })
@@ -372,6 +375,15 @@ impl LocalStore for SqliteStore {
 /// One row by id.
 fn read_row(conn: &Connection, info: &TableInfo, id: &str) -> Result<Option<Item>> {
     let mut stmt = conn.prepare_cached(&info.select_sql).store()?;
+    read_with(&mut stmt, info, id)
+}
+
+/// [`read_row`] with the table's select statement at hand.
+fn read_with(
+    stmt: &mut rusqlite::Statement<'_>,
+    info: &TableInfo,
+    id: &str,
+) -> Result<Option<Item>> {
     let mut rows = stmt.query([id]).store()?;
     match rows.next().store()? {
         Some(row) => Ok(Some(crate::rows::read_item(row, &info.columns)?)),

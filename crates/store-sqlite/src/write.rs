@@ -101,10 +101,14 @@ pub(crate) fn write_batch(
             tables.clear();
         }
         let mut put = None;
+        let mut errors = ErrorRecords::default();
         let writes = &batch.writes;
         let mut at = 0;
         while let Some(write) = writes.get(at) {
             at += 1;
+            if errors.skips(conn, write)? {
+                continue;
+            }
             // A completed op kept in its row, and the row's new copy right after
             // (past the op's error record): one statement clears the op and
             // writes the row, where deleting the op would rewrite the row first.
@@ -113,7 +117,9 @@ pub(crate) fn write_batch(
                     let item_id = item.get("id").and_then(|v| v.as_str());
                     if item_id.is_some_and(|item_id| ops.forget_row_op(id, table, item_id)) {
                         for between in &writes[at..next] {
-                            apply(conn, tables, ops, &mut put, between)?;
+                            if !errors.skips(conn, between)? {
+                                apply(conn, tables, ops, &mut put, between)?;
+                            }
                         }
                         let info = tables.get_ref(conn, table)?;
                         let mut statement =
@@ -159,6 +165,44 @@ pub(crate) fn write_batch(
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
+}
+
+/// Whether `__errors` holds any record, as far as one batch needs to know: a
+/// pushed op's completion deletes its error record, which nearly always does
+/// not exist, and one look at the table spares a statement per op.
+#[derive(Debug, Default)]
+struct ErrorRecords {
+    /// `None` until the batch's first `DeleteError` looks; a `PutError` in the
+    /// batch makes it `Some(false)`.
+    empty: Option<bool>,
+}
+
+impl ErrorRecords {
+    /// True when `write` deletes an error record and there is none to delete.
+    fn skips(&mut self, conn: &Connection, write: &Write) -> Result<bool> {
+        match write {
+            Write::DeleteError { .. } => {
+                let empty = match self.empty {
+                    Some(empty) => empty,
+                    None => {
+                        let any: bool = conn
+                            .prepare_cached("SELECT EXISTS (SELECT 1 FROM __errors)")
+                            .store()?
+                            .query_row([], |r| r.get(0))
+                            .store()?;
+                        self.empty = Some(!any);
+                        !any
+                    }
+                };
+                Ok(empty)
+            }
+            Write::PutError(_) => {
+                self.empty = Some(false);
+                Ok(false)
+            }
+            _ => Ok(false),
+        }
+    }
 }
 
 /// A table as reads and writes use it: its definition, columns and statements.
