@@ -620,6 +620,8 @@ async fn an_edit_folded_into_an_op_whose_answer_was_lost_is_sent_without_a_confl
 #[derive(Debug)]
 struct MistypedAnswers {
     inner: tidesync_transport_mock::MockTransport,
+    /// Offer batch pushes (the answers mistyped the same way).
+    batch: bool,
 }
 
 #[async_trait::async_trait]
@@ -660,18 +662,48 @@ impl tidesync_core::Transport for MistypedAnswers {
     ) -> Result<(), tidesync_core::TransportError> {
         self.inner.delete(table, id, if_match).await
     }
+
+    fn supports_batch(&self) -> bool {
+        self.batch
+    }
+
+    async fn batch(
+        &self,
+        operations: &[tidesync_core::BatchOperation],
+    ) -> Result<Vec<tidesync_core::BatchOutcome>, tidesync_core::TransportError> {
+        let mut outcomes = self.inner.batch(operations).await?;
+        for outcome in &mut outcomes {
+            if let tidesync_core::BatchOutcome::Ok(Some(answer)) = outcome {
+                if answer.get("id") == Some(&json!("bad")) {
+                    answer.insert("text".into(), json!(5));
+                }
+            }
+        }
+        Ok(outcomes)
+    }
 }
 
 #[tokio::test]
 async fn a_mistyped_server_row_fails_its_op_not_the_push() {
+    mistyped_server_row_fails_its_op(false).await;
+}
+
+#[tokio::test]
+async fn a_mistyped_server_row_in_a_batch_fails_its_op_not_the_push() {
+    mistyped_server_row_fails_its_op(true).await;
+}
+
+async fn mistyped_server_row_fails_its_op(batch: bool) {
     let server = MockServer::new();
     server.add_table(TODO);
+    server.set_batch_support(batch);
     let store = MemoryStore::new();
     store.define_table(&todo_def()).unwrap();
     let client = SyncContext::builder()
         .store(store)
         .transport(MistypedAnswers {
             inner: server.transport(),
+            batch,
         })
         .build()
         .unwrap();
@@ -681,12 +713,14 @@ async fn a_mistyped_server_row_fails_its_op_not_the_push() {
     }
     let result = client.push().await.unwrap();
     assert_eq!(result.status, PushStatus::Complete, "{result:?}");
-    assert_eq!(result.pushed, 1);
+    assert_eq!(result.pushed, 1, "{result:?}");
     assert_eq!(result.errors.len(), 1);
     let error = &result.errors[0];
     assert_eq!(error.item_id, "bad");
     assert!(error.message.contains("does not fit"), "{}", error.message);
     assert_eq!(error.server_item.as_ref().unwrap()["text"], json!(5));
+    // What was sent, as the op recorded it when it was marked.
+    assert_eq!(error.item.as_ref().unwrap()["text"], "bad");
     // The bad op stays queued (failed) with its record; the good one is done.
     let queued = client.operations().unwrap();
     assert_eq!(queued.len(), 1);

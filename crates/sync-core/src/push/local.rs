@@ -11,7 +11,8 @@ use super::{Outgoing, PushRun};
 use crate::events::ChangeEvent;
 use crate::model::{InvalidItem, OpKind, OpState, Operation, OperationError, UNMAPPED_COLUMN};
 use crate::queue::{
-    Queue, conform_item, id_only, overlay_server_copy, split_attempts, with_server_unmapped,
+    Queue, conform_in_place, conform_item, id_only, overlay_server_copy, split_attempts,
+    with_server_unmapped,
 };
 use crate::store::{StoreError, Write, WriteBatch};
 
@@ -95,14 +96,7 @@ impl PushRun {
                 let after = version(server_item.as_ref());
                 let queued = queue.get(&op.id).is_some();
                 let follow_up = queue.follow_up(&op);
-                match self.completion(
-                    &op,
-                    server_item.as_ref(),
-                    row,
-                    queued,
-                    follow_up,
-                    &mut batch,
-                )? {
+                match self.completion(&op, server_item, row, queued, follow_up, &mut batch)? {
                     Ok(()) => {
                         if op.kind != OpKind::Delete && after.is_some() {
                             queue.record_own_write(&op.table, &op.item_id, before, after);
@@ -110,7 +104,14 @@ impl PushRun {
                         queue.clear_in_flight(&op.id);
                         completed.push(op);
                     }
-                    Err(reason) => bad.push((op, server_item, reason)),
+                    Err((reason, server_item)) => {
+                        // A pushed op comes without its item (the queue holds it).
+                        let mut op = op;
+                        if op.item.is_none() {
+                            op.item = queue.get(&op.id).and_then(|queued| queued.item.clone());
+                        }
+                        bad.push((op, server_item, reason));
+                    }
                 }
             }
             queue.commit_owned(&*self.engine.store, &mut batch)?;
@@ -147,25 +148,25 @@ impl PushRun {
     /// The writes that complete one acknowledged op, given its item's current
     /// row, whether the op is still queued and the op queued behind it; the
     /// caller holds the queue lock. The inner error: the server's copy does not
-    /// fit the local table (nothing was added to `batch`).
+    /// fit the local table (nothing was added to `batch`), with that copy.
     fn completion(
         &self,
         op: &Operation,
-        server_item: Option<&Item>,
+        server_item: Option<Item>,
         row: Option<Item>,
         queued: bool,
         follow_up: Option<Operation>,
         batch: &mut WriteBatch,
-    ) -> Result<Result<(), InvalidItem>, StoreError> {
-        let server = match server_item.filter(|s| s.get(ID).is_some()) {
-            Some(server) => {
+    ) -> Result<Result<(), (InvalidItem, Option<Item>)>, StoreError> {
+        let server = match server_item {
+            Some(mut server) if server.get(ID).is_some() => {
                 let def = self.engine.tables.get(&*self.engine.store, &op.table)?;
-                match conform_item(&def, server, true) {
-                    Ok(server) => Some(server),
-                    Err(reason) => return Ok(Err(reason)),
+                if let Err(reason) = conform_in_place(&def, &mut server, true) {
+                    return Ok(Err((reason, Some(server))));
                 }
+                Some(server)
             }
-            None => None,
+            _ => None,
         };
         if queued {
             batch.push(Write::DeleteOperation { id: op.id.clone() });
@@ -283,13 +284,8 @@ impl PushRun {
         &self,
         queue: &mut Queue,
         op: &mut Operation,
-        ops: &[Operation],
     ) -> Result<bool, StoreError> {
-        let Some(next) = ops
-            .iter()
-            .find(|o| o.id != op.id && o.sequence > op.sequence)
-            .cloned()
-        else {
+        let Some(next) = queue.follow_up(op) else {
             return Ok(true);
         };
         let mut batch = WriteBatch::new();

@@ -66,8 +66,11 @@ enum Prepare {
 
 /// An op marked attempted, with what to send for it.
 struct Prepared {
-    /// The op as it was before it was marked (what an unsent batch restores).
-    before: Operation,
+    /// The op's state and item before it was marked (what an unsent batch
+    /// restores; nothing else of the op changes when it is marked).
+    before: (OpState, Option<Item>),
+    /// The op as marked, but without its `item` (the queue holds it whole:
+    /// [`PushRun::whole`] takes it from there where an answer needs it).
     op: Operation,
     send: Outgoing,
     /// What earlier attempts of this op sent and got no answer to, oldest first.
@@ -222,7 +225,7 @@ impl PushRun {
         if ops.is_empty() {
             return Ok(None);
         }
-        let (prepared, missing) = self.mark_attempted(&mut queue, &ops)?;
+        let (prepared, missing) = self.mark_attempted(&mut queue, ops)?;
         drop(queue);
         for op in missing {
             self.missing_row(op)?;
@@ -262,17 +265,18 @@ impl PushRun {
     fn mark_attempted(
         &mut self,
         queue: &mut Queue,
-        ops: &[Operation],
+        ops: Vec<Operation>,
     ) -> Result<(Vec<Prepared>, Vec<Operation>), StoreError> {
         let keys: Vec<(&str, &str)> = ops
             .iter()
             .map(|op| (op.table.as_str(), op.item_id.as_str()))
             .collect();
         let rows = self.engine.store.get_many(&keys)?;
+        drop(keys);
         let mut prepared = Vec::with_capacity(ops.len());
         let mut missing = Vec::new();
         let mut marks = WriteBatch::new();
-        for (op, row) in ops.iter().zip(rows) {
+        for (op, row) in ops.into_iter().zip(rows) {
             match self.prepare(queue, op, row, &mut marks)? {
                 Prepare::Send(p) => prepared.push(*p),
                 Prepare::Gone => {}
@@ -291,18 +295,19 @@ impl PushRun {
     fn prepare(
         &self,
         queue: &mut Queue,
-        listed: &Operation,
+        listed: Operation,
         row: Option<Item>,
         marks: &mut WriteBatch,
     ) -> Result<Prepare, StoreError> {
-        let ops = queue.of_item(&listed.table, &listed.item_id);
-        let Some(mut op) = ops.iter().find(|o| o.id == listed.id).cloned() else {
-            return Ok(Prepare::Gone); // resolved or collapsed away meanwhile
+        let mut op = match queue.get(&listed.id) {
+            Some(current) if *current == listed => listed,
+            Some(current) => current.clone(),
+            None => return Ok(Prepare::Gone), // resolved or collapsed away meanwhile
         };
-        if !self.fold_follow_up(queue, &mut op, &ops)? {
+        if !self.fold_follow_up(queue, &mut op)? {
             return Ok(Prepare::Gone);
         }
-        let before = op.clone();
+        let before = (op.state, op.item.clone());
         let row_when_marked = row.clone();
         // What the op sent before (an insert's or update's attempts, a delete's
         // replaced attempts), any of which the server may hold if an answer was lost.
@@ -339,7 +344,18 @@ impl PushRun {
             op.item = Some(with_attempts(item.clone(), earlier.clone()));
         }
         op.state = OpState::Attempted;
-        marks.push(Write::PutOperation(op.clone()));
+        // The queue keeps the marked op whole; the push's copy goes without its
+        // item (see [`Prepared::op`]).
+        let item_less = Operation {
+            id: op.id.clone(),
+            table: op.table.clone(),
+            item_id: op.item_id.clone(),
+            item: None,
+            base: op.base.clone(),
+            ..op
+        };
+        marks.push(Write::PutOperation(op));
+        let op = item_less;
         let send = Outgoing {
             kind: op.kind,
             item,
@@ -359,6 +375,7 @@ impl PushRun {
         let Prepared {
             op, send, earlier, ..
         } = one;
+        let op = self.whole(op);
         let Some(outcome) = self.send_unless_cancelled(&op, &send).await else {
             return Ok(Step::Stop(PushStatus::CancelledByToken));
         };
@@ -406,21 +423,23 @@ impl PushRun {
             ) {
                 // The request as a whole failed: the batch behind it stays unsent.
                 self.unmark(next.unwrap_or_default());
-                return self.settle_batch(wire.prepared, outcomes, None).await;
+                let prepared = take_back(wire.prepared, wire.request);
+                return self.settle_batch(prepared, outcomes, None).await;
             }
             let behind = match next {
                 Some(next) => Some(self.launch(next).await),
                 None => None,
             };
-            match self.settle_batch(wire.prepared, outcomes, None).await {
+            let prepared = take_back(wire.prepared, wire.request);
+            match self.settle_batch(prepared, outcomes, None).await {
                 Ok(None) => on_wire = behind,
                 Ok(Some(status)) => {
                     // Stopping: the batch behind is on the wire already; its
                     // answer is settled as well (without resolving conflicts).
                     if let Some(behind) = behind {
                         let outcomes = answered(behind.answer.await);
-                        self.settle_batch(behind.prepared, outcomes, Some(status))
-                            .await?;
+                        let prepared = take_back(behind.prepared, behind.request);
+                        self.settle_batch(prepared, outcomes, Some(status)).await?;
                     }
                     return Ok(Some(status));
                 }
@@ -436,25 +455,29 @@ impl PushRun {
 
     /// Sends prepared ops as one batch request on a task of its own, so that
     /// the push can settle and prepare other batches meanwhile.
-    async fn launch(&self, prepared: Vec<Prepared>) -> InFlight {
+    async fn launch(&self, mut prepared: Vec<Prepared>) -> InFlight {
+        // An insert's or update's item moves into the request, and back out of
+        // it when the answer has come ([`InFlight::take_back`]): no copy.
         let request: Vec<BatchOperation> = prepared
-            .iter()
+            .iter_mut()
             .map(|p| BatchOperation {
                 operation_id: p.op.id.clone(),
                 kind: p.send.kind,
                 table: p.op.table.clone(),
                 item_id: p.op.item_id.clone(),
-                item: (p.send.kind != OpKind::Delete).then(|| p.send.item.clone()),
+                item: (p.send.kind != OpKind::Delete).then(|| std::mem::take(&mut p.send.item)),
                 if_match: p.send.if_match.clone(),
             })
             .collect();
+        let request = Arc::new(request);
         let mut items = OnWire::default();
         for p in &prepared {
             items.add(&p.op.table, &p.op.item_id);
         }
         let transport = self.engine.transport.clone();
+        let sent = Arc::clone(&request);
         let answer = tokio::spawn(
-            async move { transport.batch(&request).await }.instrument(tracing::Span::current()),
+            async move { transport.batch(&sent).await }.instrument(tracing::Span::current()),
         );
         // The new task sits in this worker's next-task slot, which other workers
         // do not take from: let it send the request now, not after the store
@@ -463,6 +486,7 @@ impl PushRun {
         InFlight {
             prepared,
             items,
+            request,
             answer,
         }
     }
@@ -518,7 +542,8 @@ impl PushRun {
                 }),
                 BatchOutcome::Err(_) if stop.is_some() => self.fail_op(&p.op, None)?,
                 BatchOutcome::Err(e) => {
-                    let step = self.settle(p.op, p.send, p.earlier, Err(e)).await?;
+                    let op = self.whole(p.op);
+                    let step = self.settle(op, p.send, p.earlier, Err(e)).await?;
                     if let Step::Stop(status) = step {
                         stop = Some(status);
                     }
@@ -527,6 +552,15 @@ impl PushRun {
         }
         self.complete_acked(done)?;
         Ok(stop)
+    }
+
+    /// `op` (a [`Prepared::op`]) with its item: the queue's copy, or `op` as
+    /// it is when it is no longer queued.
+    fn whole(&self, op: Operation) -> Operation {
+        match self.engine.lock_queue().get(&op.id) {
+            Some(queued) => queued.clone(),
+            None => op,
+        }
     }
 
     /// Gives ops that were marked attempted but never sent their state back
@@ -539,8 +573,13 @@ impl PushRun {
         let mut batch = WriteBatch::new();
         for p in prepared {
             queue.clear_in_flight(&p.op.id);
-            if queue.get(&p.op.id) == Some(&p.op) {
-                batch.push(Write::PutOperation(p.before));
+            if queue
+                .get(&p.op.id)
+                .is_some_and(|current| same_but_item(current, &p.op))
+            {
+                let mut op = p.op;
+                (op.state, op.item) = p.before;
+                batch.push(Write::PutOperation(op));
             }
         }
         if let Err(e) = queue.commit_owned(&*self.engine.store, &mut batch) {
@@ -548,6 +587,18 @@ impl PushRun {
             tracing::warn!(error = %e, "could not unmark ops that were not sent");
         }
     }
+}
+
+/// Whether two ops are the same but for their `item`.
+fn same_but_item(a: &Operation, b: &Operation) -> bool {
+    a.id == b.id
+        && a.kind == b.kind
+        && a.state == b.state
+        && a.table == b.table
+        && a.item_id == b.item_id
+        && a.base == b.base
+        && a.sequence == b.sequence
+        && a.version == b.version
 }
 
 /// What a batch request's task gave: its outcomes, or the task's end as a
@@ -566,10 +617,26 @@ fn answered(
 
 /// A batch request on the wire.
 struct InFlight {
+    /// Its ops; an insert's or update's `send.item` is in `request` meanwhile.
     prepared: Vec<Prepared>,
     /// The items its ops are for.
     items: OnWire,
+    /// The request, shared with the task sending it.
+    request: Arc<Vec<BatchOperation>>,
     answer: tokio::task::JoinHandle<Result<Vec<BatchOutcome>, TransportError>>,
+}
+
+/// The ops of a batch whose answer has come (or never will), each with the item
+/// it sent back in its `send` (moved out of the request when the sending task
+/// has let go of it, copied otherwise).
+fn take_back(mut prepared: Vec<Prepared>, request: Arc<Vec<BatchOperation>>) -> Vec<Prepared> {
+    let request = Arc::try_unwrap(request).unwrap_or_else(|shared| (*shared).clone());
+    for (p, sent) in prepared.iter_mut().zip(request) {
+        if let Some(item) = sent.item {
+            p.send.item = item;
+        }
+    }
+    prepared
 }
 
 /// The items of a batch on the wire: table → item ids.

@@ -20,14 +20,25 @@ pub(crate) fn conform_item(
     conform_owned(def, item.clone(), from_server)
 }
 
-/// [`conform_item`] in place: values already in normal form are kept, not copied.
+/// [`conform_item`] on an owned item: values already in normal form are kept, not copied.
 pub(crate) fn conform_owned(
     def: &TableDef,
     mut item: Item,
     from_server: bool,
 ) -> std::result::Result<Item, InvalidItem> {
+    conform_in_place(def, &mut item, from_server)?;
+    Ok(item)
+}
+
+/// [`conform_item`] in place. On an error the item is left with some values in
+/// normal form and nothing removed (its caller may still show it).
+pub(crate) fn conform_in_place(
+    def: &TableDef,
+    item: &mut Item,
+    from_server: bool,
+) -> std::result::Result<(), InvalidItem> {
     let mut unknown = false;
-    for (name, value) in &mut item {
+    for (name, value) in item.iter_mut() {
         match defined_type(def, name) {
             Some(ty) => {
                 let normal = match fit_value(def.name(), name, ty, value)? {
@@ -48,7 +59,7 @@ pub(crate) fn conform_owned(
         }
     }
     if !unknown {
-        return Ok(item);
+        return Ok(());
     }
     let mut unmapped = Item::new();
     item.retain(|name, value| {
@@ -63,7 +74,7 @@ pub(crate) fn conform_owned(
     if !unmapped.is_empty() {
         item.insert(UNMAPPED_COLUMN.to_owned(), Value::Object(unmapped));
     }
-    Ok(item)
+    Ok(())
 }
 
 /// The type of a column the app may write: every column of the table but the
