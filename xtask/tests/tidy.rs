@@ -88,6 +88,10 @@ const FIXTURES: &[(&str, &str)] = &[
         "crates/store-sqlite/tests/fixtures/format-v4.sqlite",
         "a4f58b013f84de3d73dd10a2a73616ae4c3dfa9a06e7bbd3a7cd710bd91a2884",
     ),
+    (
+        "crates/store-sqlite/tests/fixtures/format-v5.sqlite",
+        "79a2124e8afafd6b10b386ca6e6a30be56206c1acc19b3088c984b763ffbbf48",
+    ),
 ];
 
 /// The only functions test code may sleep in: retry-until-condition helpers (a loop that

@@ -244,16 +244,18 @@ impl RedbStore {
     }
 
     /// The durability `batch` commits with: the store's, except that a batch marking an op
-    /// as sent (`OpState::Attempted`, before push sends it) is always on disk before
+    /// as sent (`Write::MarkAttempted`, or an op written `OpState::Attempted`, before push
+    /// sends it) is always on disk before
     /// `write` returns. After a crash the engine tells its own earlier write, answered but
     /// lost, from a foreign one by that mark and the content the op keeps from the attempt;
     /// were the mark undone while the server kept the write, a later edit folded into the
     /// op would meet the server's copy as a conflict. One sync per push batch, not per
     /// local write.
     fn durability_of(&self, batch: &WriteBatch) -> redb::Durability {
-        let marks_sent = batch.writes.iter().any(
-            |write| matches!(write, Write::PutOperation(op) if op.state == OpState::Attempted),
-        );
+        let marks_sent = batch.writes.iter().any(|write| {
+            matches!(write, Write::MarkAttempted { .. })
+                || matches!(write, Write::PutOperation(op) if op.state == OpState::Attempted)
+        });
         if marks_sent {
             redb::Durability::Immediate
         } else {

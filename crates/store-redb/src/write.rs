@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use redb::{ReadableTable, Table, WriteTransaction};
 use serde_json::Value;
 use tidesync_core::{
-    Item, Operation, OperationError, StoreError, Write, WriteBatch, normalize_value,
+    Item, OpState, Operation, OperationError, StoreError, Write, WriteBatch, normalize_value,
 };
 use tidesync_protocol::odata::Query;
 use tidesync_protocol::system::ID;
 
-use crate::codec::decode_error;
 use crate::codec::encode_row;
+use crate::codec::{decode_error, decode_op};
 use crate::error::{Message, corrupt_json, from_redb};
 use crate::query::selected_ids;
 use crate::queue::{Entry, QueueIndex, Staged};
@@ -82,6 +82,7 @@ impl<'t> Batch<'t> {
                 self.put_op(op)
             }
             Write::PutOperation(op) => self.put_op(op),
+            Write::MarkAttempted { ids } => ids.iter().try_for_each(|id| self.mark_attempted(id)),
             Write::DeleteOperation { id } => self.remove_op(id),
             Write::DeleteTableOperations { table } => self.delete_table_ops(table),
             Write::Clear => self.clear(),
@@ -179,6 +180,26 @@ impl<'t> Batch<'t> {
             .map_err(from_redb)?;
         self.staged.put(&op.id, Entry::of(op));
         Ok(())
+    }
+
+    /// Rewrites a queued op as attempted (redb commits pages, not rows: one op
+    /// more in the transaction costs what its bytes cost).
+    fn mark_attempted(&mut self, id: &str) -> Result<(), StoreError> {
+        let Some(sequence) = self.staged.get(self.queue, id).map(|e| e.sequence) else {
+            return Ok(());
+        };
+        let bytes = self
+            .ops
+            .get((sequence, id))
+            .map_err(from_redb)?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("op {id} points at a missing sequence {sequence}"))
+            })?
+            .value()
+            .to_vec();
+        let mut op = decode_op(&bytes)?;
+        op.state = OpState::Attempted;
+        self.put_op(&op)
     }
 
     /// Removes an op from the queue; its error record stays. The index says

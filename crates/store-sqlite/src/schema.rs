@@ -1,7 +1,7 @@
 //! The file format: the format version and its migrations, the metadata tables,
 //! and the SQL tables behind table definitions.
 //!
-//! Format version 4 (`PRAGMA user_version = 4`, `PRAGMA application_id` =
+//! Format version 5 (`PRAGMA user_version = 5`, `PRAGMA application_id` =
 //! [`APPLICATION_ID`]):
 //! * `__tables(name TEXT PRIMARY KEY, definition TEXT)`: each table definition as JSON;
 //! * one table per defined table, `id` its primary key, with no other index,
@@ -18,7 +18,11 @@
 //!   kept in memory (see `queue`);
 //! * `__errors(id, operationVersion, operationKind, tableName, itemId, httpStatus,
 //!   item, serverItem, rawResult, message)`, keyed by the op id;
-//! * `__config(id TEXT PRIMARY KEY, value TEXT)`.
+//! * `__config(id TEXT PRIMARY KEY, value TEXT)`;
+//! * `__attempted(ops TEXT)`: one row per batch of ops a push marked attempted at
+//!   once, listing their ids as a JSON array; an op listed there is attempted
+//!   whatever state its own record says, until it is written or deleted (the row
+//!   is then rewritten without it, or deleted when it lists none; see `queue`).
 //!
 //! Opening an older file migrates it step by step, in one transaction. The history of
 //! every format, with the commits that wrote each committed fixture, is in
@@ -26,7 +30,8 @@
 //! and an `(updatedAt, id)` index on each app table; version 2 dropped those indexes
 //! (its first layout also made app tables `WITHOUT ROWID`); version 3 added the op
 //! column (its first layout lacked `__row_op_tables`). Version 4 is the layout version
-//! 3 ended with: its migration repairs the layouts that changed in place.
+//! 3 ended with: its migration repairs the layouts that changed in place. Version 5
+//! adds `__attempted`.
 //!
 //! **Rule:** any change to the layout or to how values are stored bumps the version
 //! and adds a migration; a committed fixture never changes (the tidy test pins each
@@ -53,6 +58,7 @@ const MIGRATIONS: &[Migration] = &[
     |tx| v1_to_v2(tx).store(),
     |tx| v2_to_v3(tx).store(),
     v3_to_v4,
+    |tx| v4_to_v5(tx).store(),
 ];
 
 /// The format version this build writes.
@@ -61,12 +67,13 @@ pub(crate) fn current_version() -> u32 {
 }
 
 /// The metadata tables every store has, reserved as table names.
-const RESERVED: [&str; 5] = [
+const RESERVED: [&str; 6] = [
     "__tables",
     "__operations",
     "__errors",
     "__config",
     "__row_op_tables",
+    "__attempted",
 ];
 
 fn v0_to_v1(tx: &Transaction<'_>) -> rusqlite::Result<()> {
@@ -205,6 +212,12 @@ fn v3_to_v4(tx: &Transaction<'_>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `__attempted`: a push marks a batch of ops attempted with one row listing
+/// them, instead of rewriting each op (see `queue`).
+fn v4_to_v5(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch("CREATE TABLE __attempted (ops TEXT NOT NULL)")
 }
 
 /// Rewrites the date-times of one column that are not in the stored form.

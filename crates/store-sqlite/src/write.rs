@@ -71,7 +71,13 @@ pub(crate) fn write_alone(
             .get("id")
             .and_then(|v| v.as_str())
             .is_some_and(|id| op.item_id == id);
-    if !fits || !conn.is_autocommit() || !ops.ready_for_alone(table) || !ops.may_hold_in_row(op) {
+    if !fits
+        || !conn.is_autocommit()
+        || !ops.ready_for_alone(table)
+        || !ops.may_hold_in_row(op)
+        || ops.is_marked(&op.id)
+    {
+        // (A marked op rewritten leaves its `__attempted` row: a batch's work.)
         return Ok(false);
     }
     let info = tables.get_ref(conn, table)?;
@@ -156,6 +162,7 @@ pub(crate) fn write_batch(
         }
         drop(put);
         ops.unmark_empty(conn)?;
+        ops.flush_attempts(conn)?;
         execute(conn, "COMMIT", [])?;
         ops.committed(conn);
         Ok(())
@@ -370,6 +377,7 @@ fn apply<'w, 'c>(
             ops.put(conn, op, table_exists)
         }
         Write::DeleteOperation { id } => ops.delete(conn, id),
+        Write::MarkAttempted { ids } => ops.mark_attempted(conn, ids),
         Write::DeleteTableOperations { table } => {
             ops.delete_table(conn, table)?;
             execute(conn, "DELETE FROM __errors WHERE tableName = ?1", [table])

@@ -22,7 +22,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 /// The format this build writes.
-const CURRENT: u32 = 4;
+const CURRENT: u32 = 5;
 
 fn todo_def() -> TableDef {
     TableDef::new("TodoItem")
@@ -172,7 +172,47 @@ fn opens_the_format_v4_fixture() {
     let path = opens_fixture("format-v4.sqlite", dir.path());
     assert_eq!(op_places(&path), (0, 1));
     assert_eq!(row_op_tables(&path), ["TodoItem"]);
+    assert_eq!(attempted_rows(&path), 0, "the migration adds __attempted");
     queue_is_read_again_after_another_connection_writes(&path);
+}
+
+#[test]
+fn opens_the_format_v5_fixture() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = opens_fixture("format-v5.sqlite", dir.path());
+    assert_eq!(op_places(&path), (0, 1));
+    assert_eq!(row_op_tables(&path), ["TodoItem"]);
+    queue_is_read_again_after_another_connection_writes(&path);
+    // A mark is one row of `__attempted`, read back by another connection, and gone
+    // with the op it marked.
+    let store = SqliteStore::open(&path).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.push(Write::MarkAttempted {
+        ids: vec![fixture_op().id],
+    });
+    store.write(&batch).unwrap();
+    assert_eq!(attempted_rows(&path), 1);
+    let attempted = Operation {
+        state: OpState::Attempted,
+        ..fixture_op()
+    };
+    assert_eq!(
+        SqliteStore::open(&path).unwrap().operations(0, 10).unwrap(),
+        vec![attempted]
+    );
+    let mut batch = WriteBatch::new();
+    batch.push(Write::DeleteOperation {
+        id: fixture_op().id,
+    });
+    store.write(&batch).unwrap();
+    assert_eq!(attempted_rows(&path), 0);
+}
+
+/// How many rows `__attempted` holds in the file at `path`.
+fn attempted_rows(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("SELECT count(*) FROM __attempted", [], |r| r.get(0))
+        .unwrap()
 }
 
 /// A format-1 file from before commit 9a62c28 kept date-times with the fraction they were

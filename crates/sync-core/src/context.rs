@@ -19,7 +19,7 @@ use crate::pull::{PullRun, pull_tables, purge};
 use crate::push::PushRun;
 use crate::queue::{
     Committed, Queue, Transaction, app_view, conform_item, merge_into, overlay_server_copy,
-    strip_all_but_version, with_server_unmapped,
+    sent_form, strip_all_but_version, with_server_unmapped,
 };
 use crate::status::{StatusCell, SyncStatus};
 use crate::store::{LocalStore, QueryResult, Write, WriteBatch};
@@ -464,6 +464,11 @@ impl SyncContext {
                 .store
                 .get(&op.table, &op.item_id)?
                 .unwrap_or_default();
+            // The row is what the op last sent unless its `item` keeps that
+            // (see `PushRun::prepare`): keep it before the row changes.
+            if op.item.is_none() && op.state != OpState::Pending {
+                op.item = Some(sent_form(current.clone()).0);
+            }
             batch.push(Write::PutItem {
                 table: op.table.clone(),
                 item: match &error.server_item {

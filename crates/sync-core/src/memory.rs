@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use tidesync_protocol::Item;
 use tidesync_protocol::odata::{Query, eval};
 
-use crate::model::{Operation, OperationError, TableDef, item_id, normalize_value};
+use crate::model::{OpState, Operation, OperationError, TableDef, item_id, normalize_value};
 use crate::store::{LocalStore, QueryResult, StoreError, Write, WriteBatch};
 
 #[derive(Debug, Clone)]
@@ -133,6 +133,14 @@ impl State {
                 }
             }
             Write::PutOperation(op) => self.put_op(op.clone(), undo),
+            Write::MarkAttempted { ids } => {
+                for id in ids {
+                    if let Some(mut op) = self.ops.get(id).cloned() {
+                        op.state = OpState::Attempted;
+                        self.put_op(op, undo);
+                    }
+                }
+            }
             Write::DeleteOperation { id } => {
                 let previous = self.remove_op(id);
                 undo.push(Undo::Op(id.clone(), previous));

@@ -162,6 +162,19 @@ pub enum Write {
     /// Inserts an op or replaces the op with the same id. An op keeps its
     /// sequence for life.
     PutOperation(Operation),
+    /// Marks queued ops attempted: from now on each op named here has the state
+    /// [`OpState::Attempted`](crate::OpState::Attempted), with nothing else of it
+    /// changed, until a later write replaces or removes it. An id that is not
+    /// queued is skipped. A push marks a whole batch this way before sending it;
+    /// a store may record the batch once instead of rewriting each op (the SQLite
+    /// store keeps one row per entry), as long as what it reads back is the same.
+    /// A store whose commits may be lost in a crash (relaxed durability) makes a
+    /// batch holding this entry durable before `write` returns: what it marks may
+    /// reach the server next.
+    MarkAttempted {
+        /// The op ids.
+        ids: Vec<String>,
+    },
     /// Removes an op (and nothing else); a missing op is not an error.
     DeleteOperation {
         /// The op id.

@@ -272,3 +272,32 @@ async fn an_insert_cut_off_with_an_update_queued_behind_it_is_sent_once_with_the
     assert_eq!(f.write_calls(), vec![(CallKind::Insert, "x".into())]);
     assert_eq!(text_of(&f.server.get(TODO, "x").unwrap()), "v2");
 }
+
+/// The insert on the wire is applied but its answer is lost, and an edit was made
+/// meanwhile: the next push sends the edit without a conflict, because the op kept
+/// what its attempt sent (its row, as it was) before the edit changed the row.
+#[tokio::test]
+async fn an_edit_made_while_an_insert_whose_answer_is_lost_was_on_the_wire_is_sent_cleanly() {
+    let f = Fixture::new();
+    f.todo()
+        .insert(&json!({"id": "x", "text": "v1"}))
+        .await
+        .unwrap();
+    f.server.fail_next(1, Fault::CommitThenLoseResponse);
+    let gate = f.server.block_next_write();
+    let push = spawn_push(&f);
+    gate.reached().await;
+    f.todo()
+        .update(&json!({"id": "x", "text": "v2"}))
+        .await
+        .unwrap();
+    gate.release();
+    let result = push.await.unwrap();
+    assert_eq!(result.status, PushStatus::CancelledByNetworkError);
+    assert_eq!(text_of(&f.server.get(TODO, "x").unwrap()), "v1");
+    let result = f.client.push().await.unwrap();
+    assert!(result.is_success(), "{result:?}");
+    assert!(f.client.operation_errors().unwrap().is_empty());
+    assert_eq!(text_of(&f.server.get(TODO, "x").unwrap()), "v2");
+    assert!(f.queue().is_empty());
+}

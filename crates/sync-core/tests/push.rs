@@ -217,10 +217,10 @@ impl LocalStore for FailingStore {
         self.inner.config(key)
     }
     fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let marks_attempted = batch
-            .writes
-            .iter()
-            .any(|w| matches!(w, Write::PutOperation(op) if op.state == OpState::Attempted));
+        let marks_attempted = batch.writes.iter().any(|w| {
+            matches!(w, Write::MarkAttempted { .. })
+                || matches!(w, Write::PutOperation(op) if op.state == OpState::Attempted)
+        });
         if marks_attempted && self.fail.load(Ordering::SeqCst) {
             if self.panic {
                 panic!("injected store panic");

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tidesync_core::{
-    Error, Item, LocalStore, MemoryStore, OpKind, Query, ReadRequest, SyncContext, Transport,
-    TransportError,
+    Error, Item, LocalStore, MemoryStore, OpKind, OpState, Query, ReadRequest, SyncContext,
+    Transport, TransportError,
 };
 use tidesync_transport_mock::{CallKind, Fault, MockServer};
 
@@ -282,8 +282,20 @@ impl World {
                         ..row_of(key.0, item)
                     })
                 };
-                let item = op.item.as_ref().and_then(values);
                 let delete = op.kind == OpKind::Delete;
+                // What an insert's or update's last attempt sent: the attempt
+                // its `item` keeps, or else (an op marked without copying its
+                // row, which no write has changed since) its local row.
+                let item = match &op.item {
+                    Some(item) => values(item),
+                    None if !delete && op.state != OpState::Pending => self
+                        .client
+                        .get(&op.table, &op.item_id)
+                        .unwrap()
+                        .as_ref()
+                        .and_then(values),
+                    None => None,
+                };
                 let op = model::Op {
                     kind: op.kind,
                     state: op.state,

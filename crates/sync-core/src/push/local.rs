@@ -11,7 +11,7 @@ use super::{Outgoing, PushRun};
 use crate::events::ChangeEvent;
 use crate::model::{InvalidItem, OpKind, OpState, Operation, OperationError, UNMAPPED_COLUMN};
 use crate::queue::{
-    Queue, conform_in_place, conform_item, id_only, overlay_server_copy, split_attempts,
+    Queue, conform_in_place, conform_item, id_only, overlay_server_copy, sent_form, split_attempts,
     with_server_unmapped,
 };
 use crate::store::{StoreError, Write, WriteBatch};
@@ -126,6 +126,17 @@ impl PushRun {
         }
         for (op, server_item, reason) in bad {
             tracing::warn!(table = %op.table, id = %op.item_id, %reason, "the server's copy does not fit the local table");
+            // What was sent: the attempt the op keeps, or else its row (see
+            // `PushRun::prepare`).
+            let sent = match op.item.clone() {
+                Some(item) => Some(split_attempts(item).0),
+                None if op.kind != OpKind::Delete => self
+                    .engine
+                    .store
+                    .get(&op.table, &op.item_id)?
+                    .map(|row| sent_form(row).0),
+                None => None,
+            };
             let record = OperationError {
                 operation_id: op.id.clone(),
                 operation_version: op.version,
@@ -133,7 +144,7 @@ impl PushRun {
                 table: op.table.clone(),
                 item_id: op.item_id.clone(),
                 status: None,
-                item: op.item.clone().map(|item| split_attempts(item).0),
+                item: sent,
                 server_item,
                 raw_result: None,
                 message: format!(
@@ -390,6 +401,11 @@ impl PushRun {
                 .store
                 .get(&op.table, &op.item_id)?
                 .unwrap_or_default();
+            // The row is what the op last sent unless its `item` keeps that
+            // (see `PushRun::prepare`): keep it before the row changes.
+            if op.item.is_none() {
+                op.item = Some(sent_form(row.clone()).0);
+            }
             batch.push(Write::PutItem {
                 table: op.table.clone(),
                 item: overlay_server_copy(row, local),

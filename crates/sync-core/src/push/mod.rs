@@ -24,7 +24,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tidesync_protocol::Item;
-use tidesync_protocol::system::{ID, VERSION, is_system_property};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -33,7 +32,7 @@ use crate::error::{Error, Result, TransportError};
 use crate::events::{ChangeEvent, SyncAction};
 use crate::model::{OpKind, OpState, Operation};
 use crate::outcome::{PushOptions, PushResult, PushStatus};
-use crate::queue::{Queue, id_only, server_view, split_attempts, with_attempts};
+use crate::queue::{Queue, id_only, sent_form, split_attempts, with_attempts};
 use crate::status::{SyncErrorInfo, SyncErrorKind};
 use crate::store::{StoreError, Write, WriteBatch};
 use crate::transport::{BatchOperation, BatchOutcome};
@@ -276,12 +275,16 @@ impl PushRun {
         let mut prepared = Vec::with_capacity(ops.len());
         let mut missing = Vec::new();
         let mut marks = WriteBatch::new();
+        let mut marked = Vec::new();
         for (op, row) in ops.into_iter().zip(rows) {
-            match self.prepare(queue, op, row, &mut marks)? {
+            match self.prepare(queue, op, row, &mut marks, &mut marked)? {
                 Prepare::Send(p) => prepared.push(*p),
                 Prepare::Gone => {}
                 Prepare::Missing(op) => missing.push(op),
             }
+        }
+        if !marked.is_empty() {
+            marks.push(Write::MarkAttempted { ids: marked });
         }
         queue.commit_owned(&*self.engine.store, &mut marks)?;
         for p in &prepared {
@@ -291,13 +294,16 @@ impl PushRun {
     }
 
     /// Works out what to send for an op from its current row and queued ops
-    /// (the caller holds the queue lock) and adds its mark to `marks`.
+    /// (the caller holds the queue lock) and adds its mark: its id to `marked`
+    /// (one [`Write::MarkAttempted`] for the batch), or the op rewritten with
+    /// its attempts to `marks`.
     fn prepare(
         &self,
         queue: &mut Queue,
         listed: Operation,
         row: Option<Item>,
         marks: &mut WriteBatch,
+        marked: &mut Vec<String>,
     ) -> Result<Prepare, StoreError> {
         let mut op = match queue.get(&listed.id) {
             Some(current) if *current == listed => listed,
@@ -322,22 +328,21 @@ impl PushRun {
             OpKind::Delete => Some(last.clone().unwrap_or_else(|| id_only(&op.item_id))),
             OpKind::Insert | OpKind::Update => row,
         };
-        let Some(mut item) = item else {
+        let Some(item) = item else {
             return Ok(Prepare::Missing(op));
         };
-        item.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
-        // The server's properties that the local table does not define go back
-        // with the row: a v3 update replaces the whole item.
-        server_view(&mut item);
-        let if_match = item
-            .remove(VERSION)
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .filter(|v| !v.is_empty());
-        // An insert or update keeps what it sends in its `item`, and every
-        // earlier attempt beside it, so that a later attempt can tell its own
-        // earlier write (answered but lost) from a foreign one (see `settle`).
-        // A delete's `item` is its snapshot (with the replaced op's attempts).
-        if matches!(op.kind, OpKind::Insert | OpKind::Update) {
+        let (item, if_match) = sent_form(item);
+        // What an insert or update sends is its row. While its `item` is empty,
+        // the row is also what it sent before, if it was sent: no write changes
+        // the row of an op that may be on the server without first keeping that
+        // row in the op's `item` as an attempt (`Transaction::write`). So the
+        // mark only records the state, for the whole batch at once. Once the
+        // `item` holds attempts, what is sent now is kept beside them, written
+        // with the op, so that a later attempt can tell its own earlier write
+        // (answered but lost) from a foreign one (see `settle`). A delete's
+        // `item` is its snapshot (with the replaced op's attempts).
+        let keeps_attempts = matches!(op.kind, OpKind::Insert | OpKind::Update) && last.is_some();
+        if keeps_attempts {
             if let Some(last) = last {
                 earlier.push(last);
             }
@@ -354,7 +359,11 @@ impl PushRun {
             base: op.base.clone(),
             ..op
         };
-        marks.push(Write::PutOperation(op));
+        if keeps_attempts {
+            marks.push(Write::PutOperation(op));
+        } else {
+            marked.push(op.id);
+        }
         let op = item_less;
         let send = Outgoing {
             kind: op.kind,

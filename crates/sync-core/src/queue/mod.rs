@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 pub(crate) use shape::{
     app_view, conform_in_place, conform_item, conform_owned, merge_into, op_view,
-    overlay_server_copy, server_view, split_attempts, strip_all_but_version, with_attempts,
-    with_server_unmapped,
+    overlay_server_copy, sent_form, server_view, split_attempts, strip_all_but_version,
+    with_attempts, with_server_unmapped,
 };
 pub use transaction::Transaction;
 pub(crate) use transaction::{Committed, id_only};
@@ -406,6 +406,13 @@ impl Queue {
                 self.put(op.clone());
             }
             Write::DeleteOperation { id } => self.remove(id),
+            Write::MarkAttempted { ids } => {
+                for id in ids {
+                    if let Some(op) = self.ops.get_mut(id.as_str()) {
+                        op.state = crate::model::OpState::Attempted;
+                    }
+                }
+            }
             Write::Clear => {
                 self.own = OwnVersions::default();
                 self.ops.clear();

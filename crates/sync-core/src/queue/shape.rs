@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 use tidesync_protocol::Item;
-use tidesync_protocol::system::{VERSION, is_system_property};
+use tidesync_protocol::system::{ID, VERSION, is_system_property};
 
 use crate::model::{InvalidItem, TableDef, UNMAPPED_COLUMN, fit_value};
 
@@ -140,6 +140,20 @@ pub(crate) fn merge_into(mut row: Item, changes: Item) -> Item {
         row.insert(k, v);
     }
     row
+}
+
+/// What an insert or update sends for `row`: the row without system properties
+/// but `id`, with the server's properties the local table does not define put
+/// back beside the others (a v3 update replaces the whole item), and the row's
+/// `version` apart, as the `If-Match` to send.
+pub(crate) fn sent_form(mut row: Item) -> (Item, Option<String>) {
+    row.retain(|k, _| k == ID || k == VERSION || !is_system_property(k));
+    server_view(&mut row);
+    let if_match = row
+        .remove(VERSION)
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .filter(|v| !v.is_empty());
+    (row, if_match)
 }
 
 /// Where an op keeps its earlier unanswered attempts: a key inside its `item`

@@ -10,7 +10,8 @@ use tidesync_protocol::system::{ID, VERSION};
 use super::Queue;
 use super::collapse::{Collapse, collapse};
 use super::shape::{
-    app_view, conform_owned, merge_into, split_attempts, strip_all_but_version, with_attempts,
+    app_view, conform_owned, merge_into, sent_form, split_attempts, strip_all_but_version,
+    with_attempts,
 };
 use crate::error::{Error, Result};
 use crate::events::ChangeEvent;
@@ -190,6 +191,26 @@ impl<'a> Transaction<'a> {
                 id,
             });
         }
+        // An insert or update that may be on the server (attempted, failed, or
+        // on the wire) and keeps no attempt in its `item` was last sent as its
+        // row is now (a push marks such an op without copying the row, see
+        // `PushRun::prepare`): before this write changes the row, the op keeps
+        // what that row sends as its attempt.
+        let newest = match newest {
+            Some(mut existing) if keeps_no_attempt(&existing, in_flight) => {
+                if let Some(row) = &row {
+                    existing.item = Some(sent_form(row.clone()).0);
+                    if let Some(last) = ops.last_mut() {
+                        *last = existing.clone();
+                    }
+                    if decision == Collapse::Enqueue {
+                        self.batch.push(Write::PutOperation(existing.clone()));
+                    }
+                }
+                Some(existing)
+            }
+            other => other,
+        };
 
         // The op's base: the row as it was, when it carries a server version.
         let base = row
@@ -441,6 +462,14 @@ fn take_id(kind: OpKind, item: &mut Item) -> Result<(String, bool)> {
 /// An item holding nothing but its id.
 pub(crate) fn id_only(id: &str) -> Item {
     Item::from_iter([(ID.to_owned(), Value::String(id.to_owned()))])
+}
+
+/// True when `op` is an insert or update that may be on the server (attempted,
+/// failed, or on the wire) and keeps no attempt in its `item`.
+fn keeps_no_attempt(op: &Operation, in_flight: bool) -> bool {
+    matches!(op.kind, OpKind::Insert | OpKind::Update)
+        && op.item.is_none()
+        && (op.state != OpState::Pending || in_flight)
 }
 
 /// The snapshot a delete keeps when it replaces `existing`. An insert or update that was

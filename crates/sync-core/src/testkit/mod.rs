@@ -156,6 +156,7 @@ macro_rules! store_conformance {
                 queue_replace_operation,
                 queue_order_survives_reopen,
                 queue_follows_the_memory_store,
+                mark_attempted_reads_back,
                 delete_table_operations,
                 clear_empties_everything_but_definitions,
                 errors_ordered_by_sequence,

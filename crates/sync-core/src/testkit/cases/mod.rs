@@ -5,9 +5,11 @@
 //! Rows are compared with a null property counting as absent: the query
 //! language treats both alike and a SQL store cannot tell them apart.
 
+mod marks;
 mod query;
 mod queue;
 
+pub use marks::*;
 pub use query::*;
 pub use queue::*;
 

@@ -24,6 +24,15 @@
 //! write leaves none of its rows holding one, so tables without local edits
 //! (reference data, say) are never scanned.
 //!
+//! Marks: a push marks a batch of ops attempted before it sends them
+//! (`Write::MarkAttempted`). Rewriting each op in its row would cost a row
+//! write per op; instead one row of `__attempted` lists the batch's op ids
+//! (JSON), and the map remembers which ops each such row still marks. An op
+//! listed there reads back attempted whatever its own record says, until it is
+//! written or deleted: it then leaves its row, which is rewritten without it at
+//! the end of that write batch, or deleted when it marks none (a completed
+//! batch: one `DELETE`).
+//!
 //! The map is only used on the writer connection, inside a transaction, and is
 //! checked against `PRAGMA data_version` there: that number changes when another
 //! connection (another handle or process on the same file) commits, and then
@@ -43,7 +52,7 @@ use std::sync::Arc;
 
 use rusqlite::Connection;
 use rusqlite::types::Value as SqlValue;
-use tidesync_core::Operation;
+use tidesync_core::{OpState, Operation};
 
 use crate::error::{Result, SqlResultExt, corrupt};
 use crate::rows::{
@@ -51,6 +60,9 @@ use crate::rows::{
     row_op_text,
 };
 use crate::schema::quote;
+
+mod attempts;
+use attempts::Attempts;
 
 const INSERT_SQL: &str = concat!(
     "INSERT INTO __operations (",
@@ -138,6 +150,11 @@ pub(crate) struct OpIndex {
     /// table → its [`set_row_op_sql`], made once (a push marks hundreds of
     /// rows per batch).
     row_op_sql: HashMap<Arc<str>, Arc<str>>,
+    /// Ops marked attempted by a [`Write::MarkAttempted`](tidesync_core::Write)
+    /// entry and not written since: op id → the rowid of its `__attempted` row.
+    marked: HashMap<Id, i64>,
+    /// The rows of `__attempted`: rowid → the ops it still marks.
+    attempts: HashMap<i64, Attempts>,
 }
 
 /// An op written into its item's row, not yet in the maps.
@@ -196,6 +213,7 @@ impl OpIndex {
             self.row_tables.insert(Arc::from(table.as_str()), 0);
             self.read_row_ops(conn, &table)?;
         }
+        self.read_attempts(conn)?;
         self.version = Some(version);
         Ok(true)
     }
@@ -395,6 +413,7 @@ impl OpIndex {
 
     fn remove(&mut self, id: &str) -> Option<Entry> {
         let (id, entry) = self.by_id.remove_entry(id)?;
+        self.unmark(&id);
         if entry.place == Place::Row {
             self.count_row_op(&entry.table, false);
         }
@@ -670,8 +689,10 @@ impl OpIndex {
     /// Deletes every op (the caller has emptied the app tables, which held the
     /// ops kept in rows): the map is then empty and still current.
     pub(crate) fn clear(&mut self, conn: &Connection) -> Result<()> {
-        conn.execute_batch("DELETE FROM __operations; DELETE FROM __row_op_tables")
-            .store()?;
+        conn.execute_batch(
+            "DELETE FROM __operations; DELETE FROM __row_op_tables; DELETE FROM __attempted",
+        )
+        .store()?;
         let version = self.version;
         *self = OpIndex::default();
         self.version = version;
@@ -743,6 +764,13 @@ impl OpIndex {
             .iter()
             .map(|(id, entry)| Self::read(conn, id, entry))
             .collect::<Result<Vec<_>>>()?;
+        if !self.marked.is_empty() {
+            for op in &mut ops {
+                if self.marked.contains_key(op.id.as_str()) {
+                    op.state = OpState::Attempted;
+                }
+            }
+        }
         ops.sort_by(|a, b| (a.sequence, &a.id).cmp(&(b.sequence, &b.id)));
         Ok(ops)
     }
