@@ -80,7 +80,7 @@ pub use status::{SyncErrorInfo, SyncErrorKind, SyncStatus, TableProgress};
 pub use store::{LocalStore, QueryResult, Write, WriteBatch};
 pub use table::SyncTable;
 pub use transport::{
-    BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
+    BatchAnswer, BatchOperation, BatchOutcome, ChangeFeed, FeedEvent, Page, ReadRequest, Snapshot,
     SnapshotRequest, Transport,
 };
 pub use typed::SyncItem;

@@ -60,6 +60,42 @@ pub enum BatchOutcome {
     Err(TransportError),
 }
 
+/// The answer to a batch request whose per-op outcomes may still be undecoded
+/// (see [`Transport::batch_answer`]).
+pub struct BatchAnswer {
+    decode: Box<dyn FnOnce() -> Result<Vec<BatchOutcome>, TransportError> + Send>,
+}
+
+impl BatchAnswer {
+    /// An answer whose outcomes are decoded already.
+    pub fn decoded(outcomes: Vec<BatchOutcome>) -> BatchAnswer {
+        BatchAnswer::deferred(move || Ok(outcomes))
+    }
+
+    /// An answer that `decode` turns into its outcomes when they are asked for.
+    pub fn deferred(
+        decode: impl FnOnce() -> Result<Vec<BatchOutcome>, TransportError> + Send + 'static,
+    ) -> BatchAnswer {
+        BatchAnswer {
+            decode: Box::new(decode),
+        }
+    }
+
+    /// The per-op outcomes, one per op sent, in order (decoded now if they were not).
+    ///
+    /// # Errors
+    /// `Protocol` when the answer does not decode.
+    pub fn outcomes(self) -> Result<Vec<BatchOutcome>, TransportError> {
+        (self.decode)()
+    }
+}
+
+impl std::fmt::Debug for BatchAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BatchAnswer").finish_non_exhaustive()
+    }
+}
+
 /// A notification from the server's change feed (the tidesync change-feed
 /// extension): rows of a table changed, up to this position.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,5 +213,20 @@ pub trait Transport: Send + Sync + std::fmt::Debug {
     ) -> Result<Vec<BatchOutcome>, TransportError> {
         let _ = operations;
         Err(TransportError::Unsupported("batch push"))
+    }
+
+    /// [`batch`](Transport::batch), leaving the decoding of the per-op outcomes
+    /// to the caller ([`BatchAnswer::outcomes`]): a pipelined push sends its next
+    /// batch as soon as an answer has arrived and decodes the answer after, so
+    /// decoding is not on the path from one request to the next. The default
+    /// decodes at once.
+    ///
+    /// # Errors
+    /// As [`batch`](Transport::batch): a failure of the request as a whole.
+    async fn batch_answer(
+        &self,
+        operations: &[BatchOperation],
+    ) -> Result<BatchAnswer, TransportError> {
+        self.batch(operations).await.map(BatchAnswer::decoded)
     }
 }

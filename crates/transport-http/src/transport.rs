@@ -10,8 +10,8 @@ use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue, 
 use reqwest::{Method, StatusCode, Url};
 use serde_json::Value;
 use tidesync_core::{
-    BatchOperation, BatchOutcome, ChangeFeed, NetworkError, NetworkKind, Page, ReadRequest,
-    Snapshot, SnapshotRequest, Transport, TransportError,
+    BatchAnswer, BatchOperation, BatchOutcome, ChangeFeed, NetworkError, NetworkKind, Page,
+    ReadRequest, Snapshot, SnapshotRequest, Transport, TransportError,
 };
 use tidesync_protocol::odata::Dialect;
 use tidesync_protocol::system::{ID, is_system_property};
@@ -437,6 +437,13 @@ impl Transport for HttpTransport {
         operations: &[BatchOperation],
     ) -> Result<Vec<BatchOutcome>, TransportError> {
         self.send_batch(operations).await
+    }
+
+    async fn batch_answer(
+        &self,
+        operations: &[BatchOperation],
+    ) -> Result<BatchAnswer, TransportError> {
+        self.send_batch_answer(operations).await
     }
 
     /// The server's change feed, when its capabilities list `feed` (see `feed.rs`).

@@ -237,3 +237,54 @@ async fn a_failed_batch_request_is_one_error_and_stops_single_calls() {
         .unwrap();
     assert_eq!(page.items, vec![item(stored("id9"))]);
 }
+
+/// `batch_answer` leaves the decoding to the caller: the request's own failures come at
+/// once, the answer's per-op outcomes when asked for, the same as `batch` gives them (also
+/// when the batch was split), and an answer that does not decode fails then.
+#[tokio::test]
+async fn a_batch_answer_is_decoded_when_asked_and_as_batch_decodes_it() {
+    let server = server(json!(["batch"])).await;
+    Mock::given(method("POST"))
+        .and(path(BATCH))
+        .respond_with(at_most_two)
+        .mount(&server)
+        .await;
+    let http = transport(&server, Protocol::Auto);
+    for n in [2, 5] {
+        let ops: Vec<BatchOperation> = (0..n).map(|n| op(n, OpKind::Insert)).collect();
+        let decoded = http.batch(&ops).await.unwrap();
+        let answer = http.batch_answer(&ops).await.unwrap();
+        let later = answer.outcomes().unwrap();
+        assert_eq!(later.len(), n);
+        assert_eq!(format!("{later:?}"), format!("{decoded:?}"));
+    }
+
+    let garbled =
+        server_answering(ResponseTemplate::new(200).set_body_string("{\"results\": 7")).await;
+    let http = transport(&garbled, Protocol::Auto);
+    let ops = [op(0, OpKind::Insert)];
+    let answer = http.batch_answer(&ops).await.unwrap();
+    let error = answer.outcomes().unwrap_err();
+    assert!(matches!(error, TransportError::Protocol(_)), "{error:?}");
+    let error = http.batch(&ops).await.unwrap_err();
+    assert!(matches!(error, TransportError::Protocol(_)), "{error:?}");
+
+    let refused =
+        server_answering(ResponseTemplate::new(401).set_body_json(json!({"error": "no"}))).await;
+    let error = transport(&refused, Protocol::Auto)
+        .batch_answer(&ops)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, TransportError::Auth { .. }), "{error:?}");
+}
+
+/// A server with the extension whose batch route answers `answer`.
+async fn server_answering(answer: ResponseTemplate) -> MockServer {
+    let server = server(json!(["batch"])).await;
+    Mock::given(method("POST"))
+        .and(path(BATCH))
+        .respond_with(answer)
+        .mount(&server)
+        .await;
+    server
+}

@@ -8,7 +8,8 @@
 //!
 //! Batches are pipelined: while one batch is on the wire, the next is taken
 //! and marked attempted, and it is sent as soon as the answer to the first
-//! arrives, before that answer is settled. One request is on the wire at a
+//! arrives, before that answer is decoded ([`Transport::batch_answer`](crate::Transport::batch_answer))
+//! and settled. One request is on the wire at a
 //! time, so the server still sees the queue's order; the next batch never
 //! holds an op of an item on the wire (it stops before one, as a batch stops
 //! before a second op of an item), so an answer can never concern an item the
@@ -35,7 +36,7 @@ use crate::outcome::{PushOptions, PushResult, PushStatus};
 use crate::queue::{Queue, id_only, sent_form, split_attempts, with_attempts};
 use crate::status::{SyncErrorInfo, SyncErrorKind};
 use crate::store::{StoreError, Write, WriteBatch};
-use crate::transport::{BatchOperation, BatchOutcome};
+use crate::transport::{BatchAnswer, BatchOperation, BatchOutcome};
 
 /// What one step of a push led to.
 enum Step {
@@ -425,20 +426,19 @@ impl PushRun {
                 self.unmark(next.unwrap_or_default());
                 return Ok(Some(PushStatus::CancelledByToken));
             };
-            let outcomes = answered(answer);
-            if matches!(
-                outcomes,
-                Err(TransportError::Network(_) | TransportError::Auth { .. })
-            ) {
+            let answer = answered(answer);
+            if let Err(e @ (TransportError::Network(_) | TransportError::Auth { .. })) = answer {
                 // The request as a whole failed: the batch behind it stays unsent.
                 self.unmark(next.unwrap_or_default());
                 let prepared = take_back(wire.prepared, wire.request);
-                return self.settle_batch(prepared, outcomes, None).await;
+                return self.settle_batch(prepared, Err(e), None).await;
             }
             let behind = match next {
                 Some(next) => Some(self.launch(next).await),
                 None => None,
             };
+            // Decoded now, with the batch behind already on its way.
+            let outcomes = answer.and_then(BatchAnswer::outcomes);
             let prepared = take_back(wire.prepared, wire.request);
             match self.settle_batch(prepared, outcomes, None).await {
                 Ok(None) => on_wire = behind,
@@ -446,7 +446,8 @@ impl PushRun {
                     // Stopping: the batch behind is on the wire already; its
                     // answer is settled as well (without resolving conflicts).
                     if let Some(behind) = behind {
-                        let outcomes = answered(behind.answer.await);
+                        let outcomes =
+                            answered(behind.answer.await).and_then(BatchAnswer::outcomes);
                         let prepared = take_back(behind.prepared, behind.request);
                         self.settle_batch(prepared, outcomes, Some(status)).await?;
                     }
@@ -486,7 +487,7 @@ impl PushRun {
         let transport = self.engine.transport.clone();
         let sent = Arc::clone(&request);
         let answer = tokio::spawn(
-            async move { transport.batch(&sent).await }.instrument(tracing::Span::current()),
+            async move { transport.batch_answer(&sent).await }.instrument(tracing::Span::current()),
         );
         // The new task sits in this worker's next-task slot, which other workers
         // do not take from: let it send the request now, not after the store
@@ -610,11 +611,11 @@ fn same_but_item(a: &Operation, b: &Operation) -> bool {
         && a.version == b.version
 }
 
-/// What a batch request's task gave: its outcomes, or the task's end as a
+/// What a batch request's task gave: its answer, or the task's end as a
 /// protocol error (a panic inside the transport goes on as a panic).
 fn answered(
-    answer: Result<Result<Vec<BatchOutcome>, TransportError>, tokio::task::JoinError>,
-) -> Result<Vec<BatchOutcome>, TransportError> {
+    answer: Result<Result<BatchAnswer, TransportError>, tokio::task::JoinError>,
+) -> Result<BatchAnswer, TransportError> {
     match answer {
         Ok(outcomes) => outcomes,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -632,7 +633,7 @@ struct InFlight {
     items: OnWire,
     /// The request, shared with the task sending it.
     request: Arc<Vec<BatchOperation>>,
-    answer: tokio::task::JoinHandle<Result<Vec<BatchOutcome>, TransportError>>,
+    answer: tokio::task::JoinHandle<Result<BatchAnswer, TransportError>>,
 }
 
 /// The ops of a batch whose answer has come (or never will), each with the item

@@ -11,7 +11,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Map, Value, json};
-use tidesync_core::{BatchOperation, BatchOutcome, OpKind, Transport, TransportError};
+use tidesync_core::{BatchAnswer, BatchOperation, BatchOutcome, OpKind, Transport, TransportError};
 use tidesync_protocol::system::is_system_property;
 
 use super::{HttpTransport, Outgoing};
@@ -45,24 +45,55 @@ impl HttpTransport {
         if !(capabilities.tidesync && capabilities.has_extension(EXTENSION)) {
             return Ok(self.one_by_one(operations).await);
         }
+        self.post_in_slices(vec![operations]).await
+    }
+
+    /// [`send_batch`](Self::send_batch) with the answer left undecoded when the
+    /// server took the whole batch in one request (the usual case); otherwise
+    /// (413 halving, no route) decoded as it arrived.
+    pub(crate) async fn send_batch_answer(
+        &self,
+        operations: &[BatchOperation],
+    ) -> Result<BatchAnswer, TransportError> {
+        if operations.is_empty() {
+            return Ok(BatchAnswer::decoded(Vec::new()));
+        }
+        let capabilities = self.capabilities().await?;
+        if !(capabilities.tidesync && capabilities.has_extension(EXTENSION)) {
+            return Ok(BatchAnswer::decoded(self.one_by_one(operations).await));
+        }
+        let outcomes = match self.post_batch(operations).await? {
+            Posted::Done(body) => {
+                let expected = operations.len();
+                return Ok(BatchAnswer::deferred(move || decode(&body, expected)));
+            }
+            Posted::TooLarge if operations.len() > 1 => {
+                let (first, second) = operations.split_at(operations.len() / 2);
+                self.post_in_slices(vec![second, first]).await?
+            }
+            Posted::TooLarge => return Err(refused_even_one()),
+            Posted::NoRoute => self.one_by_one(operations).await,
+        };
+        Ok(BatchAnswer::decoded(outcomes))
+    }
+
+    /// Posts `pending` (a stack: the last slice first), halving a slice the
+    /// server answers 413, and decodes each answer.
+    async fn post_in_slices(
+        &self,
+        mut pending: Vec<&[BatchOperation]>,
+    ) -> Result<Vec<BatchOutcome>, TransportError> {
         // Halving on 413 is a loop over pending slices, not recursion (no boxed futures).
-        let mut outcomes = Vec::with_capacity(operations.len());
-        let mut pending: Vec<&[BatchOperation]> = vec![operations];
+        let mut outcomes = Vec::new();
         while let Some(slice) = pending.pop() {
             match self.post_batch(slice).await? {
-                Posted::Done(mut done) => outcomes.append(&mut done),
+                Posted::Done(body) => outcomes.append(&mut decode(&body, slice.len())?),
                 Posted::TooLarge if slice.len() > 1 => {
                     let (first, second) = slice.split_at(slice.len() / 2);
                     pending.push(second);
                     pending.push(first);
                 }
-                Posted::TooLarge => {
-                    return Err(TransportError::Http {
-                        status: 413,
-                        message: "the server refuses even a batch of one op".to_owned(),
-                        raw: None,
-                    });
-                }
+                Posted::TooLarge => return Err(refused_even_one()),
                 Posted::NoRoute => {
                     let mut rest = self.one_by_one(slice).await;
                     outcomes.append(&mut rest);
@@ -93,27 +124,11 @@ impl HttpTransport {
             })
             .await?;
         match reply.status {
-            StatusCode::PAYLOAD_TOO_LARGE => return Ok(Posted::TooLarge),
-            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => return Ok(Posted::NoRoute),
-            status if !status.is_success() => return Err(error_for(&reply)),
-            _ => {}
+            StatusCode::PAYLOAD_TOO_LARGE => Ok(Posted::TooLarge),
+            StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Ok(Posted::NoRoute),
+            status if !status.is_success() => Err(error_for(&reply)),
+            _ => Ok(Posted::Done(reply.body)),
         }
-        let results = match serde_json::from_slice::<Value>(&reply.body) {
-            Ok(Value::Object(mut body)) => match body.remove("results") {
-                Some(Value::Array(results)) => results,
-                _ => {
-                    return Err(TransportError::Protocol(
-                        "the batch answer has no results array".to_owned(),
-                    ));
-                }
-            },
-            _ => {
-                return Err(TransportError::Protocol(
-                    "the batch answer is not a JSON object".to_owned(),
-                ));
-            }
-        };
-        Ok(Posted::Done(results.into_iter().map(outcome).collect()))
     }
 
     /// The batch route: the capabilities path with its last segment replaced by `batch`.
@@ -166,9 +181,40 @@ impl HttpTransport {
 
 /// What one `POST` of the batch route gave.
 enum Posted {
-    Done(Vec<BatchOutcome>),
+    /// Answered: the body, not decoded yet.
+    Done(Vec<u8>),
     TooLarge,
     NoRoute,
+}
+
+/// The error of a batch of one op that the server still answers 413.
+fn refused_even_one() -> TransportError {
+    TransportError::Http {
+        status: 413,
+        message: "the server refuses even a batch of one op".to_owned(),
+        raw: None,
+    }
+}
+
+/// The outcomes in a batch answer's body. The engine checks that there is one
+/// per op sent (`expected`, named in the error only).
+fn decode(body: &[u8], expected: usize) -> Result<Vec<BatchOutcome>, TransportError> {
+    let results = match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(mut body)) => match body.remove("results") {
+            Some(Value::Array(results)) => results,
+            _ => {
+                return Err(TransportError::Protocol(format!(
+                    "the batch answer has no results array (for {expected} ops)"
+                )));
+            }
+        },
+        _ => {
+            return Err(TransportError::Protocol(format!(
+                "the batch answer is not a JSON object (for {expected} ops)"
+            )));
+        }
+    };
+    Ok(results.into_iter().map(outcome).collect())
 }
 
 /// A batch request body, serialized straight from the ops (no JSON tree in between).
