@@ -107,6 +107,8 @@ pub(crate) fn write_batch(
             tables.clear();
         }
         let mut put = None;
+        // The completions' statement, kept from one op to the next as `put` is.
+        let mut clearing: LastPut<'_, '_> = None;
         let mut errors = ErrorRecords::default();
         let writes = &batch.writes;
         let mut at = 0;
@@ -127,10 +129,18 @@ pub(crate) fn write_batch(
                                 apply(conn, tables, ops, &mut put, between)?;
                             }
                         }
-                        let info = tables.get_ref(conn, table)?;
-                        let mut statement =
-                            conn.prepare_cached(&info.put_clearing_op_sql).store()?;
-                        put_item(&mut statement, info, item, None, false)?;
+                        let current = match clearing.take() {
+                            Some(same) if same.0 == table => same,
+                            _ => {
+                                let info = tables.get(conn, table)?;
+                                let statement =
+                                    conn.prepare_cached(&info.put_clearing_op_sql).store()?;
+                                (table, info, statement)
+                            }
+                        };
+                        let (_, info, statement) = clearing.insert(current);
+                        // A statement kept from the previous op still holds its bindings.
+                        put_item(statement, info, item, None, true)?;
                         at = next + 1;
                         continue;
                     }
@@ -161,6 +171,7 @@ pub(crate) fn write_batch(
             apply(conn, tables, ops, &mut put, write)?;
         }
         drop(put);
+        drop(clearing);
         ops.unmark_empty(conn)?;
         ops.flush_attempts(conn)?;
         execute(conn, "COMMIT", [])?;
