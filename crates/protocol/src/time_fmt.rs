@@ -25,7 +25,63 @@ pub enum TimestampError {
 /// A value that cannot be expressed in UTC (only possible at the very ends of the supported
 /// range) keeps its own offset.
 pub fn format_timestamp(t: OffsetDateTime) -> String {
+    let utc = t.checked_to_offset(UtcOffset::UTC).unwrap_or(t);
+    if utc.offset().is_utc() {
+        if let Ok(ms) = i64::try_from(utc.unix_timestamp_nanos().div_euclid(1_000_000)) {
+            let mut out = Vec::with_capacity(24);
+            if push_timestamp_millis(&mut out, ms) {
+                // Only ASCII digits and punctuation were pushed.
+                return String::from_utf8(out).unwrap_or_default();
+            }
+        }
+    }
     format_with(t, Fraction::Millis)
+}
+
+/// The first millisecond of the year 10000, as milliseconds after the Unix epoch: where
+/// [`push_timestamp_millis`] stops.
+pub const YEAR_10000_MS: i64 = 253_402_300_800_000;
+
+/// Appends what [`format_timestamp`] writes for the instant `ms` milliseconds after the
+/// Unix epoch, digit by digit with no `OffsetDateTime` built, when the instant falls in the
+/// years 1970 to 9999 (stores keep times as such numbers, and a page of rows writes two or
+/// three each); returns false, with nothing appended, for any other instant.
+pub fn push_timestamp_millis(out: &mut Vec<u8>, ms: i64) -> bool {
+    if !(0..YEAR_10000_MS).contains(&ms) {
+        return false;
+    }
+    // Days since the epoch to a civil date (H. Hinnant's `civil_from_days`), every
+    // quantity non-negative here.
+    let days = ms / 86_400_000;
+    let of_day = ms % 86_400_000;
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut n: i64| {
+        for place in (at..at + width).rev() {
+            // A digit is below 10: the cast cannot truncate.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            let digit = (n % 10) as u8;
+            text[place] = b'0' + digit;
+            n /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, month);
+    put(8, 2, day);
+    put(11, 2, of_day / 3_600_000);
+    put(14, 2, of_day / 60_000 % 60);
+    put(17, 2, of_day / 1_000 % 60);
+    put(20, 3, of_day % 1_000);
+    out.extend_from_slice(&text);
+    true
 }
 
 /// Formats `t` in UTC with as many fractional digits as needed (none, up to nine).
@@ -442,6 +498,12 @@ mod tests {
                     "{t}"
                 );
             }
+            // From 1970 on through `push_timestamp_millis`, before it through `format_utc`.
+            assert_eq!(
+                format_timestamp(t),
+                format_general(t, Fraction::Millis),
+                "{t}"
+            );
         }
     }
 }

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use rusqlite::types::ValueRef;
 use serde::Serialize;
+use tidesync_protocol::time_fmt::push_timestamp_millis;
 use tidesync_protocol::{encode_version, format_timestamp, system};
 
 use super::super::schema::{ColumnType, TableSchema};
@@ -129,48 +130,16 @@ fn write_bool(out: &mut Vec<u8>, b: bool) {
     out.extend_from_slice(if b { b"true" } else { b"false" });
 }
 
-/// The first millisecond of the year 10000.
-const YEAR_10000_MS: i64 = 253_402_300_800_000;
-
 /// A timestamp as `format_timestamp(ms_to_time(ms))` writes it, quoted (it needs no
-/// escapes): `YYYY-MM-DDThh:mm:ss.mmmZ` digit by digit for the years 1970 to 9999, the
-/// general formatter for the rest.
+/// escapes).
 fn write_time(out: &mut Vec<u8>, ms: i64) -> Result<(), StoreError> {
-    if !(0..YEAR_10000_MS).contains(&ms) {
-        return write_json(out, &format_timestamp(ms_to_time(ms)));
+    out.push(b'"');
+    if push_timestamp_millis(out, ms) {
+        out.push(b'"');
+        return Ok(());
     }
-    // Days since the epoch to a civil date (H. Hinnant's `civil_from_days`), all
-    // quantities non-negative here.
-    let days = ms / 86_400_000;
-    let of_day = ms % 86_400_000;
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let mut text = *b"\"0000-00-00T00:00:00.000Z\"";
-    let mut put = |at: usize, width: usize, mut n: i64| {
-        for place in (at..at + width).rev() {
-            // A digit is below 10: the cast cannot truncate.
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-            let digit = (n % 10) as u8;
-            text[place] = b'0' + digit;
-            n /= 10;
-        }
-    };
-    put(1, 4, year);
-    put(6, 2, month);
-    put(9, 2, day);
-    put(12, 2, of_day / 3_600_000);
-    put(15, 2, of_day / 60_000 % 60);
-    put(18, 2, of_day / 1_000 % 60);
-    put(21, 3, of_day % 1_000);
-    out.extend_from_slice(&text);
-    Ok(())
+    out.pop();
+    write_json(out, &format_timestamp(ms_to_time(ms)))
 }
 
 /// A version as `encode_version` writes it, quoted (base64 needs no escapes).
@@ -212,6 +181,7 @@ mod tests {
     use crate::store::TableSpec;
     use crate::store::sqlite::rows::{column_list, decode_row};
     use rusqlite::Connection;
+    use tidesync_protocol::time_fmt::YEAR_10000_MS;
 
     /// Every column type, including JSON text (never written through HTTP) and values of
     /// another storage class than their column's, encodes as the decoded row's item does.
