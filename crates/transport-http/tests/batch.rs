@@ -11,7 +11,7 @@ use tidesync_core::{BatchOperation, BatchOutcome, OpKind, ReadRequest, Transport
 use tidesync_protocol::odata::Query;
 use tidesync_transport_http::Protocol;
 use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
 const CAPABILITIES: &str = "/tidesync/v1/capabilities";
 const BATCH: &str = "/tidesync/v1/batch";
@@ -148,12 +148,7 @@ fn at_most_two(request: &Request) -> ResponseTemplate {
 
 #[tokio::test]
 async fn a_batch_too_large_for_the_server_is_split() {
-    let server = server(json!(["batch"])).await;
-    Mock::given(method("POST"))
-        .and(path(BATCH))
-        .respond_with(at_most_two)
-        .mount(&server)
-        .await;
+    let server = server_answering(at_most_two).await;
     let transport = transport(&server, Protocol::Auto);
     let ops: Vec<BatchOperation> = (0..5).map(|n| op(n, OpKind::Insert)).collect();
     let outcomes = transport.batch(&ops).await.unwrap();
@@ -199,12 +194,8 @@ async fn a_server_without_the_extension_gets_single_calls() {
 /// neither falls back to single calls for its ops nor retries it, and it stays usable.
 #[tokio::test]
 async fn a_failed_batch_request_is_one_error_and_stops_single_calls() {
-    let server = server(json!(["batch"])).await;
-    Mock::given(method("POST"))
-        .and(path(BATCH))
-        .respond_with(ResponseTemplate::new(401).set_body_json(json!({"error": "no"})))
-        .mount(&server)
-        .await;
+    let server =
+        server_answering(ResponseTemplate::new(401).set_body_json(json!({"error": "no"}))).await;
     Mock::given(method("GET"))
         .and(path("/tables/TodoItem"))
         .respond_with(ResponseTemplate::new(200).set_body_json(json!([stored("id9")])))
@@ -243,12 +234,7 @@ async fn a_failed_batch_request_is_one_error_and_stops_single_calls() {
 /// when the batch was split), and an answer that does not decode fails then.
 #[tokio::test]
 async fn a_batch_answer_is_decoded_when_asked_and_as_batch_decodes_it() {
-    let server = server(json!(["batch"])).await;
-    Mock::given(method("POST"))
-        .and(path(BATCH))
-        .respond_with(at_most_two)
-        .mount(&server)
-        .await;
+    let server = server_answering(at_most_two).await;
     let http = transport(&server, Protocol::Auto);
     for n in [2, 5] {
         let ops: Vec<BatchOperation> = (0..n).map(|n| op(n, OpKind::Insert)).collect();
@@ -279,7 +265,7 @@ async fn a_batch_answer_is_decoded_when_asked_and_as_batch_decodes_it() {
 }
 
 /// A server with the extension whose batch route answers `answer`.
-async fn server_answering(answer: ResponseTemplate) -> MockServer {
+async fn server_answering(answer: impl Respond + 'static) -> MockServer {
     let server = server(json!(["batch"])).await;
     Mock::given(method("POST"))
         .and(path(BATCH))
