@@ -75,7 +75,7 @@ pub(crate) struct Queue {
     /// The sequence the next new op gets.
     next_sequence: u64,
     /// Ops whose request is on the wire right now.
-    in_flight: HashSet<String>,
+    in_flight: std::collections::HashSet<String, foldhash::fast::RandomState>,
     /// Queued ops per table (tables with none are absent).
     per_table: BTreeMap<String, u64>,
     /// Where the counts are published after each commit (the sync status).
@@ -99,7 +99,7 @@ const OWN_VERSIONS_PER_ITEM: usize = 16;
 /// of a row does not outlive the process either.
 #[derive(Debug, Default)]
 struct OwnVersions {
-    items: std::collections::HashMap<(String, String), Own>,
+    items: HashMap<(String, String), Own>,
     /// Items in the order they were first remembered, for the cap.
     order: VecDeque<(String, String)>,
 }
