@@ -66,9 +66,8 @@ enum Prepare {
 
 /// An op marked attempted, with what to send for it.
 struct Prepared {
-    /// The op's state and item before it was marked (what an unsent batch
-    /// restores; nothing else of the op changes when it is marked).
-    before: (OpState, Option<Item>),
+    /// What an unsent batch gives the op back (see [`PushRun::unmark`]).
+    before: Before,
     /// The op as marked, but without its `item` (the queue holds it whole:
     /// [`PushRun::whole`] takes it from there where an answer needs it).
     op: Operation,
@@ -77,6 +76,16 @@ struct Prepared {
     earlier: Vec<Item>,
     /// The op's row when it was marked (see [`PushRun::complete_acked`]).
     row: Option<Item>,
+}
+
+/// An op's state and item before it was marked attempted (nothing else of the
+/// op changes when it is marked).
+struct Before {
+    state: OpState,
+    item: Option<Item>,
+    /// The mark rewrote the item (with what it was about to send beside the
+    /// earlier attempts); a mark that only records the state leaves it.
+    item_rewritten: bool,
 }
 
 /// One push: its walk through the queue and its result so far.
@@ -314,7 +323,11 @@ impl PushRun {
         if !self.fold_follow_up(queue, &mut op)? {
             return Ok(Prepare::Gone);
         }
-        let before = (op.state, op.item.clone());
+        let mut before = Before {
+            state: op.state,
+            item: op.item.clone(),
+            item_rewritten: false,
+        };
         let row_when_marked = row.clone();
         // What the op sent before (an insert's or update's attempts, a delete's
         // replaced attempts), any of which the server may hold if an answer was lost.
@@ -348,6 +361,7 @@ impl PushRun {
                 earlier.push(last);
             }
             op.item = Some(with_attempts(item.clone(), earlier.clone()));
+            before.item_rewritten = true;
         }
         op.state = OpState::Attempted;
         // The queue keeps the marked op whole; the push's copy goes without its
@@ -467,7 +481,7 @@ impl PushRun {
     /// the push can settle and prepare other batches meanwhile.
     async fn launch(&self, mut prepared: Vec<Prepared>) -> InFlight {
         // An insert's or update's item moves into the request, and back out of
-        // it when the answer has come ([`InFlight::take_back`]): no copy.
+        // it when the answer has come (`take_back`): no copy.
         let request: Vec<BatchOperation> = prepared
             .iter_mut()
             .map(|p| BatchOperation {
@@ -574,7 +588,10 @@ impl PushRun {
     }
 
     /// Gives ops that were marked attempted but never sent their state back
-    /// (unless something changed them since).
+    /// (unless something else of them changed since). Their item too, when the
+    /// mark rewrote it or the op had never been sent; otherwise the item stays
+    /// as it is now: a local write made while the op was marked may have kept
+    /// its row there as what an earlier attempt sent.
     fn unmark(&self, prepared: Vec<Prepared>) {
         if prepared.is_empty() {
             return;
@@ -583,14 +600,18 @@ impl PushRun {
         let mut batch = WriteBatch::new();
         for p in prepared {
             queue.clear_in_flight(&p.op.id);
-            if queue
+            let Some(current) = queue
                 .get(&p.op.id)
-                .is_some_and(|current| same_but_item(current, &p.op))
-            {
-                let mut op = p.op;
-                (op.state, op.item) = p.before;
-                batch.push(Write::PutOperation(op));
+                .filter(|current| same_but_item(current, &p.op))
+            else {
+                continue;
+            };
+            let mut op = current.clone();
+            op.state = p.before.state;
+            if p.before.item_rewritten || p.before.state == OpState::Pending {
+                op.item = p.before.item;
             }
+            batch.push(Write::PutOperation(op));
         }
         if let Err(e) = queue.commit_owned(&*self.engine.store, &mut batch) {
             // Harmless: an op left attempted is sent again by the next push.
