@@ -459,16 +459,15 @@ impl SyncContext {
                 item = with_server_unmapped(&def, item, server);
             }
             let row = conform_item(&def, &item, true)?;
-            let current = self
-                .inner
-                .store
-                .get(&op.table, &op.item_id)?
-                .unwrap_or_default();
+            let current = self.inner.store.get(&op.table, &op.item_id)?;
             // The row is what the op last sent unless its `item` keeps that
             // (see `PushRun::prepare`): keep it before the row changes.
-            if op.item.is_none() && op.state != OpState::Pending {
-                op.item = Some(sent_form(current.clone()).0);
+            if let Some(row) = current.as_ref().filter(|_| op.state != OpState::Pending) {
+                if op.item.is_none() {
+                    op.item = Some(sent_form(row.clone()).0);
+                }
             }
+            let current = current.unwrap_or_default();
             batch.push(Write::PutItem {
                 table: op.table.clone(),
                 item: match &error.server_item {

@@ -42,7 +42,8 @@ impl OpIndex {
                     live.ids.insert(id);
                 }
             }
-            // Stale only if something it lists is gone.
+            // A row none of whose ops is queued goes at the next write; one that
+            // still lists some gone ops is rewritten when one of its ops leaves it.
             live.stale = live.ids.is_empty();
             self.attempts.insert(rowid, live);
         }

@@ -396,16 +396,13 @@ impl PushRun {
             if let Some(v) = &server_version {
                 local.insert(VERSION.to_owned(), Value::String(v.clone()));
             }
-            let row = self
-                .engine
-                .store
-                .get(&op.table, &op.item_id)?
-                .unwrap_or_default();
+            let row = self.engine.store.get(&op.table, &op.item_id)?;
             // The row is what the op last sent unless its `item` keeps that
             // (see `PushRun::prepare`): keep it before the row changes.
-            if op.item.is_none() {
+            if let Some(row) = row.as_ref().filter(|_| op.item.is_none()) {
                 op.item = Some(sent_form(row.clone()).0);
             }
+            let row = row.unwrap_or_default();
             batch.push(Write::PutItem {
                 table: op.table.clone(),
                 item: overlay_server_copy(row, local),
