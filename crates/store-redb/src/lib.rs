@@ -58,8 +58,7 @@ use std::sync::{PoisonError, RwLock, RwLockReadGuard};
 
 use redb::{Database, ReadTransaction, ReadableDatabase, ReadableTable};
 use tidesync_core::{
-    Item, LocalStore, OpState, Operation, OperationError, QueryResult, StoreError, TableDef, Write,
-    WriteBatch,
+    Item, LocalStore, Operation, OperationError, QueryResult, StoreError, TableDef, WriteBatch,
 };
 use tidesync_protocol::odata::Query;
 
@@ -252,11 +251,7 @@ impl RedbStore {
     /// op would meet the server's copy as a conflict. One sync per push batch, not per
     /// local write.
     fn durability_of(&self, batch: &WriteBatch) -> redb::Durability {
-        let marks_sent = batch.writes.iter().any(|write| {
-            matches!(write, Write::MarkAttempted { .. })
-                || matches!(write, Write::PutOperation(op) if op.state == OpState::Attempted)
-        });
-        if marks_sent {
+        if batch.marks_attempted() {
             redb::Durability::Immediate
         } else {
             self.durability

@@ -226,6 +226,17 @@ impl WriteBatch {
         self.writes.push(write);
     }
 
+    /// True when the batch marks an op attempted (a [`Write::MarkAttempted`], or an op
+    /// written [`OpState::Attempted`](crate::OpState::Attempted)): what a push writes
+    /// before it sends, and what a store with relaxed durability must commit durably.
+    pub fn marks_attempted(&self) -> bool {
+        self.writes.iter().any(|write| match write {
+            Write::MarkAttempted { .. } => true,
+            Write::PutOperation(op) => op.state == crate::model::OpState::Attempted,
+            _ => false,
+        })
+    }
+
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.writes.is_empty()

@@ -10,50 +10,21 @@ use std::sync::Arc;
 use common::*;
 use serde_json::json;
 use tidesync_core::{
-    CancellationToken, Item, LocalStore, MemoryStore, OpState, Operation, OperationError,
-    PushOptions, PushStatus, QueryResult, StoreError, SyncContext, TableDef, Write, WriteBatch,
+    CancellationToken, LocalStore, OpState, PushOptions, PushStatus, SyncContext, WriteBatch,
 };
 use tidesync_transport_mock::{Fault, MockServer};
 
-/// A store that counts the batches that mark ops attempted.
+/// Counts the batches that mark ops attempted.
 #[derive(Debug)]
 struct MarkWatch {
-    inner: MemoryStore,
     marks: tokio::sync::watch::Sender<usize>,
 }
 
-impl LocalStore for MarkWatch {
-    fn define_table(&self, def: &TableDef) -> Result<(), StoreError> {
-        self.inner.define_table(def)
-    }
-    fn table(&self, name: &str) -> Result<Option<TableDef>, StoreError> {
-        self.inner.table(name)
-    }
-    fn get(&self, table: &str, id: &str) -> Result<Option<Item>, StoreError> {
-        self.inner.get(table, id)
-    }
-    fn query(&self, table: &str, query: &tidesync_core::Query) -> Result<QueryResult, StoreError> {
-        self.inner.query(table, query)
-    }
-    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
-        self.inner.load_operations()
-    }
-    fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
-        self.inner.errors()
-    }
-    fn config(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.config(key)
-    }
-    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        self.inner.write(batch)?;
-        if batch
-            .writes
-            .iter()
-            .any(|w| matches!(w, Write::MarkAttempted { .. }))
-        {
+impl WriteHook for MarkWatch {
+    fn after(&self, batch: &WriteBatch) {
+        if batch.marks_attempted() {
             self.marks.send_modify(|n| *n += 1);
         }
-        Ok(())
     }
 }
 
@@ -66,10 +37,7 @@ async fn an_unsent_batch_keeps_the_attempt_an_edit_kept_while_it_was_marked() {
     server.add_table(TODO);
     server.add_table(TAGS);
     let (marks, mut marked) = tokio::sync::watch::channel(0usize);
-    let store = Arc::new(MarkWatch {
-        inner: MemoryStore::new(),
-        marks,
-    });
+    let store = Arc::new(HookedStore::new(MarkWatch { marks }));
     store.define_table(&todo_def()).unwrap();
     store.define_table(&tag_def()).unwrap();
     let client = SyncContext::builder()

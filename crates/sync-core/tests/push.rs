@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 use tidesync_core::{
-    CancellationToken, Error, FnHandler, Item, LocalStore, MemoryStore, OpKind, OpState, Operation,
-    OperationError, PushOptions, PushStatus, QueryResult, Resolution, StoreError, SyncContext,
-    TableDef, Write, WriteBatch,
+    CancellationToken, Error, FnHandler, Item, LocalStore, MemoryStore, OpKind, OpState,
+    OperationError, PushOptions, PushStatus, Resolution, StoreError, SyncContext, Write,
+    WriteBatch,
 };
 use tidesync_transport_mock::{CallKind, Fault, MockServer};
 
@@ -186,59 +186,34 @@ async fn a_handler_can_abort_the_push() {
     assert_eq!(queued, vec!["b", "c"]);
 }
 
-/// A store that fails (or panics) when a push marks an op attempted.
+/// Fails (or panics) a write when a push marks an op attempted.
 #[derive(Debug)]
-struct FailingStore {
-    inner: MemoryStore,
+struct FailOnMark {
     fail: AtomicBool,
     panic: bool,
 }
 
-impl LocalStore for FailingStore {
-    fn define_table(&self, def: &TableDef) -> Result<(), StoreError> {
-        self.inner.define_table(def)
-    }
-    fn table(&self, name: &str) -> Result<Option<TableDef>, StoreError> {
-        self.inner.table(name)
-    }
-    fn get(&self, table: &str, id: &str) -> Result<Option<Item>, StoreError> {
-        self.inner.get(table, id)
-    }
-    fn query(&self, table: &str, query: &tidesync_core::Query) -> Result<QueryResult, StoreError> {
-        self.inner.query(table, query)
-    }
-    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
-        self.inner.load_operations()
-    }
-    fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
-        self.inner.errors()
-    }
-    fn config(&self, key: &str) -> Result<Option<String>, StoreError> {
-        self.inner.config(key)
-    }
-    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
-        let marks_attempted = batch.writes.iter().any(|w| {
-            matches!(w, Write::MarkAttempted { .. })
-                || matches!(w, Write::PutOperation(op) if op.state == OpState::Attempted)
-        });
-        if marks_attempted && self.fail.load(Ordering::SeqCst) {
+impl WriteHook for FailOnMark {
+    fn before(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.marks_attempted() && self.fail.load(Ordering::SeqCst) {
             if self.panic {
                 panic!("injected store panic");
             }
             return Err(StoreError::Busy("injected".into()));
         }
-        self.inner.write(batch)
+        Ok(())
     }
 }
+
+type FailingStore = HookedStore<FailOnMark>;
 
 fn failing_client(panic: bool) -> (SyncContext, Arc<FailingStore>, MockServer) {
     let server = MockServer::new();
     server.add_table(TODO);
-    let store = Arc::new(FailingStore {
-        inner: MemoryStore::new(),
+    let store = Arc::new(HookedStore::new(FailOnMark {
         fail: AtomicBool::new(false),
         panic,
-    });
+    }));
     store.define_table(&todo_def()).unwrap();
     let client = SyncContext::builder()
         .store_arc(store.clone())
@@ -256,13 +231,13 @@ async fn a_store_failure_stops_the_push_with_sync_store_error() {
         .insert(&json!({"id": "a"}))
         .await
         .unwrap();
-    store.fail.store(true, Ordering::SeqCst);
+    store.hook.fail.store(true, Ordering::SeqCst);
     let result = client.push().await.unwrap();
     assert_eq!(result.status, PushStatus::CancelledBySyncStoreError);
     assert_eq!(result.status.code(), 3);
     assert!(result.other_error.unwrap().contains("injected"));
     assert!(server.calls().is_empty());
-    store.fail.store(false, Ordering::SeqCst);
+    store.hook.fail.store(false, Ordering::SeqCst);
     assert!(client.push().await.unwrap().is_success());
 }
 
@@ -274,12 +249,12 @@ async fn a_panic_inside_the_push_is_an_internal_error_not_a_crash() {
         .insert(&json!({"id": "a"}))
         .await
         .unwrap();
-    store.fail.store(true, Ordering::SeqCst);
+    store.hook.fail.store(true, Ordering::SeqCst);
     let result = client.push().await.unwrap();
     assert_eq!(result.status, PushStatus::InternalError);
     assert_eq!(result.status.code(), 2_147_483_647);
     // The engine is still usable and nothing was lost.
-    store.fail.store(false, Ordering::SeqCst);
+    store.hook.fail.store(false, Ordering::SeqCst);
     client
         .table::<serde_json::Value>(TODO)
         .insert(&json!({"id": "b"}))

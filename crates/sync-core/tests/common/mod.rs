@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tidesync_core::{
     ColumnType, ConflictHandler, Item, LocalStore, MemoryStore, OpKind, OpState, Operation,
-    SyncContext, SyncTable, TableDef,
+    OperationError, QueryResult, StoreError, SyncContext, SyncTable, TableDef, WriteBatch,
 };
 use tidesync_transport_mock::{CallKind, MockServer};
 
@@ -233,5 +233,63 @@ impl Fixture {
             .update(&json!({"id": id, "text": mine}))
             .await
             .unwrap();
+    }
+}
+
+/// What a [`HookedStore`] does around each write of the `MemoryStore` under it.
+pub trait WriteHook: std::fmt::Debug + Send + Sync {
+    /// Before the write: an error refuses it, with nothing written.
+    fn before(&self, _batch: &WriteBatch) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// After the write went in.
+    fn after(&self, _batch: &WriteBatch) {}
+}
+
+/// A `MemoryStore` whose writes pass through `hook` (a store that fails on cue, or tells
+/// a test when something was written).
+#[derive(Debug)]
+pub struct HookedStore<H> {
+    pub inner: MemoryStore,
+    pub hook: H,
+}
+
+impl<H: WriteHook> HookedStore<H> {
+    pub fn new(hook: H) -> Self {
+        HookedStore {
+            inner: MemoryStore::new(),
+            hook,
+        }
+    }
+}
+
+impl<H: WriteHook> LocalStore for HookedStore<H> {
+    fn define_table(&self, def: &TableDef) -> Result<(), StoreError> {
+        self.inner.define_table(def)
+    }
+    fn table(&self, name: &str) -> Result<Option<TableDef>, StoreError> {
+        self.inner.table(name)
+    }
+    fn get(&self, table: &str, id: &str) -> Result<Option<Item>, StoreError> {
+        self.inner.get(table, id)
+    }
+    fn query(&self, table: &str, query: &tidesync_core::Query) -> Result<QueryResult, StoreError> {
+        self.inner.query(table, query)
+    }
+    fn load_operations(&self) -> Result<Vec<Operation>, StoreError> {
+        self.inner.load_operations()
+    }
+    fn errors(&self) -> Result<Vec<OperationError>, StoreError> {
+        self.inner.errors()
+    }
+    fn config(&self, key: &str) -> Result<Option<String>, StoreError> {
+        self.inner.config(key)
+    }
+    fn write(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        self.hook.before(batch)?;
+        self.inner.write(batch)?;
+        self.hook.after(batch);
+        Ok(())
     }
 }
